@@ -1,0 +1,285 @@
+//! The agent actor: one generation at a time for its session. Supervised by
+//! `Session`, which restarts it with capped backoff if it panics.
+//!
+//! The provider's stream runs in a spawned task, so the actor's mailbox never
+//! waits on the network: chunks go straight to the session as they arrive,
+//! `Cancel` aborts the task (dropping the upstream request), and a panic in
+//! the provider comes back as `TaskEnded` and fails this actor on purpose, so
+//! the session's supervision policy sees it.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::{Map, Value};
+use tokio::task::JoinHandle;
+
+use crate::domain::{MessageId, Role, SessionId, TenantId};
+use crate::session::SessionMsg;
+
+/// One turn of the conversation as an agent sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub role: Role,
+    pub content: String,
+}
+
+/// Everything an agent needs to answer the newest user message.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    pub tenant: TenantId,
+    pub session: SessionId,
+    /// Oldest first; the last turn is the user message being answered.
+    pub history: Vec<Turn>,
+    pub context: Map<String, Value>,
+}
+
+/// Why an agent could not answer, in words safe to show the user (no secrets).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct AgentError(pub String);
+
+/// An answer arriving piece by piece.
+pub type AgentStream = BoxStream<'static, Result<String, AgentError>>;
+
+/// Where answers come from: the built-in echo agent, an OpenAI-compatible
+/// model, an n8n workflow. Implementations hold their own settings.
+pub trait AgentProvider: Send + Sync + 'static {
+    /// Starts one answer. Called inside the agent actor, so a panic here fails
+    /// the actor; the stream itself is consumed in a spawned task.
+    fn answer(&self, request: AgentRequest) -> AgentStream;
+}
+
+/// Agent providers by the name tenants choose them with (`agent = "echo"`).
+pub type AgentRegistry = HashMap<String, Arc<dyn AgentProvider>>;
+
+/// The offline, deterministic default: answers `You said: <message>` word by
+/// word, a configurable pause between words, so `cargo run` streams with no key.
+pub struct EchoAgent {
+    pub word_delay: Duration,
+}
+
+impl EchoAgent {
+    /// The full reply for a message: what the stream adds up to.
+    pub fn reply_to(content: &str) -> String {
+        format!("You said: {}", content.trim())
+    }
+}
+
+impl AgentProvider for EchoAgent {
+    fn answer(&self, request: AgentRequest) -> AgentStream {
+        let asked = request
+            .history
+            .iter()
+            .rev()
+            .find(|turn| turn.role == Role::User)
+            .map(|turn| turn.content.as_str())
+            .unwrap_or_default();
+        let words: Vec<String> = EchoAgent::reply_to(asked)
+            .split_inclusive(' ')
+            .map(str::to_owned)
+            .collect();
+        let delay = self.word_delay;
+        stream::iter(words.into_iter().enumerate())
+            .then(move |(index, word)| async move {
+                if index > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(word)
+            })
+            .boxed()
+    }
+}
+
+/// How a generation ended, as the session is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentOutcome {
+    Completed,
+    /// Stopped by `cancel`.
+    Cancelled,
+    Failed(AgentError),
+}
+
+pub enum AgentMsg {
+    /// Generates the answer with this id; chunks go to the session as they come.
+    Generate {
+        message_id: MessageId,
+        request: AgentRequest,
+    },
+    /// Stops the generation with this id, if it is still running.
+    Cancel { message_id: MessageId },
+    /// From the generation task: it ended. A panic fails the actor.
+    TaskEnded {
+        message_id: MessageId,
+        ended: TaskEnd,
+    },
+}
+
+/// How the generation task ended, before the actor interprets it.
+pub enum TaskEnd {
+    Finished(AgentOutcome),
+    Panicked(String),
+}
+
+pub struct AgentArgs {
+    pub session: ActorRef<SessionMsg>,
+    pub provider: Arc<dyn AgentProvider>,
+}
+
+pub struct AgentState {
+    session: ActorRef<SessionMsg>,
+    provider: Arc<dyn AgentProvider>,
+    running: Option<(MessageId, JoinHandle<()>)>,
+}
+
+pub struct Agent;
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AgentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(AgentState {
+            session: args.session,
+            provider: args.provider,
+            running: None,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Dropping the stream drops the upstream request with it.
+        if let Some((_, task)) = state.running.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Generate {
+                message_id,
+                request,
+            } => {
+                if let Some((_, task)) = state.running.take() {
+                    task.abort();
+                }
+                let answer = state.provider.answer(request);
+                let task = tokio::spawn(run_generation(
+                    message_id,
+                    answer,
+                    state.session.clone(),
+                    myself.clone(),
+                ));
+                state.running = Some((message_id, task));
+            }
+            AgentMsg::Cancel { message_id } => {
+                if let Some((running, task)) = state.running.take_if(|(id, _)| *id == message_id) {
+                    task.abort();
+                    let _ = state.session.cast(SessionMsg::AgentFinished {
+                        message_id: running,
+                        outcome: AgentOutcome::Cancelled,
+                    });
+                }
+            }
+            AgentMsg::TaskEnded { message_id, ended } => {
+                if state.running.as_ref().is_none_or(|(id, _)| *id != message_id) {
+                    return Ok(());
+                }
+                state.running = None;
+                match ended {
+                    TaskEnd::Finished(outcome) => {
+                        let _ = state.session.cast(SessionMsg::AgentFinished {
+                            message_id,
+                            outcome,
+                        });
+                    }
+                    TaskEnd::Panicked(panic) => {
+                        return Err(format!("agent provider panicked: {panic}").into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Consumes one answer stream, sending each piece to the session, then reports
+/// how it ended to the agent actor.
+async fn run_generation(
+    message_id: MessageId,
+    mut answer: AgentStream,
+    session: ActorRef<SessionMsg>,
+    agent: ActorRef<AgentMsg>,
+) {
+    let consume = async {
+        while let Some(piece) = answer.next().await {
+            match piece {
+                Ok(text) if text.is_empty() => {}
+                Ok(text) => {
+                    if session.cast(SessionMsg::AgentChunk { message_id, text }).is_err() {
+                        return AgentOutcome::Cancelled;
+                    }
+                }
+                Err(error) => return AgentOutcome::Failed(error),
+            }
+        }
+        AgentOutcome::Completed
+    };
+    let ended = match AssertUnwindSafe(consume).catch_unwind().await {
+        Ok(outcome) => TaskEnd::Finished(outcome),
+        Err(panic) => TaskEnd::Panicked(panic_message(&panic)),
+    };
+    let _ = agent.cast(AgentMsg::TaskEnded { message_id, ended });
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn echo_streams_its_reply_word_by_word() {
+        let agent = EchoAgent {
+            word_delay: Duration::ZERO,
+        };
+        let request = AgentRequest {
+            tenant: TenantId("t".into()),
+            session: SessionId::new(),
+            history: vec![Turn {
+                role: Role::User,
+                content: "hola que tal".into(),
+            }],
+            context: Map::new(),
+        };
+        let pieces: Vec<String> = agent.answer(request).map(|piece| piece.unwrap()).collect().await;
+        assert_eq!(pieces, vec!["You ", "said: ", "hola ", "que ", "tal"]);
+        assert_eq!(pieces.concat(), EchoAgent::reply_to("hola que tal"));
+    }
+}

@@ -1,0 +1,181 @@
+//! The runtime's settings, deserialised from `config/default.toml` (and its
+//! overrides) by the edge. Every field has a default, documented in that file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::TenantId;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub storage: StorageConfig,
+    pub sessions: SessionConfig,
+    pub limits: Limits,
+    pub supervision: SupervisionConfig,
+    pub agents: AgentsConfig,
+    /// Tenants by id. Nothing assumes there is only one.
+    pub tenants: BTreeMap<String, TenantSettings>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let mut tenants = BTreeMap::new();
+        tenants.insert("default".to_string(), TenantSettings::default());
+        RuntimeConfig {
+            storage: StorageConfig::default(),
+            sessions: SessionConfig::default(),
+            limits: Limits::default(),
+            supervision: SupervisionConfig::default(),
+            agents: AgentsConfig::default(),
+            tenants,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where the embedded surrealkv store lives (`<data_dir>/tertulia.db`).
+    pub data_dir: String,
+    /// Overrides `data_dir` with any SurrealDB endpoint (`mem://` in tests).
+    pub endpoint: Option<String>,
+    pub namespace: String,
+    pub database: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: "./data".into(),
+            endpoint: None,
+            namespace: "tertulia".into(),
+            database: "main".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session with no sockets and nothing in progress stops after this long;
+    /// the next use rehydrates it from the database.
+    pub idle_timeout_ms: u64,
+    /// Stored messages a live session keeps in memory for replays and agent history.
+    pub recent_messages: usize,
+    /// Turns of history given to the agent.
+    pub history_turns: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout_ms: 300_000,
+            recent_messages: 500,
+            history_turns: 50,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message `content`, in bytes (UTF-8).
+    pub max_content_bytes: usize,
+    /// Frames queued for one socket before it is closed as a slow consumer.
+    pub outbound_queue_frames: usize,
+    /// Bytes queued for one socket before it is closed as a slow consumer.
+    pub outbound_queue_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_content_bytes: 16 * 1024,
+            outbound_queue_frames: 4096,
+            outbound_queue_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// First restart delay after a crash; doubles per crash up to the maximum.
+    pub restart_min_ms: u64,
+    pub restart_max_ms: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        SupervisionConfig {
+            restart_min_ms: 50,
+            restart_max_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub echo: EchoConfig,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            echo: EchoConfig { word_delay_ms: 40 },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EchoConfig {
+    /// Pause between words, so the stream is visible in a browser.
+    pub word_delay_ms: u64,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        AgentsConfig::default().echo
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    pub name: String,
+    /// Keys accepted in `X-API-Key` for this tenant. Several may be valid at once.
+    pub api_keys: Vec<String>,
+    /// The `system` frame sent when a socket connects.
+    pub greeting: String,
+    /// Which agent answers: a name from the agent registry (`echo` built in).
+    pub agent: String,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            name: "Default".into(),
+            api_keys: vec!["tk_dev_default_change_me".into()],
+            greeting: "Hello! How can I help you today?".into(),
+            agent: "echo".into(),
+        }
+    }
+}
+
+/// A configured tenant together with its id.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub settings: TenantSettings,
+}

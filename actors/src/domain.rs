@@ -1,0 +1,198 @@
+//! Plain domain types the actors exchange: ids, stored messages, sessions and
+//! the commands a client can give. No actor, transport or database code here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use uuid::Uuid;
+
+/// A tenant's id as configured (`[tenants.<id>]`): short, stable, human-chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A conversation (session) id: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    pub fn new() -> Self {
+        SessionId(Uuid::now_v7())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = uuid::Error;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(text).map(SessionId)
+    }
+}
+
+/// A message id: a UUID v7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub Uuid);
+
+impl MessageId {
+    pub fn new() -> Self {
+        MessageId(Uuid::now_v7())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+}
+
+/// Whether a stored message is whole. Only assistant messages can be cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    /// Written in full.
+    Complete,
+    /// Cut short by `cancel` or by a shutdown; `content` is what was generated.
+    Interrupted,
+    /// The agent failed; `content` is what was generated before it did.
+    Failed,
+}
+
+/// One entry of a session's ordered log, exactly as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    #[serde(rename = "message_id")]
+    pub id: MessageId,
+    pub tenant: TenantId,
+    pub session_id: SessionId,
+    /// Position in the session's log: assigned by the session actor when the
+    /// message is handed to storage, so log order is durability order.
+    pub seq: u64,
+    pub role: Role,
+    pub content: String,
+    pub status: MessageStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// RFC 3339, UTC, microseconds: sorts as text.
+    pub created_at: String,
+}
+
+/// A stored conversation, without its messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    #[serde(rename = "session_id")]
+    pub id: SessionId,
+    pub tenant: TenantId,
+    pub status: String,
+    pub context: Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The highest `seq` stored so far (0 for an empty conversation).
+    pub last_seq: u64,
+    pub message_count: u64,
+}
+
+/// A user message as a client sent it, before the session gives it a `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub content: String,
+    /// Merged into the session's context before the agent answers.
+    pub context: Option<Map<String, Value>>,
+    /// The client's own id for the message: a repeat is acknowledged again, not stored twice.
+    pub client_msg_id: Option<String>,
+}
+
+/// What the session tells the sender once its message is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub client_msg_id: Option<String>,
+    pub message_id: MessageId,
+    pub seq: u64,
+}
+
+/// A command from a connected client, already parsed and shape-checked by the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCommand {
+    Message(NewMessage),
+    Cancel,
+    Typing,
+    /// Replay every stored message with `seq > after_seq`, then any answer in progress.
+    Resume { after_seq: u64 },
+    /// Merge these keys into the session's context.
+    Context(Map<String, Value>),
+    Ping,
+}
+
+/// Now, as stored and sent: RFC 3339 in UTC with microseconds, so text order is time order.
+pub fn now_timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// Shallow merge: keys in `patch` replace those in `into`; a `null` removes the key.
+pub fn merge_context(into: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (key, value) in patch {
+        if value.is_null() {
+            into.remove(&key);
+        } else {
+            into.insert(key, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_replaces_adds_and_removes_keys() {
+        let mut context = json!({"a": 1, "b": 2}).as_object().unwrap().clone();
+        let patch = json!({"b": 3, "c": 4, "a": null}).as_object().unwrap().clone();
+        merge_context(&mut context, patch);
+        assert_eq!(Value::Object(context), json!({"b": 3, "c": 4}));
+    }
+
+    #[test]
+    fn timestamps_sort_as_text() {
+        let first = now_timestamp();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = now_timestamp();
+        assert!(first < second, "{first} !< {second}");
+        assert!(first.ends_with('Z') && first.len() == 27, "{first}");
+    }
+}

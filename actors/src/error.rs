@@ -1,0 +1,72 @@
+//! The runtime's one error type. Every public call of `tertulia-actors` returns
+//! it; the edge (`src/error.rs`) maps each variant to an HTTP status, a
+//! WebSocket `error` frame code, or a close reason, in one place.
+
+use crate::domain::{SessionId, TenantId};
+
+/// Everything that can go wrong inside the runtime, by what the caller can do
+/// about it rather than by where it happened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No live or stored session with this id exists for this tenant. Sessions
+    /// of other tenants are reported the same way, so ids cannot be probed.
+    #[error("session {session} not found")]
+    SessionNotFound { tenant: TenantId, session: SessionId },
+
+    /// The tenant is not configured on this node.
+    #[error("tenant {0} not found")]
+    TenantNotFound(TenantId),
+
+    /// The caller's input breaks a documented limit or shape; the text names the field.
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// Message content is larger than the configured limit.
+    #[error("content is {actual} bytes; the limit is {limit}")]
+    ContentTooLarge { actual: usize, limit: usize },
+
+    /// `cancel` arrived while no answer was being generated.
+    #[error("no answer is being generated")]
+    NothingToCancel,
+
+    /// The database refused or failed a read or a write. Nothing was acknowledged.
+    #[error("storage failed: {0}")]
+    Storage(String),
+
+    /// An actor the request needed stopped before it answered (restart, shutdown).
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+
+    /// The runtime is shutting down and takes no new work.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+
+    /// Starting the runtime failed (database, migrations, actors).
+    #[error("start-up failed: {0}")]
+    Startup(String),
+}
+
+impl Error {
+    /// A stable, machine-readable code, shared by HTTP bodies and `error` frames.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::SessionNotFound { .. } => "session_not_found",
+            Error::TenantNotFound(_) => "tenant_not_found",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::ContentTooLarge { .. } => "content_too_large",
+            Error::NothingToCancel => "nothing_to_cancel",
+            Error::Storage(_) => "storage_failed",
+            Error::Unavailable(_) => "unavailable",
+            Error::ShuttingDown => "shutting_down",
+            Error::Startup(_) => "startup_failed",
+        }
+    }
+}
+
+impl From<surrealdb::Error> for Error {
+    fn from(error: surrealdb::Error) -> Self {
+        Error::Storage(error.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

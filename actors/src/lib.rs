@@ -1,0 +1,29 @@
+//! The tertulia runtime: the supervision tree, the actors and their messages,
+//! storage and agent adapters. The edge (`src/` of the `tertulia` crate) uses
+//! it only through [`Runtime`] and the handles it returns.
+//!
+//! ```text
+//! Root (root.rs)
+//! ├── Persistence (persistence.rs)   the only code that queries SurrealDB
+//! └── Tenant (tenant.rs)             one per tenant, started on first use
+//!     └── Session (session.rs)       one per live conversation; passivates when idle
+//!         ├── Agent (agent.rs)       one generation at a time
+//!         └── Connection (connection.rs)  one per socket; owns its bounded queue
+//! ```
+
+pub mod agent;
+pub mod config;
+pub mod connection;
+pub mod domain;
+pub mod error;
+pub mod outbound;
+pub mod persistence;
+pub mod protocol;
+pub mod root;
+pub mod runtime;
+pub mod session;
+pub mod supervision;
+pub mod tenant;
+
+pub use error::{Error, Result};
+pub use runtime::Runtime;

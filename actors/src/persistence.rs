@@ -1,0 +1,580 @@
+//! The persistence actor: the only code that talks to SurrealDB. Supervised by
+//! `Root`, which restarts it with the same [`Database`] handle if it panics.
+//!
+//! Writes are group-committed. While one batch is being written, new writes
+//! queue up; when the batch commits, every waiter of that batch is told, and
+//! whatever queued meanwhile goes out as the next batch, in one transaction and
+//! so one fsync (surrealkv with `sync=every`). Batches run in a spawned task,
+//! so reads and new writes are never stuck behind the disk. Reads run in
+//! spawned tasks too, each on a clone of the handle.
+//!
+//! Never lets one bad statement into a batch: SurrealDB aborts a transaction
+//! at its first error, which would fail every other session's writes with it.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use tokio::sync::oneshot;
+
+use crate::domain::{SessionId, SessionRecord, StoredMessage, TenantId};
+use crate::error::{Error, Result};
+
+/// Numbered migrations, applied in order at start and recorded in `migration`,
+/// so each runs once. A unit test checks this list against `schemas/migrations/`.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "0001_init",
+    include_str!("../../schemas/migrations/0001_init.surql"),
+)];
+
+/// The most writes one transaction carries; more wait for the next batch.
+const MAX_BATCH: usize = 512;
+
+/// An open database handle. Opaque outside this file: only the persistence
+/// actor and its tasks run queries with it.
+#[derive(Clone)]
+pub struct Database {
+    db: Surreal<Any>,
+}
+
+impl Database {
+    /// Opens `endpoint` (`surrealkv://…?sync=every`, `mem://`, …), selects the
+    /// namespace and database, and applies pending migrations.
+    pub async fn open(endpoint: &str, namespace: &str, database: &str) -> Result<Database> {
+        let db = surrealdb::engine::any::connect(endpoint)
+            .await
+            .map_err(|error| Error::Startup(format!("cannot open database at {endpoint}: {error}")))?;
+        db.use_ns(namespace).use_db(database).await?;
+        let database = Database { db };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    /// The endpoint for an embedded surrealkv store under `data_dir`, syncing
+    /// every commit to disk, so an acknowledged message survives a crash.
+    pub fn surrealkv_endpoint(data_dir: &Path) -> Result<String> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            Error::Startup(format!("cannot create data directory {}: {error}", data_dir.display()))
+        })?;
+        let absolute = std::fs::canonicalize(data_dir).map_err(|error| {
+            Error::Startup(format!("cannot resolve data directory {}: {error}", data_dir.display()))
+        })?;
+        Ok(format!("surrealkv://{}/tertulia.db?sync=every", absolute.display()))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.db
+            .query("DEFINE TABLE IF NOT EXISTS migration SCHEMALESS;")
+            .await?
+            .check()?;
+        let applied: Vec<Value> = self
+            .select("SELECT version FROM migration;", json!({}))
+            .await?;
+        let applied: Vec<u64> = applied.iter().filter_map(|row| row["version"].as_u64()).collect();
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(&u64::from(*version)) {
+                continue;
+            }
+            let statement = format!(
+                "BEGIN TRANSACTION;\n{sql}\nCREATE type::record('migration', $version) CONTENT {{ version: $version, name: $name, applied_at: $at }};\nCOMMIT TRANSACTION;"
+            );
+            self.db
+                .query(statement)
+                .bind(json!({"version": version, "name": name, "at": crate::domain::now_timestamp()}))
+                .await?
+                .check()
+                .map_err(|error| Error::Startup(format!("migration {name} failed: {error}")))?;
+            tracing::info!(migration = name, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// The secret that signs WebSocket tickets: made once, kept in the
+    /// database, so tickets handed out before a restart still work after it.
+    pub async fn ticket_secret(&self) -> Result<Vec<u8>> {
+        let rows: Vec<Value> = self
+            .select("SELECT value FROM type::record('setting', 'ticket_secret');", json!({}))
+            .await?;
+        if let Some(hex) = rows.first().and_then(|row| row["value"].as_str())
+            && let Some(secret) = decode_hex(hex)
+        {
+            return Ok(secret);
+        }
+        let secret: [u8; 32] = rand::random();
+        let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+        self.db
+            .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { value: $value };")
+            .bind(json!({"value": hex}))
+            .await?
+            .check()?;
+        Ok(secret.to_vec())
+    }
+
+    async fn select<T: DeserializeOwned>(&self, query: &str, vars: Value) -> Result<Vec<T>> {
+        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
+        let rows: surrealdb::types::Value = response.take(0)?;
+        let rows = match rows.into_json_value() {
+            Value::Array(rows) => rows,
+            Value::Null => Vec::new(),
+            other => vec![other],
+        };
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_value(row)
+                    .map_err(|error| Error::Storage(format!("unexpected row shape: {error}")))
+            })
+            .collect()
+    }
+
+    async fn write_batch(&self, writes: &[Write]) -> Result<()> {
+        let mut statement = String::from("BEGIN TRANSACTION;\n");
+        let mut vars = Map::new();
+        for (index, write) in writes.iter().enumerate() {
+            write.append_to(index, &mut statement, &mut vars);
+        }
+        statement.push_str("COMMIT TRANSACTION;");
+        self.db.query(statement).bind(Value::Object(vars)).await?.check()?;
+        Ok(())
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
+
+/// A change to the stored state. Each becomes statements of one batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    CreateSession(SessionRecord),
+    /// Appends to a session's log and bumps the conversation's counters.
+    AppendMessage(StoredMessage),
+    SetContext {
+        tenant: TenantId,
+        session: SessionId,
+        context: Map<String, Value>,
+        updated_at: String,
+    },
+    /// Removes the conversation and its whole log.
+    DeleteSession { tenant: TenantId, session: SessionId },
+}
+
+impl Write {
+    /// Appends this write's statements, with variables prefixed by its index.
+    fn append_to(&self, index: usize, statement: &mut String, vars: &mut Map<String, Value>) {
+        let p = format!("w{index}_");
+        let mut bind = |name: &str, value: Value| {
+            vars.insert(format!("{p}{name}"), value);
+        };
+        match self {
+            Write::CreateSession(record) => {
+                bind("id", json!(record.id.to_string()));
+                bind("doc", serde_json::to_value(record).expect("records serialise"));
+                statement.push_str(&format!(
+                    "CREATE type::record('conversation', ${p}id) CONTENT ${p}doc;\n"
+                ));
+            }
+            Write::AppendMessage(message) => {
+                bind("id", json!(message.id.to_string()));
+                bind("doc", serde_json::to_value(message).expect("messages serialise"));
+                bind("sid", json!(message.session_id.to_string()));
+                bind("tenant", json!(message.tenant));
+                bind("seq", json!(message.seq));
+                bind("at", json!(message.created_at));
+                statement.push_str(&format!(
+                    "CREATE type::record('message', ${p}id) CONTENT ${p}doc;\n\
+                     UPDATE type::record('conversation', ${p}sid) SET last_seq = ${p}seq, \
+                     message_count += 1, updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+            Write::SetContext {
+                tenant,
+                session,
+                context,
+                updated_at,
+            } => {
+                bind("sid", json!(session.to_string()));
+                bind("tenant", json!(tenant));
+                bind("context", Value::Object(context.clone()));
+                bind("at", json!(updated_at));
+                statement.push_str(&format!(
+                    "UPDATE type::record('conversation', ${p}sid) SET context = ${p}context, \
+                     updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+            Write::DeleteSession { tenant, session } => {
+                bind("sid", json!(session.to_string()));
+                bind("tenant", json!(tenant));
+                statement.push_str(&format!(
+                    "DELETE message WHERE tenant = ${p}tenant AND session_id = ${p}sid;\n\
+                     DELETE type::record('conversation', ${p}sid) WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+        }
+    }
+}
+
+/// Called once when a write is durable (or has failed). If it is dropped
+/// unfired (the actor died with the write queued), it reports the failure, so
+/// no waiter ever hangs.
+pub struct Durable(Option<Box<dyn FnOnce(Result<()>) + Send>>);
+
+impl Durable {
+    pub fn new(callback: impl FnOnce(Result<()>) + Send + 'static) -> Self {
+        Durable(Some(Box::new(callback)))
+    }
+
+    /// A `Durable` whose outcome arrives on a oneshot, for callers that await.
+    pub fn channel() -> (Durable, oneshot::Receiver<Result<()>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Durable::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+            rx,
+        )
+    }
+
+    fn complete(mut self, outcome: Result<()>) {
+        if let Some(callback) = self.0.take() {
+            callback(outcome);
+        }
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        if let Some(callback) = self.0.take() {
+            callback(Err(Error::Unavailable("persistence")));
+        }
+    }
+}
+
+/// Which messages of a log to read.
+#[derive(Debug, Clone)]
+pub struct MessageQuery {
+    pub tenant: TenantId,
+    pub session: SessionId,
+    /// Only messages with `seq > after_seq`.
+    pub after_seq: u64,
+    /// At most this many: the oldest ones after `after_seq`, or the newest ones
+    /// when `newest` is set (still returned oldest first).
+    pub limit: usize,
+    pub newest: bool,
+}
+
+pub enum PersistenceMsg {
+    /// Stores a change; `Durable` fires once it is on disk (or failed).
+    Write(Write, Durable),
+    /// One conversation of a tenant, if it exists.
+    LoadSession {
+        tenant: TenantId,
+        session: SessionId,
+        reply: RpcReplyPort<Result<Option<SessionRecord>>>,
+    },
+    /// A tenant's conversations, most recently updated first.
+    ListSessions {
+        tenant: TenantId,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<SessionRecord>>>,
+    },
+    /// Part of one log, in `seq` order.
+    LoadMessages(MessageQuery, RpcReplyPort<Result<Vec<StoredMessage>>>),
+    /// The stored message a client sent with this `client_msg_id`, if any.
+    FindClientMessage {
+        tenant: TenantId,
+        session: SessionId,
+        client_msg_id: String,
+        reply: RpcReplyPort<Result<Option<StoredMessage>>>,
+    },
+    /// Answers once every write queued before it is durable (used at shutdown).
+    Flush(RpcReplyPort<()>),
+    /// The batch in flight finished; start the next one.
+    BatchDone,
+}
+
+pub struct PersistenceState {
+    db: Database,
+    queued: Vec<(Write, Durable)>,
+    batch_in_flight: bool,
+    flush_waiters: Vec<RpcReplyPort<()>>,
+}
+
+pub struct Persistence;
+
+impl Actor for Persistence {
+    type Msg = PersistenceMsg;
+    type State = PersistenceState;
+    type Arguments = Database;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        db: Database,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(PersistenceState {
+            db,
+            queued: Vec::new(),
+            batch_in_flight: false,
+            flush_waiters: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PersistenceMsg::Write(write, durable) => {
+                state.queued.push((write, durable));
+                start_batch(&myself, state);
+            }
+            PersistenceMsg::BatchDone => {
+                state.batch_in_flight = false;
+                start_batch(&myself, state);
+            }
+            PersistenceMsg::Flush(reply) => {
+                state.flush_waiters.push(reply);
+            }
+            PersistenceMsg::LoadSession {
+                tenant,
+                session,
+                reply,
+            } => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let rows = db
+                        .select::<SessionRecord>(
+                            "SELECT * OMIT id FROM type::record('conversation', $sid) WHERE tenant = $tenant;",
+                            json!({"sid": session.to_string(), "tenant": tenant}),
+                        )
+                        .await;
+                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
+                });
+            }
+            PersistenceMsg::ListSessions {
+                tenant,
+                limit,
+                reply,
+            } => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let rows = db
+                        .select(
+                            "SELECT * OMIT id FROM conversation WHERE tenant = $tenant \
+                             ORDER BY updated_at DESC LIMIT $limit;",
+                            json!({"tenant": tenant, "limit": limit}),
+                        )
+                        .await;
+                    let _ = reply.send(rows);
+                });
+            }
+            PersistenceMsg::LoadMessages(query, reply) => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let order = if query.newest { "DESC" } else { "ASC" };
+                    let rows = db
+                        .select::<StoredMessage>(
+                            &format!(
+                                "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
+                                 AND seq > $after ORDER BY seq {order} LIMIT $limit;"
+                            ),
+                            json!({
+                                "tenant": query.tenant,
+                                "sid": query.session.to_string(),
+                                "after": query.after_seq,
+                                "limit": query.limit,
+                            }),
+                        )
+                        .await;
+                    let rows = rows.map(|mut rows| {
+                        rows.sort_by_key(|message| message.seq);
+                        rows
+                    });
+                    let _ = reply.send(rows);
+                });
+            }
+            PersistenceMsg::FindClientMessage {
+                tenant,
+                session,
+                client_msg_id,
+                reply,
+            } => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let rows = db
+                        .select::<StoredMessage>(
+                            "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
+                             AND client_msg_id = $cid LIMIT 1;",
+                            json!({"tenant": tenant, "sid": session.to_string(), "cid": client_msg_id}),
+                        )
+                        .await;
+                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
+                });
+            }
+        }
+        if !state.batch_in_flight && state.queued.is_empty() {
+            for waiter in state.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends everything queued (up to `MAX_BATCH`) as one transaction, unless a
+/// batch is already in flight: then it waits for `BatchDone`.
+fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) {
+    if state.batch_in_flight || state.queued.is_empty() {
+        return;
+    }
+    let take = state.queued.len().min(MAX_BATCH);
+    let batch: Vec<(Write, Durable)> = state.queued.drain(..take).collect();
+    state.batch_in_flight = true;
+    let db = state.db.clone();
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let (writes, waiters): (Vec<Write>, Vec<Durable>) = batch.into_iter().unzip();
+        let outcome = db.write_batch(&writes).await;
+        if let Err(error) = &outcome {
+            tracing::error!(%error, writes = writes.len(), "a write batch failed");
+        }
+        for waiter in waiters {
+            waiter.complete(match &outcome {
+                Ok(()) => Ok(()),
+                Err(error) => Err(Error::Storage(error.to_string())),
+            });
+        }
+        // If the actor is gone, its successor starts with an empty queue.
+        let _ = myself.cast(PersistenceMsg::BatchDone);
+    });
+}
+
+/// How long a read may take before the caller is told storage is unavailable.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The typed way to reach the persistence actor. Clones share one slot that
+/// `Root` re-points when it restarts the actor, so holders never keep a dead ref.
+#[derive(Clone)]
+pub struct Storage {
+    // std RwLock, not tokio's: never held across an await.
+    actor: Arc<RwLock<ActorRef<PersistenceMsg>>>,
+}
+
+impl Storage {
+    pub(crate) fn new(actor: ActorRef<PersistenceMsg>) -> Self {
+        Storage {
+            actor: Arc::new(RwLock::new(actor)),
+        }
+    }
+
+    pub(crate) fn replace(&self, actor: ActorRef<PersistenceMsg>) {
+        *self.actor.write().expect("storage slot poisoned") = actor;
+    }
+
+    fn actor(&self) -> ActorRef<PersistenceMsg> {
+        self.actor.read().expect("storage slot poisoned").clone()
+    }
+
+    /// Queues a write; `durable` fires when it is on disk or has failed. If the
+    /// actor is gone, the message is dropped and `durable` reports the failure.
+    pub fn write(&self, write: Write, durable: Durable) {
+        let _ = self.actor().cast(PersistenceMsg::Write(write, durable));
+    }
+
+    /// Writes and waits until it is durable.
+    pub async fn write_and_wait(&self, write: Write) -> Result<()> {
+        let (durable, outcome) = Durable::channel();
+        self.write(write, durable);
+        outcome.await.unwrap_or(Err(Error::Unavailable("persistence")))
+    }
+
+    pub async fn load_session(&self, tenant: &TenantId, session: SessionId) -> Result<Option<SessionRecord>> {
+        let tenant = tenant.clone();
+        self.call(|reply| PersistenceMsg::LoadSession { tenant, session, reply }).await
+    }
+
+    pub async fn list_sessions(&self, tenant: &TenantId, limit: usize) -> Result<Vec<SessionRecord>> {
+        let tenant = tenant.clone();
+        self.call(|reply| PersistenceMsg::ListSessions { tenant, limit, reply }).await
+    }
+
+    pub async fn load_messages(&self, query: MessageQuery) -> Result<Vec<StoredMessage>> {
+        self.call(|reply| PersistenceMsg::LoadMessages(query, reply)).await
+    }
+
+    pub async fn find_client_message(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        client_msg_id: &str,
+    ) -> Result<Option<StoredMessage>> {
+        let tenant = tenant.clone();
+        let client_msg_id = client_msg_id.to_owned();
+        self.call(|reply| PersistenceMsg::FindClientMessage {
+            tenant,
+            session,
+            client_msg_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Waits until every write queued so far is durable.
+    pub async fn flush(&self) {
+        let _ = self.actor().call(PersistenceMsg::Flush, Some(READ_TIMEOUT)).await;
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<Result<T>>) -> PersistenceMsg,
+    ) -> Result<T> {
+        match self.actor().call(build, Some(READ_TIMEOUT)).await {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(Error::Unavailable("persistence")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".surql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|(_, name, _)| format!("{name}.surql")).collect();
+        assert_eq!(files, listed);
+        for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version as usize, index + 1);
+            assert!(name.starts_with(&format!("{version:04}_")), "{name}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+}

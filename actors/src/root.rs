@@ -1,0 +1,196 @@
+//! The root supervisor: the top of the tree. Supervises `Persistence` and one
+//! `Tenant` per tenant, started on first use.
+//!
+//! Persistence that panics is restarted after a capped backoff with the same
+//! database handle, and every `Storage` clone is re-pointed at the new actor.
+//! A tenant that fails is let go and started again on its next use. Shutdown
+//! runs here, once, in order: tenants store their answers in progress and
+//! close their sockets, persistence drains, then the root stops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::agent::AgentRegistry;
+use crate::config::{RuntimeConfig, TenantSettings};
+use crate::domain::TenantId;
+use crate::error::{Error, Result};
+use crate::persistence::{Database, Persistence, PersistenceMsg, Storage};
+use crate::supervision::Backoff;
+use crate::tenant::{SessionRegistry, Tenant, TenantArgs, TenantMsg};
+
+/// How long each tenant gets to shut its sessions down.
+const TENANT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub enum RootMsg {
+    /// The storage handle, for the runtime's reads.
+    Storage(RpcReplyPort<Storage>),
+    /// The tenant's actor, started if needed.
+    Tenant {
+        id: TenantId,
+        reply: RpcReplyPort<Result<ActorRef<TenantMsg>>>,
+    },
+    /// Restarts persistence after its backoff.
+    RestartPersistence,
+    /// Orderly stop of the whole tree; answers when everything is stored.
+    Shutdown(RpcReplyPort<()>),
+}
+
+pub struct RootArgs {
+    pub db: Database,
+    pub config: RuntimeConfig,
+    pub tenants: HashMap<TenantId, Arc<TenantSettings>>,
+    pub agents: AgentRegistry,
+    pub registry: SessionRegistry,
+}
+
+pub struct RootState {
+    args: RootArgs,
+    storage: Storage,
+    persistence: ActorRef<PersistenceMsg>,
+    persistence_backoff: Backoff,
+    tenants: HashMap<TenantId, ActorRef<TenantMsg>>,
+    tenant_actors: HashMap<ActorId, TenantId>,
+    shutting_down: bool,
+}
+
+pub struct Root;
+
+impl Actor for Root {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RootArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (persistence, _) =
+            Actor::spawn_linked(None, Persistence, args.db.clone(), myself.get_cell()).await?;
+        Ok(RootState {
+            storage: Storage::new(persistence.clone()),
+            persistence,
+            persistence_backoff: Backoff::new(&args.config.supervision),
+            tenants: HashMap::new(),
+            tenant_actors: HashMap::new(),
+            shutting_down: false,
+            args,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RootMsg::Storage(reply) => {
+                let _ = reply.send(state.storage.clone());
+            }
+            RootMsg::Tenant { id, reply } => {
+                let _ = reply.send(tenant(&myself, state, id).await);
+            }
+            RootMsg::RestartPersistence => {
+                if state.shutting_down {
+                    return Ok(());
+                }
+                let (persistence, _) =
+                    Actor::spawn_linked(None, Persistence, state.args.db.clone(), myself.get_cell()).await?;
+                state.storage.replace(persistence.clone());
+                state.persistence = persistence;
+                tracing::info!("persistence restarted");
+            }
+            RootMsg::Shutdown(reply) => {
+                state.shutting_down = true;
+                let tenants: Vec<ActorRef<TenantMsg>> = state.tenants.values().cloned().collect();
+                let stops = tenants
+                    .iter()
+                    .map(|tenant| tenant.call(TenantMsg::Shutdown, Some(TENANT_SHUTDOWN_TIMEOUT)));
+                futures_util::future::join_all(stops).await;
+                // Drain, not stop: a stop would outrank the writes still queued.
+                state.storage.flush().await;
+                let _ = reply.send(());
+                myself.stop(Some("shutdown".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
+            _ => return Ok(()),
+        };
+        if cell.get_id() == state.persistence.get_id() {
+            if state.shutting_down {
+                return Ok(());
+            }
+            let delay = state.persistence_backoff.next_delay();
+            tracing::error!(error = ?failure, ?delay, "persistence stopped; restarting it");
+            myself.send_after(delay, || RootMsg::RestartPersistence);
+        } else if let Some(tenant) = state.tenant_actors.remove(&cell.get_id()) {
+            state.tenants.remove(&tenant);
+            if let Some(error) = failure {
+                tracing::error!(%tenant, %error, "tenant failed; it starts again on next use");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn tenant(
+    myself: &ActorRef<RootMsg>,
+    state: &mut RootState,
+    id: TenantId,
+) -> Result<ActorRef<TenantMsg>> {
+    if state.shutting_down {
+        return Err(Error::ShuttingDown);
+    }
+    if let Some(actor) = state.tenants.get(&id) {
+        return Ok(actor.clone());
+    }
+    let settings = state
+        .args
+        .tenants
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| Error::TenantNotFound(id.clone()))?;
+    let provider = state
+        .args
+        .agents
+        .get(&settings.agent)
+        .cloned()
+        .ok_or_else(|| Error::Startup(format!("tenant {id}: no agent named `{}`", settings.agent)))?;
+    let args = TenantArgs {
+        id: id.clone(),
+        settings,
+        provider,
+        storage: state.storage.clone(),
+        registry: state.args.registry.clone(),
+        sessions: state.args.config.sessions.clone(),
+        limits: state.args.config.limits.clone(),
+        supervision: state.args.config.supervision.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, Tenant, args, myself.get_cell())
+        .await
+        .map_err(|error| Error::Unavailable(tenant_start_failed(error.to_string())))?;
+    state.tenant_actors.insert(actor.get_id(), id.clone());
+    state.tenants.insert(id, actor.clone());
+    Ok(actor)
+}
+
+/// Logs why a tenant could not start; callers only learn it is unavailable.
+fn tenant_start_failed(reason: String) -> &'static str {
+    tracing::error!(%reason, "tenant could not start");
+    "tenant"
+}

@@ -1,0 +1,355 @@
+//! The runtime's public API: what the edge (`src/`) may call. It starts the
+//! supervision tree and turns each request into actor messages; it never gives
+//! out the database handle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
+use crate::config::{RuntimeConfig, TenantSettings};
+use crate::domain::{Ack, NewMessage, SessionId, SessionRecord, StoredMessage, TenantId, now_timestamp};
+use crate::error::{Error, Result};
+use crate::persistence::{Database, MessageQuery, Storage, Write};
+use crate::root::{Root, RootArgs, RootMsg};
+use crate::session::{Attached, SessionMsg};
+use crate::tenant::{SessionRegistry, TenantMsg};
+
+/// How long a request waits for an actor's answer before reporting it unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts to reach a session that stopped under our feet (passivation, restart).
+const SESSION_ATTEMPTS: usize = 3;
+/// The most conversations one listing returns.
+pub const MAX_LIST: usize = 1000;
+
+/// A running supervision tree. Cheap to clone; every clone is the same runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: ActorRef<RootMsg>,
+    root_task: Mutex<Option<JoinHandle<()>>>,
+    storage: Storage,
+    registry: SessionRegistry,
+    tenants: HashMap<TenantId, Arc<TenantSettings>>,
+    ticket_secret: Vec<u8>,
+    config: RuntimeConfig,
+    durability: String,
+}
+
+impl Runtime {
+    /// Opens the database, applies migrations and starts the tree. `agents`
+    /// adds providers to the built-in `echo` (a later one of the same name wins).
+    pub async fn start(config: RuntimeConfig, agents: AgentRegistry) -> Result<Runtime> {
+        let endpoint = match &config.storage.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => Database::surrealkv_endpoint(std::path::Path::new(&config.storage.data_dir))?,
+        };
+        let durability = describe_durability(&endpoint);
+        tracing::info!(%endpoint, durability = %durability, "opening database");
+        let db = Database::open(&endpoint, &config.storage.namespace, &config.storage.database).await?;
+        let ticket_secret = db.ticket_secret().await?;
+
+        let mut registry: AgentRegistry = HashMap::new();
+        let echo: Arc<dyn AgentProvider> = Arc::new(EchoAgent {
+            word_delay: Duration::from_millis(config.agents.echo.word_delay_ms),
+        });
+        registry.insert("echo".into(), echo);
+        registry.extend(agents);
+
+        let mut tenants = HashMap::new();
+        for (id, settings) in &config.tenants {
+            if !registry.contains_key(&settings.agent) {
+                return Err(Error::Startup(format!(
+                    "tenant `{id}` uses agent `{}`, which is not one of: {}",
+                    settings.agent,
+                    registry.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            tenants.insert(TenantId(id.clone()), Arc::new(settings.clone()));
+        }
+        let sessions: SessionRegistry = Arc::new(DashMap::new());
+        let args = RootArgs {
+            db,
+            config: config.clone(),
+            tenants: tenants.clone(),
+            agents: registry,
+            registry: sessions.clone(),
+        };
+        let (root, root_task) = Actor::spawn(None, Root, args)
+            .await
+            .map_err(|error| Error::Startup(format!("the supervision tree did not start: {error}")))?;
+        let storage = match root.call(RootMsg::Storage, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(storage)) => storage,
+            _ => return Err(Error::Startup("the root supervisor did not answer".into())),
+        };
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                root,
+                root_task: Mutex::new(Some(root_task)),
+                storage,
+                registry: sessions,
+                tenants,
+                ticket_secret,
+                config,
+                durability,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// How writes reach the disk, as logged at start-up.
+    pub fn durability(&self) -> &str {
+        &self.inner.durability
+    }
+
+    /// The secret that signs WebSocket tickets; kept in the database across restarts.
+    pub fn ticket_secret(&self) -> &[u8] {
+        &self.inner.ticket_secret
+    }
+
+    pub fn tenant_settings(&self, tenant: &TenantId) -> Option<Arc<TenantSettings>> {
+        self.inner.tenants.get(tenant).cloned()
+    }
+
+    /// The tenant whose API key this is, compared in constant time.
+    pub fn tenant_for_api_key(&self, key: &str) -> Option<TenantId> {
+        let mut found = None;
+        // Every key is compared, so timing does not tell which tenant matched.
+        for (tenant, settings) in &self.inner.tenants {
+            for candidate in &settings.api_keys {
+                if bool::from(candidate.as_bytes().ct_eq(key.as_bytes())) {
+                    found = Some(tenant.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// True while the database answers and the root supervisor runs.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            self.inner.root.call(RootMsg::Storage, Some(Duration::from_secs(2))).await,
+            Ok(CallResult::Success(_))
+        ) && self.inner.storage.list_sessions(&TenantId(String::new()), 1).await.is_ok()
+    }
+
+    /// Creates a conversation; it is durable when this returns.
+    pub async fn create_session(&self, tenant: &TenantId, context: Map<String, Value>) -> Result<SessionRecord> {
+        self.known_tenant(tenant)?;
+        let now = now_timestamp();
+        let record = SessionRecord {
+            id: SessionId::new(),
+            tenant: tenant.clone(),
+            status: "active".into(),
+            context,
+            created_at: now.clone(),
+            updated_at: now,
+            last_seq: 0,
+            message_count: 0,
+        };
+        self.inner
+            .storage
+            .write_and_wait(Write::CreateSession(record.clone()))
+            .await?;
+        Ok(record)
+    }
+
+    /// A tenant's conversations, most recently updated first.
+    pub async fn list_sessions(&self, tenant: &TenantId, limit: usize) -> Result<Vec<SessionRecord>> {
+        self.known_tenant(tenant)?;
+        self.inner.storage.list_sessions(tenant, limit.clamp(1, MAX_LIST)).await
+    }
+
+    pub async fn session(&self, tenant: &TenantId, session: SessionId) -> Result<SessionRecord> {
+        self.known_tenant(tenant)?;
+        self.inner
+            .storage
+            .load_session(tenant, session)
+            .await?
+            .ok_or_else(|| Error::SessionNotFound {
+                tenant: tenant.clone(),
+                session,
+            })
+    }
+
+    /// The newest `limit` messages of a conversation, oldest first.
+    pub async fn history(&self, tenant: &TenantId, session: SessionId, limit: usize) -> Result<Vec<StoredMessage>> {
+        self.session(tenant, session).await?;
+        self.inner
+            .storage
+            .load_messages(MessageQuery {
+                tenant: tenant.clone(),
+                session,
+                after_seq: 0,
+                limit,
+                newest: true,
+            })
+            .await
+    }
+
+    /// Merges `patch` into the conversation's context; returns the result once durable.
+    pub async fn update_context(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        patch: Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        self.with_session(tenant, session, |actor| {
+            let patch = patch.clone();
+            async move {
+                actor
+                    .call(|reply| SessionMsg::UpdateContext { patch, reply }, Some(CALL_TIMEOUT))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Posts a user message as a back end would; answered once it is durable.
+    pub async fn post_message(&self, tenant: &TenantId, session: SessionId, message: NewMessage) -> Result<Ack> {
+        self.with_session(tenant, session, |actor| {
+            let message = message.clone();
+            async move {
+                actor
+                    .call(|reply| SessionMsg::Post { message, reply }, Some(CALL_TIMEOUT))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Deletes a conversation and its log, closing its sockets with a reason.
+    pub async fn delete_session(&self, tenant: &TenantId, session: SessionId) -> Result<()> {
+        let actor = self.tenant_actor(tenant).await?;
+        reply_of(
+            actor
+                .call(|reply| TenantMsg::Delete { session, reply }, Some(CALL_TIMEOUT))
+                .await,
+            "tenant",
+        )
+    }
+
+    /// Attaches a socket to a conversation. With `after_seq`, what was stored
+    /// after it is replayed first.
+    pub async fn connect(&self, tenant: &TenantId, session: SessionId, after_seq: Option<u64>) -> Result<Attached> {
+        self.with_session(tenant, session, |actor| async move {
+            actor
+                .call(|reply| SessionMsg::Attach { after_seq, reply }, Some(CALL_TIMEOUT))
+                .await
+        })
+        .await
+    }
+
+    /// Test hook: panics the live session's handler, to exercise supervision.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_session_panic(&self, tenant: &TenantId, session: SessionId) -> Result<()> {
+        let actor = self.tenant_actor(tenant).await?;
+        actor
+            .cast(TenantMsg::InjectSessionPanic(session))
+            .map_err(|_| Error::Unavailable("tenant"))
+    }
+
+    /// Stops the tree in order: sessions store answers in progress and close
+    /// their sockets with a reason, persistence drains, the root stops.
+    pub async fn shutdown(&self) {
+        let _ = self
+            .inner
+            .root
+            .call(RootMsg::Shutdown, Some(Duration::from_secs(60)))
+            .await;
+        if let Some(task) = self.inner.root_task.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    fn known_tenant(&self, tenant: &TenantId) -> Result<()> {
+        if self.inner.tenants.contains_key(tenant) {
+            Ok(())
+        } else {
+            Err(Error::TenantNotFound(tenant.clone()))
+        }
+    }
+
+    async fn tenant_actor(&self, tenant: &TenantId) -> Result<ActorRef<TenantMsg>> {
+        self.known_tenant(tenant)?;
+        let id = tenant.clone();
+        reply_of(
+            self.inner
+                .root
+                .call(|reply| RootMsg::Tenant { id, reply }, Some(CALL_TIMEOUT))
+                .await,
+            "root",
+        )
+    }
+
+    async fn session_actor(&self, tenant: &TenantId, session: SessionId) -> Result<ActorRef<SessionMsg>> {
+        if let Some(actor) = self.inner.registry.get(&(tenant.clone(), session)) {
+            return Ok(actor.clone());
+        }
+        let actor = self.tenant_actor(tenant).await?;
+        reply_of(
+            actor
+                .call(|reply| TenantMsg::Session { session, reply }, Some(CALL_TIMEOUT))
+                .await,
+            "tenant",
+        )
+    }
+
+    /// Runs `request` against the live session, retrying when the session
+    /// stopped between lookup and delivery (passivation or a crash).
+    async fn with_session<T, F, Fut, E>(&self, tenant: &TenantId, session: SessionId, request: F) -> Result<T>
+    where
+        F: Fn(ActorRef<SessionMsg>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<CallResult<Result<T>>, E>>,
+    {
+        let mut last = Error::Unavailable("session");
+        for attempt in 0..SESSION_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+            }
+            let actor = self.session_actor(tenant, session).await?;
+            match request(actor.clone()).await {
+                Ok(CallResult::Success(result)) => return result,
+                Ok(CallResult::Timeout) => return Err(Error::Unavailable("session")),
+                Ok(CallResult::SenderError) | Err(_) => {
+                    self.inner
+                        .registry
+                        .remove_if(&(tenant.clone(), session), |_, live| live.get_id() == actor.get_id());
+                    last = Error::Unavailable("session");
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn reply_of<T, E>(answer: std::result::Result<CallResult<Result<T>>, E>, who: &'static str) -> Result<T> {
+    match answer {
+        Ok(CallResult::Success(result)) => result,
+        _ => Err(Error::Unavailable(who)),
+    }
+}
+
+fn describe_durability(endpoint: &str) -> String {
+    if endpoint.starts_with("mem:") {
+        "in memory: nothing survives a restart".into()
+    } else if endpoint.starts_with("surrealkv") && endpoint.contains("sync=every") {
+        "surrealkv, fsync on every commit (group-committed batches)".into()
+    } else {
+        format!("as configured by the endpoint ({endpoint})")
+    }
+}

@@ -1,0 +1,907 @@
+//! One live conversation. Supervised by `Tenant`; supervises its `Agent` and
+//! one `Connection` per socket.
+//!
+//! The session owns the conversation's ordered log: it gives every message its
+//! `seq` as it hands the message to `Persistence`, and acknowledges, broadcasts
+//! and answers it only once `Persistence` says it is durable. An answer in
+//! progress belongs to the session, not to a socket: closing a tab is not a
+//! stop, and a socket that joins mid-answer gets the text so far, then the live
+//! chunks. Each outbound frame is serialised once and the same bytes go to
+//! every subscriber's bounded queue; a subscriber whose queue is full is closed.
+//!
+//! Never queries SurrealDB itself, and never waits on the network.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::{Map, Value};
+use tokio::task::JoinHandle;
+
+use crate::agent::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentProvider, AgentRequest, Turn};
+use crate::config::{Limits, SessionConfig, SupervisionConfig, TenantSettings};
+use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
+use crate::domain::{
+    Ack, ClientCommand, MessageId, MessageStatus, NewMessage, Role, SessionId, SessionRecord,
+    StoredMessage, TenantId, merge_context, now_timestamp,
+};
+use crate::error::{Error, Result};
+use crate::outbound::{CloseReason, OutboundReceiver, OutboundSender, SendError, outbound_queue};
+use crate::persistence::{Durable, MessageQuery, Storage, Write};
+use crate::protocol::{Frame, ServerFrame, WireMessage};
+use crate::supervision::Backoff;
+
+/// Identifies one attached socket within the process.
+pub type ConnId = u64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+pub enum SessionMsg {
+    /// Attaches a socket: spawns its `Connection`, queues the greeting, the
+    /// messages after `after_seq` (if given) and any answer in progress.
+    Attach {
+        after_seq: Option<u64>,
+        reply: RpcReplyPort<Result<Attached>>,
+    },
+    /// A socket's `Connection` stopped.
+    Detach { conn: ConnId },
+    /// A command from a socket, via its `Connection`.
+    Command { conn: ConnId, command: ClientCommand },
+    /// A user message from a back end (REST); answered once durable.
+    Post {
+        message: NewMessage,
+        reply: RpcReplyPort<Result<Ack>>,
+    },
+    /// Merges keys into the context; answered once durable, with the result.
+    UpdateContext {
+        patch: Map<String, Value>,
+        reply: RpcReplyPort<Result<Map<String, Value>>>,
+    },
+    /// A log write finished (sent by the `Durable` callback).
+    Durable { seq: u64, outcome: Result<()> },
+    /// A piece of the answer in progress, from this session's `Agent`.
+    AgentChunk { message_id: MessageId, text: String },
+    /// The answer in progress ended, from this session's `Agent`.
+    AgentFinished {
+        message_id: MessageId,
+        outcome: AgentOutcome,
+    },
+    /// Restarts the agent after its backoff.
+    RestartAgent,
+    /// Periodic: stop if idle long enough (passivation).
+    IdleCheck,
+    /// Closes every socket with `reason` and stops. With `keep_partial`, an
+    /// answer in progress is first stored as `interrupted` (shutdown); without
+    /// it, nothing more is written (deletion).
+    Terminate {
+        reason: CloseReason,
+        keep_partial: bool,
+        reply: RpcReplyPort<()>,
+    },
+    /// Test hook: panics inside the session's handler.
+    #[cfg(feature = "fault-injection")]
+    InjectPanic,
+}
+
+/// A socket's handle on the session, given to the edge.
+pub struct Attached {
+    pub conn: ConnId,
+    /// Where the edge's reader sends the socket's commands.
+    pub connection: ActorRef<ConnectionMsg>,
+    /// What the edge's writer sends to the socket.
+    pub outbound: OutboundReceiver,
+}
+
+pub struct SessionArgs {
+    pub record: SessionRecord,
+    pub settings: Arc<TenantSettings>,
+    pub provider: Arc<dyn AgentProvider>,
+    pub storage: Storage,
+    pub sessions: SessionConfig,
+    pub limits: Limits,
+    pub supervision: SupervisionConfig,
+}
+
+struct Subscriber {
+    outbound: OutboundSender,
+    connection: ActorRef<ConnectionMsg>,
+}
+
+/// Who is waiting for a user message to become durable.
+enum Asker {
+    Socket(ConnId),
+    Rest(RpcReplyPort<Result<Ack>>),
+}
+
+/// A log write handed to persistence and not yet durable.
+enum PendingWrite {
+    User {
+        message: StoredMessage,
+        asker: Asker,
+        /// Sockets that re-sent the same `client_msg_id` meanwhile.
+        repeats: Vec<ConnId>,
+    },
+    Answer(StoredMessage),
+}
+
+/// The answer being generated.
+struct Generation {
+    message_id: MessageId,
+    text: String,
+    /// Generation is over and the answer is being stored: chunks are ignored.
+    storing: bool,
+}
+
+pub struct SessionState {
+    tenant: TenantId,
+    id: SessionId,
+    settings: Arc<TenantSettings>,
+    provider: Arc<dyn AgentProvider>,
+    storage: Storage,
+    config: SessionConfig,
+    limits: Limits,
+    context: Map<String, Value>,
+    next_seq: u64,
+    /// The newest stored messages, oldest first, at most `config.recent_messages`.
+    recent: VecDeque<StoredMessage>,
+    /// Whether `recent` holds the whole log (then lookups need no database read).
+    recent_is_complete: bool,
+    /// `client_msg_id` → its ack, for messages in `recent`.
+    acked_client_ids: HashMap<String, Ack>,
+    subscribers: HashMap<ConnId, Subscriber>,
+    connection_actors: HashMap<ActorId, ConnId>,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    generation: Option<Generation>,
+    /// User messages waiting for an answer, in order.
+    to_answer: VecDeque<StoredMessage>,
+    agent: Option<ActorRef<AgentMsg>>,
+    agent_backoff: Backoff,
+    last_activity: Instant,
+    idle_timer: Option<JoinHandle<()>>,
+    terminating: bool,
+}
+
+pub struct Session;
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    /// Rehydrates from the database: context, the newest messages, the next
+    /// `seq`, and user messages left unanswered by a crash or a shutdown.
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let record = args.record;
+        let keep = args.sessions.recent_messages.max(1);
+        let recent: VecDeque<StoredMessage> = args
+            .storage
+            .load_messages(MessageQuery {
+                tenant: record.tenant.clone(),
+                session: record.id,
+                after_seq: 0,
+                limit: keep,
+                newest: true,
+            })
+            .await?
+            .into();
+        let last_seq = recent.back().map_or(0, |message| message.seq).max(record.last_seq);
+        let unanswered: VecDeque<StoredMessage> = recent
+            .iter()
+            .rev()
+            .take_while(|message| message.role == Role::User)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let acked_client_ids = recent
+            .iter()
+            .filter_map(|message| Some((message.client_msg_id.clone()?, ack_of(message))))
+            .collect();
+        Ok(SessionState {
+            recent_is_complete: recent.len() as u64 >= record.message_count,
+            tenant: record.tenant,
+            id: record.id,
+            settings: args.settings,
+            provider: args.provider,
+            storage: args.storage,
+            config: args.sessions,
+            limits: args.limits,
+            context: record.context,
+            next_seq: last_seq + 1,
+            recent,
+            acked_client_ids,
+            subscribers: HashMap::new(),
+            connection_actors: HashMap::new(),
+            pending_writes: BTreeMap::new(),
+            generation: None,
+            to_answer: unanswered,
+            agent: None,
+            agent_backoff: Backoff::new(&args.supervision),
+            last_activity: Instant::now(),
+            idle_timer: None,
+            terminating: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        start_agent(&myself, state).await?;
+        let every = (state.config.idle_timeout() / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        state.idle_timer = Some(myself.send_interval(every, || SessionMsg::IdleCheck));
+        if !state.to_answer.is_empty() {
+            tracing::info!(session = %state.id, waiting = state.to_answer.len(), "answering messages left unanswered");
+        }
+        maybe_start_generation(state);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.idle_timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Attach { after_seq, reply } => {
+                state.last_activity = Instant::now();
+                let attached = attach(&myself, state, after_seq).await;
+                let _ = reply.send(attached);
+            }
+            SessionMsg::Detach { conn } => {
+                state.last_activity = Instant::now();
+                state.subscribers.remove(&conn);
+            }
+            SessionMsg::Command { conn, command } => {
+                state.last_activity = Instant::now();
+                handle_command(&myself, state, conn, command).await;
+            }
+            SessionMsg::Post { message, reply } => {
+                state.last_activity = Instant::now();
+                post(&myself, state, message, Asker::Rest(reply)).await;
+            }
+            SessionMsg::UpdateContext { patch, reply } => {
+                state.last_activity = Instant::now();
+                merge_context(&mut state.context, patch);
+                let merged = state.context.clone();
+                state.storage.write(
+                    set_context(state),
+                    Durable::new(move |outcome| {
+                        let _ = reply.send(outcome.map(|()| merged));
+                    }),
+                );
+            }
+            SessionMsg::Durable { seq, outcome } => on_durable(state, seq, outcome),
+            SessionMsg::AgentChunk { message_id, text } => {
+                let Some(generation) = state
+                    .generation
+                    .as_mut()
+                    .filter(|generation| generation.message_id == message_id && !generation.storing)
+                else {
+                    return Ok(());
+                };
+                generation.text.push_str(&text);
+                let frame = ServerFrame::Chunk {
+                    content: text,
+                    message_id,
+                    snapshot: false,
+                }
+                .encode();
+                broadcast(state, &frame, None);
+            }
+            SessionMsg::AgentFinished {
+                message_id,
+                outcome,
+            } => {
+                if state
+                    .generation
+                    .as_ref()
+                    .is_some_and(|generation| generation.message_id == message_id && !generation.storing)
+                {
+                    finish_generation(&myself, state, outcome);
+                }
+            }
+            SessionMsg::RestartAgent => {
+                if !state.terminating && state.agent.is_none() {
+                    start_agent(&myself, state).await?;
+                    maybe_start_generation(state);
+                }
+            }
+            SessionMsg::IdleCheck => {
+                let idle = state.subscribers.is_empty()
+                    && state.generation.is_none()
+                    && state.to_answer.is_empty()
+                    && state.pending_writes.is_empty()
+                    && state.last_activity.elapsed() >= state.config.idle_timeout();
+                if idle {
+                    tracing::debug!(session = %state.id, "passivating idle session");
+                    myself.stop(Some("idle".into()));
+                }
+            }
+            SessionMsg::Terminate {
+                reason,
+                keep_partial,
+                reply,
+            } => {
+                terminate(state, reason, keep_partial).await;
+                let _ = reply.send(());
+                myself.stop(Some("terminated".into()));
+            }
+            #[cfg(feature = "fault-injection")]
+            SessionMsg::InjectPanic => panic!("injected panic in session {}", state.id),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
+            _ => return Ok(()),
+        };
+        if let Some(conn) = state.connection_actors.remove(&cell.get_id()) {
+            state.subscribers.remove(&conn);
+            return Ok(());
+        }
+        if state.agent.as_ref().is_some_and(|agent| agent.get_id() == cell.get_id()) {
+            state.agent = None;
+            if state.terminating {
+                return Ok(());
+            }
+            let why = failure.unwrap_or_else(|| "the agent stopped".into());
+            tracing::error!(session = %state.id, error = %why, "agent failed; restarting it");
+            if state.generation.as_ref().is_some_and(|generation| !generation.storing) {
+                broadcast(
+                    state,
+                    &ServerFrame::error("agent_crashed", "the agent crashed; the partial answer was kept").encode(),
+                    None,
+                );
+                finish_generation(&myself, state, AgentOutcome::Failed(crate::agent::AgentError(why)));
+            }
+            let delay = state.agent_backoff.next_delay();
+            myself.send_after(delay, || SessionMsg::RestartAgent);
+        }
+        Ok(())
+    }
+}
+
+async fn start_agent(myself: &ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    let (agent, _) = Actor::spawn_linked(
+        None,
+        Agent,
+        AgentArgs {
+            session: myself.clone(),
+            provider: state.provider.clone(),
+        },
+        myself.get_cell(),
+    )
+    .await?;
+    state.agent = Some(agent);
+    Ok(())
+}
+
+fn ack_of(message: &StoredMessage) -> Ack {
+    Ack {
+        client_msg_id: message.client_msg_id.clone(),
+        message_id: message.id,
+        seq: message.seq,
+    }
+}
+
+fn set_context(state: &SessionState) -> Write {
+    Write::SetContext {
+        tenant: state.tenant.clone(),
+        session: state.id,
+        context: state.context.clone(),
+        updated_at: now_timestamp(),
+    }
+}
+
+async fn attach(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    after_seq: Option<u64>,
+) -> Result<Attached> {
+    if state.terminating {
+        return Err(Error::Unavailable("session"));
+    }
+    let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    let (outbound, receiver) = outbound_queue(state.limits.outbound_queue_frames, state.limits.outbound_queue_bytes);
+    let (connection, _) = Actor::spawn_linked(
+        None,
+        Connection,
+        ConnectionArgs {
+            conn,
+            session: myself.clone(),
+            outbound: outbound.clone(),
+        },
+        myself.get_cell(),
+    )
+    .await
+    .map_err(|error| Error::Storage(format!("cannot start connection: {error}")))?;
+    state.connection_actors.insert(connection.get_id(), conn);
+    state.subscribers.insert(
+        conn,
+        Subscriber {
+            outbound,
+            connection: connection.clone(),
+        },
+    );
+    let greeting = ServerFrame::System {
+        content: state.settings.greeting.clone(),
+    }
+    .encode();
+    send_to(state, conn, greeting);
+    match after_seq {
+        Some(after_seq) => replay(state, conn, after_seq).await,
+        None => send_snapshot(state, conn),
+    }
+    Ok(Attached {
+        conn,
+        connection,
+        outbound: receiver,
+    })
+}
+
+/// Sends one socket every stored message after `after_seq`, then the answer in
+/// progress. If that would not fit its queue, it is told to reload over REST.
+async fn replay(state: &mut SessionState, conn: ConnId, after_seq: u64) {
+    let last_stored = state.next_seq - 1;
+    if after_seq > last_stored {
+        let frame = ServerFrame::error(
+            "resume_out_of_range",
+            format!("nothing was ever stored after seq {last_stored}; reload the history and resume from its last seq"),
+        );
+        send_to(state, conn, frame.encode());
+        return;
+    }
+    // Half the queue, so live frames still fit behind the replay.
+    let room = (state.limits.outbound_queue_frames / 2).max(1);
+    let cached_from = state.recent.front().map_or(state.next_seq, |message| message.seq);
+    let missed: Vec<StoredMessage> = if state.recent_is_complete || cached_from <= after_seq + 1 {
+        state.recent.iter().filter(|message| message.seq > after_seq).cloned().collect()
+    } else {
+        let query = MessageQuery {
+            tenant: state.tenant.clone(),
+            session: state.id,
+            after_seq,
+            limit: room + 1,
+            newest: false,
+        };
+        match state.storage.load_messages(query).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                send_to(state, conn, ServerFrame::error(error.code(), "could not read the missed messages").encode());
+                return;
+            }
+        }
+    };
+    if missed.len() > room {
+        let frame = ServerFrame::error(
+            "resume_too_far",
+            "too many messages were missed to replay; reload the history over REST and resume from its last seq",
+        );
+        send_to(state, conn, frame.encode());
+        return;
+    }
+    for message in &missed {
+        let frame = ServerFrame::Message {
+            message: WireMessage::from(message),
+        }
+        .encode();
+        send_to(state, conn, frame);
+    }
+    send_snapshot(state, conn);
+}
+
+/// The text so far of an answer in progress, for a socket that just joined.
+fn send_snapshot(state: &mut SessionState, conn: ConnId) {
+    if let Some(generation) = &state.generation {
+        let frame = ServerFrame::Chunk {
+            content: generation.text.clone(),
+            message_id: generation.message_id,
+            snapshot: true,
+        }
+        .encode();
+        send_to(state, conn, frame);
+    }
+}
+
+async fn handle_command(myself: &ActorRef<SessionMsg>, state: &mut SessionState, conn: ConnId, command: ClientCommand) {
+    match command {
+        ClientCommand::Message(message) => post(myself, state, message, Asker::Socket(conn)).await,
+        ClientCommand::Cancel => {
+            match (&state.generation, &state.agent) {
+                (Some(generation), Some(agent)) if !generation.storing => {
+                    let _ = agent.cast(AgentMsg::Cancel {
+                        message_id: generation.message_id,
+                    });
+                }
+                _ => {
+                    let error = Error::NothingToCancel;
+                    send_to(state, conn, ServerFrame::error(error.code(), error.to_string()).encode());
+                }
+            }
+        }
+        ClientCommand::Typing => broadcast(state, &ServerFrame::Typing {}.encode(), Some(conn)),
+        ClientCommand::Resume { after_seq } => replay(state, conn, after_seq).await,
+        ClientCommand::Context(patch) => {
+            merge_context(&mut state.context, patch);
+            let session = myself.clone();
+            state.storage.write(
+                set_context(state),
+                Durable::new(move |outcome| {
+                    if let Err(error) = outcome {
+                        tracing::error!(%error, "context update not stored");
+                        let _ = session.cast(SessionMsg::Durable {
+                            seq: 0,
+                            outcome: Err(error),
+                        });
+                    }
+                }),
+            );
+        }
+        // Answered by the connection itself; never reaches the session.
+        ClientCommand::Ping => {}
+    }
+}
+
+/// Gives a user message its `seq` and hands it to storage; the ack, the
+/// broadcast and the answer wait for `Durable`.
+async fn post(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: NewMessage, asker: Asker) {
+    if state.terminating {
+        return reject(state, asker, Error::Unavailable("session"));
+    }
+    if message.content.trim().is_empty() {
+        return reject(state, asker, Error::InvalidInput("`content` is empty".into()));
+    }
+    if message.content.len() > state.limits.max_content_bytes {
+        let error = Error::ContentTooLarge {
+            actual: message.content.len(),
+            limit: state.limits.max_content_bytes,
+        };
+        return reject(state, asker, error);
+    }
+    if let Some(client_msg_id) = &message.client_msg_id {
+        if let Some(ack) = state.acked_client_ids.get(client_msg_id).cloned() {
+            return acknowledge(state, asker, &ack);
+        }
+        let in_flight = state.pending_writes.values_mut().find_map(|pending| match pending {
+            PendingWrite::User { message, repeats, .. } if message.client_msg_id.as_ref() == Some(client_msg_id) => {
+                Some(repeats)
+            }
+            _ => None,
+        });
+        if let Some(repeats) = in_flight {
+            match asker {
+                Asker::Socket(conn) => repeats.push(conn),
+                Asker::Rest(reply) => {
+                    let _ = reply.send(Err(Error::InvalidInput(
+                        "a message with this client_msg_id is still being stored".into(),
+                    )));
+                }
+            }
+            return;
+        }
+        if !state.recent_is_complete {
+            match state.storage.find_client_message(&state.tenant, state.id, client_msg_id).await {
+                Ok(Some(stored)) => return acknowledge(state, asker, &ack_of(&stored)),
+                Ok(None) => {}
+                Err(error) => return reject(state, asker, error),
+            }
+        }
+    }
+    if let Some(patch) = message.context {
+        merge_context(&mut state.context, patch);
+        state.storage.write(set_context(state), Durable::new(|_| {}));
+    }
+    let stored = StoredMessage {
+        id: MessageId::new(),
+        tenant: state.tenant.clone(),
+        session_id: state.id,
+        seq: state.next_seq,
+        role: Role::User,
+        content: message.content,
+        status: MessageStatus::Complete,
+        client_msg_id: message.client_msg_id,
+        created_at: now_timestamp(),
+    };
+    state.next_seq += 1;
+    persist(myself, state, stored.clone());
+    state.pending_writes.insert(
+        stored.seq,
+        PendingWrite::User {
+            message: stored,
+            asker,
+            repeats: Vec::new(),
+        },
+    );
+}
+
+fn persist(myself: &ActorRef<SessionMsg>, state: &SessionState, message: StoredMessage) {
+    let session = myself.clone();
+    let seq = message.seq;
+    state.storage.write(
+        Write::AppendMessage(message),
+        Durable::new(move |outcome| {
+            let _ = session.cast(SessionMsg::Durable { seq, outcome });
+        }),
+    );
+}
+
+fn reject(state: &mut SessionState, asker: Asker, error: Error) {
+    match asker {
+        Asker::Socket(conn) => send_to(state, conn, ServerFrame::error(error.code(), error.to_string()).encode()),
+        Asker::Rest(reply) => {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+fn acknowledge(state: &mut SessionState, asker: Asker, ack: &Ack) {
+    match asker {
+        Asker::Socket(conn) => send_to(state, conn, ServerFrame::ack(ack).encode()),
+        Asker::Rest(reply) => {
+            let _ = reply.send(Ok(ack.clone()));
+        }
+    }
+}
+
+fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
+    let Some(pending) = state.pending_writes.remove(&seq) else {
+        // seq 0: a context write that failed; nothing is waiting on it.
+        if let Err(error) = outcome {
+            broadcast(state, &ServerFrame::error(error.code(), "the context could not be stored").encode(), None);
+        }
+        return;
+    };
+    match (pending, outcome) {
+        (PendingWrite::User { message, asker, repeats }, Ok(())) => {
+            let ack = ack_of(&message);
+            let sender = match &asker {
+                Asker::Socket(conn) => Some(*conn),
+                Asker::Rest(_) => None,
+            };
+            acknowledge(state, asker, &ack);
+            for conn in repeats {
+                send_to(state, conn, ServerFrame::ack(&ack).encode());
+            }
+            let frame = ServerFrame::Message {
+                message: WireMessage::from(&message),
+            }
+            .encode();
+            broadcast(state, &frame, sender);
+            if let Some(client_msg_id) = &message.client_msg_id {
+                state.acked_client_ids.insert(client_msg_id.clone(), ack);
+            }
+            remember(state, message.clone());
+            state.to_answer.push_back(message);
+            maybe_start_generation(state);
+        }
+        (PendingWrite::User { asker, repeats, .. }, Err(error)) => {
+            tracing::error!(session = %state.id, seq, %error, "user message not stored");
+            for conn in repeats {
+                send_to(state, conn, ServerFrame::error(error.code(), "the message was not stored").encode());
+            }
+            reject(state, asker, error);
+        }
+        (PendingWrite::Answer(message), outcome) => {
+            match outcome {
+                Ok(()) => {
+                    let frame = ServerFrame::Done {
+                        content: message.content.clone(),
+                        message_id: message.id,
+                        seq: message.seq,
+                        status: message.status,
+                    }
+                    .encode();
+                    broadcast(state, &frame, None);
+                    remember(state, message);
+                }
+                Err(error) => {
+                    tracing::error!(session = %state.id, seq, %error, "answer not stored");
+                    let frame = ServerFrame::error(error.code(), "the answer could not be stored");
+                    broadcast(state, &frame.encode(), None);
+                }
+            }
+            state.generation = None;
+            maybe_start_generation(state);
+        }
+    }
+}
+
+/// Keeps a stored message in the in-memory window, dropping the oldest.
+fn remember(state: &mut SessionState, message: StoredMessage) {
+    state.recent.push_back(message);
+    while state.recent.len() > state.config.recent_messages.max(1) {
+        if let Some(dropped) = state.recent.pop_front() {
+            if let Some(client_msg_id) = dropped.client_msg_id {
+                state.acked_client_ids.remove(&client_msg_id);
+            }
+            state.recent_is_complete = false;
+        }
+    }
+}
+
+/// Starts answering the next queued user message, if nothing is in progress.
+fn maybe_start_generation(state: &mut SessionState) {
+    if state.terminating || state.generation.is_some() {
+        return;
+    }
+    let Some(agent) = state.agent.clone() else {
+        return;
+    };
+    let Some(question) = state.to_answer.pop_front() else {
+        return;
+    };
+    // History up to and including the question: the window ends where the
+    // question sits in the log, so a queued question never sees later ones.
+    let end = state
+        .recent
+        .iter()
+        .position(|message| message.seq == question.seq)
+        .map_or(state.recent.len(), |index| index + 1);
+    let start = end.saturating_sub(state.config.history_turns.max(1));
+    let mut history: Vec<Turn> = state
+        .recent
+        .range(start..end)
+        .map(|message| Turn {
+            role: message.role,
+            content: message.content.clone(),
+        })
+        .collect();
+    if history.last().is_none_or(|turn| turn.content != question.content) {
+        history.push(Turn {
+            role: Role::User,
+            content: question.content.clone(),
+        });
+    }
+    let message_id = MessageId::new();
+    state.generation = Some(Generation {
+        message_id,
+        text: String::new(),
+        storing: false,
+    });
+    let request = AgentRequest {
+        tenant: state.tenant.clone(),
+        session: state.id,
+        history,
+        context: state.context.clone(),
+    };
+    if agent.cast(AgentMsg::Generate { message_id, request }).is_err() {
+        // The agent just died; its supervision event will fail this generation.
+        tracing::warn!(session = %state.id, "agent unavailable when starting an answer");
+    }
+}
+
+/// Stores the answer in progress with the status its outcome calls for.
+fn finish_generation(myself: &ActorRef<SessionMsg>, state: &mut SessionState, outcome: AgentOutcome) {
+    let status = match &outcome {
+        AgentOutcome::Completed => MessageStatus::Complete,
+        AgentOutcome::Cancelled => MessageStatus::Interrupted,
+        AgentOutcome::Failed(error) => {
+            let frame = ServerFrame::error("agent_failed", format!("the agent failed: {error}"));
+            broadcast(state, &frame.encode(), None);
+            MessageStatus::Failed
+        }
+    };
+    let Some(generation) = state.generation.as_mut() else {
+        return;
+    };
+    generation.storing = true;
+    let message = StoredMessage {
+        id: generation.message_id,
+        tenant: state.tenant.clone(),
+        session_id: state.id,
+        seq: state.next_seq,
+        role: Role::Assistant,
+        content: generation.text.clone(),
+        status,
+        client_msg_id: None,
+        created_at: now_timestamp(),
+    };
+    state.next_seq += 1;
+    persist(myself, state, message.clone());
+    state.pending_writes.insert(message.seq, PendingWrite::Answer(message));
+}
+
+async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: bool) {
+    state.terminating = true;
+    if let Some(agent) = state.agent.take() {
+        agent.stop(Some("session terminating".into()));
+    }
+    if keep_partial
+        && let Some(generation) = state.generation.take().filter(|generation| !generation.storing)
+    {
+        let message = StoredMessage {
+            id: generation.message_id,
+            tenant: state.tenant.clone(),
+            session_id: state.id,
+            seq: state.next_seq,
+            role: Role::Assistant,
+            content: generation.text,
+            status: MessageStatus::Interrupted,
+            client_msg_id: None,
+            created_at: now_timestamp(),
+        };
+        state.next_seq += 1;
+        let frame = ServerFrame::Done {
+            content: message.content.clone(),
+            message_id: message.id,
+            seq: message.seq,
+            status: message.status,
+        }
+        .encode();
+        if let Err(error) = state.storage.write_and_wait(Write::AppendMessage(message)).await {
+            tracing::error!(session = %state.id, %error, "partial answer not stored at shutdown");
+        } else {
+            broadcast(state, &frame, None);
+        }
+    }
+    for subscriber in state.subscribers.values() {
+        subscriber.outbound.close(reason.clone());
+        subscriber.connection.stop(None);
+    }
+    state.subscribers.clear();
+}
+
+/// Queues a frame for one socket; a full queue closes it.
+fn send_to(state: &mut SessionState, conn: ConnId, frame: Frame) {
+    let Some(subscriber) = state.subscribers.get(&conn) else {
+        return;
+    };
+    if let Err(error) = subscriber.outbound.try_send(frame) {
+        drop_subscriber(state, conn, error);
+    }
+}
+
+/// Queues the same bytes for every subscriber except `except`.
+fn broadcast(state: &mut SessionState, frame: &Frame, except: Option<ConnId>) {
+    let mut dropped = Vec::new();
+    for (conn, subscriber) in &state.subscribers {
+        if Some(*conn) == except {
+            continue;
+        }
+        if let Err(error) = subscriber.outbound.try_send(frame.clone()) {
+            dropped.push((*conn, error));
+        }
+    }
+    for (conn, error) in dropped {
+        drop_subscriber(state, conn, error);
+    }
+}
+
+fn drop_subscriber(state: &mut SessionState, conn: ConnId, error: SendError) {
+    if let Some(subscriber) = state.subscribers.remove(&conn) {
+        if error == SendError::Full {
+            tracing::warn!(session = %state.id, conn, "closing a slow consumer");
+            subscriber.outbound.close(CloseReason::slow_consumer());
+        }
+        subscriber.connection.stop(None);
+    }
+}

@@ -1,0 +1,62 @@
+//! Restart policy shared by every supervisor: capped exponential backoff.
+//!
+//! ractor has no restart strategy of its own (its default stops a supervisor
+//! when any child exits), so each supervisor's `handle_supervisor_evt` decides:
+//! restart on failure after [`Backoff::next_delay`], let a normal stop go, and
+//! restart nothing once shutdown has begun.
+
+use std::time::{Duration, Instant};
+
+use crate::config::SupervisionConfig;
+
+/// A crash this long after the previous one starts the backoff afresh.
+const CALM_PERIOD: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: u32,
+    last_failure: Option<Instant>,
+}
+
+impl Backoff {
+    pub fn new(config: &SupervisionConfig) -> Self {
+        Backoff {
+            min: Duration::from_millis(config.restart_min_ms),
+            max: Duration::from_millis(config.restart_max_ms.max(config.restart_min_ms)),
+            failures: 0,
+            last_failure: None,
+        }
+    }
+
+    /// Records a failure and returns how long to wait before restarting.
+    pub fn next_delay(&mut self) -> Duration {
+        let now = Instant::now();
+        if self
+            .last_failure
+            .is_some_and(|last| now.duration_since(last) > CALM_PERIOD)
+        {
+            self.failures = 0;
+        }
+        self.last_failure = Some(now);
+        let delay = self.min.saturating_mul(1u32 << self.failures.min(16));
+        self.failures = self.failures.saturating_add(1);
+        delay.min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_and_are_capped() {
+        let mut backoff = Backoff::new(&SupervisionConfig {
+            restart_min_ms: 100,
+            restart_max_ms: 500,
+        });
+        let delays: Vec<u64> = (0..5).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+}
