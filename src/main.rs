@@ -1,1 +1,109 @@
-fn main() {}
+//! `tertulia`: the command line. `tertulia serve` (the default) runs the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tertulia::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "tertulia", version, about = "Real-time chat runtime for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ServeArgs {
+    /// A TOML file with settings (see config/default.toml for every key).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:2000.
+    #[arg(long, global = true)]
+    bind: Option<String>,
+    /// Directory for the embedded database.
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tertulia: bad configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bind) = args.bind {
+        config.server.bind = bind;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.storage.data_dir = data_dir;
+    }
+    let dev_key_in_use = config
+        .tenants
+        .values()
+        .any(|tenant| tenant.api_keys.iter().any(|key| key == tertulia::page::DEVELOPMENT_KEY));
+    let server = match tertulia::start(config.clone(), Default::default()).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("tertulia: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("tertulia is listening on http://{}", server.addr);
+    println!("  storage: {}", server.runtime.durability());
+    for (id, tenant) in &config.tenants {
+        println!("  tenant `{id}` ({}): agent `{}`", tenant.name, tenant.agent);
+    }
+    if dev_key_in_use {
+        println!("  development API key: {} (set your own in a config file before going live)", tertulia::page::DEVELOPMENT_KEY);
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing sockets, storing answers in progress, draining writes");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -246,9 +246,19 @@ impl Runtime {
     /// Attaches a socket to a conversation. With `after_seq`, what was stored
     /// after it is replayed first.
     pub async fn connect(&self, tenant: &TenantId, session: SessionId, after_seq: Option<u64>) -> Result<Attached> {
+        self.attach(tenant, session, after_seq, true).await
+    }
+
+    /// Re-attaches a socket whose session restarted, replaying what was stored
+    /// after `after_seq`; no second greeting.
+    pub async fn reattach(&self, tenant: &TenantId, session: SessionId, after_seq: u64) -> Result<Attached> {
+        self.attach(tenant, session, Some(after_seq), false).await
+    }
+
+    async fn attach(&self, tenant: &TenantId, session: SessionId, after_seq: Option<u64>, greet: bool) -> Result<Attached> {
         self.with_session(tenant, session, |actor| async move {
             actor
-                .call(|reply| SessionMsg::Attach { after_seq, reply }, Some(CALL_TIMEOUT))
+                .call(|reply| SessionMsg::Attach { after_seq, greet, reply }, Some(CALL_TIMEOUT))
                 .await
         })
         .await

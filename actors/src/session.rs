@@ -43,6 +43,8 @@ pub enum SessionMsg {
     /// messages after `after_seq` (if given) and any answer in progress.
     Attach {
         after_seq: Option<u64>,
+        /// Send the greeting (not on a re-attach after a restart).
+        greet: bool,
         reply: RpcReplyPort<Result<Attached>>,
     },
     /// A socket's `Connection` stopped.
@@ -92,6 +94,9 @@ pub struct Attached {
     pub connection: ActorRef<ConnectionMsg>,
     /// What the edge's writer sends to the socket.
     pub outbound: OutboundReceiver,
+    /// The last `seq` this socket is up to date with once its queued frames are
+    /// written: a re-attach resumes after it.
+    pub last_seq: u64,
 }
 
 pub struct SessionArgs {
@@ -263,9 +268,9 @@ impl Actor for Session {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Attach { after_seq, reply } => {
+            SessionMsg::Attach { after_seq, greet, reply } => {
                 state.last_activity = Instant::now();
-                let attached = attach(&myself, state, after_seq).await;
+                let attached = attach(&myself, state, after_seq, greet).await;
                 let _ = reply.send(attached);
             }
             SessionMsg::Detach { conn } => {
@@ -426,6 +431,7 @@ async fn attach(
     myself: &ActorRef<SessionMsg>,
     state: &mut SessionState,
     after_seq: Option<u64>,
+    greet: bool,
 ) -> Result<Attached> {
     if state.terminating {
         return Err(Error::Unavailable("session"));
@@ -452,11 +458,13 @@ async fn attach(
             connection: connection.clone(),
         },
     );
-    let greeting = ServerFrame::System {
-        content: state.settings.greeting.clone(),
+    if greet {
+        let greeting = ServerFrame::System {
+            content: state.settings.greeting.clone(),
+        }
+        .encode();
+        send_to(state, conn, greeting);
     }
-    .encode();
-    send_to(state, conn, greeting);
     match after_seq {
         Some(after_seq) => replay(state, conn, after_seq).await,
         None => send_snapshot(state, conn),
@@ -465,6 +473,7 @@ async fn attach(
         conn,
         connection,
         outbound: receiver,
+        last_seq: after_seq.unwrap_or(state.next_seq - 1).min(state.next_seq - 1),
     })
 }
 

@@ -1,0 +1,156 @@
+//! Configuration: compiled-in defaults, then a TOML file, then `TERTULIA_…`
+//! environment variables (`TERTULIA_SERVER__BIND=0.0.0.0:2000`: `__` separates
+//! levels), then command-line flags. `config/default.toml` lists every key
+//! with its default; a test keeps that file and [`Config::default`] equal.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tertulia_actors::config::{
+    AgentsConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig, SupervisionConfig, TenantSettings,
+};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub websocket: WebSocketSettings,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub sessions: SessionConfig,
+    pub limits: Limits,
+    pub supervision: SupervisionConfig,
+    pub agents: AgentsConfig,
+    pub tenants: std::collections::BTreeMap<String, TenantSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Base URL clients reach this server at (behind a proxy); `websocket_url`
+    /// is built from it. Empty: from the request's `Host` header.
+    pub public_url: String,
+    /// Pending connections the kernel queues before `accept` (tokio's default is 128).
+    pub backlog: u32,
+    /// Largest REST request body, in bytes.
+    pub max_body_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:2000".into(),
+            public_url: String::new(),
+            backlog: 1024,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// Largest inbound message (and frame); larger ones close the socket with 1009.
+    pub max_message_bytes: usize,
+    /// Bytes tungstenite reads at a time per socket. Its default of 128 KiB
+    /// dominates the memory of an idle connection.
+    pub read_buffer_bytes: usize,
+    /// How often the server pings a quiet client.
+    pub ping_interval_ms: u64,
+    /// How long past a ping the server waits to hear anything before dropping the peer.
+    pub pong_timeout_ms: u64,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            max_message_bytes: 64 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 8_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long the ticket in a `websocket_url` stays valid.
+    pub ticket_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { ticket_ttl_secs: 300 }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then the environment. With no tenant
+    /// configured anywhere, the development `default` tenant is used (and
+    /// `main` warns): a configured tenant list replaces it entirely, so its
+    /// well-known key never lingers in production.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("TERTULIA_").split("__"))
+            .extract::<Config>()
+            .map(|mut config| {
+                if config.tenants.is_empty() {
+                    config.tenants = RuntimeConfig::default().tenants;
+                }
+                config
+            })
+            .map_err(Box::new)
+    }
+
+    /// The defaults, with the `default` tenant that `config/default.toml` declares.
+    pub fn default_with_tenant() -> Config {
+        Config {
+            tenants: RuntimeConfig::default().tenants,
+            ..Config::default()
+        }
+    }
+
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            storage: self.storage.clone(),
+            sessions: self.sessions.clone(),
+            limits: self.limits.clone(),
+            supervision: self.supervision.clone(),
+            agents: self.agents.clone(),
+            tenants: self.tenants.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_lists_exactly_the_compiled_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let from_file: Config = Figment::new().merge(Toml::file_exact(&path)).extract().unwrap();
+        let from_file = serde_json::to_value(from_file).unwrap();
+        let compiled = serde_json::to_value(Config::default_with_tenant()).unwrap();
+        assert_eq!(from_file, compiled, "config/default.toml and Config::default() disagree");
+    }
+
+    #[test]
+    fn every_shipped_example_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|extension| extension == "toml") {
+                Config::load(Some(&path)).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            }
+        }
+    }
+}

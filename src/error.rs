@@ -1,0 +1,125 @@
+//! The one place errors become HTTP: every runtime error and every warp
+//! rejection turns into a status and a JSON body `{"error": "...", "code": "..."}`.
+//! Causes of server-side failures are logged here once; their details never
+//! reach the client.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use tertulia_actors::Error as RuntimeError;
+use warp::http::StatusCode;
+use warp::reject::Reject;
+use warp::{Rejection, Reply};
+
+/// Errors of the edge: the runtime's, plus what only the edge can get wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("missing credentials: send the tenant's key in X-API-Key")]
+    MissingApiKey,
+    #[error("invalid credentials")]
+    InvalidApiKey,
+    #[error("the WebSocket ticket is invalid or expired; ask for a new websocket_url")]
+    InvalidTicket,
+    #[error("{0}")]
+    BadRequest(String),
+    /// A session id that is not even well-formed: reported like an unknown one.
+    #[error("session not found")]
+    UnknownSession,
+    #[error("expected a WebSocket upgrade")]
+    NotWebSocket,
+}
+
+impl Reject for ApiError {}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Runtime(error) => match error {
+                RuntimeError::SessionNotFound { .. } => StatusCode::NOT_FOUND,
+                RuntimeError::TenantNotFound(_) => StatusCode::UNAUTHORIZED,
+                RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+                RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                RuntimeError::NothingToCancel => StatusCode::CONFLICT,
+                RuntimeError::Storage(_) | RuntimeError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                RuntimeError::Unavailable(_) | RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ApiError::MissingApiKey | ApiError::InvalidApiKey | ApiError::InvalidTicket => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
+            ApiError::UnknownSession => StatusCode::NOT_FOUND,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Runtime(error) => error.code(),
+            ApiError::MissingApiKey => "missing_api_key",
+            ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::InvalidTicket => "invalid_ticket",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnknownSession => "session_not_found",
+            ApiError::NotWebSocket => "not_websocket",
+        }
+    }
+
+    /// What the client may read: server-side causes stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Runtime(RuntimeError::Storage(_) | RuntimeError::Startup(_)) => "internal error".into(),
+            ApiError::Runtime(RuntimeError::TenantNotFound(_)) => "invalid credentials".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn to_response(&self) -> warp::reply::Response {
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, code = self.code(), "request failed");
+        }
+        json_error(self.status(), self.code(), self.public_message())
+    }
+}
+
+pub fn json_error(status: StatusCode, code: &str, error: String) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(&ErrorBody { error, code }), status).into_response()
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> warp::reply::Response {
+        self.to_response()
+    }
+}
+
+/// Turns every rejection into the JSON error body.
+pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    if let Some(error) = rejection.find::<ApiError>() {
+        return Ok(error.to_response());
+    }
+    let (status, code, message) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not_found", "no such route".to_string())
+    } else if let Some(error) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        (StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON body: {error}"))
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large".into())
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send application/json".into())
+    } else if let Some(error) = rejection.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, "invalid_query", error.to_string())
+    } else if let Some(error) = rejection.find::<warp::reject::MissingHeader>() {
+        (StatusCode::BAD_REQUEST, "missing_header", error.to_string())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed".into())
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        (StatusCode::LENGTH_REQUIRED, "length_required", "send Content-Length".into())
+    } else {
+        tracing::error!(?rejection, "unhandled rejection");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+    };
+    Ok(json_error(status, code, message))
+}

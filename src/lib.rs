@@ -1,0 +1,93 @@
+//! The edge of tertulia: configuration, the HTTP and WebSocket surfaces, auth,
+//! and the mapping of errors to HTTP. It reaches the runtime
+//! (`tertulia-actors`) only through [`Runtime`] and the handles it returns;
+//! nothing here touches the database.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod page;
+pub mod routes;
+pub mod server;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tertulia_actors::Runtime;
+use tertulia_actors::agent::AgentRegistry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Tickets;
+use crate::config::Config;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Runtime,
+    pub tickets: Tickets,
+    pub config: Arc<Config>,
+    /// The address the server listens on (for URLs when a request has no `Host`).
+    pub local_addr: SocketAddr,
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub runtime: Runtime,
+    stop: watch::Sender<bool>,
+    accept_loop: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid bind address `{0}`")]
+    BindAddress(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Runtime(#[from] tertulia_actors::Error),
+}
+
+/// Starts the runtime and serves it on `config.server.bind`. `agents` adds
+/// agent providers to the built-in ones (tests use this for fault injection).
+pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServer, StartError> {
+    let addr: SocketAddr = config
+        .server
+        .bind
+        .parse()
+        .map_err(|_| StartError::BindAddress(config.server.bind.clone()))?;
+    // Bind first: a port in use should fail before the database is opened.
+    let listener = server::bind(addr, config.server.backlog).map_err(|source| StartError::Listen { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let runtime = Runtime::start(config.runtime(), agents).await?;
+    let app = AppState {
+        tickets: Tickets::new(runtime.ticket_secret(), Duration::from_secs(config.auth.ticket_ttl_secs)),
+        runtime: runtime.clone(),
+        config: Arc::new(config),
+        local_addr,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let accept_loop = tokio::spawn(server::serve(listener, routes::routes(app), stop_rx));
+    Ok(RunningServer {
+        addr: local_addr,
+        runtime,
+        stop,
+        accept_loop,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, then shuts the runtime
+    /// down: sockets are closed with a reason, answers in progress are stored
+    /// as `interrupted`, persistence drains.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.accept_loop.await;
+        self.runtime.shutdown().await;
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP surface: the frontend session API of the seed "Chat API –
+//! Documentación para el Frontend", health checks and the chat page. Filters
+//! declare the shape; handlers call the runtime and shape its answer as JSON.
+//! Nothing here touches the database.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tertulia_actors::domain::{SessionId, SessionRecord, StoredMessage, TenantId};
+use tertulia_actors::protocol::WireMessage;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use crate::AppState;
+use crate::auth::tenant_by_api_key;
+use crate::error::{ApiError, handle_rejection};
+
+/// The default page size of `GET /chat/sessions/{id}/history`, and its maximum.
+const DEFAULT_HISTORY: usize = 500;
+const MAX_HISTORY: usize = 5000;
+/// The default page size of `GET /chat/sessions`.
+const DEFAULT_SESSIONS: usize = 100;
+
+/// Every route, with rejections turned into JSON errors.
+pub fn routes(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let max_body = app.config.server.max_body_bytes;
+    let api_key = tenant_by_api_key(app.runtime.clone());
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+
+    // GET /healthz
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+
+    // GET /readyz
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_app.clone())
+        .then(|app: AppState| async move {
+            if app.runtime.ready().await {
+                warp::reply::json(&json!({"status": "ready"})).into_response()
+            } else {
+                crate::error::json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "not ready".into())
+            }
+        });
+
+    // GET /
+    let index = warp::path::end()
+        .and(warp::get())
+        .and(with_app.clone())
+        .map(|app: AppState| warp::reply::html(crate::page::index_html(&app)).into_response());
+
+    // POST /chat/sessions
+    let create = warp::path!("chat" / "sessions")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(create_session);
+
+    // GET /chat/sessions
+    let list = warp::path!("chat" / "sessions")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_sessions);
+
+    // GET /chat/sessions/{id}/history
+    let history = warp::path!("chat" / "sessions" / String / "history")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(session_history);
+
+    // POST /chat/sessions/{id}/context
+    let context = warp::path!("chat" / "sessions" / String / "context")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(update_context);
+
+    // POST /chat/sessions/{id}/ticket
+    let ticket = warp::path!("chat" / "sessions" / String / "ticket")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::header::optional::<String>("host"))
+        .then(new_ticket);
+
+    // DELETE /chat/sessions/{id}
+    let delete = warp::path!("chat" / "sessions" / String)
+        .and(warp::delete())
+        .and(with_app.clone())
+        .and(api_key)
+        .then(delete_session);
+
+    healthz
+        .or(readyz)
+        .unify()
+        .or(index)
+        .unify()
+        .or(create)
+        .unify()
+        .or(list)
+        .unify()
+        .or(history)
+        .unify()
+        .or(context)
+        .unify()
+        .or(ticket)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(crate::ws::route(app))
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+/// A handler's answer: a JSON body, or the error's JSON body and status.
+fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> warp::reply::Response {
+    match result {
+        Ok(body) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Session ids that do not parse are reported like unknown ones.
+fn parse_session(text: &str) -> Result<SessionId, ApiError> {
+    text.parse().map_err(|_| ApiError::UnknownSession)
+}
+
+fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::BadRequest(format!("{what} must be a JSON object"))),
+        Err(error) => Err(ApiError::BadRequest(format!("invalid JSON body: {error}"))),
+    }
+}
+
+fn parse_limit(query: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {max}"))),
+        },
+    }
+}
+
+fn websocket_url(app: &AppState, host: Option<String>, tenant: &TenantId, session: SessionId) -> (String, u64) {
+    let base = if app.config.server.public_url.is_empty() {
+        format!("ws://{}", host.unwrap_or_else(|| app.local_addr.to_string()))
+    } else {
+        app.config
+            .server
+            .public_url
+            .trim_end_matches('/')
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    };
+    let (ticket, expires) = app.tickets.issue(tenant, session);
+    (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    session_id: SessionId,
+    status: String,
+    context: Map<String, Value>,
+    created_at: String,
+    updated_at: String,
+    message_count: u64,
+    last_seq: u64,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(record: SessionRecord) -> Self {
+        SessionView {
+            session_id: record.id,
+            status: record.status,
+            context: record.context,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            message_count: record.message_count,
+            last_seq: record.last_seq,
+        }
+    }
+}
+
+/// POST /chat/sessions: body optional, `{"context": {...}}`.
+async fn create_session(
+    app: AppState,
+    tenant: TenantId,
+    host: Option<String>,
+    body: Bytes,
+) -> warp::reply::Response {
+    let result = async {
+        let context = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            match parse_object(&body, "the body")?.remove("context") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(context)) => context,
+                Some(_) => return Err(ApiError::BadRequest("`context` must be a JSON object".into())),
+            }
+        };
+        let record = app.runtime.create_session(&tenant, context).await?;
+        let (url, expires) = websocket_url(&app, host, &tenant, record.id);
+        Ok(json!({
+            "session_id": record.id,
+            "status": "created",
+            "websocket_url": url,
+            "websocket_url_expires_at": expires,
+            "created_at": record.created_at,
+        }))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// GET /chat/sessions?limit=N
+async fn list_sessions(app: AppState, tenant: TenantId, query: HashMap<String, String>) -> warp::reply::Response {
+    let result = async {
+        let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
+        let sessions: Vec<SessionView> = app
+            .runtime
+            .list_sessions(&tenant, limit)
+            .await?
+            .into_iter()
+            .map(SessionView::from)
+            .collect();
+        Ok(json!({"count": sessions.len(), "sessions": sessions}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// GET /chat/sessions/{id}/history?limit=N (the newest N, oldest first)
+async fn session_history(
+    session: String,
+    app: AppState,
+    tenant: TenantId,
+    query: HashMap<String, String>,
+) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        let limit = parse_limit(&query, DEFAULT_HISTORY, MAX_HISTORY)?;
+        let history: Vec<WireMessage> = app
+            .runtime
+            .history(&tenant, session, limit)
+            .await?
+            .iter()
+            .map(|message: &StoredMessage| WireMessage::from(message))
+            .collect();
+        Ok(json!({"session_id": session, "count": history.len(), "history": history}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// POST /chat/sessions/{id}/context: the body's keys are merged into the context.
+async fn update_context(session: String, app: AppState, tenant: TenantId, body: Bytes) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        let patch = parse_object(&body, "the context")?;
+        let context = app.runtime.update_context(&tenant, session, patch).await?;
+        Ok(json!({"status": "updated", "session_id": session, "context": context}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// POST /chat/sessions/{id}/ticket: a fresh `websocket_url` once the old one expired.
+async fn new_ticket(session: String, app: AppState, tenant: TenantId, host: Option<String>) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        app.runtime.session(&tenant, session).await?;
+        let (url, expires) = websocket_url(&app, host, &tenant, session);
+        Ok(json!({"session_id": session, "websocket_url": url, "websocket_url_expires_at": expires}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// DELETE /chat/sessions/{id}: closes its sockets (close code 4004) and deletes it.
+async fn delete_session(session: String, app: AppState, tenant: TenantId) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        app.runtime.delete_session(&tenant, session).await?;
+        Ok(json!({"status": "deleted", "session_id": session}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}

@@ -1,0 +1,350 @@
+//! `WS /chat/ws/{session_id}`: the socket side of a `Connection`.
+//!
+//! warp routes and authenticates the request, but the upgrade is done here
+//! with tokio-tungstenite, because warp 0.4 neither lets us set tungstenite's
+//! read buffer (128 KiB per socket by default) nor send shared bytes (its
+//! `Message::text` copies each frame per socket). The server loop puts hyper's
+//! upgrade handle in the request as an [`UpgradeSlot`].
+//!
+//! Each socket gets a reader (this task: parses frames, hands commands to the
+//! `Connection` actor, answers bad frames with an `error` frame) and a writer
+//! (a task: drains the bounded outbound queue, many frames per flush, pings a
+//! quiet peer). If the session restarts under it, the writer re-attaches from
+//! the last `seq` it delivered, so nothing is lost or doubled.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use ractor::ActorRef;
+use serde::Deserialize;
+use tertulia_actors::connection::ConnectionMsg;
+use tertulia_actors::domain::{SessionId, TenantId};
+use tertulia_actors::outbound::{CloseReason, OutboundReceiver, Outgoing};
+use tertulia_actors::protocol::{Frame, ServerFrame, parse_client_frame};
+use tertulia_actors::session::Attached;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use warp::http::{Response, StatusCode, header};
+use warp::{Filter, Rejection, Reply};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// hyper's upgrade handle for this request, put there by the server loop.
+/// (warp's `ext` filters need `Clone`; `OnUpgrade` is not.)
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn new(upgrade: OnUpgrade) -> Self {
+        UpgradeSlot(Arc::new(Mutex::new(Some(upgrade))))
+    }
+
+    fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    ticket: Option<String>,
+    after_seq: Option<u64>,
+}
+
+/// Most frames written per flush: enough to batch a burst, small enough to
+/// keep one socket from monopolising its task.
+const MAX_FRAMES_PER_FLUSH: usize = 256;
+/// Attempts to re-attach to a session that restarted, with a growing pause.
+const REATTACH_ATTEMPTS: u32 = 8;
+
+/// `GET /chat/ws/{session_id}` with `X-API-Key`, or `?ticket=` from `websocket_url`.
+pub fn route(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("chat" / "ws" / String)
+        .and(warp::get())
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(warp::query::<WsQuery>())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and_then(move |session: String, api_key, key, query, slot| {
+            let app = app.clone();
+            async move { Ok::<_, Rejection>(upgrade(app, session, api_key, key, query, slot).await) }
+        })
+}
+
+async fn upgrade(
+    app: AppState,
+    session: String,
+    api_key: Option<String>,
+    websocket_key: Option<String>,
+    query: WsQuery,
+    slot: Option<UpgradeSlot>,
+) -> warp::reply::Response {
+    let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
+        return ApiError::NotWebSocket.into_response();
+    };
+    let Ok(session) = session.parse::<SessionId>() else {
+        return ApiError::UnknownSession.into_response();
+    };
+    let tenant = match (api_key, query.ticket) {
+        (Some(key), _) => app.runtime.tenant_for_api_key(&key).ok_or(ApiError::InvalidApiKey),
+        (None, Some(ticket)) => app.tickets.verify(&ticket, session).ok_or(ApiError::InvalidTicket),
+        (None, None) => Err(ApiError::MissingApiKey),
+    };
+    let tenant = match tenant {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    // Attach before answering 101, so a missing session is a plain 404.
+    let attached = match app.runtime.connect(&tenant, session, query.after_seq).await {
+        Ok(attached) => attached,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let Some(on_upgrade) = slot.take() else {
+        attached.connection.stop(None);
+        return ApiError::NotWebSocket.into_response();
+    };
+    let settings = app.config.websocket.clone();
+    let socket_config = WebSocketConfig::default()
+        .read_buffer_size(settings.read_buffer_bytes)
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config)).await;
+                serve_socket(app, tenant, session, attached, socket).await;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                attached.connection.stop(None);
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(websocket_key.as_bytes()))
+        .body(Default::default())
+        .expect("a static 101 response is valid")
+}
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Milliseconds since the socket opened at which the peer was last heard.
+struct Heard {
+    opened: Instant,
+    at_ms: AtomicU64,
+}
+
+impl Heard {
+    fn now(&self) {
+        self.at_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let at = Duration::from_millis(self.at_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(at)
+    }
+}
+
+async fn serve_socket(app: AppState, tenant: TenantId, session: SessionId, attached: Attached, socket: Socket) {
+    let (sink, stream) = socket.split();
+    let heard = Arc::new(Heard {
+        opened: Instant::now(),
+        at_ms: AtomicU64::new(0),
+    });
+    let (connection_tx, connection_rx) = watch::channel(attached.connection.clone());
+    // Frames the edge itself answers with (bad input); bounded, dropped when full.
+    let (local_tx, local_rx) = mpsc::channel::<Frame>(32);
+    let writer = Writer {
+        app: app.clone(),
+        tenant,
+        session,
+        sink,
+        outbound: attached.outbound,
+        last_seq: attached.last_seq,
+        local: local_rx,
+        connection: connection_tx,
+        heard: heard.clone(),
+    };
+    let mut writer = tokio::spawn(writer.run());
+    let reader = read_frames(&app, stream, &connection_rx, &local_tx, &heard);
+    tokio::pin!(reader);
+    tokio::select! {
+        _ = &mut reader => {
+            writer.abort();
+        }
+        _ = &mut writer => {
+            // The writer sent a close frame; let the reader take the peer's reply.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+        }
+    }
+    connection_rx.borrow().stop(None);
+}
+
+async fn read_frames(
+    app: &AppState,
+    mut stream: SplitStream<Socket>,
+    connection: &watch::Receiver<ActorRef<ConnectionMsg>>,
+    local: &mpsc::Sender<Frame>,
+    heard: &Heard,
+) {
+    let max_content = app.runtime.config().limits.max_content_bytes;
+    while let Some(message) = stream.next().await {
+        heard.now();
+        let reply = match message {
+            Ok(Message::Text(text)) => match parse_client_frame(&text, max_content) {
+                Ok(command) => {
+                    let current = connection.borrow().clone();
+                    match current.cast(ConnectionMsg::Client(command)) {
+                        Ok(()) => None,
+                        Err(_) => Some(ServerFrame::error(
+                            "unavailable",
+                            "the conversation is restarting; send that again in a moment",
+                        )),
+                    }
+                }
+                Err(error) => Some(ServerFrame::error(error.code, error.message)),
+            },
+            Ok(Message::Binary(_)) => Some(ServerFrame::error(
+                "binary_not_supported",
+                "frames are JSON text; binary frames are not accepted",
+            )),
+            Ok(Message::Close(_)) => return,
+            Ok(_) => None,
+            Err(error) => {
+                tracing::debug!(%error, "socket read ended");
+                return;
+            }
+        };
+        if let Some(frame) = reply {
+            let _ = local.try_send(frame.encode());
+        }
+    }
+}
+
+struct Writer {
+    app: AppState,
+    tenant: TenantId,
+    session: SessionId,
+    sink: SplitSink<Socket, Message>,
+    outbound: OutboundReceiver,
+    /// The highest `seq` delivered to this socket: where a re-attach resumes.
+    last_seq: u64,
+    local: mpsc::Receiver<Frame>,
+    connection: watch::Sender<ActorRef<ConnectionMsg>>,
+    heard: Arc<Heard>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let ping_every = Duration::from_millis(self.app.config.websocket.ping_interval_ms.max(1));
+        let dead_after = ping_every + Duration::from_millis(self.app.config.websocket.pong_timeout_ms);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        loop {
+            let step = tokio::select! {
+                outgoing = self.outbound.next() => match outgoing {
+                    Outgoing::Frame(frame) => self.write_batch(frame).await,
+                    Outgoing::Close(reason) => {
+                        self.close(reason).await;
+                        return;
+                    }
+                    Outgoing::Detached => self.reattach().await,
+                },
+                Some(frame) = self.local.recv() => self.write_one(frame).await,
+                _ = ping.tick() => {
+                    if self.heard.silent_for() > dead_after {
+                        self.close(CloseReason::idle_timeout()).await;
+                        return;
+                    }
+                    self.sink.send(Message::Ping(Default::default())).await.map_err(|_| ())
+                }
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Writes this frame and everything else already queued, then flushes once.
+    async fn write_batch(&mut self, first: Frame) -> Result<(), ()> {
+        self.feed(first).await?;
+        for _ in 1..MAX_FRAMES_PER_FLUSH {
+            match self.outbound.try_next_frame() {
+                Some(frame) => self.feed(frame).await?,
+                None => break,
+            }
+        }
+        self.sink.flush().await.map_err(|_| ())
+    }
+
+    async fn write_one(&mut self, frame: Frame) -> Result<(), ()> {
+        self.feed(frame).await?;
+        self.sink.flush().await.map_err(|_| ())
+    }
+
+    async fn feed(&mut self, frame: Frame) -> Result<(), ()> {
+        if let Some(seq) = frame.seq {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        let text = Utf8Bytes::try_from(frame.bytes().clone()).map_err(|_| ())?;
+        self.sink.feed(Message::Text(text)).await.map_err(|_| ())
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        let frame = CloseFrame {
+            code: CloseCode::from(reason.code),
+            reason: Utf8Bytes::from(reason.reason),
+        };
+        let _ = self.sink.send(Message::Close(Some(frame))).await;
+    }
+
+    /// The session stopped without closing this socket (it crashed): tell the
+    /// client, then attach to its restarted self from the last delivered `seq`.
+    async fn reattach(&mut self) -> Result<(), ()> {
+        let notice = ServerFrame::error(
+            "session_restarted",
+            "the conversation restarted after an internal error; anything missed follows",
+        );
+        self.write_one(notice.encode()).await?;
+        for attempt in 0..REATTACH_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+            match self
+                .app
+                .runtime
+                .reattach(&self.tenant, self.session, self.last_seq)
+                .await
+            {
+                Ok(attached) => {
+                    self.outbound = attached.outbound;
+                    let _ = self.connection.send(attached.connection);
+                    return Ok(());
+                }
+                Err(tertulia_actors::Error::ShuttingDown) => break,
+                Err(tertulia_actors::Error::SessionNotFound { .. }) => {
+                    self.close(CloseReason::session_deleted()).await;
+                    return Err(());
+                }
+                Err(error) => tracing::warn!(%error, attempt, "re-attach failed"),
+            }
+        }
+        self.close(CloseReason {
+            code: 1011,
+            reason: "the conversation is unavailable; reconnect later".into(),
+        })
+        .await;
+        Err(())
+    }
+}
