@@ -100,9 +100,9 @@ impl Database {
     /// database, so tickets handed out before a restart still work after it.
     pub async fn ticket_secret(&self) -> Result<Vec<u8>> {
         let rows: Vec<Value> = self
-            .select("SELECT value FROM type::record('setting', 'ticket_secret');", json!({}))
+            .select("SELECT secret FROM type::record('setting', 'ticket_secret');", json!({}))
             .await?;
-        if let Some(hex) = rows.first().and_then(|row| row["value"].as_str())
+        if let Some(hex) = rows.first().and_then(|row| row["secret"].as_str())
             && let Some(secret) = decode_hex(hex)
         {
             return Ok(secret);
@@ -110,8 +110,8 @@ impl Database {
         let secret: [u8; 32] = rand::random();
         let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
         self.db
-            .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { value: $value };")
-            .bind(json!({"value": hex}))
+            .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { secret: $secret };")
+            .bind(json!({"secret": hex}))
             .await?
             .check()?;
         Ok(secret.to_vec())
