@@ -20,7 +20,9 @@ use warp::{Filter, Rejection};
 use crate::error::ApiError;
 
 /// Resolves `X-API-Key` to its tenant; 401 when it is missing or unknown.
-pub fn tenant_by_api_key(runtime: Runtime) -> impl Filter<Extract = (TenantId,), Error = Rejection> + Clone {
+pub fn tenant_by_api_key(
+    runtime: Runtime,
+) -> impl Filter<Extract = (TenantId,), Error = Rejection> + Clone {
     warp::header::optional::<String>("x-api-key").and_then(move |key: Option<String>| {
         let runtime = runtime.clone();
         async move {
@@ -65,7 +67,8 @@ impl Tickets {
             s: session,
             e: expires,
         };
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("tickets serialise"));
+        let payload =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("tickets serialise"));
         let signature = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
         (format!("{payload}.{signature}"), expires)
     }
@@ -75,12 +78,14 @@ impl Tickets {
         let (payload, signature) = ticket.split_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
         self.mac(payload).verify_slice(&signature).ok()?;
-        let payload: TicketPayload = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let payload: TicketPayload =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         (payload.s == session && payload.e > unix_now()).then_some(TenantId(payload.t))
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(payload.as_bytes());
         mac
     }
@@ -104,7 +109,10 @@ mod tests {
         let (ticket, _) = tickets.issue(&tenant, session);
         assert_eq!(tickets.verify(&ticket, session), Some(tenant.clone()));
         assert_eq!(tickets.verify(&ticket, SessionId::new()), None);
-        assert_eq!(Tickets::new(b"other", Duration::from_secs(60)).verify(&ticket, session), None);
+        assert_eq!(
+            Tickets::new(b"other", Duration::from_secs(60)).verify(&ticket, session),
+            None
+        );
 
         let expired = Tickets::new(b"secret", Duration::ZERO);
         let (ticket, _) = expired.issue(&tenant, session);
@@ -118,9 +126,13 @@ mod tests {
         let (ticket, _) = tickets.issue(&TenantId("acme".into()), session);
         let (payload, signature) = ticket.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(
-            serde_json::to_vec(&serde_json::json!({"t": "other", "s": session, "e": u64::MAX})).unwrap(),
+            serde_json::to_vec(&serde_json::json!({"t": "other", "s": session, "e": u64::MAX}))
+                .unwrap(),
         );
-        assert_eq!(tickets.verify(&format!("{forged}.{signature}"), session), None);
+        assert_eq!(
+            tickets.verify(&format!("{forged}.{signature}"), session),
+            None
+        );
         assert_eq!(tickets.verify(payload, session), None);
         assert_eq!(tickets.verify("", session), None);
     }

@@ -9,7 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
-    AgentsConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig, SupervisionConfig, TenantSettings,
+    AgentsConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig, SupervisionConfig,
+    TenantSettings,
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,7 +85,9 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { ticket_ttl_secs: 300 }
+        AuthConfig {
+            ticket_ttl_secs: 300,
+        }
     }
 }
 
@@ -137,10 +140,16 @@ mod tests {
     #[test]
     fn default_toml_lists_exactly_the_compiled_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-        let from_file: Config = Figment::new().merge(Toml::file_exact(&path)).extract().unwrap();
+        let from_file: Config = Figment::new()
+            .merge(Toml::file_exact(&path))
+            .extract()
+            .unwrap();
         let from_file = serde_json::to_value(from_file).unwrap();
         let compiled = serde_json::to_value(Config::default_with_tenant()).unwrap();
-        assert_eq!(from_file, compiled, "config/default.toml and Config::default() disagree");
+        assert_eq!(
+            from_file, compiled,
+            "config/default.toml and Config::default() disagree"
+        );
     }
 
     #[test]
@@ -148,8 +157,12 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|extension| extension == "toml") {
-                Config::load(Some(&path)).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "toml")
+            {
+                Config::load(Some(&path))
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             }
         }
     }

@@ -48,10 +48,16 @@ impl ApiError {
                 RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 RuntimeError::NothingToCancel => StatusCode::CONFLICT,
-                RuntimeError::Storage(_) | RuntimeError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                RuntimeError::Unavailable(_) | RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                RuntimeError::Unavailable(_) | RuntimeError::ShuttingDown => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             },
-            ApiError::MissingApiKey | ApiError::InvalidApiKey | ApiError::InvalidTicket => StatusCode::UNAUTHORIZED,
+            ApiError::MissingApiKey | ApiError::InvalidApiKey | ApiError::InvalidTicket => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
             ApiError::UnknownSession => StatusCode::NOT_FOUND,
         }
@@ -72,7 +78,9 @@ impl ApiError {
     /// What the client may read: server-side causes stay in the log.
     fn public_message(&self) -> String {
         match self {
-            ApiError::Runtime(RuntimeError::Storage(_) | RuntimeError::Startup(_)) => "internal error".into(),
+            ApiError::Runtime(RuntimeError::Storage(_) | RuntimeError::Startup(_)) => {
+                "internal error".into()
+            }
             ApiError::Runtime(RuntimeError::TenantNotFound(_)) => "invalid credentials".into(),
             other => other.to_string(),
         }
@@ -102,24 +110,55 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Respo
         return Ok(error.to_response());
     }
     let (status, code, message) = if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, "not_found", "no such route".to_string())
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route".to_string(),
+        )
     } else if let Some(error) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
-        (StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON body: {error}"))
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON body: {error}"),
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large".into())
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send application/json".into())
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large".into(),
+        )
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json".into(),
+        )
     } else if let Some(error) = rejection.find::<warp::reject::InvalidQuery>() {
         (StatusCode::BAD_REQUEST, "invalid_query", error.to_string())
     } else if let Some(error) = rejection.find::<warp::reject::MissingHeader>() {
         (StatusCode::BAD_REQUEST, "missing_header", error.to_string())
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed".into())
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed".into(),
+        )
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        (StatusCode::LENGTH_REQUIRED, "length_required", "send Content-Length".into())
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send Content-Length".into(),
+        )
     } else {
         tracing::error!(?rejection, "unhandled rejection");
-        (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error".into(),
+        )
     };
     Ok(json_error(status, code, message))
 }

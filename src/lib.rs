@@ -46,7 +46,10 @@ pub enum StartError {
     #[error("invalid bind address `{0}`")]
     BindAddress(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Runtime(#[from] tertulia_actors::Error),
 }
@@ -60,13 +63,17 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         .parse()
         .map_err(|_| StartError::BindAddress(config.server.bind.clone()))?;
     // Bind first: a port in use should fail before the database is opened.
-    let listener = server::bind(addr, config.server.backlog).map_err(|source| StartError::Listen { addr, source })?;
+    let listener = server::bind(addr, config.server.backlog)
+        .map_err(|source| StartError::Listen { addr, source })?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
     let runtime = Runtime::start(config.runtime(), agents).await?;
     let app = AppState {
-        tickets: Tickets::new(runtime.ticket_secret(), Duration::from_secs(config.auth.ticket_ttl_secs)),
+        tickets: Tickets::new(
+            runtime.ticket_secret(),
+            Duration::from_secs(config.auth.ticket_ttl_secs),
+        ),
         runtime: runtime.clone(),
         config: Arc::new(config),
         local_addr,

@@ -8,7 +8,11 @@ use tertulia::config::Config;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "tertulia", version, about = "Real-time chat runtime for AI agents")]
+#[command(
+    name = "tertulia",
+    version,
+    about = "Real-time chat runtime for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,7 +41,9 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,surrealdb=warn,surrealkv=warn,surrealdb_core=warn")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("info,surrealdb=warn,surrealkv=warn,surrealdb_core=warn")
+        }))
         .init();
     let cli = Cli::parse();
     let args = match cli.command {
@@ -65,10 +71,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(data_dir) = args.data_dir {
         config.storage.data_dir = data_dir;
     }
-    let dev_key_in_use = config
-        .tenants
-        .values()
-        .any(|tenant| tenant.api_keys.iter().any(|key| key == tertulia::page::DEVELOPMENT_KEY));
+    let dev_key_in_use = config.tenants.values().any(|tenant| {
+        tenant
+            .api_keys
+            .iter()
+            .any(|key| key == tertulia::page::DEVELOPMENT_KEY)
+    });
     let server = match tertulia::start(config.clone(), Default::default()).await {
         Ok(server) => server,
         Err(error) => {
@@ -79,10 +87,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
     println!("tertulia is listening on http://{}", server.addr);
     println!("  storage: {}", server.runtime.durability());
     for (id, tenant) in &config.tenants {
-        println!("  tenant `{id}` ({}): agent `{}`", tenant.name, tenant.agent);
+        println!(
+            "  tenant `{id}` ({}): agent `{}`",
+            tenant.name, tenant.agent
+        );
     }
     if dev_key_in_use {
-        println!("  development API key: {} (set your own in a config file before going live)", tertulia::page::DEVELOPMENT_KEY);
+        println!(
+            "  development API key: {} (set your own in a config file before going live)",
+            tertulia::page::DEVELOPMENT_KEY
+        );
     }
     wait_for_signal().await;
     tracing::info!("shutting down: closing sockets, storing answers in progress, draining writes");
@@ -95,8 +109,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
         tokio::select! {
             _ = ctrl_c => {}
             _ = terminate.recv() => {}

@@ -18,5 +18,8 @@ pub fn index_html(app: &AppState) -> String {
         .runtime
         .tenant_settings(&TenantId("default".into()))
         .is_some_and(|settings| settings.api_keys.iter().any(|key| key == DEVELOPMENT_KEY));
-    INDEX.replace("{{DEV_API_KEY}}", if uses_dev_key { DEVELOPMENT_KEY } else { "" })
+    INDEX.replace(
+        "{{DEV_API_KEY}}",
+        if uses_dev_key { DEVELOPMENT_KEY } else { "" },
+    )
 }

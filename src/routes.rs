@@ -25,7 +25,9 @@ const MAX_HISTORY: usize = 5000;
 const DEFAULT_SESSIONS: usize = 100;
 
 /// Every route, with rejections turned into JSON errors.
-pub fn routes(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+pub fn routes(
+    app: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let max_body = app.config.server.max_body_bytes;
     let api_key = tenant_by_api_key(app.runtime.clone());
     let with_app = {
@@ -46,7 +48,11 @@ pub fn routes(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), 
             if app.runtime.ready().await {
                 warp::reply::json(&json!({"status": "ready"})).into_response()
             } else {
-                crate::error::json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "not ready".into())
+                crate::error::json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "not ready".into(),
+                )
             }
         });
 
@@ -62,8 +68,7 @@ pub fn routes(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), 
         .and(with_app.clone())
         .and(api_key.clone())
         .and(warp::header::optional::<String>("host"))
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(optional_body(max_body))
         .then(create_session);
 
     // GET /chat/sessions
@@ -129,6 +134,25 @@ pub fn routes(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), 
         .unify()
 }
 
+/// A body of at most `max` bytes, or none at all: a request with neither
+/// `Content-Length` nor `Transfer-Encoding` has an empty body.
+fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    let absent = warp::header::optional::<String>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(
+            |length: Option<String>, encoding: Option<String>| async move {
+                if length.is_none() && encoding.is_none() {
+                    Ok(Bytes::new())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            },
+        );
+    absent
+        .or(warp::body::content_length_limit(max).and(warp::body::bytes()))
+        .unify()
+}
+
 /// A handler's answer: a JSON body, or the error's JSON body and status.
 fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> warp::reply::Response {
     match result {
@@ -145,24 +169,40 @@ fn parse_session(text: &str) -> Result<SessionId, ApiError> {
 fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::BadRequest(format!("{what} must be a JSON object"))),
+        Ok(_) => Err(ApiError::BadRequest(format!(
+            "{what} must be a JSON object"
+        ))),
         Err(error) => Err(ApiError::BadRequest(format!("invalid JSON body: {error}"))),
     }
 }
 
-fn parse_limit(query: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+fn parse_limit(
+    query: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match query.get("limit") {
         None => Ok(default),
         Some(text) => match text.parse::<usize>() {
             Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
-            _ => Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {max}"))),
+            _ => Err(ApiError::BadRequest(format!(
+                "`limit` must be a whole number from 1 to {max}"
+            ))),
         },
     }
 }
 
-fn websocket_url(app: &AppState, host: Option<String>, tenant: &TenantId, session: SessionId) -> (String, u64) {
+fn websocket_url(
+    app: &AppState,
+    host: Option<String>,
+    tenant: &TenantId,
+    session: SessionId,
+) -> (String, u64) {
     let base = if app.config.server.public_url.is_empty() {
-        format!("ws://{}", host.unwrap_or_else(|| app.local_addr.to_string()))
+        format!(
+            "ws://{}",
+            host.unwrap_or_else(|| app.local_addr.to_string())
+        )
     } else {
         app.config
             .server
@@ -214,7 +254,11 @@ async fn create_session(
             match parse_object(&body, "the body")?.remove("context") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(context)) => context,
-                Some(_) => return Err(ApiError::BadRequest("`context` must be a JSON object".into())),
+                Some(_) => {
+                    return Err(ApiError::BadRequest(
+                        "`context` must be a JSON object".into(),
+                    ));
+                }
             }
         };
         let record = app.runtime.create_session(&tenant, context).await?;
@@ -232,7 +276,11 @@ async fn create_session(
 }
 
 /// GET /chat/sessions?limit=N
-async fn list_sessions(app: AppState, tenant: TenantId, query: HashMap<String, String>) -> warp::reply::Response {
+async fn list_sessions(
+    app: AppState,
+    tenant: TenantId,
+    query: HashMap<String, String>,
+) -> warp::reply::Response {
     let result = async {
         let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
         let sessions: Vec<SessionView> = app
@@ -272,7 +320,12 @@ async fn session_history(
 }
 
 /// POST /chat/sessions/{id}/context: the body's keys are merged into the context.
-async fn update_context(session: String, app: AppState, tenant: TenantId, body: Bytes) -> warp::reply::Response {
+async fn update_context(
+    session: String,
+    app: AppState,
+    tenant: TenantId,
+    body: Bytes,
+) -> warp::reply::Response {
     let result = async {
         let session = parse_session(&session)?;
         let patch = parse_object(&body, "the context")?;
@@ -284,7 +337,12 @@ async fn update_context(session: String, app: AppState, tenant: TenantId, body: 
 }
 
 /// POST /chat/sessions/{id}/ticket: a fresh `websocket_url` once the old one expired.
-async fn new_ticket(session: String, app: AppState, tenant: TenantId, host: Option<String>) -> warp::reply::Response {
+async fn new_ticket(
+    session: String,
+    app: AppState,
+    tenant: TenantId,
+    host: Option<String>,
+) -> warp::reply::Response {
     let result = async {
         let session = parse_session(&session)?;
         app.runtime.session(&tenant, session).await?;

@@ -43,7 +43,11 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// not waited for here: the runtime closes them with a reason.
 pub async fn serve<F>(listener: TcpListener, filter: F, mut stop: watch::Receiver<bool>)
 where
-    F: Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 {
     let service = warp::service(filter);
     let graceful = GracefulShutdown::new();
@@ -81,7 +85,10 @@ where
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some HTTP requests were still running at shutdown");
     }
 }

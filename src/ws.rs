@@ -30,10 +30,10 @@ use tertulia_actors::session::Attached;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use warp::http::{Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
@@ -68,7 +68,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 256;
 const REATTACH_ATTEMPTS: u32 = 8;
 
 /// `GET /chat/ws/{session_id}` with `X-API-Key`, or `?ticket=` from `websocket_url`.
-pub fn route(app: AppState) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn route(
+    app: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("chat" / "ws" / String)
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
@@ -96,8 +98,14 @@ async fn upgrade(
         return ApiError::UnknownSession.into_response();
     };
     let tenant = match (api_key, query.ticket) {
-        (Some(key), _) => app.runtime.tenant_for_api_key(&key).ok_or(ApiError::InvalidApiKey),
-        (None, Some(ticket)) => app.tickets.verify(&ticket, session).ok_or(ApiError::InvalidTicket),
+        (Some(key), _) => app
+            .runtime
+            .tenant_for_api_key(&key)
+            .ok_or(ApiError::InvalidApiKey),
+        (None, Some(ticket)) => app
+            .tickets
+            .verify(&ticket, session)
+            .ok_or(ApiError::InvalidTicket),
         (None, None) => Err(ApiError::MissingApiKey),
     };
     let tenant = match tenant {
@@ -121,8 +129,12 @@ async fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(socket_config)).await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(socket_config),
+                )
+                .await;
                 serve_socket(app, tenant, session, attached, socket).await;
             }
             Err(error) => {
@@ -135,7 +147,10 @@ async fn upgrade(
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(websocket_key.as_bytes()))
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(websocket_key.as_bytes()),
+        )
         .body(Default::default())
         .expect("a static 101 response is valid")
 }
@@ -150,7 +165,8 @@ struct Heard {
 
 impl Heard {
     fn now(&self) {
-        self.at_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.at_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn silent_for(&self) -> Duration {
@@ -159,15 +175,21 @@ impl Heard {
     }
 }
 
-async fn serve_socket(app: AppState, tenant: TenantId, session: SessionId, attached: Attached, socket: Socket) {
+async fn serve_socket(
+    app: AppState,
+    tenant: TenantId,
+    session: SessionId,
+    attached: Attached,
+    socket: Socket,
+) {
     let (sink, stream) = socket.split();
     let heard = Arc::new(Heard {
         opened: Instant::now(),
         at_ms: AtomicU64::new(0),
     });
     let (connection_tx, connection_rx) = watch::channel(attached.connection.clone());
-    // Frames the edge itself answers with (bad input); bounded, dropped when full.
-    let (local_tx, local_rx) = mpsc::channel::<Frame>(32);
+    // What the edge itself answers with (bad input); bounded, dropped when full.
+    let (local_tx, local_rx) = mpsc::channel::<Local>(32);
     let writer = Writer {
         app: app.clone(),
         tenant,
@@ -183,9 +205,14 @@ async fn serve_socket(app: AppState, tenant: TenantId, session: SessionId, attac
     let reader = read_frames(&app, stream, &connection_rx, &local_tx, &heard);
     tokio::pin!(reader);
     tokio::select! {
-        _ = &mut reader => {
-            writer.abort();
-        }
+        ended = &mut reader => match ended {
+            Some(reason) => {
+                // The reader refused the peer's input: the writer says why and closes.
+                let _ = local_tx.send(Local::Close(reason)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+            }
+            None => writer.abort(),
+        },
         _ = &mut writer => {
             // The writer sent a close frame; let the reader take the peer's reply.
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
@@ -194,13 +221,21 @@ async fn serve_socket(app: AppState, tenant: TenantId, session: SessionId, attac
     connection_rx.borrow().stop(None);
 }
 
+/// What the reader asks the writer to send.
+enum Local {
+    Frame(Frame),
+    Close(CloseReason),
+}
+
+/// Reads until the peer closes or breaks the protocol; returns the close
+/// reason to send when it is the peer's input that ended the socket.
 async fn read_frames(
     app: &AppState,
     mut stream: SplitStream<Socket>,
     connection: &watch::Receiver<ActorRef<ConnectionMsg>>,
-    local: &mpsc::Sender<Frame>,
+    local: &mpsc::Sender<Local>,
     heard: &Heard,
-) {
+) -> Option<CloseReason> {
     let max_content = app.runtime.config().limits.max_content_bytes;
     while let Some(message) = stream.next().await {
         heard.now();
@@ -222,17 +257,24 @@ async fn read_frames(
                 "binary_not_supported",
                 "frames are JSON text; binary frames are not accepted",
             )),
-            Ok(Message::Close(_)) => return,
+            Ok(Message::Close(_)) => return None,
             Ok(_) => None,
+            Err(tokio_tungstenite::tungstenite::Error::Capacity(error)) => {
+                return Some(CloseReason {
+                    code: 1009,
+                    reason: format!("message too big: {error}"),
+                });
+            }
             Err(error) => {
                 tracing::debug!(%error, "socket read ended");
-                return;
+                return None;
             }
         };
         if let Some(frame) = reply {
-            let _ = local.try_send(frame.encode());
+            let _ = local.try_send(Local::Frame(frame.encode()));
         }
     }
+    None
 }
 
 struct Writer {
@@ -243,7 +285,7 @@ struct Writer {
     outbound: OutboundReceiver,
     /// The highest `seq` delivered to this socket: where a re-attach resumes.
     last_seq: u64,
-    local: mpsc::Receiver<Frame>,
+    local: mpsc::Receiver<Local>,
     connection: watch::Sender<ActorRef<ConnectionMsg>>,
     heard: Arc<Heard>,
 }
@@ -251,8 +293,10 @@ struct Writer {
 impl Writer {
     async fn run(mut self) {
         let ping_every = Duration::from_millis(self.app.config.websocket.ping_interval_ms.max(1));
-        let dead_after = ping_every + Duration::from_millis(self.app.config.websocket.pong_timeout_ms);
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let dead_after =
+            ping_every + Duration::from_millis(self.app.config.websocket.pong_timeout_ms);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             let step = tokio::select! {
                 outgoing = self.outbound.next() => match outgoing {
@@ -263,7 +307,13 @@ impl Writer {
                     }
                     Outgoing::Detached => self.reattach().await,
                 },
-                Some(frame) = self.local.recv() => self.write_one(frame).await,
+                Some(local) = self.local.recv() => match local {
+                    Local::Frame(frame) => self.write_one(frame).await,
+                    Local::Close(reason) => {
+                        self.close(reason).await;
+                        return;
+                    }
+                },
                 _ = ping.tick() => {
                     if self.heard.silent_for() > dead_after {
                         self.close(CloseReason::idle_timeout()).await;

@@ -200,7 +200,11 @@ impl Actor for Agent {
                 }
             }
             AgentMsg::TaskEnded { message_id, ended } => {
-                if state.running.as_ref().is_none_or(|(id, _)| *id != message_id) {
+                if state
+                    .running
+                    .as_ref()
+                    .is_none_or(|(id, _)| *id != message_id)
+                {
                     return Ok(());
                 }
                 state.running = None;
@@ -234,7 +238,10 @@ async fn run_generation(
             match piece {
                 Ok(text) if text.is_empty() => {}
                 Ok(text) => {
-                    if session.cast(SessionMsg::AgentChunk { message_id, text }).is_err() {
+                    if session
+                        .cast(SessionMsg::AgentChunk { message_id, text })
+                        .is_err()
+                    {
                         return AgentOutcome::Cancelled;
                     }
                 }
@@ -278,7 +285,11 @@ mod tests {
             }],
             context: Map::new(),
         };
-        let pieces: Vec<String> = agent.answer(request).map(|piece| piece.unwrap()).collect().await;
+        let pieces: Vec<String> = agent
+            .answer(request)
+            .map(|piece| piece.unwrap())
+            .collect()
+            .await;
         assert_eq!(pieces, vec!["You ", "said: ", "hola ", "que ", "tal"]);
         assert_eq!(pieces.concat(), EchoAgent::reply_to("hola que tal"));
     }

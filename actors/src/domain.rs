@@ -150,7 +150,9 @@ pub enum ClientCommand {
     Cancel,
     Typing,
     /// Replay every stored message with `seq > after_seq`, then any answer in progress.
-    Resume { after_seq: u64 },
+    Resume {
+        after_seq: u64,
+    },
     /// Merge these keys into the session's context.
     Context(Map<String, Value>),
     Ping,
@@ -182,7 +184,10 @@ mod tests {
     #[test]
     fn merge_replaces_adds_and_removes_keys() {
         let mut context = json!({"a": 1, "b": 2}).as_object().unwrap().clone();
-        let patch = json!({"b": 3, "c": 4, "a": null}).as_object().unwrap().clone();
+        let patch = json!({"b": 3, "c": 4, "a": null})
+            .as_object()
+            .unwrap()
+            .clone();
         merge_context(&mut context, patch);
         assert_eq!(Value::Object(context), json!({"b": 3, "c": 4}));
     }

@@ -11,7 +11,10 @@ pub enum Error {
     /// No live or stored session with this id exists for this tenant. Sessions
     /// of other tenants are reported the same way, so ids cannot be probed.
     #[error("session {session} not found")]
-    SessionNotFound { tenant: TenantId, session: SessionId },
+    SessionNotFound {
+        tenant: TenantId,
+        session: SessionId,
+    },
 
     /// The tenant is not configured on this node.
     #[error("tenant {0} not found")]

@@ -1,5 +1,7 @@
-//! A connection's outbound queue: bounded by frames and by bytes, with a close
-//! signal that does not wait behind queued frames.
+//! A connection's outbound queue: bounded by frames and by bytes, with two
+//! ways to close: [`OutboundSender::close`] jumps the queue (a slow consumer
+//! gets no more), [`OutboundSender::finish`] closes after what is queued (a
+//! deleted session or a shutdown still delivers its last `done`).
 //!
 //! The session pushes each frame with [`OutboundSender::try_send`] and never
 //! waits: a subscriber that stops reading fills its queue, gets closed with a
@@ -60,7 +62,15 @@ pub enum SendError {
     Closed,
 }
 
+/// What travels through the queue: frames, and at most one graceful close.
+enum Item {
+    Frame(Frame),
+    Close(CloseReason),
+}
+
 struct Shared {
+    /// Set by `finish`: no more frames are accepted.
+    finished: std::sync::atomic::AtomicBool,
     queued_frames: AtomicUsize,
     queued_bytes: AtomicUsize,
     max_frames: usize,
@@ -71,15 +81,17 @@ struct Shared {
 /// The pushing half, held by the session and the connection actor.
 #[derive(Clone)]
 pub struct OutboundSender {
-    frames: mpsc::UnboundedSender<Frame>,
+    frames: mpsc::UnboundedSender<Item>,
     shared: Arc<Shared>,
 }
 
 /// The writing half, held by the socket's writer task at the edge.
 pub struct OutboundReceiver {
-    frames: mpsc::UnboundedReceiver<Frame>,
+    frames: mpsc::UnboundedReceiver<Item>,
     shared: Arc<Shared>,
     close: watch::Receiver<Option<CloseReason>>,
+    /// A graceful close met while batching, returned by the next `next`.
+    pending_close: Option<CloseReason>,
 }
 
 /// A new queue that holds at most `max_frames` frames and `max_bytes` bytes.
@@ -87,6 +99,7 @@ pub fn outbound_queue(max_frames: usize, max_bytes: usize) -> (OutboundSender, O
     let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     let (close_tx, close_rx) = watch::channel(None);
     let shared = Arc::new(Shared {
+        finished: std::sync::atomic::AtomicBool::new(false),
         queued_frames: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
         max_frames: max_frames.max(1),
@@ -102,6 +115,7 @@ pub fn outbound_queue(max_frames: usize, max_bytes: usize) -> (OutboundSender, O
             frames: frames_rx,
             shared,
             close: close_rx,
+            pending_close: None,
         },
     )
 }
@@ -110,7 +124,7 @@ impl OutboundSender {
     /// Queues a frame without waiting. A frame larger than the whole byte budget
     /// is still accepted into an empty queue, so no single frame can wedge a socket.
     pub fn try_send(&self, frame: Frame) -> Result<(), SendError> {
-        if self.shared.close.borrow().is_some() {
+        if self.shared.close.borrow().is_some() || self.shared.finished.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         let len = frame.len();
@@ -122,10 +136,18 @@ impl OutboundSender {
             self.unreserve(len);
             return Err(SendError::Full);
         }
-        self.frames.send(frame).map_err(|rejected| {
-            self.unreserve(rejected.0.len());
+        self.frames.send(Item::Frame(frame)).map_err(|_| {
+            self.unreserve(len);
             SendError::Closed
         })
+    }
+
+    /// Closes with this reason once everything already queued is written.
+    /// Frames offered afterwards are refused.
+    pub fn finish(&self, reason: CloseReason) {
+        if !self.shared.finished.swap(true, Ordering::AcqRel) {
+            let _ = self.frames.send(Item::Close(reason));
+        }
     }
 
     /// Asks the writer to send a close frame with this reason and stop, ahead of
@@ -142,7 +164,9 @@ impl OutboundSender {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.shared.close.borrow().is_some() || self.frames.is_closed()
+        self.shared.close.borrow().is_some()
+            || self.shared.finished.load(Ordering::Acquire)
+            || self.frames.is_closed()
     }
 
     fn unreserve(&self, len: usize) {
@@ -167,6 +191,9 @@ impl OutboundReceiver {
         if let Some(reason) = self.close.borrow_and_update().clone() {
             return Outgoing::Close(reason);
         }
+        if let Some(reason) = self.pending_close.take() {
+            return Outgoing::Close(reason);
+        }
         tokio::select! {
             biased;
             changed = self.close.changed() => match (changed, self.close.borrow_and_update().clone()) {
@@ -175,24 +202,33 @@ impl OutboundReceiver {
                 // cannot be gone while this receiver exists; treat it as detached.
                 _ => Outgoing::Detached,
             },
-            frame = self.frames.recv() => match frame {
-                Some(frame) => {
+            item = self.frames.recv() => match item {
+                Some(Item::Frame(frame)) => {
                     self.release(&frame);
                     Outgoing::Frame(frame)
                 }
+                Some(Item::Close(reason)) => Outgoing::Close(reason),
                 None => Outgoing::Detached,
             },
         }
     }
 
-    /// A frame that is ready now, for batching several into one write.
+    /// A frame that is ready now, for batching several into one write. A
+    /// graceful close stays queued for [`OutboundReceiver::next`].
     pub fn try_next_frame(&mut self) -> Option<Frame> {
-        if self.close.borrow().is_some() {
+        if self.close.borrow().is_some() || self.pending_close.is_some() {
             return None;
         }
-        let frame = self.frames.try_recv().ok()?;
-        self.release(&frame);
-        Some(frame)
+        match self.frames.try_recv().ok()? {
+            Item::Frame(frame) => {
+                self.release(&frame);
+                Some(frame)
+            }
+            Item::Close(reason) => {
+                self.pending_close = Some(reason);
+                None
+            }
+        }
     }
 
     /// The close reason, if one was set (checked once the writer stops).
@@ -202,7 +238,9 @@ impl OutboundReceiver {
 
     fn release(&self, frame: &Frame) {
         self.shared.queued_frames.fetch_sub(1, Ordering::AcqRel);
-        self.shared.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        self.shared
+            .queued_bytes
+            .fetch_sub(frame.len(), Ordering::AcqRel);
     }
 }
 
@@ -234,6 +272,22 @@ mod tests {
         let (tx, _rx) = outbound_queue(100, 50);
         tx.try_send(big.clone()).unwrap();
         assert_eq!(tx.try_send(frame("y")), Err(SendError::Full));
+    }
+
+    #[tokio::test]
+    async fn finish_closes_after_what_is_queued() {
+        let (tx, mut rx) = outbound_queue(10, 1 << 20);
+        tx.try_send(frame("a")).unwrap();
+        tx.try_send(frame("b")).unwrap();
+        tx.finish(CloseReason::session_deleted());
+        assert_eq!(tx.try_send(frame("c")), Err(SendError::Closed));
+        assert!(matches!(rx.next().await, Outgoing::Frame(_)));
+        assert!(rx.try_next_frame().is_some());
+        assert!(rx.try_next_frame().is_none());
+        match rx.next().await {
+            Outgoing::Close(reason) => assert_eq!(reason, CloseReason::session_deleted()),
+            other => panic!("expected close, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -50,7 +50,9 @@ impl Database {
     pub async fn open(endpoint: &str, namespace: &str, database: &str) -> Result<Database> {
         let db = surrealdb::engine::any::connect(endpoint)
             .await
-            .map_err(|error| Error::Startup(format!("cannot open database at {endpoint}: {error}")))?;
+            .map_err(|error| {
+                Error::Startup(format!("cannot open database at {endpoint}: {error}"))
+            })?;
         db.use_ns(namespace).use_db(database).await?;
         let database = Database { db };
         database.migrate().await?;
@@ -61,12 +63,21 @@ impl Database {
     /// every commit to disk, so an acknowledged message survives a crash.
     pub fn surrealkv_endpoint(data_dir: &Path) -> Result<String> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
-            Error::Startup(format!("cannot create data directory {}: {error}", data_dir.display()))
+            Error::Startup(format!(
+                "cannot create data directory {}: {error}",
+                data_dir.display()
+            ))
         })?;
         let absolute = std::fs::canonicalize(data_dir).map_err(|error| {
-            Error::Startup(format!("cannot resolve data directory {}: {error}", data_dir.display()))
+            Error::Startup(format!(
+                "cannot resolve data directory {}: {error}",
+                data_dir.display()
+            ))
         })?;
-        Ok(format!("surrealkv://{}/tertulia.db?sync=every", absolute.display()))
+        Ok(format!(
+            "surrealkv://{}/tertulia.db?sync=every",
+            absolute.display()
+        ))
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -77,7 +88,10 @@ impl Database {
         let applied: Vec<Value> = self
             .select("SELECT version FROM migration;", json!({}))
             .await?;
-        let applied: Vec<u64> = applied.iter().filter_map(|row| row["version"].as_u64()).collect();
+        let applied: Vec<u64> = applied
+            .iter()
+            .filter_map(|row| row["version"].as_u64())
+            .collect();
         for (version, name, sql) in MIGRATIONS {
             if applied.contains(&u64::from(*version)) {
                 continue;
@@ -87,7 +101,9 @@ impl Database {
             );
             self.db
                 .query(statement)
-                .bind(json!({"version": version, "name": name, "at": crate::domain::now_timestamp()}))
+                .bind(
+                    json!({"version": version, "name": name, "at": crate::domain::now_timestamp()}),
+                )
                 .await?
                 .check()
                 .map_err(|error| Error::Startup(format!("migration {name} failed: {error}")))?;
@@ -99,19 +115,23 @@ impl Database {
     /// The secret that signs WebSocket tickets: made once, kept in the
     /// database, so tickets handed out before a restart still work after it.
     pub async fn ticket_secret(&self) -> Result<Vec<u8>> {
-        let rows: Vec<Value> = self
-            .select("SELECT secret FROM type::record('setting', 'ticket_secret');", json!({}))
+        #[derive(serde::Deserialize)]
+        struct Row {
+            secret: Vec<u8>,
+        }
+        let rows: Vec<Row> = self
+            .select(
+                "SELECT secret FROM type::record('setting', 'ticket_secret');",
+                json!({}),
+            )
             .await?;
-        if let Some(hex) = rows.first().and_then(|row| row["secret"].as_str())
-            && let Some(secret) = decode_hex(hex)
-        {
-            return Ok(secret);
+        if let Some(row) = rows.into_iter().next().filter(|row| row.secret.len() >= 32) {
+            return Ok(row.secret);
         }
         let secret: [u8; 32] = rand::random();
-        let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
         self.db
             .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { secret: $secret };")
-            .bind(json!({"secret": hex}))
+            .bind(json!({"secret": secret.to_vec()}))
             .await?
             .check()?;
         Ok(secret.to_vec())
@@ -140,19 +160,13 @@ impl Database {
             write.append_to(index, &mut statement, &mut vars);
         }
         statement.push_str("COMMIT TRANSACTION;");
-        self.db.query(statement).bind(Value::Object(vars)).await?.check()?;
+        self.db
+            .query(statement)
+            .bind(Value::Object(vars))
+            .await?
+            .check()?;
         Ok(())
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 /// A change to the stored state. Each becomes statements of one batch.
@@ -168,7 +182,10 @@ pub enum Write {
         updated_at: String,
     },
     /// Removes the conversation and its whole log.
-    DeleteSession { tenant: TenantId, session: SessionId },
+    DeleteSession {
+        tenant: TenantId,
+        session: SessionId,
+    },
 }
 
 impl Write {
@@ -181,14 +198,20 @@ impl Write {
         match self {
             Write::CreateSession(record) => {
                 bind("id", json!(record.id.to_string()));
-                bind("doc", serde_json::to_value(record).expect("records serialise"));
+                bind(
+                    "doc",
+                    serde_json::to_value(record).expect("records serialise"),
+                );
                 statement.push_str(&format!(
                     "CREATE type::record('conversation', ${p}id) CONTENT ${p}doc;\n"
                 ));
             }
             Write::AppendMessage(message) => {
                 bind("id", json!(message.id.to_string()));
-                bind("doc", serde_json::to_value(message).expect("messages serialise"));
+                bind(
+                    "doc",
+                    serde_json::to_value(message).expect("messages serialise"),
+                );
                 bind("sid", json!(message.session_id.to_string()));
                 bind("tenant", json!(message.tenant));
                 bind("seq", json!(message.seq));
@@ -500,21 +523,42 @@ impl Storage {
     pub async fn write_and_wait(&self, write: Write) -> Result<()> {
         let (durable, outcome) = Durable::channel();
         self.write(write, durable);
-        outcome.await.unwrap_or(Err(Error::Unavailable("persistence")))
+        outcome
+            .await
+            .unwrap_or(Err(Error::Unavailable("persistence")))
     }
 
-    pub async fn load_session(&self, tenant: &TenantId, session: SessionId) -> Result<Option<SessionRecord>> {
+    pub async fn load_session(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<Option<SessionRecord>> {
         let tenant = tenant.clone();
-        self.call(|reply| PersistenceMsg::LoadSession { tenant, session, reply }).await
+        self.call(|reply| PersistenceMsg::LoadSession {
+            tenant,
+            session,
+            reply,
+        })
+        .await
     }
 
-    pub async fn list_sessions(&self, tenant: &TenantId, limit: usize) -> Result<Vec<SessionRecord>> {
+    pub async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>> {
         let tenant = tenant.clone();
-        self.call(|reply| PersistenceMsg::ListSessions { tenant, limit, reply }).await
+        self.call(|reply| PersistenceMsg::ListSessions {
+            tenant,
+            limit,
+            reply,
+        })
+        .await
     }
 
     pub async fn load_messages(&self, query: MessageQuery) -> Result<Vec<StoredMessage>> {
-        self.call(|reply| PersistenceMsg::LoadMessages(query, reply)).await
+        self.call(|reply| PersistenceMsg::LoadMessages(query, reply))
+            .await
     }
 
     pub async fn find_client_message(
@@ -536,7 +580,10 @@ impl Storage {
 
     /// Waits until every write queued so far is durable.
     pub async fn flush(&self) {
-        let _ = self.actor().call(PersistenceMsg::Flush, Some(READ_TIMEOUT)).await;
+        let _ = self
+            .actor()
+            .call(PersistenceMsg::Flush, Some(READ_TIMEOUT))
+            .await;
     }
 
     async fn call<T: Send + 'static>(
@@ -563,18 +610,14 @@ mod tests {
             .filter(|name| name.ends_with(".surql"))
             .collect();
         files.sort();
-        let listed: Vec<String> = MIGRATIONS.iter().map(|(_, name, _)| format!("{name}.surql")).collect();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(_, name, _)| format!("{name}.surql"))
+            .collect();
         assert_eq!(files, listed);
         for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
             assert_eq!(*version as usize, index + 1);
             assert!(name.starts_with(&format!("{version:04}_")), "{name}");
         }
-    }
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
-        assert_eq!(decode_hex("0"), None);
-        assert_eq!(decode_hex("zz"), None);
     }
 }

@@ -154,8 +154,12 @@ pub enum ClientFrame {
     },
     Cancel {},
     Typing {},
-    Resume { after_seq: u64 },
-    Context { context: Map<String, Value> },
+    Resume {
+        after_seq: u64,
+    },
+    Context {
+        context: Map<String, Value>,
+    },
     Ping {},
 }
 
@@ -186,11 +190,18 @@ const KNOWN_TYPES: [&str; 6] = ["message", "cancel", "typing", "resume", "contex
 
 /// Parses and checks one inbound text frame. Every refusal has its own code so
 /// a client can tell a typo from a limit.
-pub fn parse_client_frame(text: &str, max_content_bytes: usize) -> Result<ClientCommand, FrameError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| FrameError::new("invalid_json", format!("frame is not valid JSON: {error}")))?;
+pub fn parse_client_frame(
+    text: &str,
+    max_content_bytes: usize,
+) -> Result<ClientCommand, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|error| {
+        FrameError::new("invalid_json", format!("frame is not valid JSON: {error}"))
+    })?;
     let Some(object) = value.as_object() else {
-        return Err(FrameError::new("invalid_frame", "a frame must be a JSON object"));
+        return Err(FrameError::new(
+            "invalid_frame",
+            "a frame must be a JSON object",
+        ));
     };
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.clone(),
@@ -200,13 +211,19 @@ pub fn parse_client_frame(text: &str, max_content_bytes: usize) -> Result<Client
     if !KNOWN_TYPES.contains(&kind.as_str()) {
         return Err(FrameError::new(
             "unknown_type",
-            format!("unknown frame type `{kind}`; expected one of {}", KNOWN_TYPES.join(", ")),
+            format!(
+                "unknown frame type `{kind}`; expected one of {}",
+                KNOWN_TYPES.join(", ")
+            ),
         ));
     }
     if kind == "message" {
         match object.get("content") {
             None | Some(Value::Null) => {
-                return Err(FrameError::new("missing_content", "a message needs `content`"));
+                return Err(FrameError::new(
+                    "missing_content",
+                    "a message needs `content`",
+                ));
             }
             Some(Value::String(content)) if content.trim().is_empty() => {
                 return Err(FrameError::new("empty_content", "`content` is empty"));
@@ -214,14 +231,18 @@ pub fn parse_client_frame(text: &str, max_content_bytes: usize) -> Result<Client
             Some(Value::String(content)) if content.len() > max_content_bytes => {
                 return Err(FrameError::new(
                     "content_too_large",
-                    format!("`content` is {} bytes; the limit is {max_content_bytes}", content.len()),
+                    format!(
+                        "`content` is {} bytes; the limit is {max_content_bytes}",
+                        content.len()
+                    ),
                 ));
             }
             _ => {}
         }
     }
-    let frame: ClientFrame = serde_json::from_value(value)
-        .map_err(|error| FrameError::new("invalid_frame", format!("bad `{kind}` frame: {error}")))?;
+    let frame: ClientFrame = serde_json::from_value(value).map_err(|error| {
+        FrameError::new("invalid_frame", format!("bad `{kind}` frame: {error}"))
+    })?;
     Ok(match frame {
         ClientFrame::Message {
             content,
@@ -265,11 +286,26 @@ mod tests {
         assert_eq!(code_of(r#"{"content":"hi"}"#), "missing_type");
         assert_eq!(code_of(r#"{"type":"shout"}"#), "unknown_type");
         assert_eq!(code_of(r#"{"type":"message"}"#), "missing_content");
-        assert_eq!(code_of(r#"{"type":"message","content":"  "}"#), "empty_content");
-        assert_eq!(code_of(r#"{"type":"message","content":"12345678901"}"#), "content_too_large");
-        assert_eq!(code_of(r#"{"type":"message","content":5}"#), "invalid_frame");
-        assert_eq!(code_of(r#"{"type":"resume","after_seq":-1}"#), "invalid_frame");
-        assert_eq!(code_of(r#"{"type":"message","content":"hi","client_msg_id":""}"#), "invalid_frame");
+        assert_eq!(
+            code_of(r#"{"type":"message","content":"  "}"#),
+            "empty_content"
+        );
+        assert_eq!(
+            code_of(r#"{"type":"message","content":"12345678901"}"#),
+            "content_too_large"
+        );
+        assert_eq!(
+            code_of(r#"{"type":"message","content":5}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code_of(r#"{"type":"resume","after_seq":-1}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code_of(r#"{"type":"message","content":"hi","client_msg_id":""}"#),
+            "invalid_frame"
+        );
     }
 
     #[test]
@@ -279,7 +315,9 @@ mod tests {
             100,
         )
         .unwrap();
-        let ClientCommand::Message(message) = command else { panic!("not a message") };
+        let ClientCommand::Message(message) = command else {
+            panic!("not a message")
+        };
         assert_eq!(message.content, "hola");
         assert_eq!(message.client_msg_id.as_deref(), Some("c1"));
         assert_eq!(message.context.unwrap()["plan"], "pro");

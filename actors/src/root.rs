@@ -98,8 +98,13 @@ impl Actor for Root {
                 if state.shutting_down {
                     return Ok(());
                 }
-                let (persistence, _) =
-                    Actor::spawn_linked(None, Persistence, state.args.db.clone(), myself.get_cell()).await?;
+                let (persistence, _) = Actor::spawn_linked(
+                    None,
+                    Persistence,
+                    state.args.db.clone(),
+                    myself.get_cell(),
+                )
+                .await?;
                 state.storage.replace(persistence.clone());
                 state.persistence = persistence;
                 tracing::info!("persistence restarted");
@@ -113,6 +118,11 @@ impl Actor for Root {
                 futures_util::future::join_all(stops).await;
                 // Drain, not stop: a stop would outrank the writes still queued.
                 state.storage.flush().await;
+                // Then stop it and wait, so its database handle is dropped now.
+                let _ = state
+                    .persistence
+                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                    .await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -170,7 +180,9 @@ async fn tenant(
         .agents
         .get(&settings.agent)
         .cloned()
-        .ok_or_else(|| Error::Startup(format!("tenant {id}: no agent named `{}`", settings.agent)))?;
+        .ok_or_else(|| {
+            Error::Startup(format!("tenant {id}: no agent named `{}`", settings.agent))
+        })?;
     let args = TenantArgs {
         id: id.clone(),
         settings,

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
 use crate::config::{RuntimeConfig, TenantSettings};
-use crate::domain::{Ack, NewMessage, SessionId, SessionRecord, StoredMessage, TenantId, now_timestamp};
+use crate::domain::{
+    Ack, NewMessage, SessionId, SessionRecord, StoredMessage, TenantId, now_timestamp,
+};
 use crate::error::{Error, Result};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
 use crate::root::{Root, RootArgs, RootMsg};
@@ -57,7 +59,12 @@ impl Runtime {
         };
         let durability = describe_durability(&endpoint);
         tracing::info!(%endpoint, durability = %durability, "opening database");
-        let db = Database::open(&endpoint, &config.storage.namespace, &config.storage.database).await?;
+        let db = Database::open(
+            &endpoint,
+            &config.storage.namespace,
+            &config.storage.database,
+        )
+        .await?;
         let ticket_secret = db.ticket_secret().await?;
 
         let mut registry: AgentRegistry = HashMap::new();
@@ -86,9 +93,9 @@ impl Runtime {
             agents: registry,
             registry: sessions.clone(),
         };
-        let (root, root_task) = Actor::spawn(None, Root, args)
-            .await
-            .map_err(|error| Error::Startup(format!("the supervision tree did not start: {error}")))?;
+        let (root, root_task) = Actor::spawn(None, Root, args).await.map_err(|error| {
+            Error::Startup(format!("the supervision tree did not start: {error}"))
+        })?;
         let storage = match root.call(RootMsg::Storage, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(storage)) => storage,
             _ => return Err(Error::Startup("the root supervisor did not answer".into())),
@@ -139,16 +146,33 @@ impl Runtime {
         found
     }
 
+    /// How many conversations are live (in memory) on this node.
+    pub fn live_sessions(&self) -> usize {
+        self.inner.registry.len()
+    }
+
     /// True while the database answers and the root supervisor runs.
     pub async fn ready(&self) -> bool {
         matches!(
-            self.inner.root.call(RootMsg::Storage, Some(Duration::from_secs(2))).await,
+            self.inner
+                .root
+                .call(RootMsg::Storage, Some(Duration::from_secs(2)))
+                .await,
             Ok(CallResult::Success(_))
-        ) && self.inner.storage.list_sessions(&TenantId(String::new()), 1).await.is_ok()
+        ) && self
+            .inner
+            .storage
+            .list_sessions(&TenantId(String::new()), 1)
+            .await
+            .is_ok()
     }
 
     /// Creates a conversation; it is durable when this returns.
-    pub async fn create_session(&self, tenant: &TenantId, context: Map<String, Value>) -> Result<SessionRecord> {
+    pub async fn create_session(
+        &self,
+        tenant: &TenantId,
+        context: Map<String, Value>,
+    ) -> Result<SessionRecord> {
         self.known_tenant(tenant)?;
         let now = now_timestamp();
         let record = SessionRecord {
@@ -169,9 +193,16 @@ impl Runtime {
     }
 
     /// A tenant's conversations, most recently updated first.
-    pub async fn list_sessions(&self, tenant: &TenantId, limit: usize) -> Result<Vec<SessionRecord>> {
+    pub async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>> {
         self.known_tenant(tenant)?;
-        self.inner.storage.list_sessions(tenant, limit.clamp(1, MAX_LIST)).await
+        self.inner
+            .storage
+            .list_sessions(tenant, limit.clamp(1, MAX_LIST))
+            .await
     }
 
     pub async fn session(&self, tenant: &TenantId, session: SessionId) -> Result<SessionRecord> {
@@ -187,7 +218,12 @@ impl Runtime {
     }
 
     /// The newest `limit` messages of a conversation, oldest first.
-    pub async fn history(&self, tenant: &TenantId, session: SessionId, limit: usize) -> Result<Vec<StoredMessage>> {
+    pub async fn history(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
         self.session(tenant, session).await?;
         self.inner
             .storage
@@ -212,7 +248,10 @@ impl Runtime {
             let patch = patch.clone();
             async move {
                 actor
-                    .call(|reply| SessionMsg::UpdateContext { patch, reply }, Some(CALL_TIMEOUT))
+                    .call(
+                        |reply| SessionMsg::UpdateContext { patch, reply },
+                        Some(CALL_TIMEOUT),
+                    )
                     .await
             }
         })
@@ -220,12 +259,20 @@ impl Runtime {
     }
 
     /// Posts a user message as a back end would; answered once it is durable.
-    pub async fn post_message(&self, tenant: &TenantId, session: SessionId, message: NewMessage) -> Result<Ack> {
+    pub async fn post_message(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        message: NewMessage,
+    ) -> Result<Ack> {
         self.with_session(tenant, session, |actor| {
             let message = message.clone();
             async move {
                 actor
-                    .call(|reply| SessionMsg::Post { message, reply }, Some(CALL_TIMEOUT))
+                    .call(
+                        |reply| SessionMsg::Post { message, reply },
+                        Some(CALL_TIMEOUT),
+                    )
                     .await
             }
         })
@@ -237,7 +284,10 @@ impl Runtime {
         let actor = self.tenant_actor(tenant).await?;
         reply_of(
             actor
-                .call(|reply| TenantMsg::Delete { session, reply }, Some(CALL_TIMEOUT))
+                .call(
+                    |reply| TenantMsg::Delete { session, reply },
+                    Some(CALL_TIMEOUT),
+                )
                 .await,
             "tenant",
         )
@@ -245,20 +295,43 @@ impl Runtime {
 
     /// Attaches a socket to a conversation. With `after_seq`, what was stored
     /// after it is replayed first.
-    pub async fn connect(&self, tenant: &TenantId, session: SessionId, after_seq: Option<u64>) -> Result<Attached> {
+    pub async fn connect(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        after_seq: Option<u64>,
+    ) -> Result<Attached> {
         self.attach(tenant, session, after_seq, true).await
     }
 
     /// Re-attaches a socket whose session restarted, replaying what was stored
     /// after `after_seq`; no second greeting.
-    pub async fn reattach(&self, tenant: &TenantId, session: SessionId, after_seq: u64) -> Result<Attached> {
+    pub async fn reattach(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        after_seq: u64,
+    ) -> Result<Attached> {
         self.attach(tenant, session, Some(after_seq), false).await
     }
 
-    async fn attach(&self, tenant: &TenantId, session: SessionId, after_seq: Option<u64>, greet: bool) -> Result<Attached> {
+    async fn attach(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        after_seq: Option<u64>,
+        greet: bool,
+    ) -> Result<Attached> {
         self.with_session(tenant, session, |actor| async move {
             actor
-                .call(|reply| SessionMsg::Attach { after_seq, greet, reply }, Some(CALL_TIMEOUT))
+                .call(
+                    |reply| SessionMsg::Attach {
+                        after_seq,
+                        greet,
+                        reply,
+                    },
+                    Some(CALL_TIMEOUT),
+                )
                 .await
         })
         .await
@@ -306,14 +379,21 @@ impl Runtime {
         )
     }
 
-    async fn session_actor(&self, tenant: &TenantId, session: SessionId) -> Result<ActorRef<SessionMsg>> {
+    async fn session_actor(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<ActorRef<SessionMsg>> {
         if let Some(actor) = self.inner.registry.get(&(tenant.clone(), session)) {
             return Ok(actor.clone());
         }
         let actor = self.tenant_actor(tenant).await?;
         reply_of(
             actor
-                .call(|reply| TenantMsg::Session { session, reply }, Some(CALL_TIMEOUT))
+                .call(
+                    |reply| TenantMsg::Session { session, reply },
+                    Some(CALL_TIMEOUT),
+                )
                 .await,
             "tenant",
         )
@@ -321,7 +401,12 @@ impl Runtime {
 
     /// Runs `request` against the live session, retrying when the session
     /// stopped between lookup and delivery (passivation or a crash).
-    async fn with_session<T, F, Fut, E>(&self, tenant: &TenantId, session: SessionId, request: F) -> Result<T>
+    async fn with_session<T, F, Fut, E>(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        request: F,
+    ) -> Result<T>
     where
         F: Fn(ActorRef<SessionMsg>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<CallResult<Result<T>>, E>>,
@@ -338,7 +423,9 @@ impl Runtime {
                 Ok(CallResult::SenderError) | Err(_) => {
                     self.inner
                         .registry
-                        .remove_if(&(tenant.clone(), session), |_, live| live.get_id() == actor.get_id());
+                        .remove_if(&(tenant.clone(), session), |_, live| {
+                            live.get_id() == actor.get_id()
+                        });
                     last = Error::Unavailable("session");
                 }
             }
@@ -347,7 +434,10 @@ impl Runtime {
     }
 }
 
-fn reply_of<T, E>(answer: std::result::Result<CallResult<Result<T>>, E>, who: &'static str) -> Result<T> {
+fn reply_of<T, E>(
+    answer: std::result::Result<CallResult<Result<T>>, E>,
+    who: &'static str,
+) -> Result<T> {
     match answer {
         Ok(CallResult::Success(result)) => result,
         _ => Err(Error::Unavailable(who)),

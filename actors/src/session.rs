@@ -50,7 +50,10 @@ pub enum SessionMsg {
     /// A socket's `Connection` stopped.
     Detach { conn: ConnId },
     /// A command from a socket, via its `Connection`.
-    Command { conn: ConnId, command: ClientCommand },
+    Command {
+        conn: ConnId,
+        command: ClientCommand,
+    },
     /// A user message from a back end (REST); answered once durable.
     Post {
         message: NewMessage,
@@ -195,7 +198,10 @@ impl Actor for Session {
             })
             .await?
             .into();
-        let last_seq = recent.back().map_or(0, |message| message.seq).max(record.last_seq);
+        let last_seq = recent
+            .back()
+            .map_or(0, |message| message.seq)
+            .max(record.last_seq);
         let unanswered: VecDeque<StoredMessage> = recent
             .iter()
             .rev()
@@ -241,7 +247,8 @@ impl Actor for Session {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         start_agent(&myself, state).await?;
-        let every = (state.config.idle_timeout() / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        let every = (state.config.idle_timeout() / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(30));
         state.idle_timer = Some(myself.send_interval(every, || SessionMsg::IdleCheck));
         if !state.to_answer.is_empty() {
             tracing::info!(session = %state.id, waiting = state.to_answer.len(), "answering messages left unanswered");
@@ -268,7 +275,11 @@ impl Actor for Session {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Attach { after_seq, greet, reply } => {
+            SessionMsg::Attach {
+                after_seq,
+                greet,
+                reply,
+            } => {
                 state.last_activity = Instant::now();
                 let attached = attach(&myself, state, after_seq, greet).await;
                 let _ = reply.send(attached);
@@ -298,11 +309,9 @@ impl Actor for Session {
             }
             SessionMsg::Durable { seq, outcome } => on_durable(state, seq, outcome),
             SessionMsg::AgentChunk { message_id, text } => {
-                let Some(generation) = state
-                    .generation
-                    .as_mut()
-                    .filter(|generation| generation.message_id == message_id && !generation.storing)
-                else {
+                let Some(generation) = state.generation.as_mut().filter(|generation| {
+                    generation.message_id == message_id && !generation.storing
+                }) else {
                     return Ok(());
                 };
                 generation.text.push_str(&text);
@@ -318,11 +327,9 @@ impl Actor for Session {
                 message_id,
                 outcome,
             } => {
-                if state
-                    .generation
-                    .as_ref()
-                    .is_some_and(|generation| generation.message_id == message_id && !generation.storing)
-                {
+                if state.generation.as_ref().is_some_and(|generation| {
+                    generation.message_id == message_id && !generation.storing
+                }) {
                     finish_generation(&myself, state, outcome);
                 }
             }
@@ -373,20 +380,36 @@ impl Actor for Session {
             state.subscribers.remove(&conn);
             return Ok(());
         }
-        if state.agent.as_ref().is_some_and(|agent| agent.get_id() == cell.get_id()) {
+        if state
+            .agent
+            .as_ref()
+            .is_some_and(|agent| agent.get_id() == cell.get_id())
+        {
             state.agent = None;
             if state.terminating {
                 return Ok(());
             }
             let why = failure.unwrap_or_else(|| "the agent stopped".into());
             tracing::error!(session = %state.id, error = %why, "agent failed; restarting it");
-            if state.generation.as_ref().is_some_and(|generation| !generation.storing) {
+            if state
+                .generation
+                .as_ref()
+                .is_some_and(|generation| !generation.storing)
+            {
                 broadcast(
                     state,
-                    &ServerFrame::error("agent_crashed", "the agent crashed; the partial answer was kept").encode(),
+                    &ServerFrame::error(
+                        "agent_crashed",
+                        "the agent crashed; the partial answer was kept",
+                    )
+                    .encode(),
                     None,
                 );
-                finish_generation(&myself, state, AgentOutcome::Failed(crate::agent::AgentError(why)));
+                finish_generation(
+                    &myself,
+                    state,
+                    AgentOutcome::Failed(crate::agent::AgentError(why)),
+                );
             }
             let delay = state.agent_backoff.next_delay();
             myself.send_after(delay, || SessionMsg::RestartAgent);
@@ -395,7 +418,10 @@ impl Actor for Session {
     }
 }
 
-async fn start_agent(myself: &ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+async fn start_agent(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+) -> Result<(), ActorProcessingErr> {
     let (agent, _) = Actor::spawn_linked(
         None,
         Agent,
@@ -437,7 +463,10 @@ async fn attach(
         return Err(Error::Unavailable("session"));
     }
     let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-    let (outbound, receiver) = outbound_queue(state.limits.outbound_queue_frames, state.limits.outbound_queue_bytes);
+    let (outbound, receiver) = outbound_queue(
+        state.limits.outbound_queue_frames,
+        state.limits.outbound_queue_bytes,
+    );
     let (connection, _) = Actor::spawn_linked(
         None,
         Connection,
@@ -473,7 +502,9 @@ async fn attach(
         conn,
         connection,
         outbound: receiver,
-        last_seq: after_seq.unwrap_or(state.next_seq - 1).min(state.next_seq - 1),
+        last_seq: after_seq
+            .unwrap_or(state.next_seq - 1)
+            .min(state.next_seq - 1),
     })
 }
 
@@ -484,16 +515,26 @@ async fn replay(state: &mut SessionState, conn: ConnId, after_seq: u64) {
     if after_seq > last_stored {
         let frame = ServerFrame::error(
             "resume_out_of_range",
-            format!("nothing was ever stored after seq {last_stored}; reload the history and resume from its last seq"),
+            format!(
+                "nothing was ever stored after seq {last_stored}; reload the history and resume from its last seq"
+            ),
         );
         send_to(state, conn, frame.encode());
         return;
     }
     // Half the queue, so live frames still fit behind the replay.
     let room = (state.limits.outbound_queue_frames / 2).max(1);
-    let cached_from = state.recent.front().map_or(state.next_seq, |message| message.seq);
+    let cached_from = state
+        .recent
+        .front()
+        .map_or(state.next_seq, |message| message.seq);
     let missed: Vec<StoredMessage> = if state.recent_is_complete || cached_from <= after_seq + 1 {
-        state.recent.iter().filter(|message| message.seq > after_seq).cloned().collect()
+        state
+            .recent
+            .iter()
+            .filter(|message| message.seq > after_seq)
+            .cloned()
+            .collect()
     } else {
         let query = MessageQuery {
             tenant: state.tenant.clone(),
@@ -505,7 +546,11 @@ async fn replay(state: &mut SessionState, conn: ConnId, after_seq: u64) {
         match state.storage.load_messages(query).await {
             Ok(messages) => messages,
             Err(error) => {
-                send_to(state, conn, ServerFrame::error(error.code(), "could not read the missed messages").encode());
+                send_to(
+                    state,
+                    conn,
+                    ServerFrame::error(error.code(), "could not read the missed messages").encode(),
+                );
                 return;
             }
         }
@@ -541,22 +586,29 @@ fn send_snapshot(state: &mut SessionState, conn: ConnId) {
     }
 }
 
-async fn handle_command(myself: &ActorRef<SessionMsg>, state: &mut SessionState, conn: ConnId, command: ClientCommand) {
+async fn handle_command(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    conn: ConnId,
+    command: ClientCommand,
+) {
     match command {
         ClientCommand::Message(message) => post(myself, state, message, Asker::Socket(conn)).await,
-        ClientCommand::Cancel => {
-            match (&state.generation, &state.agent) {
-                (Some(generation), Some(agent)) if !generation.storing => {
-                    let _ = agent.cast(AgentMsg::Cancel {
-                        message_id: generation.message_id,
-                    });
-                }
-                _ => {
-                    let error = Error::NothingToCancel;
-                    send_to(state, conn, ServerFrame::error(error.code(), error.to_string()).encode());
-                }
+        ClientCommand::Cancel => match (&state.generation, &state.agent) {
+            (Some(generation), Some(agent)) if !generation.storing => {
+                let _ = agent.cast(AgentMsg::Cancel {
+                    message_id: generation.message_id,
+                });
             }
-        }
+            _ => {
+                let error = Error::NothingToCancel;
+                send_to(
+                    state,
+                    conn,
+                    ServerFrame::error(error.code(), error.to_string()).encode(),
+                );
+            }
+        },
         ClientCommand::Typing => broadcast(state, &ServerFrame::Typing {}.encode(), Some(conn)),
         ClientCommand::Resume { after_seq } => replay(state, conn, after_seq).await,
         ClientCommand::Context(patch) => {
@@ -582,12 +634,21 @@ async fn handle_command(myself: &ActorRef<SessionMsg>, state: &mut SessionState,
 
 /// Gives a user message its `seq` and hands it to storage; the ack, the
 /// broadcast and the answer wait for `Durable`.
-async fn post(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: NewMessage, asker: Asker) {
+async fn post(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    message: NewMessage,
+    asker: Asker,
+) {
     if state.terminating {
         return reject(state, asker, Error::Unavailable("session"));
     }
     if message.content.trim().is_empty() {
-        return reject(state, asker, Error::InvalidInput("`content` is empty".into()));
+        return reject(
+            state,
+            asker,
+            Error::InvalidInput("`content` is empty".into()),
+        );
     }
     if message.content.len() > state.limits.max_content_bytes {
         let error = Error::ContentTooLarge {
@@ -600,12 +661,15 @@ async fn post(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: 
         if let Some(ack) = state.acked_client_ids.get(client_msg_id).cloned() {
             return acknowledge(state, asker, &ack);
         }
-        let in_flight = state.pending_writes.values_mut().find_map(|pending| match pending {
-            PendingWrite::User { message, repeats, .. } if message.client_msg_id.as_ref() == Some(client_msg_id) => {
-                Some(repeats)
-            }
-            _ => None,
-        });
+        let in_flight = state
+            .pending_writes
+            .values_mut()
+            .find_map(|pending| match pending {
+                PendingWrite::User {
+                    message, repeats, ..
+                } if message.client_msg_id.as_ref() == Some(client_msg_id) => Some(repeats),
+                _ => None,
+            });
         if let Some(repeats) = in_flight {
             match asker {
                 Asker::Socket(conn) => repeats.push(conn),
@@ -618,7 +682,11 @@ async fn post(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: 
             return;
         }
         if !state.recent_is_complete {
-            match state.storage.find_client_message(&state.tenant, state.id, client_msg_id).await {
+            match state
+                .storage
+                .find_client_message(&state.tenant, state.id, client_msg_id)
+                .await
+            {
                 Ok(Some(stored)) => return acknowledge(state, asker, &ack_of(&stored)),
                 Ok(None) => {}
                 Err(error) => return reject(state, asker, error),
@@ -627,7 +695,9 @@ async fn post(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: 
     }
     if let Some(patch) = message.context {
         merge_context(&mut state.context, patch);
-        state.storage.write(set_context(state), Durable::new(|_| {}));
+        state
+            .storage
+            .write(set_context(state), Durable::new(|_| {}));
     }
     let stored = StoredMessage {
         id: MessageId::new(),
@@ -665,7 +735,11 @@ fn persist(myself: &ActorRef<SessionMsg>, state: &SessionState, message: StoredM
 
 fn reject(state: &mut SessionState, asker: Asker, error: Error) {
     match asker {
-        Asker::Socket(conn) => send_to(state, conn, ServerFrame::error(error.code(), error.to_string()).encode()),
+        Asker::Socket(conn) => send_to(
+            state,
+            conn,
+            ServerFrame::error(error.code(), error.to_string()).encode(),
+        ),
         Asker::Rest(reply) => {
             let _ = reply.send(Err(error));
         }
@@ -685,12 +759,23 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
     let Some(pending) = state.pending_writes.remove(&seq) else {
         // seq 0: a context write that failed; nothing is waiting on it.
         if let Err(error) = outcome {
-            broadcast(state, &ServerFrame::error(error.code(), "the context could not be stored").encode(), None);
+            broadcast(
+                state,
+                &ServerFrame::error(error.code(), "the context could not be stored").encode(),
+                None,
+            );
         }
         return;
     };
     match (pending, outcome) {
-        (PendingWrite::User { message, asker, repeats }, Ok(())) => {
+        (
+            PendingWrite::User {
+                message,
+                asker,
+                repeats,
+            },
+            Ok(()),
+        ) => {
             let ack = ack_of(&message);
             let sender = match &asker {
                 Asker::Socket(conn) => Some(*conn),
@@ -715,7 +800,11 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
         (PendingWrite::User { asker, repeats, .. }, Err(error)) => {
             tracing::error!(session = %state.id, seq, %error, "user message not stored");
             for conn in repeats {
-                send_to(state, conn, ServerFrame::error(error.code(), "the message was not stored").encode());
+                send_to(
+                    state,
+                    conn,
+                    ServerFrame::error(error.code(), "the message was not stored").encode(),
+                );
             }
             reject(state, asker, error);
         }
@@ -784,7 +873,10 @@ fn maybe_start_generation(state: &mut SessionState) {
             content: message.content.clone(),
         })
         .collect();
-    if history.last().is_none_or(|turn| turn.content != question.content) {
+    if history
+        .last()
+        .is_none_or(|turn| turn.content != question.content)
+    {
         history.push(Turn {
             role: Role::User,
             content: question.content.clone(),
@@ -802,14 +894,24 @@ fn maybe_start_generation(state: &mut SessionState) {
         history,
         context: state.context.clone(),
     };
-    if agent.cast(AgentMsg::Generate { message_id, request }).is_err() {
+    if agent
+        .cast(AgentMsg::Generate {
+            message_id,
+            request,
+        })
+        .is_err()
+    {
         // The agent just died; its supervision event will fail this generation.
         tracing::warn!(session = %state.id, "agent unavailable when starting an answer");
     }
 }
 
 /// Stores the answer in progress with the status its outcome calls for.
-fn finish_generation(myself: &ActorRef<SessionMsg>, state: &mut SessionState, outcome: AgentOutcome) {
+fn finish_generation(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    outcome: AgentOutcome,
+) {
     let status = match &outcome {
         AgentOutcome::Completed => MessageStatus::Complete,
         AgentOutcome::Cancelled => MessageStatus::Interrupted,
@@ -836,7 +938,9 @@ fn finish_generation(myself: &ActorRef<SessionMsg>, state: &mut SessionState, ou
     };
     state.next_seq += 1;
     persist(myself, state, message.clone());
-    state.pending_writes.insert(message.seq, PendingWrite::Answer(message));
+    state
+        .pending_writes
+        .insert(message.seq, PendingWrite::Answer(message));
 }
 
 async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: bool) {
@@ -845,7 +949,10 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
         agent.stop(Some("session terminating".into()));
     }
     if keep_partial
-        && let Some(generation) = state.generation.take().filter(|generation| !generation.storing)
+        && let Some(generation) = state
+            .generation
+            .take()
+            .filter(|generation| !generation.storing)
     {
         let message = StoredMessage {
             id: generation.message_id,
@@ -866,14 +973,18 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
             status: message.status,
         }
         .encode();
-        if let Err(error) = state.storage.write_and_wait(Write::AppendMessage(message)).await {
+        if let Err(error) = state
+            .storage
+            .write_and_wait(Write::AppendMessage(message))
+            .await
+        {
             tracing::error!(session = %state.id, %error, "partial answer not stored at shutdown");
         } else {
             broadcast(state, &frame, None);
         }
     }
     for subscriber in state.subscribers.values() {
-        subscriber.outbound.close(reason.clone());
+        subscriber.outbound.finish(reason.clone());
         subscriber.connection.stop(None);
     }
     state.subscribers.clear();

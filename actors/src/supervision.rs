@@ -56,7 +56,9 @@ mod tests {
             restart_min_ms: 100,
             restart_max_ms: 500,
         });
-        let delays: Vec<u64> = (0..5).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        let delays: Vec<u64> = (0..5)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
         assert_eq!(delays, vec![100, 200, 400, 500, 500]);
     }
 }

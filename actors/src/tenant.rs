@@ -148,7 +148,10 @@ impl Actor for Tenant {
                 });
                 futures_util::future::join_all(terminations).await;
                 for session in state.live.keys() {
-                    state.args.registry.remove(&(state.args.id.clone(), *session));
+                    state
+                        .args
+                        .registry
+                        .remove(&(state.args.id.clone(), *session));
                 }
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
@@ -178,7 +181,10 @@ impl Actor for Tenant {
             return Ok(());
         };
         state.live.remove(&session);
-        state.args.registry.remove(&(state.args.id.clone(), session));
+        state
+            .args
+            .registry
+            .remove(&(state.args.id.clone(), session));
         if let Some(error) = failure
             && !state.shutting_down
         {
@@ -210,7 +216,10 @@ async fn live_session(
         .storage
         .load_session(&tenant, session)
         .await?
-        .ok_or(Error::SessionNotFound { tenant: tenant.clone(), session })?;
+        .ok_or(Error::SessionNotFound {
+            tenant: tenant.clone(),
+            session,
+        })?;
     let args = SessionArgs {
         record,
         settings: state.args.settings.clone(),
@@ -231,7 +240,13 @@ async fn live_session(
 
 async fn delete(state: &mut TenantState, session: SessionId) -> Result<()> {
     let tenant = state.args.id.clone();
-    if state.args.storage.load_session(&tenant, session).await?.is_none() {
+    if state
+        .args
+        .storage
+        .load_session(&tenant, session)
+        .await?
+        .is_none()
+    {
         return Err(Error::SessionNotFound { tenant, session });
     }
     if let Some(actor) = state.live.remove(&session) {

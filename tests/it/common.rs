@@ -1,0 +1,239 @@
+//! Starts the whole server on 127.0.0.1:0 with a real embedded database, and
+//! talks to it as clients do: reqwest for REST, tokio-tungstenite for sockets.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tertulia::RunningServer;
+use tertulia::config::Config;
+use tertulia_actors::agent::AgentRegistry;
+use tertulia_actors::config::TenantSettings;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const KEY: &str = "tk_test_acme";
+pub const OTHER_KEY: &str = "tk_test_globex";
+/// How long any single expectation may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Two tenants (`acme`, `globex`), the echo agent streaming with no pause,
+/// in-memory storage. Tests adjust what they need.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    config.storage.endpoint = Some("mem://".into());
+    config.agents.echo.word_delay_ms = 0;
+    config.tenants.clear();
+    config.tenants.insert(
+        "acme".into(),
+        TenantSettings {
+            name: "Acme".into(),
+            api_keys: vec![KEY.into()],
+            greeting: "Hola, ¿en qué te ayudo?".into(),
+            agent: "echo".into(),
+        },
+    );
+    config.tenants.insert(
+        "globex".into(),
+        TenantSettings {
+            name: "Globex".into(),
+            api_keys: vec![OTHER_KEY.into()],
+            greeting: "Hi from Globex".into(),
+            agent: "echo".into(),
+        },
+    );
+    config
+}
+
+/// A config storing in a surrealkv directory, for tests that restart.
+pub fn durable_config(dir: &Path) -> Config {
+    let mut config = config();
+    config.storage.endpoint = None;
+    config.storage.data_dir = dir.display().to_string();
+    config
+}
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        TestServer::start_with_agents(config, AgentRegistry::new()).await
+    }
+
+    pub async fn start_with_agents(config: Config, agents: AgentRegistry) -> TestServer {
+        // A server stopped earlier in this process releases its surrealkv lock
+        // once the engine's own task has shut the store down: poll for that.
+        // (Between processes the OS releases it at exit.)
+        let started = tokio::time::Instant::now();
+        let server = loop {
+            match tertulia::start(config.clone(), agents.clone()).await {
+                Ok(server) => break server,
+                Err(error)
+                    if error.to_string().contains("locked") && started.elapsed() < DEADLINE =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("server starts: {error}"),
+            }
+        };
+        TestServer {
+            server,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.addr)
+    }
+
+    /// Creates a conversation as `acme`; returns `(session_id, websocket_url)`.
+    pub async fn create_session(&self) -> (String, String) {
+        let body: Value = self
+            .http
+            .post(self.url("/chat/sessions"))
+            .header("X-API-Key", KEY)
+            .json(&json!({"context": {"plan": "pro"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            body["session_id"].as_str().unwrap().to_owned(),
+            body["websocket_url"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn history(&self, session: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/chat/sessions/{session}/history"), Some(KEY))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["history"].as_array().unwrap().clone()
+    }
+
+    /// Connects with the `websocket_url` as a browser would (ticket, no header),
+    /// and reads the greeting.
+    pub async fn connect(&self, websocket_url: &str) -> Ws {
+        let mut ws = self.connect_raw(websocket_url).await;
+        let greeting = next_frame(&mut ws).await;
+        assert_eq!(greeting["type"], "system", "{greeting}");
+        ws
+    }
+
+    pub async fn connect_raw(&self, websocket_url: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(websocket_url)
+            .await
+            .expect("socket connects");
+        ws
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+    }
+}
+
+pub async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON text frame; fails the test on anything else or after the deadline.
+pub async fn next_frame(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a frame arrives before the deadline")
+            .expect("the socket is open")
+            .expect("the socket reads cleanly");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads frames until one has this `type`; returns it and everything before it.
+pub async fn frames_until(ws: &mut Ws, kind: &str) -> (Value, Vec<Value>) {
+    let mut before = Vec::new();
+    loop {
+        let frame = next_frame(ws).await;
+        if frame["type"] == kind {
+            return (frame, before);
+        }
+        before.push(frame);
+    }
+}
+
+/// Sends a message and returns its `ack`.
+pub async fn say(ws: &mut Ws, content: &str) -> Value {
+    send(ws, json!({"type": "message", "content": content})).await;
+    let (ack, _) = frames_until(ws, "ack").await;
+    ack
+}
+
+/// The full text of the chunks in `frames`, honouring `snapshot` chunks.
+pub fn chunk_text(frames: &[Value]) -> String {
+    let mut text = String::new();
+    for frame in frames.iter().filter(|frame| frame["type"] == "chunk") {
+        if frame["snapshot"] == true {
+            text.clear();
+        }
+        text.push_str(frame["content"].as_str().unwrap());
+    }
+    text
+}
+
+/// The close frame the server sent, waiting past any other frames.
+pub async fn close_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("the socket closes before the deadline");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => panic!("socket failed before a close frame: {error}"),
+        }
+    }
+}
+
+/// Polls `check` until it holds or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,9 @@
+//! The integration tests: one binary (each test binary links SurrealDB), one
+//! module per surface. Every test starts a real server on 127.0.0.1:0.
+
+mod common;
+mod durability;
+mod schemas;
+mod session_api;
+mod supervision;
+mod websocket;

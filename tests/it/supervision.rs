@@ -1,0 +1,146 @@
+//! Crashes: a panicking agent or session is restarted by its supervisor and
+//! the conversation carries on, with its sockets attached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tertulia_actors::agent::{AgentProvider, AgentRequest, AgentStream, EchoAgent};
+use tertulia_actors::domain::{Role, TenantId};
+
+use crate::common::*;
+
+/// A test-only agent: echoes, except that "boom" panics inside the stream and
+/// "kaboom" panics before it starts (inside the agent actor's handler).
+struct Flaky(EchoAgent);
+
+impl AgentProvider for Flaky {
+    fn answer(&self, request: AgentRequest) -> AgentStream {
+        let asked = request
+            .history
+            .iter()
+            .rev()
+            .find(|turn| turn.role == Role::User)
+            .map(|turn| turn.content.clone())
+            .unwrap_or_default();
+        if asked == "kaboom" {
+            panic!("the provider blew up before streaming");
+        }
+        if asked == "boom" {
+            use futures_util::StreamExt;
+            return futures_util::stream::iter(vec![Ok("partial ".to_string())])
+                .chain(futures_util::stream::once(async {
+                    panic!("the provider blew up mid-stream")
+                }))
+                .boxed();
+        }
+        self.0.answer(request)
+    }
+}
+
+fn flaky_server_config() -> (
+    tertulia::config::Config,
+    HashMap<String, Arc<dyn AgentProvider>>,
+) {
+    let mut config = config();
+    config.tenants.get_mut("acme").unwrap().agent = "flaky".into();
+    let mut agents: HashMap<String, Arc<dyn AgentProvider>> = HashMap::new();
+    agents.insert(
+        "flaky".into(),
+        Arc::new(Flaky(EchoAgent {
+            word_delay: Duration::ZERO,
+        })),
+    );
+    (config, agents)
+}
+
+#[tokio::test]
+async fn a_panicking_agent_is_restarted_and_the_conversation_continues() {
+    let (config, agents) = flaky_server_config();
+    let server = TestServer::start_with_agents(config, agents).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+
+    for trigger in ["boom", "kaboom"] {
+        say(&mut ws, trigger).await;
+        let (done, before) = frames_until(&mut ws, "done").await;
+        assert_eq!(done["status"], "failed", "{trigger}");
+        assert!(
+            before
+                .iter()
+                .any(|frame| frame["type"] == "error" && frame["code"] == "agent_crashed"),
+            "{trigger}: {before:?}"
+        );
+        say(&mut ws, "hello again").await;
+        let (done, _) = frames_until(&mut ws, "done").await;
+        assert_eq!(done["content"], "You said: hello again");
+        assert_eq!(done["status"], "complete");
+    }
+    let statuses: Vec<_> = server
+        .history(&session)
+        .await
+        .iter()
+        .map(|m| m["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            json!("complete"),
+            json!("failed"),
+            json!("complete"),
+            json!("complete"),
+            json!("complete"),
+            json!("failed"),
+            json!("complete"),
+            json!("complete")
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_session_is_restarted_and_its_sockets_carry_on() {
+    let server = TestServer::start(config()).await;
+    let (session, url) = server.create_session().await;
+    let mut alice = server.connect(&url).await;
+    let mut bob = server.connect(&url).await;
+    say(&mut alice, "before the crash").await;
+    frames_until(&mut alice, "done").await;
+    frames_until(&mut bob, "done").await;
+
+    let tenant = TenantId("acme".into());
+    server
+        .server
+        .runtime
+        .inject_session_panic(&tenant, session.parse().unwrap())
+        .await
+        .unwrap();
+    for ws in [&mut alice, &mut bob] {
+        let (notice, _) = frames_until(ws, "error").await;
+        assert_eq!(notice["code"], "session_restarted");
+    }
+
+    // Both sockets stay usable once the session is back; the log carries on.
+    let ack = loop {
+        send(
+            &mut alice,
+            json!({"type": "message", "content": "after the crash"}),
+        )
+        .await;
+        let frame = next_frame(&mut alice).await;
+        if frame["type"] == "ack" {
+            break frame;
+        }
+        assert_eq!(frame["code"], "unavailable", "{frame}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ack["seq"], 3);
+    let (done, _) = frames_until(&mut alice, "done").await;
+    assert_eq!(done["content"], "You said: after the crash");
+    let (message, _) = frames_until(&mut bob, "message").await;
+    assert_eq!(message["message"]["content"], "after the crash");
+    frames_until(&mut bob, "done").await;
+    assert_eq!(server.history(&session).await.len(), 4);
+    server.stop().await;
+}
