@@ -1,0 +1,95 @@
+//! The real binary, as an operator runs it: it starts with no config file,
+//! prints its URL and development key, and on SIGTERM stops accepting, stores
+//! the answer in progress, closes sockets with a reason and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn the_binary_serves_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TERTULIA_AGENTS__ECHO__WORD_DELAY_MS", "20")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.contains("development API key");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        banner
+    });
+    let banner = tokio::time::timeout(DEADLINE, banner)
+        .await
+        .expect("the server starts")
+        .unwrap();
+    let addr = banner[0]
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        banner
+            .iter()
+            .any(|line| line.contains("tk_dev_default_change_me")),
+        "{banner:?}"
+    );
+
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("http://{addr}/chat/sessions"))
+        .header("X-API-Key", "tk_dev_default_change_me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(created["websocket_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "system");
+    let question = (0..100)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    send(&mut ws, json!({"type": "message", "content": question})).await;
+    frames_until(&mut ws, "chunk").await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "interrupted");
+    assert_eq!(
+        close_of(&mut ws).await,
+        (1001, "server shutting down".to_owned())
+    );
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let exit = tokio::time::timeout(DEADLINE, exit)
+        .await
+        .expect("the server exits")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+}
