@@ -33,11 +33,17 @@ const IDLE_SOCKETS: usize = 10_000;
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|arg| arg != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--bench")
+        .collect();
     if let Some(port) = args.iter().position(|arg| arg == "--warp-baseline-server") {
         return warp_baseline_server(args[port + 1].parse().unwrap());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if args.iter().any(|arg| arg == "idle") {
         let sockets = args
             .iter()
@@ -50,7 +56,10 @@ fn main() {
 }
 
 fn unix_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 /// Streams `chunks` pieces, each the time it was emitted, `interval` apart.
@@ -140,7 +149,9 @@ async fn run_fanout(scenario: &Scenario) {
             interval: scenario.interval,
         }),
     );
-    let server = tertulia::start(config, agents).await.expect("server starts");
+    let server = tertulia::start(config, agents)
+        .await
+        .expect("server starts");
     let addr = server.addr;
     let session = create_session(&addr.to_string()).await;
     let url = format!("ws://{addr}/chat/ws/{session}");
@@ -162,14 +173,17 @@ async fn run_fanout(scenario: &Scenario) {
             let mut last_receipt = 0;
             let outcome = tokio::time::timeout(LIMIT, async {
                 while let Some(Ok(message)) = socket.next().await {
-                    let Message::Text(text) = message else { continue };
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
                     let received = unix_micros();
                     let frame: FrameView = serde_json::from_str(&text).unwrap();
                     match frame.kind {
                         "chunk" => {
                             let content = frame.content.unwrap_or_default();
                             for stamp in content.split(';').filter(|stamp| !stamp.is_empty()) {
-                                latencies.push(received.saturating_sub(stamp.parse::<u64>().unwrap()));
+                                latencies
+                                    .push(received.saturating_sub(stamp.parse::<u64>().unwrap()));
                             }
                             last_receipt = received;
                         }
@@ -187,7 +201,11 @@ async fn run_fanout(scenario: &Scenario) {
 
     let started = unix_micros();
     asker
-        .send(Message::Text(json!({"type": "message", "content": "go"}).to_string().into()))
+        .send(Message::Text(
+            json!({"type": "message", "content": "go"})
+                .to_string()
+                .into(),
+        ))
         .await
         .unwrap();
 
@@ -235,12 +253,17 @@ async fn create_session(addr: &str) -> String {
     body["session_id"].as_str().unwrap().to_owned()
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str) -> Socket {
     let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert("x-api-key", KEY.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("socket connects");
+    request
+        .headers_mut()
+        .insert("x-api-key", KEY.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("socket connects");
     // The greeting (or, for the baseline server, its hello).
     let _ = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
     socket
@@ -253,14 +276,25 @@ async fn idle(sockets: usize) {
         .unwrap()
         .lines()
         .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(3).and_then(|soft| soft.parse::<usize>().ok()))
+        .and_then(|line| {
+            line.split_whitespace()
+                .nth(3)
+                .and_then(|soft| soft.parse::<usize>().ok())
+        })
         .unwrap_or(0);
     if limit < open_files_needed {
-        eprintln!("idle: {sockets} sockets need {open_files_needed} open files; raise it with `ulimit -n 20000` first (now {limit})");
+        eprintln!(
+            "idle: {sockets} sockets need {open_files_needed} open files; raise it with `ulimit -n 20000` first (now {limit})"
+        );
         std::process::exit(2);
     }
-    println!("idle: {sockets} idle WebSocket connections, server resident memory (VmRSS) from /proc");
-    println!("{:<44} {:>12} {:>12} {:>14}", "server", "before KiB", "after KiB", "per socket KiB");
+    println!(
+        "idle: {sockets} idle WebSocket connections, server resident memory (VmRSS) from /proc"
+    );
+    println!(
+        "{:<44} {:>12} {:>12} {:>14}",
+        "server", "before KiB", "after KiB", "per socket KiB"
+    );
     for (name, read_buffer) in [
         ("tertulia (read buffer 4 KiB, the default)", Some(4096)),
         ("tertulia (read buffer 128 KiB)", Some(128 * 1024)),
@@ -311,7 +345,10 @@ async fn spawn_tertulia(read_buffer: usize) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("TERTULIA_STORAGE__ENDPOINT", "mem://")
-        .env("TERTULIA_WEBSOCKET__READ_BUFFER_BYTES", read_buffer.to_string())
+        .env(
+            "TERTULIA_WEBSOCKET__READ_BUFFER_BYTES",
+            read_buffer.to_string(),
+        )
         .env("TERTULIA_TENANTS__BENCH__API_KEYS", format!("[\"{KEY}\"]"))
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
@@ -343,7 +380,10 @@ fn spawn_warp_baseline() -> (Child, String) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the baseline server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the baseline server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (child, format!("ws://127.0.0.1:{port}/ws"))
@@ -353,7 +393,10 @@ fn spawn_warp_baseline() -> (Child, String) {
 /// socket open and reading from it, as an idle chat connection would be.
 fn warp_baseline_server(port: u16) {
     use warp::Filter;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let route = warp::path("ws").and(warp::ws()).map(|ws: warp::ws::Ws| {
             ws.on_upgrade(|mut socket| async move {

@@ -695,9 +695,16 @@ async fn post(
     }
     if let Some(patch) = message.context {
         merge_context(&mut state.context, patch);
-        state
-            .storage
-            .write(set_context(state), Durable::new(|_| {}));
+        let session = state.id;
+        state.storage.write(
+            set_context(state),
+            Durable::new(move |outcome| {
+                if let Err(error) = outcome {
+                    // The message itself is stored separately and still answered.
+                    tracing::error!(%session, %error, "context sent with a message was not stored");
+                }
+            }),
+        );
     }
     let stored = StoredMessage {
         id: MessageId::new(),
