@@ -324,12 +324,22 @@ pub enum PersistenceMsg {
     },
     /// Answers once every write queued before it is durable (used at shutdown).
     Flush(RpcReplyPort<()>),
+    /// Writes and batches committed so far: writes per batch is the group-commit gain.
+    Stats(RpcReplyPort<WriteStats>),
     /// The batch in flight finished; start the next one.
     BatchDone,
 }
 
+/// Counters of committed work since the actor started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub writes: u64,
+    pub batches: u64,
+}
+
 pub struct PersistenceState {
     db: Database,
+    stats: WriteStats,
     queued: Vec<(Write, Durable)>,
     batch_in_flight: bool,
     flush_waiters: Vec<RpcReplyPort<()>>,
@@ -349,6 +359,7 @@ impl Actor for Persistence {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(PersistenceState {
             db,
+            stats: WriteStats::default(),
             queued: Vec::new(),
             batch_in_flight: false,
             flush_waiters: Vec::new(),
@@ -372,6 +383,9 @@ impl Actor for Persistence {
             }
             PersistenceMsg::Flush(reply) => {
                 state.flush_waiters.push(reply);
+            }
+            PersistenceMsg::Stats(reply) => {
+                let _ = reply.send(state.stats);
             }
             PersistenceMsg::LoadSession {
                 tenant,
@@ -468,6 +482,8 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
     let take = state.queued.len().min(MAX_BATCH);
     let batch: Vec<(Write, Durable)> = state.queued.drain(..take).collect();
     state.batch_in_flight = true;
+    state.stats.writes += batch.len() as u64;
+    state.stats.batches += 1;
     let db = state.db.clone();
     let myself = myself.clone();
     tokio::spawn(async move {
@@ -600,6 +616,74 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{MessageId, MessageStatus, Role, now_timestamp};
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn concurrent_writes_share_batches_and_complete_in_order() {
+        let db = Database::open("mem://", "test", "test").await.unwrap();
+        let (actor, _) = Actor::spawn(None, Persistence, db).await.unwrap();
+        let storage = Storage::new(actor.clone());
+        let tenant = TenantId("t".into());
+        let session = SessionId::new();
+        let completed = Arc::new(Mutex::new(Vec::new()));
+        let writes = 200u64;
+        let mut outcomes = Vec::new();
+        for seq in 1..=writes {
+            let message = StoredMessage {
+                id: MessageId::new(),
+                tenant: tenant.clone(),
+                session_id: session,
+                seq,
+                role: Role::User,
+                content: format!("message {seq}"),
+                status: MessageStatus::Complete,
+                client_msg_id: None,
+                created_at: now_timestamp(),
+            };
+            let (tx, rx) = oneshot::channel();
+            let completed = completed.clone();
+            storage.write(
+                Write::AppendMessage(message),
+                Durable::new(move |outcome| {
+                    completed.lock().unwrap().push(seq);
+                    let _ = tx.send(outcome);
+                }),
+            );
+            outcomes.push(rx);
+        }
+        for outcome in outcomes {
+            outcome.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *completed.lock().unwrap(),
+            (1..=writes).collect::<Vec<_>>(),
+            "in submission order"
+        );
+        let stats = match actor.call(PersistenceMsg::Stats, None).await.unwrap() {
+            CallResult::Success(stats) => stats,
+            _ => panic!("no stats"),
+        };
+        assert_eq!(stats.writes, writes);
+        assert!(
+            stats.batches * 2 < writes,
+            "writes that queued together were committed together: {stats:?}"
+        );
+        let stored = storage
+            .load_messages(MessageQuery {
+                tenant,
+                session,
+                after_seq: 0,
+                limit: 1000,
+                newest: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (1..=writes).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn every_migration_file_is_listed_in_order() {

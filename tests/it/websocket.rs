@@ -102,6 +102,31 @@ async fn a_message_over_the_socket_limit_closes_it_with_1009() {
 }
 
 #[tokio::test]
+async fn a_context_frame_merges_into_the_conversations_context() {
+    let server = TestServer::start(config()).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+    send(
+        &mut ws,
+        json!({"type": "context", "context": {"total_invoices": 4, "plan": null}}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "message", "content": "hi", "context": {"locale": "es"}}),
+    )
+    .await;
+    frames_until(&mut ws, "done").await;
+    let (_, listed) = server.get("/chat/sessions", Some(KEY)).await;
+    assert_eq!(listed["sessions"][0]["session_id"], session.as_str());
+    assert_eq!(
+        listed["sessions"][0]["context"],
+        json!({"total_invoices": 4, "locale": "es"})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn ping_gets_pong() {
     let server = TestServer::start(config()).await;
     let (_, url) = server.create_session().await;
