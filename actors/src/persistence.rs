@@ -322,12 +322,13 @@ pub enum PersistenceMsg {
         client_msg_id: String,
         reply: RpcReplyPort<Result<Option<StoredMessage>>>,
     },
-    /// Answers once every write queued before it is durable (used at shutdown).
+    /// A barrier: answers once every write queued before it has committed or
+    /// failed. Writes queued after it do not delay it.
     Flush(RpcReplyPort<()>),
     /// Writes and batches committed so far: writes per batch is the group-commit gain.
     Stats(RpcReplyPort<WriteStats>),
-    /// The batch in flight finished; start the next one.
-    BatchDone,
+    /// The batch in flight (of this many writes) finished; start the next one.
+    BatchDone(u64),
 }
 
 /// Counters of committed work since the actor started.
@@ -342,7 +343,11 @@ pub struct PersistenceState {
     stats: WriteStats,
     queued: Vec<(Write, Durable)>,
     batch_in_flight: bool,
-    flush_waiters: Vec<RpcReplyPort<()>>,
+    /// Writes received, and writes whose batch has finished: a flush waits
+    /// until `finished` reaches the `received` it saw.
+    received: u64,
+    finished: u64,
+    flush_waiters: Vec<(u64, RpcReplyPort<()>)>,
 }
 
 pub struct Persistence;
@@ -362,6 +367,8 @@ impl Actor for Persistence {
             stats: WriteStats::default(),
             queued: Vec::new(),
             batch_in_flight: false,
+            received: 0,
+            finished: 0,
             flush_waiters: Vec::new(),
         })
     }
@@ -374,15 +381,17 @@ impl Actor for Persistence {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PersistenceMsg::Write(write, durable) => {
+                state.received += 1;
                 state.queued.push((write, durable));
                 start_batch(&myself, state);
             }
-            PersistenceMsg::BatchDone => {
+            PersistenceMsg::BatchDone(count) => {
                 state.batch_in_flight = false;
+                state.finished += count;
                 start_batch(&myself, state);
             }
             PersistenceMsg::Flush(reply) => {
-                state.flush_waiters.push(reply);
+                state.flush_waiters.push((state.received, reply));
             }
             PersistenceMsg::Stats(reply) => {
                 let _ = reply.send(state.stats);
@@ -464,10 +473,12 @@ impl Actor for Persistence {
                 });
             }
         }
-        if !state.batch_in_flight && state.queued.is_empty() {
-            for waiter in state.flush_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
+        let finished = state.finished;
+        for (_, reply) in state
+            .flush_waiters
+            .extract_if(.., |(target, _)| *target <= finished)
+        {
+            let _ = reply.send(());
         }
         Ok(())
     }
@@ -487,6 +498,7 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
     let db = state.db.clone();
     let myself = myself.clone();
     tokio::spawn(async move {
+        let count = batch.len() as u64;
         let (writes, waiters): (Vec<Write>, Vec<Durable>) = batch.into_iter().unzip();
         let outcome = db.write_batch(&writes).await;
         if let Err(error) = &outcome {
@@ -499,7 +511,7 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
             });
         }
         // If the actor is gone, its successor starts with an empty queue.
-        let _ = myself.cast(PersistenceMsg::BatchDone);
+        let _ = myself.cast(PersistenceMsg::BatchDone(count));
     });
 }
 
@@ -594,7 +606,7 @@ impl Storage {
         .await
     }
 
-    /// Waits until every write queued so far is durable.
+    /// Waits until every write queued so far has committed (or failed).
     pub async fn flush(&self) {
         let _ = self
             .actor()
@@ -652,6 +664,9 @@ mod tests {
             );
             outcomes.push(rx);
         }
+        // A flush is a barrier: when it returns, every earlier write is done.
+        storage.flush().await;
+        assert_eq!(completed.lock().unwrap().len() as u64, writes);
         for outcome in outcomes {
             outcome.await.unwrap().unwrap();
         }

@@ -186,6 +186,10 @@ impl Actor for Session {
         args: SessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let record = args.record;
+        // After a crash, this session's predecessor may still have writes in
+        // the persistence queue: wait for them, or the `seq` read below could
+        // be handed out twice.
+        args.storage.flush().await;
         let keep = args.sessions.recent_messages.max(1);
         let recent: VecDeque<StoredMessage> = args
             .storage
