@@ -261,7 +261,12 @@ async fn connect(url: &str) -> Socket {
     request
         .headers_mut()
         .insert("x-api-key", KEY.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+    // tungstenite zero-fills its read buffer up to capacity on every read; at
+    // the default 128 KiB that memset was 30 % of this bench's CPU, all of it
+    // on the client side. Browsers pay nothing like it, so neither do we.
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .expect("socket connects");
     // The greeting (or, for the baseline server, its hello).
