@@ -66,10 +66,4 @@ impl Error {
     }
 }
 
-impl From<surrealdb::Error> for Error {
-    fn from(error: surrealdb::Error) -> Self {
-        Error::Storage(error.to_string())
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

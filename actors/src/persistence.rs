@@ -26,6 +26,12 @@ use tokio::sync::oneshot;
 use crate::domain::{SessionId, SessionRecord, StoredMessage, TenantId};
 use crate::error::{Error, Result};
 
+impl From<surrealdb::Error> for Error {
+    fn from(error: surrealdb::Error) -> Self {
+        Error::Storage(error.to_string())
+    }
+}
+
 /// Numbered migrations, applied in order at start and recorded in `migration`,
 /// so each runs once. A unit test checks this list against `schemas/migrations/`.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[(

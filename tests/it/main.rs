@@ -3,6 +3,7 @@
 
 mod common;
 mod durability;
+mod layout;
 mod process;
 mod schemas;
 mod session_api;
