@@ -38,6 +38,17 @@ pub struct AgentRequest {
     pub context: Map<String, Value>,
 }
 
+impl AgentRequest {
+    /// The user message being answered: the newest user turn.
+    pub fn question(&self) -> &str {
+        self.history
+            .iter()
+            .rev()
+            .find(|turn| turn.role == Role::User)
+            .map_or("", |turn| turn.content.as_str())
+    }
+}
+
 /// Why an agent could not answer, in words safe to show the user (no secrets).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -72,13 +83,7 @@ impl EchoAgent {
 
 impl AgentProvider for EchoAgent {
     fn answer(&self, request: AgentRequest) -> AgentStream {
-        let asked = request
-            .history
-            .iter()
-            .rev()
-            .find(|turn| turn.role == Role::User)
-            .map(|turn| turn.content.as_str())
-            .unwrap_or_default();
+        let asked = request.question();
         let words: Vec<String> = EchoAgent::reply_to(asked)
             .split_inclusive(' ')
             .map(str::to_owned)

@@ -195,17 +195,37 @@ async fn unknown_and_malformed_session_ids_are_a_json_404() {
             assert_eq!(body["code"], "session_not_found", "{method} {path}");
             assert!(body["error"].is_string());
         }
-        let url = format!("ws://{}/chat/ws/{session}", server.server.addr);
-        let mut request =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-                .unwrap();
-        request
-            .headers_mut()
-            .insert("x-api-key", KEY.parse().unwrap());
+        let request = socket_request(&server, session, KEY);
         let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
         assert_http_status(refused, 404);
     }
     server.stop().await;
+}
+
+/// A socket request for `session` that carries `key` in `X-API-Key`.
+fn socket_request(
+    server: &TestServer,
+    session: &str,
+    key: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}/chat/ws/{session}", server.server.addr);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    request
+}
+
+/// Opens a socket expecting the handshake to be refused with `status` and a JSON error.
+async fn assert_refused<R>(request: R, status: u16)
+where
+    R: tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+{
+    assert_http_status(
+        tokio_tungstenite::connect_async(request).await.unwrap_err(),
+        status,
+    );
 }
 
 pub fn assert_http_status(error: tokio_tungstenite::tungstenite::Error, expected: u16) {
@@ -247,17 +267,9 @@ async fn missing_or_wrong_api_keys_are_a_json_401_everywhere() {
     }
     // A socket with neither a key nor a ticket, or a wrong key.
     let url = format!("ws://{}/chat/ws/{session}", server.server.addr);
-    assert_http_status(
-        tokio_tungstenite::connect_async(url.clone())
-            .await
-            .unwrap_err(),
-        401,
-    );
+    assert_refused(url.clone(), 401).await;
     let forged = format!("{url}?ticket=eyJ0IjoiYWNtZSJ9.AAAA");
-    assert_http_status(
-        tokio_tungstenite::connect_async(forged).await.unwrap_err(),
-        401,
-    );
+    assert_refused(forged, 401).await;
     // The session was not touched by any of it.
     assert_eq!(server.history(&session).await.len(), 0);
     server.stop().await;
@@ -278,17 +290,8 @@ async fn another_tenants_session_is_reported_as_not_found() {
     }
     let (_, listed) = server.get("/chat/sessions", Some(OTHER_KEY)).await;
     assert_eq!(listed["count"], 0);
-    let url = format!("ws://{}/chat/ws/{session}", server.server.addr);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", OTHER_KEY.parse().unwrap());
-    assert_http_status(
-        tokio_tungstenite::connect_async(request).await.unwrap_err(),
-        404,
-    );
+    let request = socket_request(&server, &session, OTHER_KEY);
+    assert_refused(request, 404).await;
 
     // A ticket for one session does not open another.
     let (other_session, _) = server.create_session().await;
@@ -297,10 +300,7 @@ async fn another_tenants_session_is_reported_as_not_found() {
         "ws://{}/chat/ws/{other_session}?ticket={ticket}",
         server.server.addr
     );
-    assert_http_status(
-        tokio_tungstenite::connect_async(stolen).await.unwrap_err(),
-        401,
-    );
+    assert_refused(stolen, 401).await;
 
     // Acme's data is intact.
     assert_eq!(server.history(&session).await.len(), 2);
@@ -373,10 +373,7 @@ async fn an_expired_ticket_is_refused_and_a_new_one_works() {
     config.auth.ticket_ttl_secs = 0;
     let server = TestServer::start(config).await;
     let (_, expired) = server.create_session().await;
-    assert_http_status(
-        tokio_tungstenite::connect_async(expired).await.unwrap_err(),
-        401,
-    );
+    assert_refused(expired, 401).await;
     server.stop().await;
 
     let server = TestServer::start(crate::common::config()).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tertulia_actors::agent::{AgentProvider, AgentRequest, AgentStream, EchoAgent};
-use tertulia_actors::domain::{Role, TenantId};
+use tertulia_actors::domain::TenantId;
 
 use crate::common::*;
 
@@ -17,13 +17,7 @@ struct Flaky(EchoAgent);
 
 impl AgentProvider for Flaky {
     fn answer(&self, request: AgentRequest) -> AgentStream {
-        let asked = request
-            .history
-            .iter()
-            .rev()
-            .find(|turn| turn.role == Role::User)
-            .map(|turn| turn.content.clone())
-            .unwrap_or_default();
+        let asked = request.question().to_owned();
         if asked == "kaboom" {
             panic!("the provider blew up before streaming");
         }
