@@ -447,3 +447,59 @@ async fn a_silent_peer_is_dropped_after_the_keepalive_timeout() {
     assert_eq!(next_frame(&mut live).await["type"], "pong");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_posted_by_a_back_end_reaches_every_socket_and_is_answered() {
+    use tertulia_actors::domain::{NewMessage, TenantId};
+    let server = TestServer::start(config()).await;
+    let (session, url) = server.create_session().await;
+    let mut alice = server.connect(&url).await;
+    let mut bob = server.connect(&url).await;
+    let tenant = TenantId("acme".into());
+    let runtime = &server.server.runtime;
+    let post = |content: &str, client_msg_id: Option<&str>| NewMessage {
+        content: content.into(),
+        context: None,
+        client_msg_id: client_msg_id.map(str::to_owned),
+    };
+
+    let ack = runtime
+        .post_message(
+            &tenant,
+            session.parse().unwrap(),
+            post("from the CRM", Some("crm-1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack.seq, 1);
+    for ws in [&mut alice, &mut bob] {
+        let (done, before) = frames_until(ws, "done").await;
+        assert_eq!(before[0]["message"]["content"], "from the CRM");
+        assert_eq!(done["content"], "You said: from the CRM");
+    }
+    // A repeat is acknowledged again, not stored twice; bad input and other
+    // tenants are refused without touching the log.
+    let again = runtime
+        .post_message(
+            &tenant,
+            session.parse().unwrap(),
+            post("from the CRM", Some("crm-1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, ack);
+    let empty = runtime
+        .post_message(&tenant, session.parse().unwrap(), post("  ", None))
+        .await;
+    assert_eq!(empty.unwrap_err().code(), "invalid_input");
+    let foreign = runtime
+        .post_message(
+            &TenantId("globex".into()),
+            session.parse().unwrap(),
+            post("hi", None),
+        )
+        .await;
+    assert_eq!(foreign.unwrap_err().code(), "session_not_found");
+    assert_eq!(server.history(&session).await.len(), 2);
+    server.stop().await;
+}
