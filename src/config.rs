@@ -81,12 +81,15 @@ impl Default for WebSocketSettings {
 pub struct AuthConfig {
     /// How long the ticket in a `websocket_url` stays valid.
     pub ticket_ttl_secs: u64,
+    /// `Authorization: Bearer <token>` for `/admin/...`. Empty: the admin API is off.
+    pub admin_token: String,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             ticket_ttl_secs: 300,
+            admin_token: String::new(),
         }
     }
 }

@@ -29,6 +29,12 @@ pub enum ApiError {
     UnknownSession,
     #[error("expected a WebSocket upgrade")]
     NotWebSocket,
+    #[error("missing credentials: send the admin token as `Authorization: Bearer <token>`")]
+    MissingAdminToken,
+    #[error(
+        "the admin API is disabled: set auth.admin_token (TERTULIA_AUTH__ADMIN_TOKEN) to enable it"
+    )]
+    AdminDisabled,
 }
 
 impl Reject for ApiError {}
@@ -43,11 +49,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Runtime(error) => match error {
-                RuntimeError::SessionNotFound { .. } => StatusCode::NOT_FOUND,
-                RuntimeError::TenantNotFound(_) => StatusCode::UNAUTHORIZED,
+                RuntimeError::SessionNotFound { .. } | RuntimeError::TenantNotFound(_) => {
+                    StatusCode::NOT_FOUND
+                }
                 RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                RuntimeError::NothingToCancel => StatusCode::CONFLICT,
+                RuntimeError::NothingToCancel | RuntimeError::Conflict(_) => StatusCode::CONFLICT,
+                RuntimeError::KeyNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -55,9 +63,11 @@ impl ApiError {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
             },
-            ApiError::MissingApiKey | ApiError::InvalidApiKey | ApiError::InvalidTicket => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::MissingApiKey
+            | ApiError::InvalidApiKey
+            | ApiError::InvalidTicket
+            | ApiError::MissingAdminToken => StatusCode::UNAUTHORIZED,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
             ApiError::UnknownSession => StatusCode::NOT_FOUND,
         }
@@ -72,6 +82,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnknownSession => "session_not_found",
             ApiError::NotWebSocket => "not_websocket",
+            ApiError::MissingAdminToken => "missing_admin_token",
+            ApiError::AdminDisabled => "admin_disabled",
         }
     }
 
@@ -81,7 +93,6 @@ impl ApiError {
             ApiError::Runtime(RuntimeError::Storage(_) | RuntimeError::Startup(_)) => {
                 "internal error".into()
             }
-            ApiError::Runtime(RuntimeError::TenantNotFound(_)) => "invalid credentials".into(),
             other => other.to_string(),
         }
     }

@@ -3,6 +3,7 @@
 //! (`tertulia-actors`) only through [`Runtime`] and the handles it returns;
 //! nothing here touches the database.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -128,6 +128,8 @@ pub fn routes(
         .unify()
         .or(delete)
         .unify()
+        .or(crate::admin::routes(app.clone()))
+        .unify()
         .or(crate::ws::route(app))
         .unify()
         .recover(handle_rejection)
@@ -154,7 +156,10 @@ fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Reje
 }
 
 /// A handler's answer: a JSON body, or the error's JSON body and status.
-fn respond<T: Serialize>(status: StatusCode, result: Result<T, ApiError>) -> warp::reply::Response {
+pub fn respond<T: Serialize>(
+    status: StatusCode,
+    result: Result<T, ApiError>,
+) -> warp::reply::Response {
     match result {
         Ok(body) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
         Err(error) => error.into_response(),

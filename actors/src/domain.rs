@@ -125,6 +125,37 @@ pub struct SessionRecord {
     pub message_count: u64,
 }
 
+/// A tenant created through the admin API (tenants in the config file have no record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub tenant_id: TenantId,
+    pub settings: crate::config::TenantSettings,
+    pub created_at: String,
+}
+
+/// What a key may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// `X-API-Key`: back ends and back offices, the whole tenant.
+    Api,
+}
+
+/// A stored key: its hash, never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub tenant: TenantId,
+    pub kind: KeyKind,
+    /// The key's first characters, to recognise it in listings.
+    pub prefix: String,
+    /// SHA-256 of the whole key, lowercase hex.
+    pub hash: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
 /// A user message as a client sent it, before the session gives it a `seq`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {

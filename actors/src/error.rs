@@ -28,6 +28,14 @@ pub enum Error {
     #[error("content is {actual} bytes; the limit is {limit}")]
     ContentTooLarge { actual: usize, limit: usize },
 
+    /// The thing to create exists already.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// No key with this id exists (or it belongs to another tenant).
+    #[error("key {0} not found")]
+    KeyNotFound(String),
+
     /// `cancel` arrived while no answer was being generated.
     #[error("no answer is being generated")]
     NothingToCancel,
@@ -57,6 +65,8 @@ impl Error {
             Error::TenantNotFound(_) => "tenant_not_found",
             Error::InvalidInput(_) => "invalid_input",
             Error::ContentTooLarge { .. } => "content_too_large",
+            Error::Conflict(_) => "conflict",
+            Error::KeyNotFound(_) => "key_not_found",
             Error::NothingToCancel => "nothing_to_cancel",
             Error::Storage(_) => "storage_failed",
             Error::Unavailable(_) => "unavailable",

@@ -23,7 +23,9 @@ use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 use tokio::sync::oneshot;
 
-use crate::domain::{SessionId, SessionRecord, StoredMessage, TenantId};
+use crate::domain::{
+    ApiKeyRecord, SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord,
+};
 use crate::error::{Error, Result};
 
 impl From<surrealdb::Error> for Error {
@@ -34,11 +36,18 @@ impl From<surrealdb::Error> for Error {
 
 /// Numbered migrations, applied in order at start and recorded in `migration`,
 /// so each runs once. A unit test checks this list against `schemas/migrations/`.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../schemas/migrations/0001_init.surql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../schemas/migrations/0001_init.surql"),
+    ),
+    (
+        2,
+        "0002_access",
+        include_str!("../../schemas/migrations/0002_access.surql"),
+    ),
+];
 
 /// The most writes one transaction carries; more wait for the next batch.
 const MAX_BATCH: usize = 512;
@@ -143,6 +152,21 @@ impl Database {
         Ok(secret.to_vec())
     }
 
+    /// Every stored tenant, and every key that is not revoked: loaded once at
+    /// start into the runtime's in-memory maps, which admin calls keep current.
+    pub async fn load_access(&self) -> Result<(Vec<TenantRecord>, Vec<ApiKeyRecord>)> {
+        let tenants = self
+            .select("SELECT * OMIT id FROM tenant;", json!({}))
+            .await?;
+        let keys = self
+            .select(
+                "SELECT * OMIT id FROM api_key WHERE revoked_at = NONE;",
+                json!({}),
+            )
+            .await?;
+        Ok((tenants, keys))
+    }
+
     async fn select<T: DeserializeOwned>(&self, query: &str, vars: Value) -> Result<Vec<T>> {
         let mut response = self.db.query(query.to_owned()).bind(vars).await?;
         let rows: surrealdb::types::Value = response.take(0)?;
@@ -191,6 +215,14 @@ pub enum Write {
     DeleteSession {
         tenant: TenantId,
         session: SessionId,
+    },
+    /// Stores a tenant made through the admin API (UPSERT: the runtime checks
+    /// for duplicates first, and a batch must never fail on one).
+    PutTenant(TenantRecord),
+    PutKey(ApiKeyRecord),
+    RevokeKey {
+        key_id: String,
+        revoked_at: String,
     },
 }
 
@@ -241,6 +273,30 @@ impl Write {
                 statement.push_str(&format!(
                     "UPDATE type::record('conversation', ${p}sid) SET context = ${p}context, \
                      updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+            Write::PutTenant(record) => {
+                bind("id", json!(record.tenant_id));
+                bind(
+                    "doc",
+                    serde_json::to_value(record).expect("tenants serialise"),
+                );
+                statement.push_str(&format!(
+                    "UPSERT type::record('tenant', ${p}id) CONTENT ${p}doc;\n"
+                ));
+            }
+            Write::PutKey(record) => {
+                bind("id", json!(record.key_id));
+                bind("doc", serde_json::to_value(record).expect("keys serialise"));
+                statement.push_str(&format!(
+                    "UPSERT type::record('api_key', ${p}id) CONTENT ${p}doc;\n"
+                ));
+            }
+            Write::RevokeKey { key_id, revoked_at } => {
+                bind("id", json!(key_id));
+                bind("at", json!(revoked_at));
+                statement.push_str(&format!(
+                    "UPDATE type::record('api_key', ${p}id) SET revoked_at = ${p}at WHERE revoked_at = NONE;\n"
                 ));
             }
             Write::DeleteSession { tenant, session } => {

@@ -15,6 +15,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use crate::agent::AgentRegistry;
 use crate::config::{RuntimeConfig, TenantSettings};
+
+/// Every tenant this node serves: from the config file and from the database,
+/// grown by the admin API while running.
+pub type TenantDirectory = Arc<dashmap::DashMap<TenantId, Arc<TenantSettings>>>;
 use crate::domain::TenantId;
 use crate::error::{Error, Result};
 use crate::persistence::{Database, Persistence, PersistenceMsg, Storage};
@@ -41,7 +45,7 @@ pub enum RootMsg {
 pub struct RootArgs {
     pub db: Database,
     pub config: RuntimeConfig,
-    pub tenants: HashMap<TenantId, Arc<TenantSettings>>,
+    pub tenants: TenantDirectory,
     pub agents: AgentRegistry,
     pub registry: SessionRegistry,
 }
@@ -173,7 +177,7 @@ async fn tenant(
         .args
         .tenants
         .get(&id)
-        .cloned()
+        .map(|entry| entry.value().clone())
         .ok_or_else(|| Error::TenantNotFound(id.clone()))?;
     let provider = state
         .args

@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
 use crate::config::{RuntimeConfig, TenantSettings};
 use crate::domain::{
-    Ack, NewMessage, SessionId, SessionRecord, StoredMessage, TenantId, now_timestamp,
+    Ack, ApiKeyRecord, KeyKind, NewMessage, SessionId, SessionRecord, StoredMessage, TenantId,
+    TenantRecord, now_timestamp,
 };
 use crate::error::{Error, Result};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
-use crate::root::{Root, RootArgs, RootMsg};
+use crate::root::{Root, RootArgs, RootMsg, TenantDirectory};
 use crate::session::{Attached, SessionMsg};
 use crate::tenant::{SessionRegistry, TenantMsg};
 
@@ -43,7 +44,13 @@ struct Inner {
     root_task: Mutex<Option<JoinHandle<()>>>,
     storage: Storage,
     registry: SessionRegistry,
-    tenants: HashMap<TenantId, Arc<TenantSettings>>,
+    tenants: TenantDirectory,
+    /// Stored keys that are not revoked, by the SHA-256 of the key.
+    keys: DashMap<String, ApiKeyRecord>,
+    /// Agent names tenants may choose.
+    agents: Vec<String>,
+    /// Serialises admin changes, so "is it taken?" and "take it" are one step.
+    admin: Mutex<()>,
     ticket_secret: Vec<u8>,
     config: RuntimeConfig,
     durability: String,
@@ -66,6 +73,7 @@ impl Runtime {
         )
         .await?;
         let ticket_secret = db.ticket_secret().await?;
+        let (stored_tenants, stored_keys) = db.load_access().await?;
 
         let mut registry: AgentRegistry = HashMap::new();
         let echo: Arc<dyn AgentProvider> = Arc::new(EchoAgent {
@@ -74,17 +82,34 @@ impl Runtime {
         registry.insert("echo".into(), echo);
         registry.extend(agents);
 
-        let mut tenants = HashMap::new();
-        for (id, settings) in &config.tenants {
+        let mut agent_names: Vec<String> = registry.keys().cloned().collect();
+        agent_names.sort();
+        let tenants: TenantDirectory = Arc::new(DashMap::new());
+        let configured = config
+            .tenants
+            .iter()
+            .map(|(id, settings)| (TenantId(id.clone()), settings.clone()));
+        let stored = stored_tenants
+            .into_iter()
+            .map(|record| (record.tenant_id, record.settings));
+        for (id, settings) in configured.chain(stored) {
             if !registry.contains_key(&settings.agent) {
                 return Err(Error::Startup(format!(
                     "tenant `{id}` uses agent `{}`, which is not one of: {}",
                     settings.agent,
-                    registry.keys().cloned().collect::<Vec<_>>().join(", ")
+                    agent_names.join(", ")
                 )));
             }
-            tenants.insert(TenantId(id.clone()), Arc::new(settings.clone()));
+            if tenants.contains_key(&id) {
+                tracing::warn!(tenant = %id, "tenant is both in the config file and stored; the config file wins");
+                continue;
+            }
+            tenants.insert(id, Arc::new(settings));
         }
+        let keys = stored_keys
+            .into_iter()
+            .map(|key| (key.hash.clone(), key))
+            .collect();
         let sessions: SessionRegistry = Arc::new(DashMap::new());
         let args = RootArgs {
             db,
@@ -107,6 +132,9 @@ impl Runtime {
                 storage,
                 registry: sessions,
                 tenants,
+                keys,
+                agents: agent_names,
+                admin: Mutex::new(()),
                 ticket_secret,
                 config,
                 durability,
@@ -129,21 +157,166 @@ impl Runtime {
     }
 
     pub fn tenant_settings(&self, tenant: &TenantId) -> Option<Arc<TenantSettings>> {
-        self.inner.tenants.get(tenant).cloned()
+        self.inner
+            .tenants
+            .get(tenant)
+            .map(|entry| entry.value().clone())
     }
 
-    /// The tenant whose API key this is, compared in constant time.
+    /// The tenant whose API key this is: a key from the config file, compared
+    /// in constant time, or a stored key, found by its hash.
     pub fn tenant_for_api_key(&self, key: &str) -> Option<TenantId> {
         let mut found = None;
-        // Every key is compared, so timing does not tell which tenant matched.
-        for (tenant, settings) in &self.inner.tenants {
-            for candidate in &settings.api_keys {
+        // Every configured key is compared, so timing does not tell which matched.
+        for entry in self.inner.tenants.iter() {
+            for candidate in &entry.value().api_keys {
                 if bool::from(candidate.as_bytes().ct_eq(key.as_bytes())) {
-                    found = Some(tenant.clone());
+                    found = Some(entry.key().clone());
                 }
             }
         }
-        found
+        found.or_else(|| {
+            let stored = self.inner.keys.get(&sha256_hex(key))?;
+            (stored.kind == KeyKind::Api).then(|| stored.tenant.clone())
+        })
+    }
+
+    /// Every tenant, by id.
+    pub fn list_tenants(&self) -> Vec<(TenantId, Arc<TenantSettings>)> {
+        let mut tenants: Vec<_> = self
+            .inner
+            .tenants
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        tenants.sort_by(|a, b| a.0.cmp(&b.0));
+        tenants
+    }
+
+    /// Creates a tenant; it can be used at once, and is stored for restarts.
+    /// Keys are made separately with [`Runtime::create_key`].
+    pub async fn create_tenant(&self, id: &str, settings: TenantSettings) -> Result<TenantRecord> {
+        let valid_id = !id.is_empty()
+            && id.len() <= 64
+            && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid_id {
+            return Err(Error::InvalidInput(
+                "`id` must be 1 to 64 characters: a-z, 0-9, `-` or `_`, starting with a letter or digit".into(),
+            ));
+        }
+        if !self.inner.agents.contains(&settings.agent) {
+            return Err(Error::InvalidInput(format!(
+                "`agent`: no agent named `{}`; choose one of: {}",
+                settings.agent,
+                self.inner.agents.join(", ")
+            )));
+        }
+        if settings.name.trim().is_empty() || settings.name.len() > 200 {
+            return Err(Error::InvalidInput("`name` must be 1 to 200 bytes".into()));
+        }
+        if settings.greeting.len() > 2000 {
+            return Err(Error::InvalidInput(
+                "`greeting` must be at most 2000 bytes".into(),
+            ));
+        }
+        if !settings.api_keys.is_empty() {
+            return Err(Error::InvalidInput(
+                "`api_keys`: keys are made with POST /admin/tenants/{id}/keys and shown once"
+                    .into(),
+            ));
+        }
+        let _admin = self.inner.admin.lock().await;
+        let tenant = TenantId(id.to_owned());
+        if self.inner.tenants.contains_key(&tenant) {
+            return Err(Error::Conflict(format!("tenant `{id}` exists already")));
+        }
+        let record = TenantRecord {
+            tenant_id: tenant.clone(),
+            settings,
+            created_at: now_timestamp(),
+        };
+        self.inner
+            .storage
+            .write_and_wait(Write::PutTenant(record.clone()))
+            .await?;
+        self.inner
+            .tenants
+            .insert(tenant, Arc::new(record.settings.clone()));
+        Ok(record)
+    }
+
+    /// Makes a key for `tenant`. Returns its record and the key itself, which
+    /// is never stored and cannot be shown again.
+    pub async fn create_key(
+        &self,
+        tenant: &TenantId,
+        kind: KeyKind,
+    ) -> Result<(ApiKeyRecord, String)> {
+        self.known_tenant(tenant)?;
+        let secret: [u8; 32] = rand::random();
+        let key = format!("tk_{}", hex(&secret));
+        let record = ApiKeyRecord {
+            key_id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+            tenant: tenant.clone(),
+            kind,
+            prefix: key[..11].to_owned(),
+            hash: sha256_hex(&key),
+            created_at: now_timestamp(),
+            revoked_at: None,
+        };
+        let _admin = self.inner.admin.lock().await;
+        self.inner
+            .storage
+            .write_and_wait(Write::PutKey(record.clone()))
+            .await?;
+        self.inner.keys.insert(record.hash.clone(), record.clone());
+        Ok((record, key))
+    }
+
+    /// The tenant's stored keys that are not revoked (never their secrets).
+    pub fn list_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
+        self.known_tenant(tenant)?;
+        let mut keys: Vec<ApiKeyRecord> = self
+            .inner
+            .keys
+            .iter()
+            .filter(|entry| &entry.value().tenant == tenant)
+            .map(|entry| entry.value().clone())
+            .collect();
+        keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        Ok(keys)
+    }
+
+    /// Revokes a key: refused from the moment this returns.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<ApiKeyRecord> {
+        let _admin = self.inner.admin.lock().await;
+        let hash = self
+            .inner
+            .keys
+            .iter()
+            .find(|entry| entry.value().key_id == key_id)
+            .map(|entry| entry.key().clone())
+            .ok_or_else(|| Error::KeyNotFound(key_id.to_owned()))?;
+        let revoked_at = now_timestamp();
+        // Refuse it at once; put it back only if the revocation cannot be stored.
+        let (_, mut record) = self
+            .inner
+            .keys
+            .remove(&hash)
+            .expect("found above, under the admin lock");
+        let write = Write::RevokeKey {
+            key_id: key_id.to_owned(),
+            revoked_at: revoked_at.clone(),
+        };
+        if let Err(error) = self.inner.storage.write_and_wait(write).await {
+            self.inner.keys.insert(hash, record);
+            return Err(error);
+        }
+        record.revoked_at = Some(revoked_at);
+        Ok(record)
     }
 
     /// How many conversations are live (in memory) on this node.
@@ -359,7 +532,7 @@ impl Runtime {
         }
     }
 
-    fn known_tenant(&self, tenant: &TenantId) -> Result<()> {
+    pub fn known_tenant(&self, tenant: &TenantId) -> Result<()> {
         if self.inner.tenants.contains_key(tenant) {
             Ok(())
         } else {
@@ -442,6 +615,17 @@ fn reply_of<T, E>(
         Ok(CallResult::Success(result)) => result,
         _ => Err(Error::Unavailable(who)),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// How keys are stored and looked up: SHA-256, lowercase hex. A key is 32
+/// random bytes, so a fast hash is enough (no password-style stretching).
+fn sha256_hex(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(key.as_bytes()))
 }
 
 fn describe_durability(endpoint: &str) -> String {

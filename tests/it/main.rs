@@ -1,6 +1,7 @@
 //! The integration tests: one binary (each test binary links SurrealDB), one
 //! module per surface. Every test starts a real server on 127.0.0.1:0.
 
+mod admin;
 mod common;
 mod durability;
 mod layout;

@@ -1,0 +1,215 @@
+//! The admin API (`/admin/...`): tenants and their keys, for operators and
+//! the CLI. Guarded by `auth.admin_token` as a bearer token; off when unset.
+//! Handlers call the runtime; nothing here touches the database.
+
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tertulia_actors::config::TenantSettings;
+use tertulia_actors::domain::{ApiKeyRecord, KeyKind, TenantId};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routes::respond;
+
+/// Passes requests that carry the admin token; 403 when the admin API is off.
+fn admin_auth(token: String) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let token = token.clone();
+            async move {
+                if token.is_empty() {
+                    return Err(warp::reject::custom(ApiError::AdminDisabled));
+                }
+                let presented = header
+                    .as_deref()
+                    .and_then(|value| value.strip_prefix("Bearer "))
+                    .ok_or_else(|| warp::reject::custom(ApiError::MissingAdminToken))?;
+                if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::InvalidApiKey))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// The body of `POST /admin/tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    id: String,
+    #[serde(flatten)]
+    settings: TenantSettingsInput,
+}
+
+/// Tenant settings as the admin API takes them: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TenantSettingsInput {
+    name: Option<String>,
+    greeting: Option<String>,
+    agent: Option<String>,
+    api_keys: Option<Vec<String>>,
+}
+
+impl TenantSettingsInput {
+    fn into_settings(self, id: &str) -> TenantSettings {
+        let defaults = TenantSettings::default();
+        TenantSettings {
+            name: self.name.unwrap_or_else(|| id.to_owned()),
+            api_keys: self.api_keys.unwrap_or_default(),
+            greeting: self.greeting.unwrap_or(defaults.greeting),
+            agent: self.agent.unwrap_or(defaults.agent),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    kind: KeyKind,
+}
+
+fn key_view(record: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "key_id": record.key_id,
+        "tenant": record.tenant,
+        "kind": record.kind,
+        "prefix": record.prefix,
+        "created_at": record.created_at,
+        "revoked_at": record.revoked_at,
+    })
+}
+
+fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
+    json!({
+        "id": id,
+        "name": settings.name,
+        "greeting": settings.greeting,
+        "agent": settings.agent,
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::BadRequest(format!("invalid body: {error}")))
+}
+
+/// Every admin route, behind the admin token.
+pub fn routes(
+    app: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let max_body = app.config.server.max_body_bytes;
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let admin = warp::path("admin").and(admin_auth(app.config.auth.admin_token.clone()));
+
+    // POST /admin/tenants
+    let create_tenant = admin
+        .clone()
+        .and(warp::path!("tenants"))
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(|app: AppState, body: bytes::Bytes| async move {
+            let result = async {
+                let new: NewTenant = parse_json(&body)?;
+                let settings = new.settings.into_settings(&new.id);
+                let record = app.runtime.create_tenant(&new.id, settings).await?;
+                Ok(tenant_view(&record.tenant_id, &record.settings))
+            }
+            .await;
+            respond(StatusCode::CREATED, result)
+        });
+
+    // GET /admin/tenants
+    let list_tenants = admin
+        .clone()
+        .and(warp::path!("tenants"))
+        .and(warp::get())
+        .and(with_app.clone())
+        .map(|app: AppState| {
+            let tenants: Vec<_> = app
+                .runtime
+                .list_tenants()
+                .iter()
+                .map(|(id, settings)| tenant_view(id, settings))
+                .collect();
+            respond(
+                StatusCode::OK,
+                Ok::<_, ApiError>(json!({"count": tenants.len(), "tenants": tenants})),
+            )
+        });
+
+    // POST /admin/tenants/{id}/keys
+    let create_key = admin
+        .clone()
+        .and(warp::path!("tenants" / String / "keys"))
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(
+            |tenant: String, app: AppState, body: bytes::Bytes| async move {
+                let result = async {
+                    let new: NewKey = parse_json(&body)?;
+                    let (record, key) = app.runtime.create_key(&TenantId(tenant), new.kind).await?;
+                    let mut view = key_view(&record);
+                    view["key"] = json!(key);
+                    Ok(view)
+                }
+                .await;
+                respond(StatusCode::CREATED, result)
+            },
+        );
+
+    // GET /admin/tenants/{id}/keys
+    let list_keys = admin
+        .clone()
+        .and(warp::path!("tenants" / String / "keys"))
+        .and(warp::get())
+        .and(with_app.clone())
+        .map(|tenant: String, app: AppState| {
+            let result = app.runtime.list_keys(&TenantId(tenant)).map(|keys| {
+                let keys: Vec<_> = keys.iter().map(key_view).collect();
+                json!({"count": keys.len(), "keys": keys})
+            });
+            respond(StatusCode::OK, result.map_err(ApiError::from))
+        });
+
+    // DELETE /admin/keys/{key_id}
+    let revoke_key = admin
+        .and(warp::path!("keys" / String))
+        .and(warp::delete())
+        .and(with_app)
+        .then(|key_id: String, app: AppState| async move {
+            let result = app
+                .runtime
+                .revoke_key(&key_id)
+                .await
+                .map(|record| {
+                    let mut view = key_view(&record);
+                    view["status"] = json!("revoked");
+                    view
+                })
+                .map_err(ApiError::from);
+            respond(StatusCode::OK, result)
+        });
+
+    create_tenant
+        .or(list_tenants)
+        .unify()
+        .or(create_key)
+        .unify()
+        .or(list_keys)
+        .unify()
+        .or(revoke_key)
+        .unify()
+}
