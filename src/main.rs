@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tertulia::cli::{KeyCommand, TenantCommand};
 use tertulia::config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -24,18 +25,24 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Manage tenants on a running server (admin API).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage a tenant's keys on a running server (admin API).
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(clap::Args, Clone, Default)]
 struct ServeArgs {
     /// A TOML file with settings (see config/default.toml for every key).
-    #[arg(long, global = true)]
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:2000.
-    #[arg(long, global = true)]
+    #[arg(long)]
     bind: Option<String>,
     /// Directory for the embedded database.
-    #[arg(long, global = true)]
+    #[arg(long)]
     data_dir: Option<String>,
 }
 
@@ -46,15 +53,29 @@ fn main() -> ExitCode {
         }))
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    runtime.block_on(serve(args))
+    let admin = match cli.command {
+        Some(Command::Serve(args)) => return runtime.block_on(serve(args)),
+        None => return runtime.block_on(serve(cli.serve)),
+        Some(Command::Tenant(command)) => runtime.block_on(command.run()),
+        Some(Command::Key(command)) => runtime.block_on(command.run()),
+    };
+    match admin {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).expect("JSON prints")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tertulia: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

@@ -93,3 +93,95 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "exit status {exit}");
 }
+
+/// Runs the CLI with these arguments; returns its exit success, stdout and stderr.
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+            .args(&args)
+            .env_remove("TERTULIA_AUTH__ADMIN_TOKEN")
+            .env_remove("TERTULIA_URL")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server() {
+    let mut config = config();
+    config.auth.admin_token = "adm_cli".into();
+    let server = TestServer::start(config).await;
+    let url = server.url("");
+    let connection = |args: Vec<&str>| {
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args.extend([
+            "--url".into(),
+            url.clone(),
+            "--admin-token".into(),
+            "adm_cli".into(),
+        ]);
+        args
+    };
+
+    let (ok, out, err) = cli(connection(vec![
+        "tenant",
+        "create",
+        "plomeria",
+        "--greeting",
+        "¿Qué fuga?",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["id"],
+        "plomeria"
+    );
+    let (ok, out, err) = cli(connection(vec!["key", "create", "--tenant", "plomeria"])).await;
+    assert!(ok, "{err}");
+    let key: Value = serde_json::from_str(&out).unwrap();
+    let secret = key["key"].as_str().unwrap();
+
+    let created = server
+        .http
+        .post(server.url("/chat/sessions"))
+        .header("X-API-Key", secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+
+    let (ok, out, _) = cli(connection(vec!["tenant", "list"])).await;
+    assert!(ok && out.contains("plomeria"));
+    let (ok, out, _) = cli(connection(vec!["key", "list", "--tenant", "plomeria"])).await;
+    assert!(ok && out.contains(key["key_id"].as_str().unwrap()) && !out.contains(secret));
+    let (ok, _, err) = cli(connection(vec![
+        "key",
+        "revoke",
+        key["key_id"].as_str().unwrap(),
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let refused = server
+        .http
+        .post(server.url("/chat/sessions"))
+        .header("X-API-Key", secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // Errors are the server's words on stderr, with a failing exit status.
+    let wrong = vec!["tenant", "list", "--url", &url, "--admin-token", "nope"];
+    let (ok, _, err) = cli(wrong.into_iter().map(str::to_owned).collect()).await;
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = cli(connection(vec!["tenant", "create", "Bad Id"])).await;
+    assert!(!ok && err.contains("`id`"), "{err}");
+    server.stop().await;
+}
