@@ -108,12 +108,11 @@ pub fn routes(
         let app = app.clone();
         warp::any().map(move || app.clone())
     };
-    let admin = warp::path("admin").and(admin_auth(app.config.auth.admin_token.clone()));
+    let admin = admin_auth(app.config.auth.admin_token.clone());
 
     // POST /admin/tenants
-    let create_tenant = admin
-        .clone()
-        .and(warp::path!("tenants"))
+    let create_tenant = warp::path!("admin" / "tenants")
+        .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
         .and(warp::body::content_length_limit(max_body))
@@ -130,9 +129,8 @@ pub fn routes(
         });
 
     // GET /admin/tenants
-    let list_tenants = admin
-        .clone()
-        .and(warp::path!("tenants"))
+    let list_tenants = warp::path!("admin" / "tenants")
+        .and(admin.clone())
         .and(warp::get())
         .and(with_app.clone())
         .map(|app: AppState| {
@@ -149,9 +147,8 @@ pub fn routes(
         });
 
     // POST /admin/tenants/{id}/keys
-    let create_key = admin
-        .clone()
-        .and(warp::path!("tenants" / String / "keys"))
+    let create_key = warp::path!("admin" / "tenants" / String / "keys")
+        .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
         .and(warp::body::content_length_limit(max_body))
@@ -171,9 +168,8 @@ pub fn routes(
         );
 
     // GET /admin/tenants/{id}/keys
-    let list_keys = admin
-        .clone()
-        .and(warp::path!("tenants" / String / "keys"))
+    let list_keys = warp::path!("admin" / "tenants" / String / "keys")
+        .and(admin.clone())
         .and(warp::get())
         .and(with_app.clone())
         .map(|tenant: String, app: AppState| {
@@ -185,8 +181,8 @@ pub fn routes(
         });
 
     // DELETE /admin/keys/{key_id}
-    let revoke_key = admin
-        .and(warp::path!("keys" / String))
+    let revoke_key = warp::path!("admin" / "keys" / String)
+        .and(admin)
         .and(warp::delete())
         .and(with_app)
         .then(|key_id: String, app: AppState| async move {

@@ -4,6 +4,7 @@
 mod admin;
 mod common;
 mod durability;
+mod isolation;
 mod layout;
 mod process;
 mod schemas;

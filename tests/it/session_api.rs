@@ -203,7 +203,7 @@ async fn unknown_and_malformed_session_ids_are_a_json_404() {
 }
 
 /// A socket request for `session` that carries `key` in `X-API-Key`.
-fn socket_request(
+pub fn socket_request(
     server: &TestServer,
     session: &str,
     key: &str,
