@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tertulia_actors::agent::{AgentProvider, AgentRequest, AgentStream};
-use tertulia_actors::config::TenantSettings;
+use tertulia_actors::config::{RateLimits, TenantSettings};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -139,6 +139,12 @@ async fn run_fanout(scenario: &Scenario) {
             api_keys: vec![KEY.into()],
             greeting: "hi".into(),
             agent: "clock".into(),
+            // Every client connects from 127.0.0.1: lift the per-IP limit.
+            rate_limits: RateLimits {
+                api_key_per_minute: 1_000_000,
+                ip_per_minute: 1_000_000,
+                session_messages_per_minute: 1_000_000,
+            },
         },
     );
     let mut agents: HashMap<String, Arc<dyn AgentProvider>> = HashMap::new();
@@ -355,6 +361,10 @@ async fn spawn_tertulia(read_buffer: usize) -> (Child, String) {
             read_buffer.to_string(),
         )
         .env("TERTULIA_TENANTS__BENCH__API_KEYS", format!("[\"{KEY}\"]"))
+        .env(
+            "TERTULIA_TENANTS__BENCH__RATE_LIMITS__IP_PER_MINUTE",
+            "1000000",
+        )
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

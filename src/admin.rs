@@ -54,6 +54,7 @@ struct TenantSettingsInput {
     greeting: Option<String>,
     agent: Option<String>,
     api_keys: Option<Vec<String>>,
+    rate_limits: Option<tertulia_actors::config::RateLimits>,
 }
 
 impl TenantSettingsInput {
@@ -64,6 +65,7 @@ impl TenantSettingsInput {
             api_keys: self.api_keys.unwrap_or_default(),
             greeting: self.greeting.unwrap_or(defaults.greeting),
             agent: self.agent.unwrap_or(defaults.agent),
+            rate_limits: self.rate_limits.unwrap_or(defaults.rate_limits),
         }
     }
 }
@@ -91,6 +93,7 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "name": settings.name,
         "greeting": settings.greeting,
         "agent": settings.agent,
+        "rate_limits": settings.rate_limits,
     })
 }
 

@@ -18,20 +18,31 @@ use tertulia_actors::domain::{SessionId, TenantId};
 use warp::{Filter, Rejection};
 
 use crate::error::ApiError;
+use crate::limits::Limiter;
+use crate::server::PeerAddr;
 
-/// Resolves `X-API-Key` to its tenant; 401 when it is missing or unknown.
+/// Resolves `X-API-Key` to its tenant (401 when it is missing or unknown),
+/// then counts the request against the key's and the address's limits (429).
 pub fn tenant_by_api_key(
     runtime: Runtime,
+    limiter: Limiter,
 ) -> impl Filter<Extract = (TenantId,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("x-api-key").and_then(move |key: Option<String>| {
-        let runtime = runtime.clone();
-        async move {
-            let key = key.ok_or_else(|| warp::reject::custom(ApiError::MissingApiKey))?;
-            runtime
-                .tenant_for_api_key(&key)
-                .ok_or_else(|| warp::reject::custom(ApiError::InvalidApiKey))
-        }
-    })
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::ext::optional::<PeerAddr>())
+        .and_then(move |key: Option<String>, peer: Option<PeerAddr>| {
+            let runtime = runtime.clone();
+            let limiter = limiter.clone();
+            async move {
+                let key = key.ok_or_else(|| warp::reject::custom(ApiError::MissingApiKey))?;
+                let tenant = runtime
+                    .tenant_for_api_key(&key)
+                    .ok_or_else(|| warp::reject::custom(ApiError::InvalidApiKey))?;
+                limiter
+                    .check(&tenant, Some(&key), peer.map(|peer| peer.0.ip()))
+                    .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                Ok::<_, Rejection>(tenant)
+            }
+        })
 }
 
 #[derive(Serialize, Deserialize)]

@@ -55,6 +55,7 @@ impl ApiError {
                 RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 RuntimeError::NothingToCancel | RuntimeError::Conflict(_) => StatusCode::CONFLICT,
+                RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::KeyNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -101,7 +102,13 @@ impl ApiError {
         if self.status().is_server_error() {
             tracing::error!(error = %self, code = self.code(), "request failed");
         }
-        json_error(self.status(), self.code(), self.public_message())
+        let mut response = json_error(self.status(), self.code(), self.public_message());
+        if let ApiError::Runtime(RuntimeError::RateLimited { retry_after_secs }) = self {
+            response
+                .headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 

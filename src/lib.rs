@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod page;
 pub mod routes;
 pub mod server;
@@ -30,6 +31,7 @@ use crate::config::Config;
 pub struct AppState {
     pub runtime: Runtime,
     pub tickets: Tickets,
+    pub limiter: limits::Limiter,
     pub config: Arc<Config>,
     /// The address the server listens on (for URLs when a request has no `Host`).
     pub local_addr: SocketAddr,
@@ -41,6 +43,7 @@ pub struct RunningServer {
     pub runtime: Runtime,
     stop: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +74,19 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
     let runtime = Runtime::start(config.runtime(), agents).await?;
+    let limiter = limits::Limiter::new(runtime.clone());
+    let sweeper = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(limits::SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                limiter.sweep();
+            }
+        })
+    };
     let app = AppState {
+        limiter,
         tickets: Tickets::new(
             runtime.ticket_secret(),
             Duration::from_secs(config.auth.ticket_ttl_secs),
@@ -87,6 +102,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         runtime,
         stop,
         accept_loop,
+        sweeper,
     })
 }
 
@@ -97,6 +113,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.accept_loop.await;
+        self.sweeper.abort();
         self.runtime.shutdown().await;
     }
 }

@@ -29,7 +29,7 @@ pub fn routes(
     app: AppState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let max_body = app.config.server.max_body_bytes;
-    let api_key = tenant_by_api_key(app.runtime.clone());
+    let api_key = tenant_by_api_key(app.runtime.clone(), app.limiter.clone());
     let with_app = {
         let app = app.clone();
         warp::any().map(move || app.clone())

@@ -39,6 +39,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::server::PeerAddr;
 
 /// hyper's upgrade handle for this request, put there by the server loop.
 /// (warp's `ext` filters need `Clone`; `OnUpgrade` is not.)
@@ -77,10 +78,16 @@ pub fn route(
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::query::<WsQuery>())
         .and(warp::ext::optional::<UpgradeSlot>())
-        .and_then(move |session: String, api_key, key, query, slot| {
-            let app = app.clone();
-            async move { Ok::<_, Rejection>(upgrade(app, session, api_key, key, query, slot).await) }
-        })
+        .and(warp::ext::optional::<PeerAddr>())
+        .and_then(
+            move |session: String, api_key, key, query, slot, peer: Option<PeerAddr>| {
+                let app = app.clone();
+                let ip = peer.map(|peer| peer.0.ip());
+                async move {
+                    Ok::<_, Rejection>(upgrade(app, session, api_key, key, query, slot, ip).await)
+                }
+            },
+        )
 }
 
 async fn upgrade(
@@ -90,6 +97,7 @@ async fn upgrade(
     websocket_key: Option<String>,
     query: WsQuery,
     slot: Option<UpgradeSlot>,
+    ip: Option<std::net::IpAddr>,
 ) -> warp::reply::Response {
     let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
         return ApiError::NotWebSocket.into_response();
@@ -97,10 +105,10 @@ async fn upgrade(
     let Ok(session) = session.parse::<SessionId>() else {
         return ApiError::UnknownSession.into_response();
     };
-    let tenant = match (api_key, query.ticket) {
+    let tenant = match (&api_key, query.ticket) {
         (Some(key), _) => app
             .runtime
-            .tenant_for_api_key(&key)
+            .tenant_for_api_key(key)
             .ok_or(ApiError::InvalidApiKey),
         (None, Some(ticket)) => app
             .tickets
@@ -112,6 +120,9 @@ async fn upgrade(
         Ok(tenant) => tenant,
         Err(error) => return error.into_response(),
     };
+    if let Err(error) = app.limiter.check(&tenant, api_key.as_deref(), ip) {
+        return ApiError::from(error).into_response();
+    }
     // Attach before answering 101, so a missing session is a plain 404.
     let attached = match app.runtime.connect(&tenant, session, query.after_seq).await {
         Ok(attached) => attached,

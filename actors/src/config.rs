@@ -160,6 +160,7 @@ pub struct TenantSettings {
     pub greeting: String,
     /// Which agent answers: a name from the agent registry (`echo` built in).
     pub agent: String,
+    pub rate_limits: RateLimits,
 }
 
 impl Default for TenantSettings {
@@ -169,7 +170,56 @@ impl Default for TenantSettings {
             api_keys: vec!["tk_dev_default_change_me".into()],
             greeting: "Hello! How can I help you today?".into(),
             agent: "echo".into(),
+            rate_limits: RateLimits::default(),
         }
+    }
+}
+
+/// A tenant's rate limits, each a number of requests per minute that may also
+/// come as one burst. Over a limit: 429 with `Retry-After`, or an `error`
+/// frame with code `rate_limited` on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// REST requests per API key.
+    pub api_key_per_minute: u32,
+    /// REST requests and socket connections per client IP address.
+    pub ip_per_minute: u32,
+    /// Messages posted into one conversation, from every socket and back end.
+    pub session_messages_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            api_key_per_minute: 600,
+            ip_per_minute: 600,
+            session_messages_per_minute: 60,
+        }
+    }
+}
+
+impl RateLimits {
+    /// The governor quota for `per_minute` (0 is refused by validation).
+    pub fn quota(per_minute: u32) -> governor::Quota {
+        governor::Quota::per_minute(
+            std::num::NonZeroU32::new(per_minute.max(1)).expect("at least 1"),
+        )
+    }
+
+    /// The name of the first limit that is not a positive number.
+    pub fn invalid_field(&self) -> Option<&'static str> {
+        [
+            ("rate_limits.api_key_per_minute", self.api_key_per_minute),
+            ("rate_limits.ip_per_minute", self.ip_per_minute),
+            (
+                "rate_limits.session_messages_per_minute",
+                self.session_messages_per_minute,
+            ),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == 0)
+        .map(|(field, _)| field)
     }
 }
 

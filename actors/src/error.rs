@@ -36,6 +36,10 @@ pub enum Error {
     #[error("key {0} not found")]
     KeyNotFound(String),
 
+    /// Over a rate limit; try again after this many seconds.
+    #[error("too many requests; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+
     /// `cancel` arrived while no answer was being generated.
     #[error("no answer is being generated")]
     NothingToCancel,
@@ -66,12 +70,23 @@ impl Error {
             Error::InvalidInput(_) => "invalid_input",
             Error::ContentTooLarge { .. } => "content_too_large",
             Error::Conflict(_) => "conflict",
+            Error::RateLimited { .. } => "rate_limited",
             Error::KeyNotFound(_) => "key_not_found",
             Error::NothingToCancel => "nothing_to_cancel",
             Error::Storage(_) => "storage_failed",
             Error::Unavailable(_) => "unavailable",
             Error::ShuttingDown => "shutting_down",
             Error::Startup(_) => "startup_failed",
+        }
+    }
+}
+
+impl Error {
+    /// The error for a governor refusal: the wait, rounded up to whole seconds.
+    pub fn rate_limited(wait: std::time::Duration) -> Error {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Error::RateLimited {
+            retry_after_secs: secs.max(1),
         }
     }
 }

@@ -217,6 +217,9 @@ impl Runtime {
         if settings.name.trim().is_empty() || settings.name.len() > 200 {
             return Err(Error::InvalidInput("`name` must be 1 to 200 bytes".into()));
         }
+        if let Some(field) = settings.rate_limits.invalid_field() {
+            return Err(Error::InvalidInput(format!("`{field}` must be at least 1")));
+        }
         if settings.greeting.len() > 2000 {
             return Err(Error::InvalidInput(
                 "`greeting` must be at most 2000 bytes".into(),

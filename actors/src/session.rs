@@ -166,6 +166,8 @@ pub struct SessionState {
     to_answer: VecDeque<StoredMessage>,
     agent: Option<ActorRef<AgentMsg>>,
     agent_backoff: Backoff,
+    /// Messages into this conversation, per the tenant's limit.
+    message_limiter: governor::DefaultDirectRateLimiter,
     last_activity: Instant,
     idle_timer: Option<JoinHandle<()>>,
     terminating: bool,
@@ -215,6 +217,9 @@ impl Actor for Session {
             .into_iter()
             .rev()
             .collect();
+        let message_limiter = governor::RateLimiter::direct(crate::config::RateLimits::quota(
+            args.settings.rate_limits.session_messages_per_minute,
+        ));
         let acked_client_ids = recent
             .iter()
             .filter_map(|message| Some((message.client_msg_id.clone()?, ack_of(message))))
@@ -239,6 +244,7 @@ impl Actor for Session {
             to_answer: unanswered,
             agent: None,
             agent_backoff: Backoff::new(&args.supervision),
+            message_limiter,
             last_activity: Instant::now(),
             idle_timer: None,
             terminating: false,
@@ -696,6 +702,15 @@ async fn post(
                 Err(error) => return reject(state, asker, error),
             }
         }
+    }
+    // After the repeat check: re-sending a stored message costs nothing.
+    if let Err(not_until) = state.message_limiter.check() {
+        let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+        return reject(
+            state,
+            asker,
+            Error::rate_limited(not_until.wait_time_from(now)),
+        );
     }
     if let Some(patch) = message.context {
         merge_context(&mut state.context, patch);

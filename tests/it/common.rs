@@ -36,6 +36,7 @@ pub fn config() -> Config {
             api_keys: vec![KEY.into()],
             greeting: "Hola, ¿en qué te ayudo?".into(),
             agent: "echo".into(),
+            ..TenantSettings::default()
         },
     );
     config.tenants.insert(
@@ -45,6 +46,7 @@ pub fn config() -> Config {
             api_keys: vec![OTHER_KEY.into()],
             greeting: "Hi from Globex".into(),
             agent: "echo".into(),
+            ..TenantSettings::default()
         },
     );
     config

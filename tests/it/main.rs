@@ -7,6 +7,7 @@ mod durability;
 mod isolation;
 mod layout;
 mod process;
+mod rate_limits;
 mod schemas;
 mod session_api;
 mod supervision;
