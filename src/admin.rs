@@ -10,7 +10,10 @@ use tertulia_actors::domain::{ApiKeyRecord, KeyKind, TenantId};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
+use std::time::Duration;
+
 use crate::AppState;
+use crate::auth::{MAX_CLIENT_ID_LEN, mint_client_token};
 use crate::error::ApiError;
 use crate::routes::respond;
 
@@ -55,6 +58,7 @@ struct TenantSettingsInput {
     agent: Option<String>,
     api_keys: Option<Vec<String>>,
     rate_limits: Option<tertulia_actors::config::RateLimits>,
+    client_token_secret: Option<String>,
 }
 
 impl TenantSettingsInput {
@@ -66,8 +70,20 @@ impl TenantSettingsInput {
             greeting: self.greeting.unwrap_or(defaults.greeting),
             agent: self.agent.unwrap_or(defaults.agent),
             rate_limits: self.rate_limits.unwrap_or(defaults.rate_limits),
+            // Empty: the runtime makes a random one.
+            client_token_secret: self.client_token_secret.unwrap_or_default(),
         }
     }
+}
+
+/// The longest a minted client token may live: 30 days.
+const MAX_CLIENT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewClientToken {
+    client_id: String,
+    ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +141,10 @@ pub fn routes(
                 let new: NewTenant = parse_json(&body)?;
                 let settings = new.settings.into_settings(&new.id);
                 let record = app.runtime.create_tenant(&new.id, settings).await?;
-                Ok(tenant_view(&record.tenant_id, &record.settings))
+                let mut view = tenant_view(&record.tenant_id, &record.settings);
+                // Shown this once, so the tenant's back end can mint client tokens.
+                view["client_token_secret"] = json!(record.settings.client_token_secret);
+                Ok(view)
             }
             .await;
             respond(StatusCode::CREATED, result)
@@ -170,6 +189,50 @@ pub fn routes(
             },
         );
 
+    // POST /admin/tenants/{id}/client-tokens
+    let mint_client_token = warp::path!("admin" / "tenants" / String / "client-tokens")
+        .and(admin.clone())
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(
+            |tenant: String, app: AppState, body: bytes::Bytes| async move {
+                let result = async {
+                    let new: NewClientToken = parse_json(&body)?;
+                    let tenant = TenantId(tenant);
+                    app.runtime.known_tenant(&tenant)?;
+                    let client_id = new.client_id.trim();
+                    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN {
+                        let message = format!("`client_id` must be 1 to {MAX_CLIENT_ID_LEN} bytes");
+                        return Err(ApiError::BadRequest(message));
+                    }
+                    let ttl = new.ttl_secs.unwrap_or(3600);
+                    if !(1..=MAX_CLIENT_TOKEN_TTL_SECS).contains(&ttl) {
+                        let message =
+                            format!("`ttl_secs` must be 1 to {MAX_CLIENT_TOKEN_TTL_SECS}");
+                        return Err(ApiError::BadRequest(message));
+                    }
+                    let secret = app
+                        .runtime
+                        .tenant_settings(&tenant)
+                        .map(|settings| settings.client_token_secret.clone())
+                        .unwrap_or_default();
+                    if secret.is_empty() {
+                        return Err(ApiError::BadRequest(
+                            "this tenant has no client_token_secret: set one to use client tokens"
+                                .into(),
+                        ));
+                    }
+                    let (token, expires_at) =
+                        mint_client_token(&secret, client_id, Duration::from_secs(ttl));
+                    Ok(json!({"token": token, "client_id": client_id, "expires_at": expires_at}))
+                }
+                .await;
+                respond(StatusCode::CREATED, result)
+            },
+        );
+
     // GET /admin/tenants/{id}/keys
     let list_keys = warp::path!("admin" / "tenants" / String / "keys")
         .and(admin.clone())
@@ -208,6 +271,8 @@ pub fn routes(
         .or(create_key)
         .unify()
         .or(list_keys)
+        .unify()
+        .or(mint_client_token)
         .unify()
         .or(revoke_key)
         .unify()

@@ -11,44 +11,127 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tertulia_actors::Runtime;
-use tertulia_actors::domain::{SessionId, TenantId};
+use tertulia_actors::domain::{Scope, SessionId, TenantId};
 use warp::{Filter, Rejection};
 
 use crate::error::ApiError;
 use crate::limits::Limiter;
 use crate::server::PeerAddr;
 
-/// Resolves `X-API-Key` to its tenant (401 when it is missing or unknown),
-/// then counts the request against the key's and the address's limits (429).
-pub fn tenant_by_api_key(
+/// Who is calling: `X-API-Key` names the tenant (401 when missing or
+/// unknown) and is counted against the key's and the address's limits (429);
+/// an optional `Authorization: Bearer <client token>` narrows the call to that
+/// end user's conversations (401 when the token is bad or expired).
+pub fn caller(
     runtime: Runtime,
     limiter: Limiter,
-) -> impl Filter<Extract = (TenantId,), Error = Rejection> + Clone {
+) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
     warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("authorization"))
         .and(warp::ext::optional::<PeerAddr>())
-        .and_then(move |key: Option<String>, peer: Option<PeerAddr>| {
-            let runtime = runtime.clone();
-            let limiter = limiter.clone();
-            async move {
-                let key = key.ok_or_else(|| warp::reject::custom(ApiError::MissingApiKey))?;
-                let tenant = runtime
-                    .tenant_for_api_key(&key)
-                    .ok_or_else(|| warp::reject::custom(ApiError::InvalidApiKey))?;
-                limiter
-                    .check(&tenant, Some(&key), peer.map(|peer| peer.0.ip()))
-                    .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
-                Ok::<_, Rejection>(tenant)
-            }
-        })
+        .and_then(
+            move |key: Option<String>, authorization: Option<String>, peer: Option<PeerAddr>| {
+                let runtime = runtime.clone();
+                let limiter = limiter.clone();
+                async move {
+                    let scope = resolve(&runtime, key.as_deref(), authorization.as_deref())
+                        .map_err(warp::reject::custom)?;
+                    limiter
+                        .check(&scope.tenant, key.as_deref(), peer.map(|peer| peer.0.ip()))
+                        .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                    Ok::<_, Rejection>(scope)
+                }
+            },
+        )
+}
+
+/// The scope of an API key and an optional `Authorization` header.
+pub fn resolve(
+    runtime: &Runtime,
+    key: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<Scope, ApiError> {
+    let key = key.ok_or(ApiError::MissingApiKey)?;
+    let tenant = runtime
+        .tenant_for_api_key(key)
+        .ok_or(ApiError::InvalidApiKey)?;
+    let Some(authorization) = authorization else {
+        return Ok(Scope::tenant(tenant));
+    };
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .ok_or(ApiError::InvalidClientToken)?;
+    let secret = runtime
+        .tenant_settings(&tenant)
+        .map(|settings| settings.client_token_secret.clone())
+        .unwrap_or_default();
+    let client = verify_client_token(&secret, token).ok_or(ApiError::InvalidClientToken)?;
+    Ok(Scope {
+        tenant,
+        client: Some(client),
+    })
+}
+
+/// The claims of a client token.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClientClaims {
+    /// The end user's `client_id`.
+    sub: String,
+    /// Expiry, seconds since the Unix epoch: required.
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+/// The longest `client_id` accepted.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// The `client_id` of a genuine, unexpired HS256 token signed with `secret`.
+pub fn verify_client_token(secret: &str, token: &str) -> Option<String> {
+    if secret.is_empty() {
+        return None;
+    }
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 5;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let data = jsonwebtoken::decode::<ClientClaims>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .ok()?;
+    let client = data.claims.sub;
+    (!client.is_empty() && client.len() <= MAX_CLIENT_ID_LEN).then_some(client)
+}
+
+/// A client token for `client_id`, valid for `ttl`; and its expiry (Unix seconds).
+pub fn mint_client_token(secret: &str, client_id: &str, ttl: Duration) -> (String, u64) {
+    let now = unix_now();
+    let claims = ClientClaims {
+        sub: client_id.to_owned(),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail");
+    (token, claims.exp)
 }
 
 #[derive(Serialize, Deserialize)]
 struct TicketPayload {
     /// Tenant id.
     t: String,
+    /// Client id, when the session was opened for one end user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
     /// Session id.
     s: SessionId,
     /// Expiry, seconds since the Unix epoch.
@@ -70,11 +153,12 @@ impl Tickets {
         }
     }
 
-    /// A ticket for this tenant and session, and when it expires (Unix seconds).
-    pub fn issue(&self, tenant: &TenantId, session: SessionId) -> (String, u64) {
+    /// A ticket for this scope and session, and when it expires (Unix seconds).
+    pub fn issue(&self, scope: &Scope, session: SessionId) -> (String, u64) {
         let expires = unix_now() + self.ttl.as_secs();
         let payload = TicketPayload {
-            t: tenant.0.clone(),
+            t: scope.tenant.0.clone(),
+            c: scope.client.clone(),
             s: session,
             e: expires,
         };
@@ -84,14 +168,17 @@ impl Tickets {
         (format!("{payload}.{signature}"), expires)
     }
 
-    /// The tenant the ticket was issued to, if it is genuine, unexpired and for this session.
-    pub fn verify(&self, ticket: &str, session: SessionId) -> Option<TenantId> {
+    /// The scope the ticket was issued to, if it is genuine, unexpired and for this session.
+    pub fn verify(&self, ticket: &str, session: SessionId) -> Option<Scope> {
         let (payload, signature) = ticket.split_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
         self.mac(payload).verify_slice(&signature).ok()?;
         let payload: TicketPayload =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        (payload.s == session && payload.e > unix_now()).then_some(TenantId(payload.t))
+        (payload.s == session && payload.e > unix_now()).then_some(Scope {
+            tenant: TenantId(payload.t),
+            client: payload.c,
+        })
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
@@ -113,12 +200,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_tokens_round_trip_and_expire() {
+        let secret = "s".repeat(32);
+        let (token, _) = mint_client_token(&secret, "user-7", Duration::from_secs(60));
+        assert_eq!(
+            verify_client_token(&secret, &token).as_deref(),
+            Some("user-7")
+        );
+        assert_eq!(
+            verify_client_token(&"t".repeat(32), &token),
+            None,
+            "another tenant's secret"
+        );
+        assert_eq!(verify_client_token("", &token), None, "client tokens off");
+        let stale = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &ClientClaims {
+                sub: "user-7".into(),
+                exp: unix_now() - 60,
+                iat: None,
+            },
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(verify_client_token(&secret, &stale), None, "expired");
+        assert_eq!(verify_client_token(&secret, "not.a.jwt"), None);
+    }
+
+    #[test]
     fn a_ticket_works_only_for_its_session_and_until_it_expires() {
         let tickets = Tickets::new(b"secret", Duration::from_secs(60));
         let session = SessionId::new();
         let tenant = TenantId("acme".into());
-        let (ticket, _) = tickets.issue(&tenant, session);
-        assert_eq!(tickets.verify(&ticket, session), Some(tenant.clone()));
+        let scope = Scope::tenant(tenant.clone());
+        let (ticket, _) = tickets.issue(&scope, session);
+        assert_eq!(tickets.verify(&ticket, session), Some(scope.clone()));
         assert_eq!(tickets.verify(&ticket, SessionId::new()), None);
         assert_eq!(
             Tickets::new(b"other", Duration::from_secs(60)).verify(&ticket, session),
@@ -126,7 +242,7 @@ mod tests {
         );
 
         let expired = Tickets::new(b"secret", Duration::ZERO);
-        let (ticket, _) = expired.issue(&tenant, session);
+        let (ticket, _) = expired.issue(&scope, session);
         assert_eq!(expired.verify(&ticket, session), None);
     }
 
@@ -134,7 +250,7 @@ mod tests {
     fn a_tampered_ticket_is_refused() {
         let tickets = Tickets::new(b"secret", Duration::from_secs(60));
         let session = SessionId::new();
-        let (ticket, _) = tickets.issue(&TenantId("acme".into()), session);
+        let (ticket, _) = tickets.issue(&Scope::tenant(TenantId("acme".into())), session);
         let (payload, signature) = ticket.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(
             serde_json::to_vec(&serde_json::json!({"t": "other", "s": session, "e": u64::MAX}))

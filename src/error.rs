@@ -22,6 +22,10 @@ pub enum ApiError {
     InvalidApiKey,
     #[error("the WebSocket ticket is invalid or expired; ask for a new websocket_url")]
     InvalidTicket,
+    #[error(
+        "the client token is invalid or expired (send `Authorization: Bearer <token>` signed with the tenant's client_token_secret)"
+    )]
+    InvalidClientToken,
     #[error("{0}")]
     BadRequest(String),
     /// A session id that is not even well-formed: reported like an unknown one.
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::MissingApiKey
             | ApiError::InvalidApiKey
             | ApiError::InvalidTicket
+            | ApiError::InvalidClientToken
             | ApiError::MissingAdminToken => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
@@ -80,6 +85,7 @@ impl ApiError {
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::InvalidTicket => "invalid_ticket",
+            ApiError::InvalidClientToken => "invalid_client_token",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnknownSession => "session_not_found",
             ApiError::NotWebSocket => "not_websocket",

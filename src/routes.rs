@@ -9,13 +9,13 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tertulia_actors::domain::{SessionId, SessionRecord, StoredMessage, TenantId};
+use tertulia_actors::domain::{Scope, SessionId, SessionRecord, StoredMessage};
 use tertulia_actors::protocol::WireMessage;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use crate::AppState;
-use crate::auth::tenant_by_api_key;
+use crate::auth::caller;
 use crate::error::{ApiError, handle_rejection};
 
 /// The default page size of `GET /chat/sessions/{id}/history`, and its maximum.
@@ -29,7 +29,7 @@ pub fn routes(
     app: AppState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let max_body = app.config.server.max_body_bytes;
-    let api_key = tenant_by_api_key(app.runtime.clone(), app.limiter.clone());
+    let api_key = caller(app.runtime.clone(), app.limiter.clone());
     let with_app = {
         let app = app.clone();
         warp::any().map(move || app.clone())
@@ -200,7 +200,7 @@ fn parse_limit(
 fn websocket_url(
     app: &AppState,
     host: Option<String>,
-    tenant: &TenantId,
+    scope: &Scope,
     session: SessionId,
 ) -> (String, u64) {
     let base = if app.config.server.public_url.is_empty() {
@@ -216,7 +216,7 @@ fn websocket_url(
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1)
     };
-    let (ticket, expires) = app.tickets.issue(tenant, session);
+    let (ticket, expires) = app.tickets.issue(scope, session);
     (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
 }
 
@@ -248,7 +248,7 @@ impl From<SessionRecord> for SessionView {
 /// POST /chat/sessions: body optional, `{"context": {...}}`.
 async fn create_session(
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     host: Option<String>,
     body: Bytes,
 ) -> warp::reply::Response {
@@ -266,8 +266,8 @@ async fn create_session(
                 }
             }
         };
-        let record = app.runtime.create_session(&tenant, context).await?;
-        let (url, expires) = websocket_url(&app, host, &tenant, record.id);
+        let record = app.runtime.create_session(&scope, context).await?;
+        let (url, expires) = websocket_url(&app, host, &scope, record.id);
         Ok(json!({
             "session_id": record.id,
             "status": "created",
@@ -283,14 +283,14 @@ async fn create_session(
 /// GET /chat/sessions?limit=N
 async fn list_sessions(
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     query: HashMap<String, String>,
 ) -> warp::reply::Response {
     let result = async {
         let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
         let sessions: Vec<SessionView> = app
             .runtime
-            .list_sessions(&tenant, limit)
+            .list_sessions(&scope, limit)
             .await?
             .into_iter()
             .map(SessionView::from)
@@ -305,7 +305,7 @@ async fn list_sessions(
 async fn session_history(
     session: String,
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     query: HashMap<String, String>,
 ) -> warp::reply::Response {
     let result = async {
@@ -313,7 +313,7 @@ async fn session_history(
         let limit = parse_limit(&query, DEFAULT_HISTORY, MAX_HISTORY)?;
         let history: Vec<WireMessage> = app
             .runtime
-            .history(&tenant, session, limit)
+            .history(&scope, session, limit)
             .await?
             .iter()
             .map(|message: &StoredMessage| WireMessage::from(message))
@@ -328,13 +328,13 @@ async fn session_history(
 async fn update_context(
     session: String,
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     body: Bytes,
 ) -> warp::reply::Response {
     let result = async {
         let session = parse_session(&session)?;
         let patch = parse_object(&body, "the context")?;
-        let context = app.runtime.update_context(&tenant, session, patch).await?;
+        let context = app.runtime.update_context(&scope, session, patch).await?;
         Ok(json!({"status": "updated", "session_id": session, "context": context}))
     }
     .await;
@@ -345,13 +345,13 @@ async fn update_context(
 async fn new_ticket(
     session: String,
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     host: Option<String>,
 ) -> warp::reply::Response {
     let result = async {
         let session = parse_session(&session)?;
-        app.runtime.session(&tenant, session).await?;
-        let (url, expires) = websocket_url(&app, host, &tenant, session);
+        app.runtime.session(&scope, session).await?;
+        let (url, expires) = websocket_url(&app, host, &scope, session);
         Ok(json!({"session_id": session, "websocket_url": url, "websocket_url_expires_at": expires}))
     }
     .await;
@@ -359,10 +359,10 @@ async fn new_ticket(
 }
 
 /// DELETE /chat/sessions/{id}: closes its sockets (close code 4004) and deletes it.
-async fn delete_session(session: String, app: AppState, tenant: TenantId) -> warp::reply::Response {
+async fn delete_session(session: String, app: AppState, scope: Scope) -> warp::reply::Response {
     let result = async {
         let session = parse_session(&session)?;
-        app.runtime.delete_session(&tenant, session).await?;
+        app.runtime.delete_session(&scope, session).await?;
         Ok(json!({"status": "deleted", "session_id": session}))
     }
     .await;

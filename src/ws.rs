@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
 use serde::Deserialize;
 use tertulia_actors::connection::ConnectionMsg;
-use tertulia_actors::domain::{SessionId, TenantId};
+use tertulia_actors::domain::{Scope, SessionId};
 use tertulia_actors::outbound::{CloseReason, OutboundReceiver, Outgoing};
 use tertulia_actors::protocol::{Frame, ServerFrame, parse_client_frame};
 use tertulia_actors::session::Attached;
@@ -75,56 +75,79 @@ pub fn route(
     warp::path!("chat" / "ws" / String)
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::query::<WsQuery>())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and(warp::ext::optional::<PeerAddr>())
         .and_then(
-            move |session: String, api_key, key, query, slot, peer: Option<PeerAddr>| {
+            move |session: String,
+                  api_key,
+                  authorization,
+                  websocket_key,
+                  query,
+                  slot,
+                  peer: Option<PeerAddr>| {
                 let app = app.clone();
-                let ip = peer.map(|peer| peer.0.ip());
-                async move {
-                    Ok::<_, Rejection>(upgrade(app, session, api_key, key, query, slot, ip).await)
-                }
+                let request = UpgradeRequest {
+                    session,
+                    api_key,
+                    authorization,
+                    websocket_key,
+                    query,
+                    slot,
+                    ip: peer.map(|peer| peer.0.ip()),
+                };
+                async move { Ok::<_, Rejection>(upgrade(app, request).await) }
             },
         )
 }
 
-async fn upgrade(
-    app: AppState,
+/// What the upgrade handler needs from the request.
+struct UpgradeRequest {
     session: String,
     api_key: Option<String>,
+    authorization: Option<String>,
     websocket_key: Option<String>,
     query: WsQuery,
     slot: Option<UpgradeSlot>,
     ip: Option<std::net::IpAddr>,
-) -> warp::reply::Response {
+}
+
+async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Response {
+    let UpgradeRequest {
+        session,
+        api_key,
+        authorization,
+        websocket_key,
+        query,
+        slot,
+        ip,
+    } = request;
     let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
         return ApiError::NotWebSocket.into_response();
     };
     let Ok(session) = session.parse::<SessionId>() else {
         return ApiError::UnknownSession.into_response();
     };
-    let tenant = match (&api_key, query.ticket) {
-        (Some(key), _) => app
-            .runtime
-            .tenant_for_api_key(key)
-            .ok_or(ApiError::InvalidApiKey),
+    // A back end sends its key (and maybe a client token); a browser, the
+    // ticket from `websocket_url`.
+    let scope = match (&api_key, query.ticket) {
         (None, Some(ticket)) => app
             .tickets
             .verify(&ticket, session)
             .ok_or(ApiError::InvalidTicket),
-        (None, None) => Err(ApiError::MissingApiKey),
+        _ => crate::auth::resolve(&app.runtime, api_key.as_deref(), authorization.as_deref()),
     };
-    let tenant = match tenant {
-        Ok(tenant) => tenant,
+    let scope = match scope {
+        Ok(scope) => scope,
         Err(error) => return error.into_response(),
     };
-    if let Err(error) = app.limiter.check(&tenant, api_key.as_deref(), ip) {
+    if let Err(error) = app.limiter.check(&scope.tenant, api_key.as_deref(), ip) {
         return ApiError::from(error).into_response();
     }
     // Attach before answering 101, so a missing session is a plain 404.
-    let attached = match app.runtime.connect(&tenant, session, query.after_seq).await {
+    let attached = match app.runtime.connect(&scope, session, query.after_seq).await {
         Ok(attached) => attached,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -146,7 +169,7 @@ async fn upgrade(
                     Some(socket_config),
                 )
                 .await;
-                serve_socket(app, tenant, session, attached, socket).await;
+                serve_socket(app, scope, session, attached, socket).await;
             }
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");
@@ -188,7 +211,7 @@ impl Heard {
 
 async fn serve_socket(
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     session: SessionId,
     attached: Attached,
     socket: Socket,
@@ -203,7 +226,7 @@ async fn serve_socket(
     let (local_tx, local_rx) = mpsc::channel::<Local>(32);
     let writer = Writer {
         app: app.clone(),
-        tenant,
+        scope,
         session,
         sink,
         outbound: attached.outbound,
@@ -290,7 +313,7 @@ async fn read_frames(
 
 struct Writer {
     app: AppState,
-    tenant: TenantId,
+    scope: Scope,
     session: SessionId,
     sink: SplitSink<Socket, Message>,
     outbound: OutboundReceiver,
@@ -385,7 +408,7 @@ impl Writer {
             match self
                 .app
                 .runtime
-                .reattach(&self.tenant, self.session, self.last_seq)
+                .reattach(&self.scope, self.session, self.last_seq)
                 .await
             {
                 Ok(attached) => {

@@ -160,6 +160,9 @@ pub struct TenantSettings {
     pub greeting: String,
     /// Which agent answers: a name from the agent registry (`echo` built in).
     pub agent: String,
+    /// Signs the tenant's client tokens (HS256): `Authorization: Bearer` names
+    /// the end user. Empty: client tokens are refused for this tenant.
+    pub client_token_secret: String,
     pub rate_limits: RateLimits,
 }
 
@@ -170,6 +173,7 @@ impl Default for TenantSettings {
             api_keys: vec!["tk_dev_default_change_me".into()],
             greeting: "Hello! How can I help you today?".into(),
             agent: "echo".into(),
+            client_token_secret: String::new(),
             rate_limits: RateLimits::default(),
         }
     }

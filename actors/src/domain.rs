@@ -123,6 +123,32 @@ pub struct SessionRecord {
     /// The highest `seq` stored so far (0 for an empty conversation).
     pub last_seq: u64,
     pub message_count: u64,
+    /// The end user it belongs to, when it was created with a client token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// Who is asking: a tenant, and within it possibly one end user. A call with
+/// a client sees only that client's conversations; without, the whole tenant's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub tenant: TenantId,
+    pub client: Option<String>,
+}
+
+impl Scope {
+    /// The whole tenant (an API key alone).
+    pub fn tenant(tenant: TenantId) -> Self {
+        Scope {
+            tenant,
+            client: None,
+        }
+    }
+
+    /// Whether this caller may see `record` (its tenant is checked by the query).
+    pub fn may_see(&self, record: &SessionRecord) -> bool {
+        self.client.is_none() || self.client == record.client_id
+    }
 }
 
 /// A tenant created through the admin API (tenants in the config file have no record).

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_access",
         include_str!("../../schemas/migrations/0002_access.surql"),
     ),
+    (
+        3,
+        "0003_client_scope",
+        include_str!("../../schemas/migrations/0003_client_scope.surql"),
+    ),
 ];
 
 /// The most writes one transaction carries; more wait for the next batch.
@@ -369,9 +374,10 @@ pub enum PersistenceMsg {
         session: SessionId,
         reply: RpcReplyPort<Result<Option<SessionRecord>>>,
     },
-    /// A tenant's conversations, most recently updated first.
+    /// A tenant's conversations (only this client's, if given), most recently updated first.
     ListSessions {
         tenant: TenantId,
+        client: Option<String>,
         limit: usize,
         reply: RpcReplyPort<Result<Vec<SessionRecord>>>,
     },
@@ -476,16 +482,24 @@ impl Actor for Persistence {
             }
             PersistenceMsg::ListSessions {
                 tenant,
+                client,
                 limit,
                 reply,
             } => {
                 let db = state.db.clone();
                 tokio::spawn(async move {
+                    let only_client = if client.is_some() {
+                        "AND client_id = $client "
+                    } else {
+                        ""
+                    };
                     let rows = db
                         .select(
-                            "SELECT * OMIT id FROM conversation WHERE tenant = $tenant \
-                             ORDER BY updated_at DESC LIMIT $limit;",
-                            json!({"tenant": tenant, "limit": limit}),
+                            &format!(
+                                "SELECT * OMIT id FROM conversation WHERE tenant = $tenant {only_client}\
+                                 ORDER BY updated_at DESC LIMIT $limit;"
+                            ),
+                            json!({"tenant": tenant, "client": client, "limit": limit}),
                         )
                         .await;
                     let _ = reply.send(rows);
@@ -635,11 +649,14 @@ impl Storage {
     pub async fn list_sessions(
         &self,
         tenant: &TenantId,
+        client: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SessionRecord>> {
         let tenant = tenant.clone();
+        let client = client.map(str::to_owned);
         self.call(|reply| PersistenceMsg::ListSessions {
             tenant,
+            client,
             limit,
             reply,
         })

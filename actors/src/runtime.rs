@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
 use crate::config::{RuntimeConfig, TenantSettings};
 use crate::domain::{
-    Ack, ApiKeyRecord, KeyKind, NewMessage, SessionId, SessionRecord, StoredMessage, TenantId,
-    TenantRecord, now_timestamp,
+    Ack, ApiKeyRecord, KeyKind, NewMessage, Scope, SessionId, SessionRecord, StoredMessage,
+    TenantId, TenantRecord, now_timestamp,
 };
 use crate::error::{Error, Result};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
@@ -195,7 +195,20 @@ impl Runtime {
 
     /// Creates a tenant; it can be used at once, and is stored for restarts.
     /// Keys are made separately with [`Runtime::create_key`].
-    pub async fn create_tenant(&self, id: &str, settings: TenantSettings) -> Result<TenantRecord> {
+    pub async fn create_tenant(
+        &self,
+        id: &str,
+        mut settings: TenantSettings,
+    ) -> Result<TenantRecord> {
+        if settings.client_token_secret.is_empty() {
+            let secret: [u8; 32] = rand::random();
+            settings.client_token_secret = hex(&secret);
+        } else if settings.client_token_secret.len() < 32 {
+            return Err(Error::InvalidInput(
+                "`client_token_secret` must be at least 32 bytes (or left out to get a random one)"
+                    .into(),
+            ));
+        }
         let valid_id = !id.is_empty()
             && id.len() <= 64
             && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -338,28 +351,30 @@ impl Runtime {
         ) && self
             .inner
             .storage
-            .list_sessions(&TenantId(String::new()), 1)
+            .list_sessions(&TenantId(String::new()), None, 1)
             .await
             .is_ok()
     }
 
-    /// Creates a conversation; it is durable when this returns.
+    /// Creates a conversation, owned by the scope's client if there is one;
+    /// it is durable when this returns.
     pub async fn create_session(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
         context: Map<String, Value>,
     ) -> Result<SessionRecord> {
-        self.known_tenant(tenant)?;
+        self.known_tenant(&scope.tenant)?;
         let now = now_timestamp();
         let record = SessionRecord {
             id: SessionId::new(),
-            tenant: tenant.clone(),
+            tenant: scope.tenant.clone(),
             status: "active".into(),
             context,
             created_at: now.clone(),
             updated_at: now,
             last_seq: 0,
             message_count: 0,
+            client_id: scope.client.clone(),
         };
         self.inner
             .storage
@@ -368,27 +383,30 @@ impl Runtime {
         Ok(record)
     }
 
-    /// A tenant's conversations, most recently updated first.
-    pub async fn list_sessions(
-        &self,
-        tenant: &TenantId,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>> {
-        self.known_tenant(tenant)?;
+    /// The conversations this scope may see, most recently updated first.
+    pub async fn list_sessions(&self, scope: &Scope, limit: usize) -> Result<Vec<SessionRecord>> {
+        self.known_tenant(&scope.tenant)?;
         self.inner
             .storage
-            .list_sessions(tenant, limit.clamp(1, MAX_LIST))
+            .list_sessions(
+                &scope.tenant,
+                scope.client.as_deref(),
+                limit.clamp(1, MAX_LIST),
+            )
             .await
     }
 
-    pub async fn session(&self, tenant: &TenantId, session: SessionId) -> Result<SessionRecord> {
-        self.known_tenant(tenant)?;
+    /// One conversation, if it exists and this scope may see it. Another
+    /// tenant's or another client's is reported exactly like a missing one.
+    pub async fn session(&self, scope: &Scope, session: SessionId) -> Result<SessionRecord> {
+        self.known_tenant(&scope.tenant)?;
         self.inner
             .storage
-            .load_session(tenant, session)
+            .load_session(&scope.tenant, session)
             .await?
+            .filter(|record| scope.may_see(record))
             .ok_or_else(|| Error::SessionNotFound {
-                tenant: tenant.clone(),
+                tenant: scope.tenant.clone(),
                 session,
             })
     }
@@ -396,15 +414,15 @@ impl Runtime {
     /// The newest `limit` messages of a conversation, oldest first.
     pub async fn history(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
         session: SessionId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>> {
-        self.session(tenant, session).await?;
+        self.session(scope, session).await?;
         self.inner
             .storage
             .load_messages(MessageQuery {
-                tenant: tenant.clone(),
+                tenant: scope.tenant.clone(),
                 session,
                 after_seq: 0,
                 limit,
@@ -416,11 +434,12 @@ impl Runtime {
     /// Merges `patch` into the conversation's context; returns the result once durable.
     pub async fn update_context(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
         session: SessionId,
         patch: Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        self.with_session(tenant, session, |actor| {
+        self.check_owner(scope, session).await?;
+        self.with_session(&scope.tenant, session, |actor| {
             let patch = patch.clone();
             async move {
                 actor
@@ -437,11 +456,12 @@ impl Runtime {
     /// Posts a user message as a back end would; answered once it is durable.
     pub async fn post_message(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
         session: SessionId,
         message: NewMessage,
     ) -> Result<Ack> {
-        self.with_session(tenant, session, |actor| {
+        self.check_owner(scope, session).await?;
+        self.with_session(&scope.tenant, session, |actor| {
             let message = message.clone();
             async move {
                 actor
@@ -456,8 +476,9 @@ impl Runtime {
     }
 
     /// Deletes a conversation and its log, closing its sockets with a reason.
-    pub async fn delete_session(&self, tenant: &TenantId, session: SessionId) -> Result<()> {
-        let actor = self.tenant_actor(tenant).await?;
+    pub async fn delete_session(&self, scope: &Scope, session: SessionId) -> Result<()> {
+        self.check_owner(scope, session).await?;
+        let actor = self.tenant_actor(&scope.tenant).await?;
         reply_of(
             actor
                 .call(
@@ -473,22 +494,35 @@ impl Runtime {
     /// after it is replayed first.
     pub async fn connect(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
         session: SessionId,
         after_seq: Option<u64>,
     ) -> Result<Attached> {
-        self.attach(tenant, session, after_seq, true).await
+        self.check_owner(scope, session).await?;
+        self.attach(&scope.tenant, session, after_seq, true).await
     }
 
     /// Re-attaches a socket whose session restarted, replaying what was stored
     /// after `after_seq`; no second greeting.
     pub async fn reattach(
         &self,
-        tenant: &TenantId,
+        scope: &Scope,
         session: SessionId,
         after_seq: u64,
     ) -> Result<Attached> {
-        self.attach(tenant, session, Some(after_seq), false).await
+        self.check_owner(scope, session).await?;
+        self.attach(&scope.tenant, session, Some(after_seq), false)
+            .await
+    }
+
+    /// For a client-scoped call, that the conversation is this client's. (A
+    /// tenant-wide call needs no read here: the session actor's start checks
+    /// that it exists in the tenant.)
+    async fn check_owner(&self, scope: &Scope, session: SessionId) -> Result<()> {
+        if scope.client.is_some() {
+            self.session(scope, session).await?;
+        }
+        Ok(())
     }
 
     async fn attach(

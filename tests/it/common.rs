@@ -16,6 +16,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const KEY: &str = "tk_test_acme";
 pub const OTHER_KEY: &str = "tk_test_globex";
+/// Signs acme's client tokens in tests.
+pub const ACME_CLIENT_SECRET: &str = "acme-client-token-secret-0123456789";
 /// How long any single expectation may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -36,6 +38,7 @@ pub fn config() -> Config {
             api_keys: vec![KEY.into()],
             greeting: "Hola, ¿en qué te ayudo?".into(),
             agent: "echo".into(),
+            client_token_secret: ACME_CLIENT_SECRET.into(),
             ..TenantSettings::default()
         },
     );
@@ -152,6 +155,11 @@ impl TestServer {
     pub async fn stop(self) {
         self.server.shutdown().await;
     }
+}
+
+/// A client token for one of acme's end users.
+pub fn client_token(client_id: &str) -> String {
+    tertulia::auth::mint_client_token(ACME_CLIENT_SECRET, client_id, Duration::from_secs(600)).0
 }
 
 pub async fn send(ws: &mut Ws, frame: Value) {

@@ -48,6 +48,7 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /admin/tenants", Expect::AdminOnly),
     ("POST /admin/tenants/{}/keys", Expect::AdminOnly),
     ("GET /admin/tenants/{}/keys", Expect::AdminOnly),
+    ("POST /admin/tenants/{}/client-tokens", Expect::AdminOnly),
     ("DELETE /admin/keys/{}", Expect::AdminOnly),
 ];
 
@@ -116,80 +117,131 @@ fn every_route_has_an_isolation_case() {
 }
 
 #[tokio::test]
-async fn another_tenants_credentials_are_refused_on_every_route() {
+async fn another_tenants_or_another_clients_credentials_are_refused_on_every_route() {
     let mut config = config();
     config.auth.admin_token = "adm_isolation".into();
     let server = TestServer::start(config).await;
-    // Tenant A's data: a conversation with a message.
-    let (session, url) = server.create_session().await;
-    let mut ws = server.connect(&url).await;
-    say(&mut ws, "acme's secret").await;
+    // Acme's client alice owns a conversation with a message in it.
+    let alice = client_token("alice");
+    let created: Value = server
+        .http
+        .post(server.url("/chat/sessions"))
+        .header("X-API-Key", KEY)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = created["session_id"].as_str().unwrap().to_owned();
+    let mut ws = server
+        .connect(created["websocket_url"].as_str().unwrap())
+        .await;
+    say(&mut ws, "alice's secret").await;
     frames_until(&mut ws, "done").await;
 
+    let bob = client_token("bob");
+    // Tenant B; and client B inside tenant A.
+    let intruders: [(&str, &str, Option<&str>); 2] =
+        [("globex", OTHER_KEY, None), ("acme's bob", KEY, Some(&bob))];
     for (route, expect) in CASES {
         let (method, template) = route.split_once(' ').unwrap();
         let path = template.replacen("{}", &session, 1);
         let method: reqwest::Method = method.parse().unwrap();
-        match expect {
-            Expect::Public => {
-                let response = server
-                    .http
-                    .request(method, server.url(&path))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200, "{route}");
-                assert!(
-                    !response.text().await.unwrap().contains("acme's secret"),
-                    "{route}"
-                );
-            }
-            Expect::ForeignSessionIsNotFound if template.starts_with("/chat/ws/") => {
-                let request = crate::session_api::socket_request(&server, &session, OTHER_KEY);
-                let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
-                crate::session_api::assert_http_status(refused, 404);
-            }
-            Expect::ForeignSessionIsNotFound => {
-                let (status, body) = call(&server, method, &path, OTHER_KEY).await;
-                assert_eq!(
-                    (status, body["code"].clone()),
-                    (404, json!("session_not_found")),
-                    "{route}"
-                );
-            }
-            Expect::OwnTenantOnly => {
-                let (status, body) = call(&server, method, &path, OTHER_KEY).await;
-                assert_eq!(status, 200, "{route}: {body}");
-                assert!(
-                    !body.to_string().contains(&session),
-                    "{route} shows acme's session: {body}"
-                );
-            }
-            Expect::AdminOnly => {
-                let (status, body) = call(&server, method, &path, OTHER_KEY).await;
-                assert_eq!(status, 401, "{route}: {body}");
+        for (who, key, token) in intruders {
+            match expect {
+                Expect::Public => {
+                    let response = server
+                        .http
+                        .request(method.clone(), server.url(&path))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200, "{route}");
+                    assert!(
+                        !response.text().await.unwrap().contains("alice's secret"),
+                        "{route}"
+                    );
+                }
+                Expect::ForeignSessionIsNotFound if template.starts_with("/chat/ws/") => {
+                    let mut request = crate::session_api::socket_request(&server, &session, key);
+                    if let Some(token) = token {
+                        request
+                            .headers_mut()
+                            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                    }
+                    let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
+                    crate::session_api::assert_http_status(refused, 404);
+                }
+                Expect::ForeignSessionIsNotFound => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert_eq!(
+                        (status, body["code"].clone()),
+                        (404, json!("session_not_found")),
+                        "{who}: {route}"
+                    );
+                }
+                Expect::OwnTenantOnly => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert_eq!(status, 200, "{who}: {route}: {body}");
+                    assert!(
+                        !body.to_string().contains(&session),
+                        "{who}: {route} shows alice's session: {body}"
+                    );
+                }
+                Expect::AdminOnly => {
+                    // A tenant key or a client token is not an admin token.
+                    let bearer = token.unwrap_or(key);
+                    let response = server
+                        .http
+                        .request(method.clone(), server.url(&path))
+                        .bearer_auth(bearer)
+                        .json(&json!({"kind": "api", "id": "intruder", "client_id": "x"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 401, "{who}: {route}");
+                }
             }
         }
     }
-    // After all of that, acme's conversation is untouched.
+    // Alice's conversation is untouched; she and the whole tenant still see it.
     let history = server.history(&session).await;
     assert_eq!(history.len(), 2);
-    assert_eq!(history[0]["content"], "acme's secret");
-    let (_, listed) = server.get("/chat/sessions", Some(KEY)).await;
-    assert_eq!(listed["count"], 1);
+    assert_eq!(history[0]["content"], "alice's secret");
+    let (status, mine) = call(
+        &server,
+        reqwest::Method::GET,
+        "/chat/sessions",
+        KEY,
+        Some(&alice),
+    )
+    .await;
+    assert_eq!((status, mine["count"].clone()), (200, json!(1)));
+    let (_, tenant_wide) = server.get("/chat/sessions", Some(KEY)).await;
+    assert!(tenant_wide.to_string().contains(&session));
     server.stop().await;
 }
 
-/// A call with `key` both as `X-API-Key` and as a bearer token, with a small
-/// JSON body where the route takes one.
-async fn call(server: &TestServer, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
+/// A call with a tenant key, a client token if given, and a small JSON body
+/// where the route takes one.
+async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
     let mut request = server
         .http
         .request(method.clone(), server.url(path))
-        .header("X-API-Key", key)
-        .bearer_auth(key);
+        .header("X-API-Key", key);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     if method == reqwest::Method::POST {
-        request = request.json(&json!({"kind": "api", "id": "intruder", "note": "from globex"}));
+        request = request.json(&json!({"note": "from an intruder"}));
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();

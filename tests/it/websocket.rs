@@ -450,12 +450,12 @@ async fn a_silent_peer_is_dropped_after_the_keepalive_timeout() {
 
 #[tokio::test]
 async fn a_message_posted_by_a_back_end_reaches_every_socket_and_is_answered() {
-    use tertulia_actors::domain::{NewMessage, TenantId};
+    use tertulia_actors::domain::{NewMessage, Scope, TenantId};
     let server = TestServer::start(config()).await;
     let (session, url) = server.create_session().await;
     let mut alice = server.connect(&url).await;
     let mut bob = server.connect(&url).await;
-    let tenant = TenantId("acme".into());
+    let tenant = Scope::tenant(TenantId("acme".into()));
     let runtime = &server.server.runtime;
     let post = |content: &str, client_msg_id: Option<&str>| NewMessage {
         content: content.into(),
@@ -494,7 +494,7 @@ async fn a_message_posted_by_a_back_end_reaches_every_socket_and_is_answered() {
     assert_eq!(empty.unwrap_err().code(), "invalid_input");
     let foreign = runtime
         .post_message(
-            &TenantId("globex".into()),
+            &Scope::tenant(TenantId("globex".into())),
             session.parse().unwrap(),
             post("hi", None),
         )
