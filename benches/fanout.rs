@@ -139,13 +139,13 @@ async fn run_fanout(scenario: &Scenario) {
             api_keys: vec![KEY.into()],
             greeting: "hi".into(),
             agent: "clock".into(),
-            client_token_secret: String::new(),
             // Every client connects from 127.0.0.1: lift the per-IP limit.
             rate_limits: RateLimits {
                 api_key_per_minute: 1_000_000,
                 ip_per_minute: 1_000_000,
                 session_messages_per_minute: 1_000_000,
             },
+            ..TenantSettings::default()
         },
     );
     let mut agents: HashMap<String, Arc<dyn AgentProvider>> = HashMap::new();

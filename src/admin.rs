@@ -59,6 +59,7 @@ struct TenantSettingsInput {
     api_keys: Option<Vec<String>>,
     rate_limits: Option<tertulia_actors::config::RateLimits>,
     client_token_secret: Option<String>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl TenantSettingsInput {
@@ -72,6 +73,7 @@ impl TenantSettingsInput {
             rate_limits: self.rate_limits.unwrap_or(defaults.rate_limits),
             // Empty: the runtime makes a random one.
             client_token_secret: self.client_token_secret.unwrap_or_default(),
+            allowed_origins: self.allowed_origins.unwrap_or_default(),
         }
     }
 }
@@ -110,6 +112,7 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "greeting": settings.greeting,
         "agent": settings.agent,
         "rate_limits": settings.rate_limits,
+        "allowed_origins": settings.allowed_origins,
     })
 }
 

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tertulia_actors::Runtime;
-use tertulia_actors::domain::{Scope, SessionId, TenantId};
+use tertulia_actors::domain::{KeyKind, Scope, SessionId, TenantId};
 use warp::{Filter, Rejection};
 
 use crate::error::ApiError;
@@ -56,9 +56,12 @@ pub fn resolve(
     authorization: Option<&str>,
 ) -> Result<Scope, ApiError> {
     let key = key.ok_or(ApiError::MissingApiKey)?;
-    let tenant = runtime
-        .tenant_for_api_key(key)
-        .ok_or(ApiError::InvalidApiKey)?;
+    // A widget key is genuine but not allowed here: 403, not 401.
+    let tenant = match runtime.key_kind(key) {
+        Some((tenant, KeyKind::Api)) => tenant,
+        Some((_, KeyKind::Widget)) => return Err(ApiError::WidgetKeyNotAllowed),
+        None => return Err(ApiError::InvalidApiKey),
+    };
     let Some(authorization) = authorization else {
         return Ok(Scope::tenant(tenant));
     };
@@ -74,6 +77,76 @@ pub fn resolve(
         tenant,
         client: Some(client),
     })
+}
+
+/// Who may open a conversation: a caller as above, or a widget key used from
+/// one of its tenant's allowed origins (then `widget_origin` is that origin).
+pub struct Creator {
+    pub scope: Scope,
+    pub widget_origin: Option<String>,
+}
+
+/// `POST /chat/sessions` takes API keys and widget keys.
+pub fn session_creator(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (Creator,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::ext::optional::<PeerAddr>())
+        .and_then(
+            move |key: Option<String>,
+                  authorization: Option<String>,
+                  origin: Option<String>,
+                  peer: Option<PeerAddr>| {
+                let runtime = runtime.clone();
+                let limiter = limiter.clone();
+                async move {
+                    let creator = match key.as_deref().and_then(|key| runtime.key_kind(key)) {
+                        Some((tenant, KeyKind::Widget)) => {
+                            let origin = allowed_origin(&runtime, &tenant, origin.as_deref())
+                                .map_err(warp::reject::custom)?;
+                            Creator {
+                                scope: Scope::tenant(tenant),
+                                widget_origin: Some(origin),
+                            }
+                        }
+                        _ => Creator {
+                            scope: resolve(&runtime, key.as_deref(), authorization.as_deref())
+                                .map_err(warp::reject::custom)?,
+                            widget_origin: None,
+                        },
+                    };
+                    limiter
+                        .check(
+                            &creator.scope.tenant,
+                            key.as_deref(),
+                            peer.map(|peer| peer.0.ip()),
+                        )
+                        .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                    Ok::<_, Rejection>(creator)
+                }
+            },
+        )
+}
+
+/// The request's `Origin`, if the tenant allows it for widget keys.
+pub fn allowed_origin(
+    runtime: &Runtime,
+    tenant: &TenantId,
+    origin: Option<&str>,
+) -> Result<String, ApiError> {
+    let origin = origin.ok_or(ApiError::OriginNotAllowed)?;
+    let allowed = runtime.tenant_settings(tenant).is_some_and(|settings| {
+        settings
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+    });
+    allowed
+        .then(|| origin.to_owned())
+        .ok_or(ApiError::OriginNotAllowed)
 }
 
 /// The claims of a client token.
@@ -132,6 +205,9 @@ struct TicketPayload {
     /// Client id, when the session was opened for one end user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     c: Option<String>,
+    /// Opened with a widget key: the socket's `Origin` is checked too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    w: bool,
     /// Session id.
     s: SessionId,
     /// Expiry, seconds since the Unix epoch.
@@ -154,11 +230,12 @@ impl Tickets {
     }
 
     /// A ticket for this scope and session, and when it expires (Unix seconds).
-    pub fn issue(&self, scope: &Scope, session: SessionId) -> (String, u64) {
+    pub fn issue(&self, scope: &Scope, session: SessionId, widget: bool) -> (String, u64) {
         let expires = unix_now() + self.ttl.as_secs();
         let payload = TicketPayload {
             t: scope.tenant.0.clone(),
             c: scope.client.clone(),
+            w: widget,
             s: session,
             e: expires,
         };
@@ -168,17 +245,19 @@ impl Tickets {
         (format!("{payload}.{signature}"), expires)
     }
 
-    /// The scope the ticket was issued to, if it is genuine, unexpired and for this session.
-    pub fn verify(&self, ticket: &str, session: SessionId) -> Option<Scope> {
+    /// The scope the ticket was issued to, and whether a widget key opened the
+    /// session, if the ticket is genuine, unexpired and for this session.
+    pub fn verify(&self, ticket: &str, session: SessionId) -> Option<(Scope, bool)> {
         let (payload, signature) = ticket.split_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
         self.mac(payload).verify_slice(&signature).ok()?;
         let payload: TicketPayload =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        (payload.s == session && payload.e > unix_now()).then_some(Scope {
+        let scope = Scope {
             tenant: TenantId(payload.t),
             client: payload.c,
-        })
+        };
+        (payload.s == session && payload.e > unix_now()).then_some((scope, payload.w))
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
@@ -233,8 +312,11 @@ mod tests {
         let session = SessionId::new();
         let tenant = TenantId("acme".into());
         let scope = Scope::tenant(tenant.clone());
-        let (ticket, _) = tickets.issue(&scope, session);
-        assert_eq!(tickets.verify(&ticket, session), Some(scope.clone()));
+        let (ticket, _) = tickets.issue(&scope, session, false);
+        assert_eq!(
+            tickets.verify(&ticket, session),
+            Some((scope.clone(), false))
+        );
         assert_eq!(tickets.verify(&ticket, SessionId::new()), None);
         assert_eq!(
             Tickets::new(b"other", Duration::from_secs(60)).verify(&ticket, session),
@@ -242,7 +324,7 @@ mod tests {
         );
 
         let expired = Tickets::new(b"secret", Duration::ZERO);
-        let (ticket, _) = expired.issue(&scope, session);
+        let (ticket, _) = expired.issue(&scope, session, false);
         assert_eq!(expired.verify(&ticket, session), None);
     }
 
@@ -250,7 +332,7 @@ mod tests {
     fn a_tampered_ticket_is_refused() {
         let tickets = Tickets::new(b"secret", Duration::from_secs(60));
         let session = SessionId::new();
-        let (ticket, _) = tickets.issue(&Scope::tenant(TenantId("acme".into())), session);
+        let (ticket, _) = tickets.issue(&Scope::tenant(TenantId("acme".into())), session, true);
         let (payload, signature) = ticket.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(
             serde_json::to_vec(&serde_json::json!({"t": "other", "s": session, "e": u64::MAX}))

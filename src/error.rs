@@ -35,6 +35,10 @@ pub enum ApiError {
     NotWebSocket,
     #[error("missing credentials: send the admin token as `Authorization: Bearer <token>`")]
     MissingAdminToken,
+    #[error("a widget key may only open conversations; use an API key for this")]
+    WidgetKeyNotAllowed,
+    #[error("this page's origin is not among the tenant's allowed origins")]
+    OriginNotAllowed,
     #[error(
         "the admin API is disabled: set auth.admin_token (TERTULIA_AUTH__ADMIN_TOKEN) to enable it"
     )]
@@ -73,7 +77,9 @@ impl ApiError {
             | ApiError::InvalidTicket
             | ApiError::InvalidClientToken
             | ApiError::MissingAdminToken => StatusCode::UNAUTHORIZED,
-            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::AdminDisabled
+            | ApiError::WidgetKeyNotAllowed
+            | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
             ApiError::UnknownSession => StatusCode::NOT_FOUND,
         }
@@ -91,6 +97,8 @@ impl ApiError {
             ApiError::NotWebSocket => "not_websocket",
             ApiError::MissingAdminToken => "missing_admin_token",
             ApiError::AdminDisabled => "admin_disabled",
+            ApiError::WidgetKeyNotAllowed => "widget_key_not_allowed",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
         }
     }
 

@@ -15,7 +15,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use crate::AppState;
-use crate::auth::caller;
+use crate::auth::{Creator, caller, session_creator};
 use crate::error::{ApiError, handle_rejection};
 
 /// The default page size of `GET /chat/sessions/{id}/history`, and its maximum.
@@ -66,10 +66,31 @@ pub fn routes(
     let create = warp::path!("chat" / "sessions")
         .and(warp::post())
         .and(with_app.clone())
-        .and(api_key.clone())
+        .and(session_creator(app.runtime.clone(), app.limiter.clone()))
         .and(warp::header::optional::<String>("host"))
         .and(optional_body(max_body))
         .then(create_session);
+
+    // OPTIONS /chat/sessions: the CORS preflight of a widget on another
+    // origin. It carries no key, so it cannot be checked here; the POST that
+    // follows is (its Origin against the tenant's allowed origins).
+    let preflight = warp::path!("chat" / "sessions")
+        .and(warp::options())
+        .and(warp::header::optional::<String>("origin"))
+        .map(|origin: Option<String>| {
+            let mut response = warp::http::Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .header("access-control-allow-methods", "POST")
+                .header("access-control-allow-headers", "x-api-key, content-type")
+                .header("access-control-max-age", "600")
+                .header("vary", "Origin");
+            if let Some(origin) = origin {
+                response = response.header("access-control-allow-origin", origin);
+            }
+            response
+                .body(Default::default())
+                .expect("a static preflight response is valid")
+        });
 
     // GET /chat/sessions
     let list = warp::path!("chat" / "sessions")
@@ -117,6 +138,8 @@ pub fn routes(
         .or(index)
         .unify()
         .or(create)
+        .unify()
+        .or(preflight)
         .unify()
         .or(list)
         .unify()
@@ -202,6 +225,7 @@ fn websocket_url(
     host: Option<String>,
     scope: &Scope,
     session: SessionId,
+    widget: bool,
 ) -> (String, u64) {
     let base = if app.config.server.public_url.is_empty() {
         format!(
@@ -216,7 +240,7 @@ fn websocket_url(
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1)
     };
-    let (ticket, expires) = app.tickets.issue(scope, session);
+    let (ticket, expires) = app.tickets.issue(scope, session, widget);
     (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
 }
 
@@ -248,10 +272,14 @@ impl From<SessionRecord> for SessionView {
 /// POST /chat/sessions: body optional, `{"context": {...}}`.
 async fn create_session(
     app: AppState,
-    scope: Scope,
+    creator: Creator,
     host: Option<String>,
     body: Bytes,
 ) -> warp::reply::Response {
+    let Creator {
+        scope,
+        widget_origin,
+    } = creator;
     let result = async {
         let context = if body.iter().all(u8::is_ascii_whitespace) {
             Map::new()
@@ -267,7 +295,7 @@ async fn create_session(
             }
         };
         let record = app.runtime.create_session(&scope, context).await?;
-        let (url, expires) = websocket_url(&app, host, &scope, record.id);
+        let (url, expires) = websocket_url(&app, host, &scope, record.id, widget_origin.is_some());
         Ok(json!({
             "session_id": record.id,
             "status": "created",
@@ -277,7 +305,19 @@ async fn create_session(
         }))
     }
     .await;
-    respond(StatusCode::OK, result)
+    let mut response = respond(StatusCode::OK, result);
+    if let Some(origin) = widget_origin
+        && let Ok(origin) = origin.parse()
+    {
+        // The origin was checked against the tenant's list: let its page read this.
+        response
+            .headers_mut()
+            .insert("access-control-allow-origin", origin);
+        response
+            .headers_mut()
+            .insert("vary", "Origin".parse().expect("static header"));
+    }
+    response
 }
 
 /// GET /chat/sessions?limit=N
@@ -351,7 +391,7 @@ async fn new_ticket(
     let result = async {
         let session = parse_session(&session)?;
         app.runtime.session(&scope, session).await?;
-        let (url, expires) = websocket_url(&app, host, &scope, session);
+        let (url, expires) = websocket_url(&app, host, &scope, session, false);
         Ok(json!({"session_id": session, "websocket_url": url, "websocket_url_expires_at": expires}))
     }
     .await;

@@ -76,6 +76,7 @@ pub fn route(
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::query::<WsQuery>())
         .and(warp::ext::optional::<UpgradeSlot>())
@@ -84,6 +85,7 @@ pub fn route(
             move |session: String,
                   api_key,
                   authorization,
+                  origin,
                   websocket_key,
                   query,
                   slot,
@@ -93,6 +95,7 @@ pub fn route(
                     session,
                     api_key,
                     authorization,
+                    origin,
                     websocket_key,
                     query,
                     slot,
@@ -108,6 +111,7 @@ struct UpgradeRequest {
     session: String,
     api_key: Option<String>,
     authorization: Option<String>,
+    origin: Option<String>,
     websocket_key: Option<String>,
     query: WsQuery,
     slot: Option<UpgradeSlot>,
@@ -119,6 +123,7 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
         session,
         api_key,
         authorization,
+        origin,
         websocket_key,
         query,
         slot,
@@ -133,10 +138,15 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
     // A back end sends its key (and maybe a client token); a browser, the
     // ticket from `websocket_url`.
     let scope = match (&api_key, query.ticket) {
-        (None, Some(ticket)) => app
-            .tickets
-            .verify(&ticket, session)
-            .ok_or(ApiError::InvalidTicket),
+        (None, Some(ticket)) => match app.tickets.verify(&ticket, session) {
+            // A widget's page opens its socket from its own origin: check it again.
+            Some((scope, true)) => {
+                crate::auth::allowed_origin(&app.runtime, &scope.tenant, origin.as_deref())
+                    .map(|_| scope)
+            }
+            Some((scope, false)) => Ok(scope),
+            None => Err(ApiError::InvalidTicket),
+        },
         _ => crate::auth::resolve(&app.runtime, api_key.as_deref(), authorization.as_deref()),
     };
     let scope = match scope {

@@ -163,6 +163,9 @@ pub struct TenantSettings {
     /// Signs the tenant's client tokens (HS256): `Authorization: Bearer` names
     /// the end user. Empty: client tokens are refused for this tenant.
     pub client_token_secret: String,
+    /// Origins (`https://shop.example`) whose pages may use the tenant's
+    /// widget keys. Empty: widget keys are refused everywhere.
+    pub allowed_origins: Vec<String>,
     pub rate_limits: RateLimits,
 }
 
@@ -174,6 +177,7 @@ impl Default for TenantSettings {
             greeting: "Hello! How can I help you today?".into(),
             agent: "echo".into(),
             client_token_secret: String::new(),
+            allowed_origins: Vec::new(),
             rate_limits: RateLimits::default(),
         }
     }
@@ -227,9 +231,56 @@ impl RateLimits {
     }
 }
 
+/// Whether `origin` is a bare web origin: `http` or `https`, a host, an
+/// optional port, nothing else (no path, no trailing slash).
+pub fn is_web_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.contains(']') || host.ends_with(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+        && port.is_none_or(|port| port.parse::<u16>().is_ok())
+}
+
 /// A configured tenant together with its id.
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
     pub settings: TenantSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_origins_are_scheme_host_and_port_only() {
+        for good in [
+            "https://shop.example",
+            "http://127.0.0.1:8080",
+            "https://a-b.example.co",
+        ] {
+            assert!(is_web_origin(good), "{good}");
+        }
+        for bad in [
+            "shop.example",
+            "https://",
+            "https://shop.example/",
+            "ftp://x",
+            "https://x:99999",
+            "https://x/y",
+            "*",
+        ] {
+            assert!(!is_web_origin(bad), "{bad}");
+        }
+    }
 }

@@ -165,6 +165,19 @@ pub struct TenantRecord {
 pub enum KeyKind {
     /// `X-API-Key`: back ends and back offices, the whole tenant.
     Api,
+    /// Public, in a landing page's widget: may only open conversations (and
+    /// use the webchat surface), from the tenant's allowed origins.
+    Widget,
+}
+
+impl KeyKind {
+    /// The readable start of every key of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Api => "tk_",
+            KeyKind::Widget => "wk_",
+        }
+    }
 }
 
 /// A stored key: its hash, never its secret.

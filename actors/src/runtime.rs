@@ -181,6 +181,16 @@ impl Runtime {
         })
     }
 
+    /// The tenant and kind of a stored or configured key. Configured keys are
+    /// API keys.
+    pub fn key_kind(&self, key: &str) -> Option<(TenantId, KeyKind)> {
+        if let Some(tenant) = self.tenant_for_api_key(key) {
+            return Some((tenant, KeyKind::Api));
+        }
+        let stored = self.inner.keys.get(&sha256_hex(key))?;
+        Some((stored.tenant.clone(), stored.kind))
+    }
+
     /// Every tenant, by id.
     pub fn list_tenants(&self) -> Vec<(TenantId, Arc<TenantSettings>)> {
         let mut tenants: Vec<_> = self
@@ -233,6 +243,13 @@ impl Runtime {
         if let Some(field) = settings.rate_limits.invalid_field() {
             return Err(Error::InvalidInput(format!("`{field}` must be at least 1")));
         }
+        for (index, origin) in settings.allowed_origins.iter().enumerate() {
+            if !crate::config::is_web_origin(origin) {
+                return Err(Error::InvalidInput(format!(
+                    "`allowed_origins[{index}]`: `{origin}` is not an origin like https://shop.example"
+                )));
+            }
+        }
         if settings.greeting.len() > 2000 {
             return Err(Error::InvalidInput(
                 "`greeting` must be at most 2000 bytes".into(),
@@ -273,7 +290,7 @@ impl Runtime {
     ) -> Result<(ApiKeyRecord, String)> {
         self.known_tenant(tenant)?;
         let secret: [u8; 32] = rand::random();
-        let key = format!("tk_{}", hex(&secret));
+        let key = format!("{}{}", kind.prefix(), hex(&secret));
         let record = ApiKeyRecord {
             key_id: format!("key_{}", uuid::Uuid::now_v7().simple()),
             tenant: tenant.clone(),

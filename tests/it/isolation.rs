@@ -21,6 +21,8 @@ enum Expect {
     OwnTenantOnly,
     /// Admin: a tenant key is not an admin token.
     AdminOnly,
+    /// A CORS preflight: answers any origin, touches nothing, shows nothing.
+    Preflight,
 }
 
 /// Every route (method, path with `{}` for parameters) and its isolation rule.
@@ -29,6 +31,7 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /readyz", Expect::Public),
     ("GET /", Expect::Public),
     ("POST /chat/sessions", Expect::OwnTenantOnly),
+    ("OPTIONS /chat/sessions", Expect::Preflight),
     ("GET /chat/sessions", Expect::OwnTenantOnly),
     (
         "GET /chat/sessions/{}/history",
@@ -89,7 +92,7 @@ fn routes_in_source() -> BTreeSet<String> {
                     .collect();
                 (format!("/{}", segments.join("/")), close)
             };
-            let method = ["get", "post", "put", "patch", "delete"]
+            let method = ["get", "post", "put", "patch", "delete", "options"]
                 .iter()
                 .filter_map(|method| {
                     after
@@ -189,6 +192,16 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                         !body.to_string().contains(&session),
                         "{who}: {route} shows alice's session: {body}"
                     );
+                }
+                Expect::Preflight => {
+                    let response = server
+                        .http
+                        .request(method.clone(), server.url(&path))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 204, "{route}");
+                    assert!(response.text().await.unwrap().is_empty(), "{route}");
                 }
                 Expect::AdminOnly => {
                     // A tenant key or a client token is not an admin token.

@@ -13,3 +13,4 @@ mod schemas;
 mod session_api;
 mod supervision;
 mod websocket;
+mod widget;
