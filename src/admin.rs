@@ -51,7 +51,7 @@ struct NewTenant {
 
 /// Tenant settings as the admin API takes them: every field optional.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct TenantSettingsInput {
     name: Option<String>,
     greeting: Option<String>,
@@ -63,6 +63,32 @@ struct TenantSettingsInput {
 }
 
 impl TenantSettingsInput {
+    /// The given fields over `current`; the rest stay as they are.
+    fn patch(self, mut current: TenantSettings) -> TenantSettings {
+        if let Some(name) = self.name {
+            current.name = name;
+        }
+        if let Some(greeting) = self.greeting {
+            current.greeting = greeting;
+        }
+        if let Some(agent) = self.agent {
+            current.agent = agent;
+        }
+        if let Some(api_keys) = self.api_keys {
+            current.api_keys = api_keys;
+        }
+        if let Some(rate_limits) = self.rate_limits {
+            current.rate_limits = rate_limits;
+        }
+        if let Some(secret) = self.client_token_secret {
+            current.client_token_secret = secret;
+        }
+        if let Some(origins) = self.allowed_origins {
+            current.allowed_origins = origins;
+        }
+        current
+    }
+
     fn into_settings(self, id: &str) -> TenantSettings {
         let defaults = TenantSettings::default();
         TenantSettings {
@@ -192,6 +218,33 @@ pub fn routes(
             },
         );
 
+    // PATCH /admin/tenants/{id}
+    let update_tenant = warp::path!("admin" / "tenants" / String)
+        .and(admin.clone())
+        .and(warp::patch())
+        .and(with_app.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(
+            |tenant: String, app: AppState, body: bytes::Bytes| async move {
+                let result = async {
+                    let patch: TenantSettingsInput = parse_json(&body)?;
+                    let tenant = TenantId(tenant);
+                    let current = app
+                        .runtime
+                        .tenant_settings(&tenant)
+                        .ok_or_else(|| tertulia_actors::Error::TenantNotFound(tenant.clone()))?;
+                    let record = app
+                        .runtime
+                        .update_tenant(&tenant, patch.patch((*current).clone()))
+                        .await?;
+                    Ok(tenant_view(&record.tenant_id, &record.settings))
+                }
+                .await;
+                respond(StatusCode::OK, result)
+            },
+        );
+
     // POST /admin/tenants/{id}/client-tokens
     let mint_client_token = warp::path!("admin" / "tenants" / String / "client-tokens")
         .and(admin.clone())
@@ -270,6 +323,8 @@ pub fn routes(
 
     create_tenant
         .or(list_tenants)
+        .unify()
+        .or(update_tenant)
         .unify()
         .or(create_key)
         .unify()

@@ -111,9 +111,12 @@ pub enum AgentOutcome {
 
 pub enum AgentMsg {
     /// Generates the answer with this id; chunks go to the session as they come.
+    /// The provider comes with each request, so a tenant's change of agent
+    /// applies from the next answer on.
     Generate {
         message_id: MessageId,
         request: AgentRequest,
+        provider: Arc<dyn AgentProvider>,
     },
     /// Stops the generation with this id, if it is still running.
     Cancel { message_id: MessageId },
@@ -132,12 +135,10 @@ pub enum TaskEnd {
 
 pub struct AgentArgs {
     pub session: ActorRef<SessionMsg>,
-    pub provider: Arc<dyn AgentProvider>,
 }
 
 pub struct AgentState {
     session: ActorRef<SessionMsg>,
-    provider: Arc<dyn AgentProvider>,
     running: Option<(MessageId, JoinHandle<()>)>,
 }
 
@@ -155,7 +156,6 @@ impl Actor for Agent {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(AgentState {
             session: args.session,
-            provider: args.provider,
             running: None,
         })
     }
@@ -182,11 +182,12 @@ impl Actor for Agent {
             AgentMsg::Generate {
                 message_id,
                 request,
+                provider,
             } => {
                 if let Some((_, task)) = state.running.take() {
                     task.abort();
                 }
-                let answer = state.provider.answer(request);
+                let answer = provider.answer(request);
                 let task = tokio::spawn(run_generation(
                     message_id,
                     answer,

@@ -38,6 +38,8 @@ pub enum RootMsg {
     },
     /// Restarts persistence after its backoff.
     RestartPersistence,
+    /// A tenant's settings changed in the directory: tell its actor, if running.
+    Reconfigure(TenantId),
     /// Orderly stop of the whole tree; answers when everything is stored.
     Shutdown(RpcReplyPort<()>),
 }
@@ -97,6 +99,26 @@ impl Actor for Root {
             }
             RootMsg::Tenant { id, reply } => {
                 let _ = reply.send(tenant(&myself, state, id).await);
+            }
+            RootMsg::Reconfigure(id) => {
+                let settings = state
+                    .args
+                    .tenants
+                    .get(&id)
+                    .map(|entry| entry.value().clone());
+                if let (Some(tenant), Some(settings)) = (state.tenants.get(&id), settings) {
+                    match state.args.agents.get(&settings.agent) {
+                        Some(provider) => {
+                            let _ = tenant.cast(TenantMsg::Reconfigure {
+                                settings,
+                                provider: provider.clone(),
+                            });
+                        }
+                        None => {
+                            tracing::error!(tenant = %id, agent = %settings.agent, "no such agent; settings not applied")
+                        }
+                    }
+                }
             }
             RootMsg::RestartPersistence => {
                 if state.shutting_down {

@@ -47,6 +47,8 @@ struct Inner {
     tenants: TenantDirectory,
     /// Stored keys that are not revoked, by the SHA-256 of the key.
     keys: DashMap<String, ApiKeyRecord>,
+    /// Tenants made through the admin API, with when: only these can be changed there.
+    stored_tenants: DashMap<TenantId, String>,
     /// Agent names tenants may choose.
     agents: Vec<String>,
     /// Serialises admin changes, so "is it taken?" and "take it" are one step.
@@ -89,6 +91,11 @@ impl Runtime {
             .tenants
             .iter()
             .map(|(id, settings)| (TenantId(id.clone()), settings.clone()));
+        let stored_at: DashMap<TenantId, String> = stored_tenants
+            .iter()
+            .filter(|record| !config.tenants.contains_key(&record.tenant_id.0))
+            .map(|record| (record.tenant_id.clone(), record.created_at.clone()))
+            .collect();
         let stored = stored_tenants
             .into_iter()
             .map(|record| (record.tenant_id, record.settings));
@@ -133,6 +140,7 @@ impl Runtime {
                 registry: sessions,
                 tenants,
                 keys,
+                stored_tenants: stored_at,
                 agents: agent_names,
                 admin: Mutex::new(()),
                 ticket_secret,
@@ -213,11 +221,6 @@ impl Runtime {
         if settings.client_token_secret.is_empty() {
             let secret: [u8; 32] = rand::random();
             settings.client_token_secret = hex(&secret);
-        } else if settings.client_token_secret.len() < 32 {
-            return Err(Error::InvalidInput(
-                "`client_token_secret` must be at least 32 bytes (or left out to get a random one)"
-                    .into(),
-            ));
         }
         let valid_id = !id.is_empty()
             && id.len() <= 64
@@ -228,6 +231,75 @@ impl Runtime {
         if !valid_id {
             return Err(Error::InvalidInput(
                 "`id` must be 1 to 64 characters: a-z, 0-9, `-` or `_`, starting with a letter or digit".into(),
+            ));
+        }
+        self.validate_settings(&settings)?;
+        let _admin = self.inner.admin.lock().await;
+        let tenant = TenantId(id.to_owned());
+        if self.inner.tenants.contains_key(&tenant) {
+            return Err(Error::Conflict(format!("tenant `{id}` exists already")));
+        }
+        let record = TenantRecord {
+            tenant_id: tenant.clone(),
+            settings,
+            created_at: now_timestamp(),
+        };
+        self.inner
+            .storage
+            .write_and_wait(Write::PutTenant(record.clone()))
+            .await?;
+        self.inner
+            .tenants
+            .insert(tenant.clone(), Arc::new(record.settings.clone()));
+        self.inner
+            .stored_tenants
+            .insert(tenant, record.created_at.clone());
+        Ok(record)
+    }
+
+    /// Replaces a stored tenant's settings (the admin API merges a patch into
+    /// the current ones first). They apply at once: new sockets get the new
+    /// greeting, new answers the new agent, new requests the new limits.
+    pub async fn update_tenant(
+        &self,
+        tenant: &TenantId,
+        settings: TenantSettings,
+    ) -> Result<TenantRecord> {
+        let _admin = self.inner.admin.lock().await;
+        self.known_tenant(tenant)?;
+        let created_at = self
+            .inner
+            .stored_tenants
+            .get(tenant)
+            .map(|entry| entry.value().clone())
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "tenant `{tenant}` is set in the config file: change it there"
+                ))
+            })?;
+        self.validate_settings(&settings)?;
+        let record = TenantRecord {
+            tenant_id: tenant.clone(),
+            settings,
+            created_at,
+        };
+        self.inner
+            .storage
+            .write_and_wait(Write::PutTenant(record.clone()))
+            .await?;
+        self.inner
+            .tenants
+            .insert(tenant.clone(), Arc::new(record.settings.clone()));
+        let _ = self.inner.root.cast(RootMsg::Reconfigure(tenant.clone()));
+        Ok(record)
+    }
+
+    /// Checks settings from the admin API; the error names the field.
+    fn validate_settings(&self, settings: &TenantSettings) -> Result<()> {
+        if settings.client_token_secret.len() < 32 {
+            return Err(Error::InvalidInput(
+                "`client_token_secret` must be at least 32 bytes (or left out to get a random one)"
+                    .into(),
             ));
         }
         if !self.inner.agents.contains(&settings.agent) {
@@ -261,24 +333,7 @@ impl Runtime {
                     .into(),
             ));
         }
-        let _admin = self.inner.admin.lock().await;
-        let tenant = TenantId(id.to_owned());
-        if self.inner.tenants.contains_key(&tenant) {
-            return Err(Error::Conflict(format!("tenant `{id}` exists already")));
-        }
-        let record = TenantRecord {
-            tenant_id: tenant.clone(),
-            settings,
-            created_at: now_timestamp(),
-        };
-        self.inner
-            .storage
-            .write_and_wait(Write::PutTenant(record.clone()))
-            .await?;
-        self.inner
-            .tenants
-            .insert(tenant, Arc::new(record.settings.clone()));
-        Ok(record)
+        Ok(())
     }
 
     /// Makes a key for `tenant`. Returns its record and the key itself, which

@@ -85,6 +85,12 @@ pub enum SessionMsg {
         keep_partial: bool,
         reply: RpcReplyPort<()>,
     },
+    /// The tenant's settings changed: new greeting and limits from now on,
+    /// the new agent from the next answer on.
+    Reconfigure {
+        settings: Arc<TenantSettings>,
+        provider: Arc<dyn AgentProvider>,
+    },
     /// Test hook: panics inside the session's handler.
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -369,6 +375,18 @@ impl Actor for Session {
                 let _ = reply.send(());
                 myself.stop(Some("terminated".into()));
             }
+            SessionMsg::Reconfigure { settings, provider } => {
+                if settings.rate_limits.session_messages_per_minute
+                    != state.settings.rate_limits.session_messages_per_minute
+                {
+                    state.message_limiter =
+                        governor::RateLimiter::direct(crate::config::RateLimits::quota(
+                            settings.rate_limits.session_messages_per_minute,
+                        ));
+                }
+                state.settings = settings;
+                state.provider = provider;
+            }
             #[cfg(feature = "fault-injection")]
             SessionMsg::InjectPanic => panic!("injected panic in session {}", state.id),
         }
@@ -437,7 +455,6 @@ async fn start_agent(
         Agent,
         AgentArgs {
             session: myself.clone(),
-            provider: state.provider.clone(),
         },
         myself.get_cell(),
     )
@@ -924,6 +941,7 @@ fn maybe_start_generation(state: &mut SessionState) {
         .cast(AgentMsg::Generate {
             message_id,
             request,
+            provider: state.provider.clone(),
         })
         .is_err()
     {

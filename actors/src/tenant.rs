@@ -45,6 +45,11 @@ pub enum TenantMsg {
     Restart(SessionId),
     /// Terminates every live session (storing answers in progress), then stops.
     Shutdown(RpcReplyPort<()>),
+    /// The tenant's settings changed: new sessions and every live one use them.
+    Reconfigure {
+        settings: Arc<TenantSettings>,
+        provider: Arc<dyn AgentProvider>,
+    },
     /// Test hook: panics the session's handler, to exercise restarts.
     #[cfg(feature = "fault-injection")]
     InjectSessionPanic(SessionId),
@@ -155,6 +160,16 @@ impl Actor for Tenant {
                 }
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
+            }
+            TenantMsg::Reconfigure { settings, provider } => {
+                for session in state.live.values() {
+                    let _ = session.cast(SessionMsg::Reconfigure {
+                        settings: settings.clone(),
+                        provider: provider.clone(),
+                    });
+                }
+                state.args.settings = settings;
+                state.args.provider = provider;
             }
             #[cfg(feature = "fault-injection")]
             TenantMsg::InjectSessionPanic(session) => {

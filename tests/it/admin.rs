@@ -312,3 +312,115 @@ async fn tenants_and_keys_survive_a_restart_and_revocations_too() {
     assert_eq!(ids, vec!["acme", "globex", "initech"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenants_settings_change_at_once_and_are_validated() {
+    let server = TestServer::start(admin_config()).await;
+    let key = tenant_with_key(&server, "initech").await;
+    let created: Value = server
+        .http
+        .post(server.url("/chat/sessions"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = created["websocket_url"].as_str().unwrap().to_owned();
+    // The session is live, with a socket attached, while its tenant changes.
+    let mut ws = server.connect_raw(&url).await;
+    assert_eq!(next_frame(&mut ws).await["content"], "Initech here");
+
+    let patch = |body: Value| {
+        server
+            .http
+            .patch(server.url("/admin/tenants/initech"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let changed = patch(
+        json!({"greeting": "Initech, new and improved", "rate_limits": {"api_key_per_minute": 3}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["greeting"], "Initech, new and improved");
+    assert_eq!(
+        changed["name"], "Initech",
+        "fields left out stay as they were"
+    );
+
+    // A new socket on the live session gets the new greeting; new limits apply.
+    let mut second = server.connect_raw(&url).await;
+    assert_eq!(
+        next_frame(&mut second).await["content"],
+        "Initech, new and improved"
+    );
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let response = server
+                .http
+                .get(server.url("/chat/sessions"))
+                .header("X-API-Key", &key)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(response.status().as_u16());
+        }
+        statuses
+    };
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // The old socket still chats.
+    say(&mut ws, "still here").await;
+    frames_until(&mut ws, "done").await;
+
+    for (body, needle) in [
+        (json!({"agent": "gpt-9"}), "`agent`"),
+        (json!({"greeting": "g".repeat(2001)}), "`greeting`"),
+        (json!({"allowed_origins": ["nope"]}), "`allowed_origins[0]`"),
+        (
+            json!({"rate_limits": {"ip_per_minute": 0}}),
+            "rate_limits.ip_per_minute",
+        ),
+        (
+            json!({"client_token_secret": "short"}),
+            "`client_token_secret`",
+        ),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let response = patch(body.clone()).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(needle),
+            "{body}: {error}"
+        );
+    }
+    let config_tenant = server
+        .http
+        .patch(server.url("/admin/tenants/acme"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"greeting": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        config_tenant.status(),
+        409,
+        "config-file tenants change in the config file"
+    );
+    let unknown = server
+        .http
+        .patch(server.url("/admin/tenants/nobody"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"greeting": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    server.stop().await;
+}

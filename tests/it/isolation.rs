@@ -49,6 +49,7 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /chat/ws/{}", Expect::ForeignSessionIsNotFound),
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
+    ("PATCH /admin/tenants/{}", Expect::AdminOnly),
     ("POST /admin/tenants/{}/keys", Expect::AdminOnly),
     ("GET /admin/tenants/{}/keys", Expect::AdminOnly),
     ("POST /admin/tenants/{}/client-tokens", Expect::AdminOnly),
