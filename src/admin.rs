@@ -89,18 +89,14 @@ impl TenantSettingsInput {
         current
     }
 
+    /// Settings for a new tenant: the given fields over the defaults, named
+    /// after its id, with no keys (they are made separately).
     fn into_settings(self, id: &str) -> TenantSettings {
-        let defaults = TenantSettings::default();
-        TenantSettings {
-            name: self.name.unwrap_or_else(|| id.to_owned()),
-            api_keys: self.api_keys.unwrap_or_default(),
-            greeting: self.greeting.unwrap_or(defaults.greeting),
-            agent: self.agent.unwrap_or(defaults.agent),
-            rate_limits: self.rate_limits.unwrap_or(defaults.rate_limits),
-            // Empty: the runtime makes a random one.
-            client_token_secret: self.client_token_secret.unwrap_or_default(),
-            allowed_origins: self.allowed_origins.unwrap_or_default(),
-        }
+        self.patch(TenantSettings {
+            name: id.to_owned(),
+            api_keys: Vec::new(),
+            ..TenantSettings::default()
+        })
     }
 }
 

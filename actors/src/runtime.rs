@@ -244,16 +244,7 @@ impl Runtime {
             settings,
             created_at: now_timestamp(),
         };
-        self.inner
-            .storage
-            .write_and_wait(Write::PutTenant(record.clone()))
-            .await?;
-        self.inner
-            .tenants
-            .insert(tenant.clone(), Arc::new(record.settings.clone()));
-        self.inner
-            .stored_tenants
-            .insert(tenant, record.created_at.clone());
+        self.store_tenant(&record).await?;
         Ok(record)
     }
 
@@ -283,15 +274,26 @@ impl Runtime {
             settings,
             created_at,
         };
+        self.store_tenant(&record).await?;
+        let _ = self.inner.root.cast(RootMsg::Reconfigure(tenant.clone()));
+        Ok(record)
+    }
+
+    /// Stores a tenant made or changed through the admin API, then publishes
+    /// it in the directory (only once it is durable).
+    async fn store_tenant(&self, record: &TenantRecord) -> Result<()> {
         self.inner
             .storage
             .write_and_wait(Write::PutTenant(record.clone()))
             .await?;
+        let tenant = record.tenant_id.clone();
         self.inner
             .tenants
             .insert(tenant.clone(), Arc::new(record.settings.clone()));
-        let _ = self.inner.root.cast(RootMsg::Reconfigure(tenant.clone()));
-        Ok(record)
+        self.inner
+            .stored_tenants
+            .insert(tenant, record.created_at.clone());
+        Ok(())
     }
 
     /// Checks settings from the admin API; the error names the field.
