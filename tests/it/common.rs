@@ -157,6 +157,21 @@ impl TestServer {
     }
 }
 
+/// Makes a key of `kind` (`api`, `widget`) for `tenant` through the admin API.
+pub async fn make_key(server: &TestServer, admin_token: &str, tenant: &str, kind: &str) -> String {
+    let response = server
+        .http
+        .post(server.url(&format!("/admin/tenants/{tenant}/keys")))
+        .bearer_auth(admin_token)
+        .json(&json!({"kind": kind}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["key"].as_str().unwrap().to_owned()
+}
+
 /// A client token for one of acme's end users.
 pub fn client_token(client_id: &str) -> String {
     tertulia::auth::mint_client_token(ACME_CLIENT_SECRET, client_id, Duration::from_secs(600)).0

@@ -158,20 +158,9 @@ async fn limits_set_through_the_admin_api_are_validated_and_applied() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let key: serde_json::Value = server
-        .http
-        .post(server.url("/admin/tenants/tight/keys"))
-        .bearer_auth("adm")
-        .json(&json!({"kind": "api"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap();
-    assert_eq!(list(&server, key).await.status(), 200);
-    assert_eq!(list(&server, key).await.status(), 200);
-    assert_eq!(list(&server, key).await.status(), 429);
+    let key = make_key(&server, "adm", "tight", "api").await;
+    assert_eq!(list(&server, &key).await.status(), 200);
+    assert_eq!(list(&server, &key).await.status(), 200);
+    assert_eq!(list(&server, &key).await.status(), 429);
     server.stop().await;
 }

@@ -14,18 +14,7 @@ async fn widget_server() -> (TestServer, String) {
     config.auth.admin_token = "adm".into();
     config.tenants.get_mut("acme").unwrap().allowed_origins = vec![SHOP.into()];
     let server = TestServer::start(config).await;
-    let key: Value = server
-        .http
-        .post(server.url("/admin/tenants/acme/keys"))
-        .bearer_auth("adm")
-        .json(&json!({"kind": "widget"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_owned();
+    let key = make_key(&server, "adm", "acme", "widget").await;
     assert!(key.starts_with("wk_"), "{key}");
     (server, key)
 }
