@@ -64,6 +64,7 @@ impl ApiError {
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 RuntimeError::NothingToCancel | RuntimeError::Conflict(_) => StatusCode::CONFLICT,
                 RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                RuntimeError::VersionConflict { .. } => StatusCode::CONFLICT,
                 RuntimeError::KeyNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -117,6 +118,16 @@ impl ApiError {
             tracing::error!(error = %self, code = self.code(), "request failed");
         }
         let mut response = json_error(self.status(), self.code(), self.public_message());
+        if let ApiError::Runtime(RuntimeError::VersionConflict { current }) = self {
+            // The client needs the current version to merge and retry.
+            let body = serde_json::json!({
+                "error": self.public_message(),
+                "code": self.code(),
+                "current_version": current,
+            });
+            return warp::reply::with_status(warp::reply::json(&body), self.status())
+                .into_response();
+        }
         if let ApiError::Runtime(RuntimeError::RateLimited { retry_after_secs }) = self {
             response
                 .headers_mut()

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conversations;
 pub mod error;
 pub mod limits;
 pub mod page;

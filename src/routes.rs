@@ -153,6 +153,8 @@ pub fn routes(
         .unify()
         .or(crate::admin::routes(app.clone()))
         .unify()
+        .or(crate::conversations::routes(app.clone()))
+        .unify()
         .or(crate::ws::route(app))
         .unify()
         .recover(handle_rejection)
@@ -161,7 +163,7 @@ pub fn routes(
 
 /// A body of at most `max` bytes, or none at all: a request with neither
 /// `Content-Length` nor `Transfer-Encoding` has an empty body.
-fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+pub fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
     let absent = warp::header::optional::<String>("content-length")
         .and(warp::header::optional::<String>("transfer-encoding"))
         .and_then(
@@ -190,11 +192,11 @@ pub fn respond<T: Serialize>(
 }
 
 /// Session ids that do not parse are reported like unknown ones.
-fn parse_session(text: &str) -> Result<SessionId, ApiError> {
+pub fn parse_session(text: &str) -> Result<SessionId, ApiError> {
     text.parse().map_err(|_| ApiError::UnknownSession)
 }
 
-fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError> {
+pub fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(ApiError::BadRequest(format!(
@@ -204,7 +206,7 @@ fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError
     }
 }
 
-fn parse_limit(
+pub fn parse_limit(
     query: &HashMap<String, String>,
     default: usize,
     max: usize,
@@ -294,7 +296,7 @@ async fn create_session(
                 }
             }
         };
-        let record = app.runtime.create_session(&scope, context).await?;
+        let record = app.runtime.create_session(&scope, context, None).await?;
         let (url, expires) = websocket_url(&app, host, &scope, record.id, widget_origin.is_some());
         Ok(json!({
             "session_id": record.id,
@@ -330,7 +332,7 @@ async fn list_sessions(
         let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
         let sessions: Vec<SessionView> = app
             .runtime
-            .list_sessions(&scope, limit)
+            .list_sessions(&scope, None, limit)
             .await?
             .into_iter()
             .map(SessionView::from)

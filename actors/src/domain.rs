@@ -126,6 +126,24 @@ pub struct SessionRecord {
     /// The end user it belongs to, when it was created with a client token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Incremented by every change of title or status (optimistic concurrency).
+    #[serde(default = "first_version")]
+    pub version: u64,
+}
+
+fn first_version() -> u64 {
+    1
+}
+
+/// A change to a conversation's title or status, valid only against `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaChange {
+    /// `Some(None)` clears the title.
+    pub title: Option<Option<String>>,
+    pub status: Option<String>,
+    pub version: u64,
 }
 
 /// Who is asking: a tenant, and within it possibly one end user. A call with

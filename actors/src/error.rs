@@ -36,6 +36,10 @@ pub enum Error {
     #[error("key {0} not found")]
     KeyNotFound(String),
 
+    /// The change was made against an old version of the conversation.
+    #[error("the conversation changed meanwhile: it is at version {current}")]
+    VersionConflict { current: u64 },
+
     /// Over a rate limit; try again after this many seconds.
     #[error("too many requests; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -70,6 +74,7 @@ impl Error {
             Error::InvalidInput(_) => "invalid_input",
             Error::ContentTooLarge { .. } => "content_too_large",
             Error::Conflict(_) => "conflict",
+            Error::VersionConflict { .. } => "version_conflict",
             Error::RateLimited { .. } => "rate_limited",
             Error::KeyNotFound(_) => "key_not_found",
             Error::NothingToCancel => "nothing_to_cancel",

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0003_client_scope",
         include_str!("../../schemas/migrations/0003_client_scope.surql"),
     ),
+    (
+        4,
+        "0004_conversation_meta",
+        include_str!("../../schemas/migrations/0004_conversation_meta.surql"),
+    ),
 ];
 
 /// The most writes one transaction carries; more wait for the next batch.
@@ -224,6 +229,16 @@ pub enum Write {
     /// Stores a tenant made through the admin API (UPSERT: the runtime checks
     /// for duplicates first, and a batch must never fail on one).
     PutTenant(TenantRecord),
+    /// A conversation's title, status and version (its session checked the
+    /// version it replaces: it is the only writer of its conversation).
+    SetMeta {
+        tenant: TenantId,
+        session: SessionId,
+        title: Option<String>,
+        status: String,
+        version: u64,
+        updated_at: String,
+    },
     PutKey(ApiKeyRecord),
     RevokeKey {
         key_id: String,
@@ -278,6 +293,32 @@ impl Write {
                 statement.push_str(&format!(
                     "UPDATE type::record('conversation', ${p}sid) SET context = ${p}context, \
                      updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+            Write::SetMeta {
+                tenant,
+                session,
+                title,
+                status,
+                version,
+                updated_at,
+            } => {
+                bind("sid", json!(session.to_string()));
+                bind("tenant", json!(tenant));
+                // NONE, not null: an absent title must satisfy option<string>.
+                let title = match title {
+                    Some(title) => {
+                        bind("title", json!(title));
+                        format!("${p}title")
+                    }
+                    None => "NONE".to_owned(),
+                };
+                bind("status", json!(status));
+                bind("version", json!(version));
+                bind("at", json!(updated_at));
+                statement.push_str(&format!(
+                    "UPDATE type::record('conversation', ${p}sid) SET title = {title}, status = ${p}status, \
+                     version = ${p}version, updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
                 ));
             }
             Write::PutTenant(record) => {
@@ -378,6 +419,7 @@ pub enum PersistenceMsg {
     ListSessions {
         tenant: TenantId,
         client: Option<String>,
+        status: Option<String>,
         limit: usize,
         reply: RpcReplyPort<Result<Vec<SessionRecord>>>,
     },
@@ -483,23 +525,26 @@ impl Actor for Persistence {
             PersistenceMsg::ListSessions {
                 tenant,
                 client,
+                status,
                 limit,
                 reply,
             } => {
                 let db = state.db.clone();
                 tokio::spawn(async move {
-                    let only_client = if client.is_some() {
-                        "AND client_id = $client "
-                    } else {
-                        ""
-                    };
+                    let mut filters = String::new();
+                    if client.is_some() {
+                        filters.push_str("AND client_id = $client ");
+                    }
+                    if status.is_some() {
+                        filters.push_str("AND status = $status ");
+                    }
                     let rows = db
                         .select(
                             &format!(
-                                "SELECT * OMIT id FROM conversation WHERE tenant = $tenant {only_client}\
+                                "SELECT * OMIT id FROM conversation WHERE tenant = $tenant {filters}\
                                  ORDER BY updated_at DESC LIMIT $limit;"
                             ),
-                            json!({"tenant": tenant, "client": client, "limit": limit}),
+                            json!({"tenant": tenant, "client": client, "status": status, "limit": limit}),
                         )
                         .await;
                     let _ = reply.send(rows);
@@ -650,13 +695,16 @@ impl Storage {
         &self,
         tenant: &TenantId,
         client: Option<&str>,
+        status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SessionRecord>> {
         let tenant = tenant.clone();
         let client = client.map(str::to_owned);
+        let status = status.map(str::to_owned);
         self.call(|reply| PersistenceMsg::ListSessions {
             tenant,
             client,
+            status,
             limit,
             reply,
         })

@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
 use crate::config::{RuntimeConfig, TenantSettings};
 use crate::domain::{
-    Ack, ApiKeyRecord, KeyKind, NewMessage, Scope, SessionId, SessionRecord, StoredMessage,
-    TenantId, TenantRecord, now_timestamp,
+    Ack, ApiKeyRecord, KeyKind, MetaChange, NewMessage, Scope, SessionId, SessionRecord,
+    StoredMessage, TenantId, TenantRecord, now_timestamp,
 };
 use crate::error::{Error, Result};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
@@ -425,7 +425,7 @@ impl Runtime {
         ) && self
             .inner
             .storage
-            .list_sessions(&TenantId(String::new()), None, 1)
+            .list_sessions(&TenantId(String::new()), None, None, 1)
             .await
             .is_ok()
     }
@@ -436,6 +436,7 @@ impl Runtime {
         &self,
         scope: &Scope,
         context: Map<String, Value>,
+        title: Option<String>,
     ) -> Result<SessionRecord> {
         self.known_tenant(&scope.tenant)?;
         let now = now_timestamp();
@@ -449,6 +450,8 @@ impl Runtime {
             last_seq: 0,
             message_count: 0,
             client_id: scope.client.clone(),
+            title,
+            version: 1,
         };
         self.inner
             .storage
@@ -458,13 +461,21 @@ impl Runtime {
     }
 
     /// The conversations this scope may see, most recently updated first.
-    pub async fn list_sessions(&self, scope: &Scope, limit: usize) -> Result<Vec<SessionRecord>> {
+    /// The conversations this scope may see (with this status, if given),
+    /// most recently updated first.
+    pub async fn list_sessions(
+        &self,
+        scope: &Scope,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>> {
         self.known_tenant(&scope.tenant)?;
         self.inner
             .storage
             .list_sessions(
                 &scope.tenant,
                 scope.client.as_deref(),
+                status,
                 limit.clamp(1, MAX_LIST),
             )
             .await
@@ -525,6 +536,31 @@ impl Runtime {
             }
         })
         .await
+    }
+
+    /// Changes a conversation's title or status against the version the caller
+    /// last saw; returns the conversation as it is now. A stale version is
+    /// `VersionConflict` with the current one.
+    pub async fn update_conversation(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        change: MetaChange,
+    ) -> Result<SessionRecord> {
+        self.check_owner(scope, session).await?;
+        self.with_session(&scope.tenant, session, |actor| {
+            let change = change.clone();
+            async move {
+                actor
+                    .call(
+                        |reply| SessionMsg::UpdateMeta { change, reply },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await
+            }
+        })
+        .await?;
+        self.session(scope, session).await
     }
 
     /// Posts a user message as a back end would; answered once it is durable.

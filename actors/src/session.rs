@@ -24,8 +24,8 @@ use crate::agent::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentProvider, Agen
 use crate::config::{Limits, SessionConfig, SupervisionConfig, TenantSettings};
 use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
 use crate::domain::{
-    Ack, ClientCommand, MessageId, MessageStatus, NewMessage, Role, SessionId, SessionRecord,
-    StoredMessage, TenantId, merge_context, now_timestamp,
+    Ack, ClientCommand, MessageId, MessageStatus, MetaChange, NewMessage, Role, SessionId,
+    SessionRecord, StoredMessage, TenantId, merge_context, now_timestamp,
 };
 use crate::error::{Error, Result};
 use crate::outbound::{CloseReason, OutboundReceiver, OutboundSender, SendError, outbound_queue};
@@ -58,6 +58,12 @@ pub enum SessionMsg {
     Post {
         message: NewMessage,
         reply: RpcReplyPort<Result<Ack>>,
+    },
+    /// Changes title or status if `change.version` is the current one; answered
+    /// once durable, with the new version. A stale version: `VersionConflict`.
+    UpdateMeta {
+        change: MetaChange,
+        reply: RpcReplyPort<Result<u64>>,
     },
     /// Merges keys into the context; answered once durable, with the result.
     UpdateContext {
@@ -157,6 +163,9 @@ pub struct SessionState {
     config: SessionConfig,
     limits: Limits,
     context: Map<String, Value>,
+    title: Option<String>,
+    status: String,
+    version: u64,
     next_seq: u64,
     /// The newest stored messages, oldest first, at most `config.recent_messages`.
     recent: VecDeque<StoredMessage>,
@@ -240,6 +249,9 @@ impl Actor for Session {
             config: args.sessions,
             limits: args.limits,
             context: record.context,
+            title: record.title,
+            status: record.status,
+            version: record.version,
             next_seq: last_seq + 1,
             recent,
             acked_client_ids,
@@ -311,6 +323,36 @@ impl Actor for Session {
             SessionMsg::Post { message, reply } => {
                 state.last_activity = Instant::now();
                 post(&myself, state, message, Asker::Rest(reply)).await;
+            }
+            SessionMsg::UpdateMeta { change, reply } => {
+                state.last_activity = Instant::now();
+                if change.version != state.version {
+                    let _ = reply.send(Err(Error::VersionConflict {
+                        current: state.version,
+                    }));
+                    return Ok(());
+                }
+                if let Some(title) = change.title {
+                    state.title = title;
+                }
+                if let Some(status) = change.status {
+                    state.status = status;
+                }
+                state.version += 1;
+                let version = state.version;
+                state.storage.write(
+                    Write::SetMeta {
+                        tenant: state.tenant.clone(),
+                        session: state.id,
+                        title: state.title.clone(),
+                        status: state.status.clone(),
+                        version,
+                        updated_at: now_timestamp(),
+                    },
+                    Durable::new(move |outcome| {
+                        let _ = reply.send(outcome.map(|()| version));
+                    }),
+                );
             }
             SessionMsg::UpdateContext { patch, reply } => {
                 state.last_activity = Instant::now();

@@ -4,6 +4,7 @@
 mod admin;
 mod client_tokens;
 mod common;
+mod conversations;
 mod durability;
 mod isolation;
 mod layout;

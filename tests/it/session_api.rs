@@ -357,7 +357,7 @@ async fn malformed_and_oversized_bodies_are_refused_and_change_nothing() {
         let (status, _) = server.get(&path, Some(KEY)).await;
         assert_eq!(status, 400, "history limit={limit}");
     }
-    let (status, body) = server.get("/chat/nothing-here", Some(KEY)).await;
+    let (status, body) = server.get("/nothing/here", Some(KEY)).await;
     assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
 
     // Only the session created above exists, with its original context.

@@ -1,0 +1,251 @@
+//! The Conversation API of the seed "Chat Endpoints" (base `/chat`,
+//! `X-API-Key` plus, for one end user, `Authorization: Bearer`). A
+//! conversation is a session: its id works on `/chat/sessions/{id}/…`,
+//! `/chat/ws/{id}` and here. Handlers call the runtime; nothing here touches
+//! the database.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tertulia_actors::domain::{MetaChange, Scope, SessionRecord, StoredMessage};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection};
+
+use crate::AppState;
+use crate::auth::caller;
+use crate::error::ApiError;
+use crate::routes::{optional_body, parse_limit, parse_object, parse_session, respond};
+
+/// `GET /chat/conversations` returns this many unless `limit` says otherwise.
+const DEFAULT_CONVERSATIONS: usize = 50;
+/// The most messages one `GET /chat/{id}/messages` returns.
+const MAX_MESSAGES: usize = 5000;
+/// The longest title.
+const MAX_TITLE_BYTES: usize = 200;
+const STATUSES: [&str; 2] = ["active", "archived"];
+
+/// Every Conversation API route.
+pub fn routes(
+    app: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let max_body = app.config.server.max_body_bytes;
+    let who = caller(app.runtime.clone(), app.limiter.clone());
+    let with_app = warp::any().map(move || app.clone());
+
+    // POST /chat/conversation
+    let create = warp::path!("chat" / "conversation")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(optional_body(max_body))
+        .then(create_conversation);
+
+    // GET /chat/conversations?limit=50&status_filter=active|archived
+    let list = warp::path!("chat" / "conversations")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_conversations);
+
+    // GET /chat/{id}/messages?limit=N
+    let messages = warp::path!("chat" / String / "messages")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_messages);
+
+    // PATCH /chat/{id}
+    let update = warp::path!("chat" / String)
+        .and(warp::patch())
+        .and(with_app)
+        .and(who)
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(update_conversation);
+
+    create
+        .or(list)
+        .unify()
+        .or(messages)
+        .unify()
+        .or(update)
+        .unify()
+}
+
+/// A conversation as the seed shows it.
+fn conversation_view(record: &SessionRecord) -> Value {
+    json!({
+        "id": record.id,
+        "title": record.title,
+        "client_id": record.client_id,
+        "status": record.status,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "version": record.version,
+        "message_count": record.message_count,
+        "context": record.context,
+    })
+}
+
+/// A message as the seed shows it; stored messages never change, so their
+/// `version` is 1 and `updated_at` is `created_at`.
+fn message_view(message: &StoredMessage) -> Value {
+    json!({
+        "id": message.id,
+        "conversation_id": message.session_id,
+        "role": message.role,
+        "content": message.content,
+        "created_at": message.created_at,
+        "updated_at": message.created_at,
+        "version": 1,
+        "seq": message.seq,
+        "status": message.status,
+        "client_msg_id": message.client_msg_id,
+    })
+}
+
+/// `title` from a body: absent, `null` (clear it) or 1 to 200 bytes of text.
+fn parse_title(body: &Map<String, Value>) -> Result<Option<Option<String>>, ApiError> {
+    match body.get("title") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(title))
+            if !title.trim().is_empty() && title.len() <= MAX_TITLE_BYTES =>
+        {
+            Ok(Some(Some(title.trim().to_owned())))
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`title` must be text of 1 to {MAX_TITLE_BYTES} bytes, or null"
+        ))),
+    }
+}
+
+fn parse_status(value: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(status) if STATUSES.contains(&status) => Ok(Some(status.to_owned())),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "`{field}` must be one of {}, not `{other}`",
+            STATUSES.join(", ")
+        ))),
+    }
+}
+
+/// POST /chat/conversation `{title?}` → 201
+async fn create_conversation(app: AppState, scope: Scope, body: Bytes) -> warp::reply::Response {
+    let result = async {
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            parse_object(&body, "the body")?
+        };
+        let title = parse_title(&body)?.flatten();
+        let record = app
+            .runtime
+            .create_session(&scope, Map::new(), title)
+            .await?;
+        Ok(conversation_view(&record))
+    }
+    .await;
+    respond(StatusCode::CREATED, result)
+}
+
+/// GET /chat/conversations?limit=50&status_filter=active|archived (newest first)
+async fn list_conversations(
+    app: AppState,
+    scope: Scope,
+    query: HashMap<String, String>,
+) -> warp::reply::Response {
+    let result = async {
+        let limit = parse_limit(
+            &query,
+            DEFAULT_CONVERSATIONS,
+            tertulia_actors::runtime::MAX_LIST,
+        )?;
+        let status = parse_status(
+            query.get("status_filter").map(String::as_str),
+            "status_filter",
+        )?;
+        let conversations: Vec<Value> = app
+            .runtime
+            .list_sessions(&scope, status.as_deref(), limit)
+            .await?
+            .iter()
+            .map(conversation_view)
+            .collect();
+        Ok(Value::Array(conversations))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// GET /chat/{id}/messages?limit=N (oldest first; with `limit`, the latest N)
+async fn list_messages(
+    conversation: String,
+    app: AppState,
+    scope: Scope,
+    query: HashMap<String, String>,
+) -> warp::reply::Response {
+    let result = async {
+        let conversation = parse_session(&conversation)?;
+        let limit = parse_limit(&query, MAX_MESSAGES, MAX_MESSAGES)?;
+        let messages: Vec<Value> = app
+            .runtime
+            .history(&scope, conversation, limit)
+            .await?
+            .iter()
+            .map(message_view)
+            .collect();
+        Ok(Value::Array(messages))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// PATCH /chat/{id} `{title?, status?, version}`: a stale `version` is 409
+/// with `current_version`.
+async fn update_conversation(
+    conversation: String,
+    app: AppState,
+    scope: Scope,
+    body: Bytes,
+) -> warp::reply::Response {
+    let result = async {
+        let conversation = parse_session(&conversation)?;
+        let body = parse_object(&body, "the body")?;
+        for field in body.keys() {
+            if !["title", "status", "version"].contains(&field.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown field `{field}`: send title, status and version"
+                )));
+            }
+        }
+        let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
+            ApiError::BadRequest("`version` is required: the version you last saw".into())
+        })?;
+        let status = match body.get("status") {
+            None => None,
+            Some(Value::String(status)) => parse_status(Some(status), "status")?,
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "`status` must be active or archived".into(),
+                ));
+            }
+        };
+        let change = MetaChange {
+            title: parse_title(&body)?,
+            status,
+            version,
+        };
+        let record = app
+            .runtime
+            .update_conversation(&scope, conversation, change)
+            .await?;
+        Ok(conversation_view(&record))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
