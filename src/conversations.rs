@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tertulia_actors::domain::{MetaChange, Scope, SessionRecord, StoredMessage};
+use tertulia_actors::domain::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
+use tertulia_actors::protocol::MAX_CLIENT_MSG_ID_LEN;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
@@ -57,6 +58,15 @@ pub fn routes(
         .and(warp::query::<HashMap<String, String>>())
         .then(list_messages);
 
+    // POST /chat/{id}/messages
+    let post = warp::path!("chat" / String / "messages")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(post_message);
+
     // PATCH /chat/{id}
     let update = warp::path!("chat" / String)
         .and(warp::patch())
@@ -70,6 +80,8 @@ pub fn routes(
         .or(list)
         .unify()
         .or(messages)
+        .unify()
+        .or(post)
         .unify()
         .or(update)
         .unify()
@@ -203,6 +215,76 @@ async fn list_messages(
     }
     .await;
     respond(StatusCode::OK, result)
+}
+
+/// POST /chat/{id}/messages `{role, content, respond?, client_msg_id?}` → 201.
+/// A `user` message is answered unless `respond` is false; `assistant` and
+/// `system` messages (a workflow or a person answering) are stored and sent
+/// to every socket, and start no answer.
+async fn post_message(
+    conversation: String,
+    app: AppState,
+    scope: Scope,
+    body: Bytes,
+) -> warp::reply::Response {
+    let result = async {
+        let conversation = parse_session(&conversation)?;
+        let body = parse_object(&body, "the body")?;
+        for field in body.keys() {
+            if !["role", "content", "respond", "client_msg_id"].contains(&field.as_str()) {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown field `{field}`: send role, content, and optionally respond and client_msg_id"
+                )));
+            }
+        }
+        let role = match body.get("role").and_then(Value::as_str) {
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("system") => Role::System,
+            _ => return Err(ApiError::BadRequest("`role` must be user, assistant or system".into())),
+        };
+        let max = app.runtime.config().limits.max_content_bytes;
+        let content = match body.get("content").and_then(Value::as_str) {
+            Some(content) if !content.trim().is_empty() && content.len() <= max => content.to_owned(),
+            _ => return Err(ApiError::BadRequest(format!("`content` must be text of 1 to {max} bytes"))),
+        };
+        let respond = match body.get("respond") {
+            None => true,
+            Some(Value::Bool(respond)) => *respond,
+            Some(_) => return Err(ApiError::BadRequest("`respond` must be true or false".into())),
+        };
+        let client_msg_id = match body.get("client_msg_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN => Some(id.clone()),
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`client_msg_id` must be text of 1 to {MAX_CLIENT_MSG_ID_LEN} bytes"
+                )));
+            }
+        };
+        let message = NewMessage {
+            role,
+            respond,
+            content: content.clone(),
+            context: None,
+            client_msg_id,
+        };
+        let ack = app.runtime.post_message(&scope, conversation, message).await?;
+        Ok(json!({
+            "id": ack.message_id,
+            "conversation_id": conversation,
+            "role": role,
+            "content": content,
+            "created_at": ack.created_at,
+            "updated_at": ack.created_at,
+            "version": 1,
+            "seq": ack.seq,
+            "status": "complete",
+            "client_msg_id": ack.client_msg_id,
+        }))
+    }
+    .await;
+    respond(StatusCode::CREATED, result)
 }
 
 /// PATCH /chat/{id} `{title?, status?, version}`: a stale `version` is 409

@@ -108,6 +108,9 @@ pub struct StoredMessage {
     pub client_msg_id: Option<String>,
     /// RFC 3339, UTC, microseconds: sorts as text.
     pub created_at: String,
+    /// A user message its poster asked not to be answered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_reply: bool,
 }
 
 /// A stored conversation, without its messages.
@@ -213,9 +216,14 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<String>,
 }
 
-/// A user message as a client sent it, before the session gives it a `seq`.
+/// A message as a client or back end sent it, before the session gives it a `seq`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
+    /// `User` from sockets; back ends may also post `Assistant` (an n8n
+    /// workflow or a person answering) and `System` messages.
+    pub role: Role,
+    /// Whether a `User` message starts an answer (back ends may say no).
+    pub respond: bool,
     pub content: String,
     /// Merged into the session's context before the agent answers.
     pub context: Option<Map<String, Value>>,
@@ -229,6 +237,7 @@ pub struct Ack {
     pub client_msg_id: Option<String>,
     pub message_id: MessageId,
     pub seq: u64,
+    pub created_at: String,
 }
 
 /// A command from a connected client, already parsed and shape-checked by the edge.

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0004_conversation_meta",
         include_str!("../../schemas/migrations/0004_conversation_meta.surql"),
     ),
+    (
+        5,
+        "0005_message_roles",
+        include_str!("../../schemas/migrations/0005_message_roles.surql"),
+    ),
 ];
 
 /// The most writes one transaction carries; more wait for the next batch.
@@ -779,6 +784,7 @@ mod tests {
                 status: MessageStatus::Complete,
                 client_msg_id: None,
                 created_at: now_timestamp(),
+                no_reply: false,
             };
             let (tx, rx) = oneshot::channel();
             let completed = completed.clone();

@@ -258,6 +258,8 @@ pub fn parse_client_frame(
                 ));
             }
             ClientCommand::Message(NewMessage {
+                role: Role::User,
+                respond: true,
                 content,
                 context,
                 client_msg_id,

@@ -227,6 +227,7 @@ impl Actor for Session {
             .iter()
             .rev()
             .take_while(|message| message.role == Role::User)
+            .filter(|message| !message.no_reply)
             .cloned()
             .collect::<Vec<_>>()
             .into_iter()
@@ -510,6 +511,7 @@ fn ack_of(message: &StoredMessage) -> Ack {
         client_msg_id: message.client_msg_id.clone(),
         message_id: message.id,
         seq: message.seq,
+        created_at: message.created_at.clone(),
     }
 }
 
@@ -789,11 +791,12 @@ async fn post(
         tenant: state.tenant.clone(),
         session_id: state.id,
         seq: state.next_seq,
-        role: Role::User,
+        role: message.role,
         content: message.content,
         status: MessageStatus::Complete,
         client_msg_id: message.client_msg_id,
         created_at: now_timestamp(),
+        no_reply: message.role == Role::User && !message.respond,
     };
     state.next_seq += 1;
     persist(myself, state, stored.clone());
@@ -879,8 +882,10 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
                 state.acked_client_ids.insert(client_msg_id.clone(), ack);
             }
             remember(state, message.clone());
-            state.to_answer.push_back(message);
-            maybe_start_generation(state);
+            if message.role == Role::User && !message.no_reply {
+                state.to_answer.push_back(message);
+                maybe_start_generation(state);
+            }
         }
         (PendingWrite::User { asker, repeats, .. }, Err(error)) => {
             tracing::error!(session = %state.id, seq, %error, "user message not stored");
@@ -1021,6 +1026,7 @@ fn finish_generation(
         status,
         client_msg_id: None,
         created_at: now_timestamp(),
+        no_reply: false,
     };
     state.next_seq += 1;
     persist(myself, state, message.clone());
@@ -1050,6 +1056,7 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
             status: MessageStatus::Interrupted,
             client_msg_id: None,
             created_at: now_timestamp(),
+            no_reply: false,
         };
         state.next_seq += 1;
         let frame = ServerFrame::Done {

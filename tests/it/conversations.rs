@@ -329,3 +329,150 @@ async fn a_client_sees_and_changes_only_its_own_conversations() {
     assert_eq!(anas[0]["title"], "mía");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_posted_message_reaches_every_socket_and_only_user_messages_are_answered() {
+    let server = TestServer::start(config()).await;
+    let (_, created) = request(
+        &server,
+        reqwest::Method::POST,
+        "/chat/conversation",
+        Some(json!({"title": "live"})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (_, ticket) = request(
+        &server,
+        reqwest::Method::POST,
+        &format!("/chat/sessions/{id}/ticket"),
+        None,
+    )
+    .await;
+    let url = ticket["websocket_url"].as_str().unwrap().to_owned();
+    let mut alice = server.connect(&url).await;
+    let mut bob = server.connect(&url).await;
+    let path = format!("/chat/{id}/messages");
+
+    // A user message from a back end: stored (201), seen by every socket, answered.
+    let (status, posted) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"role": "user", "content": "desde el CRM"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{posted}");
+    for field in [
+        "id",
+        "conversation_id",
+        "role",
+        "content",
+        "created_at",
+        "updated_at",
+        "version",
+    ] {
+        assert!(posted.get(field).is_some(), "{field} missing: {posted}");
+    }
+    for ws in [&mut alice, &mut bob] {
+        let (done, before) = frames_until(ws, "done").await;
+        assert_eq!(before[0]["message"]["id"], posted["id"]);
+        assert_eq!(done["content"], "You said: desde el CRM");
+    }
+
+    // An assistant message (a workflow answering) and a user message with
+    // "respond": false are broadcast and start no answer; the next user message does.
+    let (status, _) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"role": "assistant", "content": "Soy n8n"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, quiet) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"role": "user", "content": "nota", "respond": false})),
+    )
+    .await;
+    let (_, loud) = request(
+        &server,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({"role": "user", "content": "¿hola?"})),
+    )
+    .await;
+    let (done, before) = frames_until(&mut alice, "done").await;
+    let roles: Vec<(&str, &str)> = before
+        .iter()
+        .filter(|frame| frame["type"] == "message")
+        .map(|frame| {
+            (
+                frame["message"]["role"].as_str().unwrap(),
+                frame["message"]["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("assistant", "Soy n8n"),
+            ("user", "nota"),
+            ("user", "¿hola?")
+        ]
+    );
+    assert_eq!(done["content"], "You said: ¿hola?");
+    assert!(quiet["seq"].as_u64() < loud["seq"].as_u64());
+
+    let (_, messages) = request(&server, reqwest::Method::GET, &path, None).await;
+    let log: Vec<(&str, &str)> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            ("user", "desde el CRM"),
+            ("assistant", "You said: desde el CRM"),
+            ("assistant", "Soy n8n"),
+            ("user", "nota"),
+            ("user", "¿hola?"),
+            ("assistant", "You said: ¿hola?"),
+        ]
+    );
+    // Posting bumped the conversation's updated_at.
+    let (_, listed) = request(&server, reqwest::Method::GET, "/chat/conversations", None).await;
+    assert!(listed[0]["updated_at"].as_str().unwrap() > created["updated_at"].as_str().unwrap());
+
+    for (body, needle) in [
+        (json!({"role": "robot", "content": "x"}), "`role`"),
+        (json!({"content": "x"}), "`role`"),
+        (json!({"role": "user", "content": ""}), "`content`"),
+        (
+            json!({"role": "user", "content": "x".repeat(17_000)}),
+            "`content`",
+        ),
+        (
+            json!({"role": "user", "content": "x", "respond": "yes"}),
+            "`respond`",
+        ),
+        (
+            json!({"role": "user", "content": "x", "mood": "happy"}),
+            "mood",
+        ),
+    ] {
+        let (status, error) =
+            request(&server, reqwest::Method::POST, &path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(needle),
+            "{body}: {error}"
+        );
+    }
+    let (_, after) = request(&server, reqwest::Method::GET, &path, None).await;
+    assert_eq!(after.as_array().unwrap().len(), 6, "nothing bad was stored");
+    server.stop().await;
+}

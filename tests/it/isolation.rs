@@ -50,6 +50,7 @@ const CASES: &[(&str, Expect)] = &[
     ("POST /chat/conversation", Expect::OwnTenantOnly),
     ("GET /chat/conversations", Expect::OwnTenantOnly),
     ("GET /chat/{}/messages", Expect::ForeignSessionIsNotFound),
+    ("POST /chat/{}/messages", Expect::ForeignSessionIsNotFound),
     ("PATCH /chat/{}", Expect::ForeignSessionIsNotFound),
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
@@ -261,7 +262,9 @@ async fn call(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    if method == reqwest::Method::POST {
+    if method == reqwest::Method::POST && path.ends_with("/messages") {
+        request = request.json(&json!({"role": "user", "content": "from an intruder"}));
+    } else if method == reqwest::Method::POST {
         request = request.json(&json!({"note": "from an intruder"}));
     } else if method == reqwest::Method::PATCH {
         request = request.json(&json!({"version": 1, "title": "taken over"}));
