@@ -135,6 +135,17 @@ fn parse_title(body: &Map<String, Value>) -> Result<Option<Option<String>>, ApiE
     }
 }
 
+/// Refuses a body with a field outside `allowed`, naming it.
+fn only_fields(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    match body.keys().find(|field| !allowed.contains(&field.as_str())) {
+        Some(field) => Err(ApiError::BadRequest(format!(
+            "unknown field `{field}`: send {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn parse_status(value: Option<&str>, field: &str) -> Result<Option<String>, ApiError> {
     match value {
         None => Ok(None),
@@ -230,32 +241,42 @@ async fn post_message(
     let result = async {
         let conversation = parse_session(&conversation)?;
         let body = parse_object(&body, "the body")?;
-        for field in body.keys() {
-            if !["role", "content", "respond", "client_msg_id"].contains(&field.as_str()) {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown field `{field}`: send role, content, and optionally respond and client_msg_id"
-                )));
-            }
-        }
+        only_fields(&body, &["role", "content", "respond", "client_msg_id"])?;
         let role = match body.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             Some("system") => Role::System,
-            _ => return Err(ApiError::BadRequest("`role` must be user, assistant or system".into())),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "`role` must be user, assistant or system".into(),
+                ));
+            }
         };
         let max = app.runtime.config().limits.max_content_bytes;
         let content = match body.get("content").and_then(Value::as_str) {
-            Some(content) if !content.trim().is_empty() && content.len() <= max => content.to_owned(),
-            _ => return Err(ApiError::BadRequest(format!("`content` must be text of 1 to {max} bytes"))),
+            Some(content) if !content.trim().is_empty() && content.len() <= max => {
+                content.to_owned()
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "`content` must be text of 1 to {max} bytes"
+                )));
+            }
         };
         let respond = match body.get("respond") {
             None => true,
             Some(Value::Bool(respond)) => *respond,
-            Some(_) => return Err(ApiError::BadRequest("`respond` must be true or false".into())),
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "`respond` must be true or false".into(),
+                ));
+            }
         };
         let client_msg_id = match body.get("client_msg_id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN => Some(id.clone()),
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN => {
+                Some(id.clone())
+            }
             Some(_) => {
                 return Err(ApiError::BadRequest(format!(
                     "`client_msg_id` must be text of 1 to {MAX_CLIENT_MSG_ID_LEN} bytes"
@@ -269,7 +290,10 @@ async fn post_message(
             context: None,
             client_msg_id,
         };
-        let ack = app.runtime.post_message(&scope, conversation, message).await?;
+        let ack = app
+            .runtime
+            .post_message(&scope, conversation, message)
+            .await?;
         Ok(json!({
             "id": ack.message_id,
             "conversation_id": conversation,
@@ -298,13 +322,7 @@ async fn update_conversation(
     let result = async {
         let conversation = parse_session(&conversation)?;
         let body = parse_object(&body, "the body")?;
-        for field in body.keys() {
-            if !["title", "status", "version"].contains(&field.as_str()) {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown field `{field}`: send title, status and version"
-                )));
-            }
-        }
+        only_fields(&body, &["title", "status", "version"])?;
         let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
             ApiError::BadRequest("`version` is required: the version you last saw".into())
         })?;

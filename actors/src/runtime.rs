@@ -174,29 +174,29 @@ impl Runtime {
     /// The tenant whose API key this is: a key from the config file, compared
     /// in constant time, or a stored key, found by its hash.
     pub fn tenant_for_api_key(&self, key: &str) -> Option<TenantId> {
-        let mut found = None;
+        match self.key_kind(key)? {
+            (tenant, KeyKind::Api) => Some(tenant),
+            (_, KeyKind::Widget) => None,
+        }
+    }
+
+    /// The tenant and kind of a configured key (always an API key), compared
+    /// in constant time, or of a stored key, found by its hash: one hash and
+    /// one lookup per request.
+    pub fn key_kind(&self, key: &str) -> Option<(TenantId, KeyKind)> {
+        let mut configured = None;
         // Every configured key is compared, so timing does not tell which matched.
         for entry in self.inner.tenants.iter() {
             for candidate in &entry.value().api_keys {
                 if bool::from(candidate.as_bytes().ct_eq(key.as_bytes())) {
-                    found = Some(entry.key().clone());
+                    configured = Some((entry.key().clone(), KeyKind::Api));
                 }
             }
         }
-        found.or_else(|| {
+        configured.or_else(|| {
             let stored = self.inner.keys.get(&sha256_hex(key))?;
-            (stored.kind == KeyKind::Api).then(|| stored.tenant.clone())
+            Some((stored.tenant.clone(), stored.kind))
         })
-    }
-
-    /// The tenant and kind of a stored or configured key. Configured keys are
-    /// API keys.
-    pub fn key_kind(&self, key: &str) -> Option<(TenantId, KeyKind)> {
-        if let Some(tenant) = self.tenant_for_api_key(key) {
-            return Some((tenant, KeyKind::Api));
-        }
-        let stored = self.inner.keys.get(&sha256_hex(key))?;
-        Some((stored.tenant.clone(), stored.kind))
     }
 
     /// Every tenant, by id.
