@@ -144,6 +144,7 @@ async fn run_fanout(scenario: &Scenario) {
                 api_key_per_minute: 1_000_000,
                 ip_per_minute: 1_000_000,
                 session_messages_per_minute: 1_000_000,
+                ..RateLimits::default()
             },
             ..TenantSettings::default()
         },

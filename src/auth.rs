@@ -20,7 +20,7 @@ use warp::{Filter, Rejection};
 
 use crate::error::ApiError;
 use crate::limits::Limiter;
-use crate::server::PeerAddr;
+use crate::server::ClientIp;
 
 /// Who is calling: `X-API-Key` names the tenant (401 when missing or
 /// unknown) and is counted against the key's and the address's limits (429);
@@ -32,16 +32,22 @@ pub fn caller(
 ) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
     warp::header::optional::<String>("x-api-key")
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<ClientIp>())
         .and_then(
-            move |key: Option<String>, authorization: Option<String>, peer: Option<PeerAddr>| {
+            move |key: Option<String>,
+                  authorization: Option<String>,
+                  client_ip: Option<ClientIp>| {
                 let runtime = runtime.clone();
                 let limiter = limiter.clone();
                 async move {
                     let scope = resolve(&runtime, key.as_deref(), authorization.as_deref())
                         .map_err(warp::reject::custom)?;
                     limiter
-                        .check(&scope.tenant, key.as_deref(), peer.map(|peer| peer.0.ip()))
+                        .check(
+                            &scope.tenant,
+                            key.as_deref(),
+                            client_ip.map(|client| client.0),
+                        )
                         .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
                     Ok::<_, Rejection>(scope)
                 }
@@ -94,12 +100,12 @@ pub fn session_creator(
     warp::header::optional::<String>("x-api-key")
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("origin"))
-        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<ClientIp>())
         .and_then(
             move |key: Option<String>,
                   authorization: Option<String>,
                   origin: Option<String>,
-                  peer: Option<PeerAddr>| {
+                  client_ip: Option<ClientIp>| {
                 let runtime = runtime.clone();
                 let limiter = limiter.clone();
                 async move {
@@ -122,13 +128,86 @@ pub fn session_creator(
                         .check(
                             &creator.scope.tenant,
                             key.as_deref(),
-                            peer.map(|peer| peer.0.ip()),
+                            client_ip.map(|client| client.0),
                         )
                         .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
                     Ok::<_, Rejection>(creator)
                 }
             },
         )
+}
+
+/// Who uses the webchat surface: a back end with the tenant's API key, or a
+/// landing page's widget with a widget key, from one of the tenant's allowed
+/// origins.
+#[derive(Debug, Clone)]
+pub struct WebchatCaller {
+    pub tenant: TenantId,
+    /// The page's origin when the key is a widget key (echoed for CORS).
+    pub widget_origin: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl WebchatCaller {
+    pub fn is_widget(&self) -> bool {
+        self.widget_origin.is_some()
+    }
+
+    pub fn scope(&self) -> Scope {
+        Scope::tenant(self.tenant.clone())
+    }
+}
+
+/// The webchat surface takes API keys and widget keys, in `X-API-Key`.
+pub fn webchat_caller(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (WebchatCaller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |key: Option<String>, origin: Option<String>, client_ip: Option<ClientIp>| {
+                let runtime = runtime.clone();
+                let limiter = limiter.clone();
+                async move {
+                    let client_ip = client_ip.map(|client| client.0);
+                    let caller =
+                        resolve_webchat(&runtime, key.as_deref(), origin.as_deref(), client_ip)
+                            .map_err(warp::reject::custom)?;
+                    limiter
+                        .check(&caller.tenant, key.as_deref(), client_ip)
+                        .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                    Ok::<_, Rejection>(caller)
+                }
+            },
+        )
+}
+
+/// The webchat caller of a key (and, for a widget key, the page's origin).
+pub fn resolve_webchat(
+    runtime: &Runtime,
+    key: Option<&str>,
+    origin: Option<&str>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<WebchatCaller, ApiError> {
+    let key = key.ok_or(ApiError::MissingApiKey)?;
+    match runtime.key_kind(key) {
+        Some((tenant, KeyKind::Api)) => Ok(WebchatCaller {
+            tenant,
+            widget_origin: None,
+            client_ip,
+        }),
+        Some((tenant, KeyKind::Widget)) => {
+            let origin = allowed_origin(runtime, &tenant, origin)?;
+            Ok(WebchatCaller {
+                tenant,
+                widget_origin: Some(origin),
+                client_ip,
+            })
+        }
+        None => Err(ApiError::InvalidApiKey),
+    }
 }
 
 /// The request's `Origin`, if the tenant allows it for widget keys.

@@ -19,6 +19,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub websocket: WebSocketSettings,
     pub auth: AuthConfig,
+    pub webchat: WebchatConfig,
     pub storage: StorageConfig,
     pub sessions: SessionConfig,
     pub limits: Limits,
@@ -38,6 +39,9 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// Largest REST request body, in bytes.
     pub max_body_bytes: u64,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the
+    /// client. Anyone else's is ignored. Empty: the socket's peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             backlog: 1024,
             max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -90,6 +95,58 @@ impl Default for AuthConfig {
         AuthConfig {
             ticket_ttl_secs: 300,
             admin_token: String::new(),
+        }
+    }
+}
+
+/// The webchat channel (`/api/webchat/...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebchatConfig {
+    /// How long `POST /api/webchat/messages` waits for the agent's whole reply
+    /// before answering 504 (the reply is still stored when it completes).
+    pub reply_timeout_ms: u64,
+    pub geolocation: GeolocationConfig,
+}
+
+impl Default for WebchatConfig {
+    fn default() -> Self {
+        WebchatConfig {
+            reply_timeout_ms: 60_000,
+            geolocation: GeolocationConfig::default(),
+        }
+    }
+}
+
+/// An optional IP geolocation provider. Lookups run beside the reply, never
+/// before it; results are cached per address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeolocationConfig {
+    /// The provider's URL with `{ip}` where the address goes
+    /// (`https://ipinfo.io/{ip}/json`). Empty: no lookups.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` when not empty.
+    pub token: String,
+    /// A lookup slower than this is abandoned (and tried again next time).
+    pub timeout_ms: u64,
+    /// How long an answer is reused for the same address.
+    pub cache_ttl_secs: u64,
+    /// Addresses remembered at most.
+    pub cache_capacity: usize,
+    /// Also look up loopback and private addresses (normally pointless).
+    pub include_private: bool,
+}
+
+impl Default for GeolocationConfig {
+    fn default() -> Self {
+        GeolocationConfig {
+            url: String::new(),
+            token: String::new(),
+            timeout_ms: 1_500,
+            cache_ttl_secs: 86_400,
+            cache_capacity: 10_000,
+            include_private: false,
         }
     }
 }

@@ -9,14 +9,16 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tertulia_actors::domain::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
-use tertulia_actors::protocol::MAX_CLIENT_MSG_ID_LEN;
+use tertulia_actors::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
 use crate::AppState;
 use crate::auth::caller;
 use crate::error::ApiError;
-use crate::routes::{optional_body, parse_limit, parse_object, parse_session, respond};
+use crate::routes::{
+    optional_body, parse_limit, parse_object, parse_session, required_text, respond,
+};
 
 /// `GET /chat/conversations` returns this many unless `limit` says otherwise.
 const DEFAULT_CONVERSATIONS: usize = 50;
@@ -67,6 +69,13 @@ pub fn routes(
         .and(warp::body::bytes())
         .then(post_message);
 
+    // GET /chat/{id}/contact
+    let contact = warp::path!("chat" / String / "contact")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(who.clone())
+        .then(get_contact);
+
     // PATCH /chat/{id}
     let update = warp::path!("chat" / String)
         .and(warp::patch())
@@ -83,8 +92,23 @@ pub fn routes(
         .unify()
         .or(post)
         .unify()
+        .or(contact)
+        .unify()
         .or(update)
         .unify()
+}
+
+/// GET /chat/{id}/contact: the lead captured in a (webchat) conversation.
+async fn get_contact(conversation: String, app: AppState, scope: Scope) -> warp::reply::Response {
+    let result = async {
+        let conversation = parse_session(&conversation)?;
+        app.runtime
+            .contact(&scope, conversation)
+            .await?
+            .ok_or(ApiError::NoContact)
+    }
+    .await;
+    respond(StatusCode::OK, result)
 }
 
 /// A conversation as the seed shows it.
@@ -99,6 +123,7 @@ fn conversation_view(record: &SessionRecord) -> Value {
         "version": record.version,
         "message_count": record.message_count,
         "context": record.context,
+        "channel": record.channel,
     })
 }
 
@@ -116,7 +141,24 @@ fn message_view(message: &StoredMessage) -> Value {
         "seq": message.seq,
         "status": message.status,
         "client_msg_id": message.client_msg_id,
+        "author": message.author,
+        "direction": message.direction,
     })
+}
+
+/// `author` from a body: absent, or 1 to 100 bytes of text.
+pub fn parse_author(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match body.get("author") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(author))
+            if !author.trim().is_empty() && author.len() <= MAX_AUTHOR_LEN =>
+        {
+            Ok(Some(author.trim().to_owned()))
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`author` must be text of 1 to {MAX_AUTHOR_LEN} bytes"
+        ))),
+    }
 }
 
 /// `title` from a body: absent, `null` (clear it) or 1 to 200 bytes of text.
@@ -136,7 +178,7 @@ fn parse_title(body: &Map<String, Value>) -> Result<Option<Option<String>>, ApiE
 }
 
 /// Refuses a body with a field outside `allowed`, naming it.
-fn only_fields(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+pub fn only_fields(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     match body.keys().find(|field| !allowed.contains(&field.as_str())) {
         Some(field) => Err(ApiError::BadRequest(format!(
             "unknown field `{field}`: send {}",
@@ -241,7 +283,10 @@ async fn post_message(
     let result = async {
         let conversation = parse_session(&conversation)?;
         let body = parse_object(&body, "the body")?;
-        only_fields(&body, &["role", "content", "respond", "client_msg_id"])?;
+        only_fields(
+            &body,
+            &["role", "content", "respond", "client_msg_id", "author"],
+        )?;
         let role = match body.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
@@ -252,17 +297,11 @@ async fn post_message(
                 ));
             }
         };
-        let max = app.runtime.config().limits.max_content_bytes;
-        let content = match body.get("content").and_then(Value::as_str) {
-            Some(content) if !content.trim().is_empty() && content.len() <= max => {
-                content.to_owned()
-            }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`content` must be text of 1 to {max} bytes"
-                )));
-            }
-        };
+        let content = required_text(
+            &body,
+            "content",
+            app.runtime.config().limits.max_content_bytes,
+        )?;
         let respond = match body.get("respond") {
             None => true,
             Some(Value::Bool(respond)) => *respond,
@@ -283,12 +322,13 @@ async fn post_message(
                 )));
             }
         };
+        let author = parse_author(&body)?;
         let message = NewMessage {
             role,
             respond,
-            content: content.clone(),
-            context: None,
             client_msg_id,
+            author: author.clone(),
+            ..NewMessage::user(content.clone())
         };
         let ack = app
             .runtime
@@ -305,6 +345,8 @@ async fn post_message(
             "seq": ack.seq,
             "status": "complete",
             "client_msg_id": ack.client_msg_id,
+            "author": author,
+            "direction": role.direction(),
         }))
     }
     .await;

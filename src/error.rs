@@ -7,6 +7,7 @@ use std::convert::Infallible;
 
 use serde::Serialize;
 use tertulia_actors::Error as RuntimeError;
+use tertulia_actors::domain::{MessageId, SessionId};
 use warp::http::StatusCode;
 use warp::reject::Reject;
 use warp::{Rejection, Reply};
@@ -35,7 +36,9 @@ pub enum ApiError {
     NotWebSocket,
     #[error("missing credentials: send the admin token as `Authorization: Bearer <token>`")]
     MissingAdminToken,
-    #[error("a widget key may only open conversations; use an API key for this")]
+    #[error(
+        "a widget key may only open conversations and use the webchat surface (/api/webchat/...); use an API key for this"
+    )]
     WidgetKeyNotAllowed,
     #[error("this page's origin is not among the tenant's allowed origins")]
     OriginNotAllowed,
@@ -43,6 +46,41 @@ pub enum ApiError {
         "the admin API is disabled: set auth.admin_token (TERTULIA_AUTH__ADMIN_TOKEN) to enable it"
     )]
     AdminDisabled,
+    #[error("no contact was captured in this conversation")]
+    NoContact,
+    /// A webchat message was stored but its reply cannot be given now.
+    #[error("{}", problem.describe())]
+    Reply {
+        problem: ReplyProblem,
+        conversation_id: SessionId,
+        last_message_id: MessageId,
+        assistant_message_id: Option<MessageId>,
+    },
+}
+
+/// Why `POST /api/webchat/messages` has no reply to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyProblem {
+    /// The reply took longer than `webchat.reply_timeout_ms`.
+    Timeout,
+    /// The conversation restarted while the reply was being written.
+    Restarted,
+    /// The agent failed; what it wrote before is stored as `failed`.
+    AgentFailed,
+}
+
+impl ReplyProblem {
+    fn describe(self) -> &'static str {
+        match self {
+            ReplyProblem::Timeout => {
+                "the reply is taking too long; it will appear in the history when it is ready"
+            }
+            ReplyProblem::Restarted => {
+                "the conversation restarted; the reply will appear in the history when it is ready"
+            }
+            ReplyProblem::AgentFailed => "the agent failed to reply",
+        }
+    }
 }
 
 impl Reject for ApiError {}
@@ -57,9 +95,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Runtime(error) => match error {
-                RuntimeError::SessionNotFound { .. } | RuntimeError::TenantNotFound(_) => {
-                    StatusCode::NOT_FOUND
-                }
+                RuntimeError::SessionNotFound { .. }
+                | RuntimeError::UnknownExternal { .. }
+                | RuntimeError::TenantNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 RuntimeError::NothingToCancel | RuntimeError::Conflict(_) => StatusCode::CONFLICT,
@@ -82,7 +120,12 @@ impl ApiError {
             | ApiError::WidgetKeyNotAllowed
             | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
-            ApiError::UnknownSession => StatusCode::NOT_FOUND,
+            ApiError::UnknownSession | ApiError::NoContact => StatusCode::NOT_FOUND,
+            ApiError::Reply { problem, .. } => match problem {
+                ReplyProblem::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                ReplyProblem::Restarted => StatusCode::SERVICE_UNAVAILABLE,
+                ReplyProblem::AgentFailed => StatusCode::BAD_GATEWAY,
+            },
         }
     }
 
@@ -100,6 +143,12 @@ impl ApiError {
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::WidgetKeyNotAllowed => "widget_key_not_allowed",
             ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::NoContact => "contact_not_found",
+            ApiError::Reply { problem, .. } => match problem {
+                ReplyProblem::Timeout => "reply_timeout",
+                ReplyProblem::Restarted => "reply_pending",
+                ReplyProblem::AgentFailed => "agent_failed",
+            },
         }
     }
 
@@ -124,6 +173,24 @@ impl ApiError {
                 "error": self.public_message(),
                 "code": self.code(),
                 "current_version": current,
+            });
+            return warp::reply::with_status(warp::reply::json(&body), self.status())
+                .into_response();
+        }
+        if let ApiError::Reply {
+            conversation_id,
+            last_message_id,
+            assistant_message_id,
+            ..
+        } = self
+        {
+            // The message is stored: say where, so the client can find the reply later.
+            let body = serde_json::json!({
+                "error": self.public_message(),
+                "code": self.code(),
+                "conversation_id": conversation_id,
+                "last_message_id": last_message_id,
+                "assistant_message_id": assistant_message_id,
             });
             return warp::reply::with_status(warp::reply::json(&body), self.status())
                 .into_response();

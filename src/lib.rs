@@ -9,10 +9,12 @@ pub mod cli;
 pub mod config;
 pub mod conversations;
 pub mod error;
+pub mod geo;
 pub mod limits;
 pub mod page;
 pub mod routes;
 pub mod server;
+pub mod webchat;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ pub struct AppState {
     pub runtime: Runtime,
     pub tickets: Tickets,
     pub limiter: limits::Limiter,
+    pub geo: geo::Geolocator,
     pub config: Arc<Config>,
     /// The address the server listens on (for URLs when a request has no `Host`).
     pub local_addr: SocketAddr,
@@ -51,6 +54,8 @@ pub struct RunningServer {
 pub enum StartError {
     #[error("invalid bind address `{0}`")]
     BindAddress(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -68,6 +73,9 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         .bind
         .parse()
         .map_err(|_| StartError::BindAddress(config.server.bind.clone()))?;
+    let proxies = server::TrustedProxies::parse(&config.server.trusted_proxies)
+        .map_err(StartError::Config)?;
+    let geo = geo::Geolocator::new(&config.webchat.geolocation).map_err(StartError::Config)?;
     // Bind first: a port in use should fail before the database is opened.
     let listener = server::bind(addr, config.server.backlog)
         .map_err(|source| StartError::Listen { addr, source })?;
@@ -88,6 +96,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
     };
     let app = AppState {
         limiter,
+        geo,
         tickets: Tickets::new(
             runtime.ticket_secret(),
             Duration::from_secs(config.auth.ticket_ttl_secs),
@@ -97,7 +106,12 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         local_addr,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let accept_loop = tokio::spawn(server::serve(listener, routes::routes(app), stop_rx));
+    let accept_loop = tokio::spawn(server::serve(
+        listener,
+        routes::routes(app),
+        Arc::new(proxies),
+        stop_rx,
+    ));
     Ok(RunningServer {
         addr: local_addr,
         runtime,

@@ -71,26 +71,26 @@ pub fn routes(
         .and(optional_body(max_body))
         .then(create_session);
 
-    // OPTIONS /chat/sessions: the CORS preflight of a widget on another
-    // origin. It carries no key, so it cannot be checked here; the POST that
+    // OPTIONS on what a widget calls from another origin: the CORS preflight.
+    // It carries no key, so it cannot be checked here; the request that
     // follows is (its Origin against the tenant's allowed origins).
     let preflight = warp::path!("chat" / "sessions")
         .and(warp::options())
+        .map(|| "POST")
+        .or(warp::path!("api" / "webchat" / "messages")
+            .and(warp::options())
+            .map(|| "POST"))
+        .unify()
+        .or(warp::path!("api" / "webchat" / "consent")
+            .and(warp::options())
+            .map(|| "POST"))
+        .unify()
+        .or(warp::path!("api" / "webchat" / "history" / String)
+            .and(warp::options())
+            .map(|_| "GET"))
+        .unify()
         .and(warp::header::optional::<String>("origin"))
-        .map(|origin: Option<String>| {
-            let mut response = warp::http::Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .header("access-control-allow-methods", "POST")
-                .header("access-control-allow-headers", "x-api-key, content-type")
-                .header("access-control-max-age", "600")
-                .header("vary", "Origin");
-            if let Some(origin) = origin {
-                response = response.header("access-control-allow-origin", origin);
-            }
-            response
-                .body(Default::default())
-                .expect("a static preflight response is valid")
-        });
+        .map(preflight);
 
     // GET /chat/sessions
     let list = warp::path!("chat" / "sessions")
@@ -155,10 +155,30 @@ pub fn routes(
         .unify()
         .or(crate::conversations::routes(app.clone()))
         .unify()
+        .or(crate::webchat::routes(app.clone()))
+        .unify()
+        .or(crate::ws::webchat_route(app.clone()))
+        .unify()
         .or(crate::ws::route(app))
         .unify()
         .recover(handle_rejection)
         .unify()
+}
+
+/// The answer to a CORS preflight for a route that takes `methods`.
+fn preflight(methods: &'static str, origin: Option<String>) -> warp::reply::Response {
+    let mut response = warp::http::Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header("access-control-allow-methods", methods)
+        .header("access-control-allow-headers", "x-api-key, content-type")
+        .header("access-control-max-age", "600")
+        .header("vary", "Origin");
+    if let Some(origin) = origin {
+        response = response.header("access-control-allow-origin", origin);
+    }
+    response
+        .body(Default::default())
+        .expect("a static preflight response is valid")
 }
 
 /// A body of at most `max` bytes, or none at all: a request with neither
@@ -203,6 +223,21 @@ pub fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiE
             "{what} must be a JSON object"
         ))),
         Err(error) => Err(ApiError::BadRequest(format!("invalid JSON body: {error}"))),
+    }
+}
+
+/// A required text field of 1 to `max` bytes that is not only spaces; the
+/// error names the field.
+pub fn required_text(
+    body: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<String, ApiError> {
+    match body.get(field).and_then(Value::as_str) {
+        Some(text) if !text.trim().is_empty() && text.len() <= max => Ok(text.to_owned()),
+        _ => Err(ApiError::BadRequest(format!(
+            "`{field}` is required: text of 1 to {max} bytes"
+        ))),
     }
 }
 

@@ -3,10 +3,17 @@
 //! simultaneous handshakes) and serve each connection with hyper, warp's
 //! filters as the service. Serving it ourselves is also what lets `ws.rs` do
 //! its own WebSocket upgrade: each request carries its upgrade handle and its
-//! peer address as extensions.
+//! client's address as extensions.
+//!
+//! The client's address is the socket's peer, unless that peer is one of the
+//! configured trusted proxies: then it is the nearest address in
+//! `X-Forwarded-For` that is not itself a trusted proxy. Anyone else's
+//! `X-Forwarded-For` is ignored, so a client cannot pick its own address
+//! (and with it, its rate-limit bucket or the address recorded with its messages).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -21,9 +28,66 @@ use warp::{Filter, Reply};
 
 use crate::ws::UpgradeSlot;
 
-/// The client's address, as the socket reports it.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// The client's address: the socket's peer, or what a trusted proxy forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Addresses (`10.0.0.7`) and networks (`10.0.0.0/8`); the error names the bad entry.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("server.trusted_proxies: `{entry}` is not an IP address or network")
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|network| network.contains(&ip))
+    }
+
+    /// Who the client is, given the socket's peer and the `X-Forwarded-For` header(s).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.contains(peer) {
+            return peer;
+        }
+        // Each proxy appends the address it saw: read from the nearest hop back,
+        // stopping at the first one that is not ours (or cannot be read).
+        let hops = forwarded_for
+            .iter()
+            .flat_map(|header| header.split(','))
+            .collect::<Vec<_>>();
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let hop = hop.trim();
+            let Some(ip) = hop
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+            else {
+                break;
+            };
+            client = ip.to_canonical();
+            if !self.contains(client) {
+                break;
+            }
+        }
+        client
+    }
+}
 
 /// How long in-flight HTTP requests get to finish once we stop accepting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,8 +105,12 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// Serves `filter` on `listener` until `stop` turns true, then stops accepting
 /// and gives in-flight requests `DRAIN_TIMEOUT` to finish. Upgraded sockets are
 /// not waited for here: the runtime closes them with a reason.
-pub async fn serve<F>(listener: TcpListener, filter: F, mut stop: watch::Receiver<bool>)
-where
+pub async fn serve<F>(
+    listener: TcpListener,
+    filter: F,
+    proxies: Arc<TrustedProxies>,
+    mut stop: watch::Receiver<bool>,
+) where
     F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
         + Clone
         + Send
@@ -66,8 +134,16 @@ where
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        let proxies = proxies.clone();
         let handler = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(PeerAddr(peer));
+            let forwarded: Vec<&str> = request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect();
+            let client = proxies.client_ip(peer.ip(), &forwarded);
+            request.extensions_mut().insert(ClientIp(client));
             if request.headers().contains_key(hyper::header::UPGRADE) {
                 let upgrade = hyper::upgrade::on(&mut request);
                 request.extensions_mut().insert(UpgradeSlot::new(upgrade));
@@ -90,5 +166,45 @@ where
         .is_err()
     {
         tracing::warn!("some HTTP requests were still running at shutdown");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.1".into()]).unwrap();
+        // Not a proxy: the header is the client's own claim, ignored.
+        assert_eq!(
+            proxies.client_ip(ip("198.51.100.9"), &["203.0.113.7"]),
+            ip("198.51.100.9")
+        );
+        // A proxy: the nearest hop that is not one of ours.
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), &["1.1.1.1, 203.0.113.7, 10.9.9.9"]),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            proxies.client_ip(ip("192.0.2.1"), &["203.0.113.7:5555"]),
+            ip("203.0.113.7")
+        );
+        // A proxy with no header, or garbage in it: the proxy itself.
+        assert_eq!(proxies.client_ip(ip("10.1.2.3"), &[]), ip("10.1.2.3"));
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), &["unknown"]),
+            ip("10.1.2.3")
+        );
+        // IPv4-mapped IPv6 peers match IPv4 networks.
+        assert_eq!(
+            proxies.client_ip(ip("::ffff:10.0.0.1"), &["203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
     }
 }

@@ -1,4 +1,6 @@
-//! `WS /chat/ws/{session_id}`: the socket side of a `Connection`.
+//! `WS /chat/ws/{session_id}` and `WS /api/webchat/stream`: the socket side
+//! of a `Connection`. Both speak the same frames; a webchat socket also
+//! stamps its visitor's messages with their origin (address, user agent, locale).
 //!
 //! warp routes and authenticates the request, but the upgrade is done here
 //! with tokio-tungstenite, because warp 0.4 neither lets us set tungstenite's
@@ -23,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
 use serde::Deserialize;
 use tertulia_actors::connection::ConnectionMsg;
-use tertulia_actors::domain::{Scope, SessionId};
+use tertulia_actors::domain::{ClientCommand, Origin, Scope, SessionId};
 use tertulia_actors::outbound::{CloseReason, OutboundReceiver, Outgoing};
 use tertulia_actors::protocol::{Frame, ServerFrame, parse_client_frame};
 use tertulia_actors::session::Attached;
@@ -39,7 +41,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::server::PeerAddr;
+use crate::server::ClientIp;
 
 /// hyper's upgrade handle for this request, put there by the server loop.
 /// (warp's `ext` filters need `Clone`; `OnUpgrade` is not.)
@@ -62,6 +64,15 @@ struct WsQuery {
     after_seq: Option<u64>,
 }
 
+#[derive(Debug, Deserialize)]
+struct WebchatQuery {
+    session_id: Option<String>,
+    /// A widget key (a page cannot set headers on a WebSocket). API keys go in `X-API-Key`.
+    key: Option<String>,
+    after_seq: Option<u64>,
+    locale: Option<String>,
+}
+
 /// Most frames written per flush: enough to batch a burst, small enough to
 /// keep one socket from monopolising its task.
 const MAX_FRAMES_PER_FLUSH: usize = 256;
@@ -80,7 +91,7 @@ pub fn route(
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::query::<WsQuery>())
         .and(warp::ext::optional::<UpgradeSlot>())
-        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<ClientIp>())
         .and_then(
             move |session: String,
                   api_key,
@@ -89,7 +100,7 @@ pub fn route(
                   websocket_key,
                   query,
                   slot,
-                  peer: Option<PeerAddr>| {
+                  client_ip: Option<ClientIp>| {
                 let app = app.clone();
                 let request = UpgradeRequest {
                     session,
@@ -99,7 +110,7 @@ pub fn route(
                     websocket_key,
                     query,
                     slot,
-                    ip: peer.map(|peer| peer.0.ip()),
+                    ip: client_ip.map(|client| client.0),
                 };
                 async move { Ok::<_, Rejection>(upgrade(app, request).await) }
             },
@@ -156,8 +167,146 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
     if let Err(error) = app.limiter.check(&scope.tenant, api_key.as_deref(), ip) {
         return ApiError::from(error).into_response();
     }
+    let socket = SocketRequest {
+        scope,
+        session,
+        after_seq: query.after_seq,
+        websocket_key,
+        slot,
+        origin: None,
+    };
+    accept(app, socket).await
+}
+
+/// `GET /api/webchat/stream?session_id=…` with `X-API-Key`, or a widget key in `?key=`.
+pub fn webchat_route(
+    app: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "webchat" / "stream")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(
+            warp::header::optional::<String>("user-agent")
+                .and(warp::header::optional::<String>("accept-language"))
+                .map(|user_agent, accept_language| crate::webchat::Client {
+                    user_agent,
+                    accept_language,
+                }),
+        )
+        .and(warp::query::<WebchatQuery>())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |api_key: Option<String>,
+                  origin: Option<String>,
+                  websocket_key: Option<String>,
+                  client: crate::webchat::Client,
+                  query: WebchatQuery,
+                  slot: Option<UpgradeSlot>,
+                  client_ip: Option<ClientIp>| {
+                let app = app.clone();
+                async move {
+                    let response = match webchat_socket(
+                        &app,
+                        api_key,
+                        origin,
+                        websocket_key,
+                        client,
+                        query,
+                        slot,
+                        client_ip.map(|client| client.0),
+                    )
+                    .await
+                    {
+                        Ok(socket) => accept(app, socket).await,
+                        Err(error) => error.into_response(),
+                    };
+                    Ok::<_, Rejection>(response)
+                }
+            },
+        )
+}
+
+/// Checks a webchat stream request and finds (or opens) its conversation.
+#[allow(clippy::too_many_arguments)]
+async fn webchat_socket(
+    app: &AppState,
+    api_key: Option<String>,
+    origin: Option<String>,
+    websocket_key: Option<String>,
+    client: crate::webchat::Client,
+    query: WebchatQuery,
+    slot: Option<UpgradeSlot>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<SocketRequest, ApiError> {
+    let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
+        return Err(ApiError::NotWebSocket);
+    };
+    if api_key.is_none()
+        && let Some(key) = &query.key
+        && matches!(
+            app.runtime.key_kind(key),
+            Some((_, tertulia_actors::domain::KeyKind::Api))
+        )
+    {
+        return Err(ApiError::BadRequest(
+            "send API keys in the X-API-Key header, never in a URL; `key` is for widget keys"
+                .into(),
+        ));
+    }
+    let key = api_key.as_deref().or(query.key.as_deref());
+    let caller = crate::auth::resolve_webchat(&app.runtime, key, origin.as_deref(), ip)?;
+    app.limiter.check(&caller.tenant, key, ip)?;
+    let session_id = query
+        .session_id
+        .ok_or_else(|| ApiError::BadRequest("`session_id` is required in the query".into()))?;
+    crate::webchat::check_session_id(&session_id, &caller)?;
+    let locale = match query.locale.as_deref() {
+        None => None,
+        Some(text) => Some(crate::webchat::normalise_locale(text).ok_or_else(|| {
+            ApiError::BadRequest("`locale` must be a language tag such as es-MX".into())
+        })?),
+    };
+    let conversation = app
+        .runtime
+        .webchat_conversation(&caller.tenant, &session_id, true)
+        .await?;
+    let mut stamp = client.origin(&caller, locale);
+    stamp.geo = ip.and_then(|ip| app.geo.cached(ip));
+    Ok(SocketRequest {
+        scope: caller.scope(),
+        session: conversation.id,
+        after_seq: query.after_seq,
+        websocket_key,
+        slot,
+        origin: Some(stamp),
+    })
+}
+
+/// An authorised socket, ready to attach and upgrade.
+struct SocketRequest {
+    scope: Scope,
+    session: SessionId,
+    after_seq: Option<u64>,
+    websocket_key: String,
+    slot: UpgradeSlot,
+    /// Stamped on every message the socket sends (webchat).
+    origin: Option<Origin>,
+}
+
+async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Response {
+    let SocketRequest {
+        scope,
+        session,
+        after_seq,
+        websocket_key,
+        slot,
+        origin,
+    } = request;
     // Attach before answering 101, so a missing session is a plain 404.
-    let attached = match app.runtime.connect(&scope, session, query.after_seq).await {
+    let attached = match app.runtime.connect(&scope, session, after_seq).await {
         Ok(attached) => attached,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -179,7 +328,7 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
                     Some(socket_config),
                 )
                 .await;
-                serve_socket(app, scope, session, attached, socket).await;
+                serve_socket(app, scope, session, attached, socket, origin).await;
             }
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");
@@ -225,6 +374,7 @@ async fn serve_socket(
     session: SessionId,
     attached: Attached,
     socket: Socket,
+    origin: Option<Origin>,
 ) {
     let (sink, stream) = socket.split();
     let heard = Arc::new(Heard {
@@ -246,7 +396,14 @@ async fn serve_socket(
         heard: heard.clone(),
     };
     let mut writer = tokio::spawn(writer.run());
-    let reader = read_frames(&app, stream, &connection_rx, &local_tx, &heard);
+    let reader = read_frames(
+        &app,
+        stream,
+        &connection_rx,
+        &local_tx,
+        &heard,
+        origin.as_ref(),
+    );
     tokio::pin!(reader);
     tokio::select! {
         ended = &mut reader => match ended {
@@ -279,13 +436,17 @@ async fn read_frames(
     connection: &watch::Receiver<ActorRef<ConnectionMsg>>,
     local: &mpsc::Sender<Local>,
     heard: &Heard,
+    origin: Option<&Origin>,
 ) -> Option<CloseReason> {
     let max_content = app.runtime.config().limits.max_content_bytes;
     while let Some(message) = stream.next().await {
         heard.now();
         let reply = match message {
             Ok(Message::Text(text)) => match parse_client_frame(&text, max_content) {
-                Ok(command) => {
+                Ok(mut command) => {
+                    if let ClientCommand::Message(message) = &mut command {
+                        message.origin = origin.cloned().map(Box::new);
+                    }
                     let current = connection.borrow().clone();
                     match current.cast(ConnectionMsg::Client(command)) {
                         Ok(()) => None,

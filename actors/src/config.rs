@@ -195,6 +195,10 @@ pub struct RateLimits {
     pub ip_per_minute: u32,
     /// Messages posted into one conversation, from every socket and back end.
     pub session_messages_per_minute: u32,
+    /// `POST /api/webchat/messages` per webchat `session_id`.
+    pub webchat_session_per_minute: u32,
+    /// `POST /api/webchat/messages` per client IP address.
+    pub webchat_ip_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -203,6 +207,8 @@ impl Default for RateLimits {
             api_key_per_minute: 600,
             ip_per_minute: 600,
             session_messages_per_minute: 60,
+            webchat_session_per_minute: 20,
+            webchat_ip_per_minute: 60,
         }
     }
 }
@@ -223,6 +229,14 @@ impl RateLimits {
             (
                 "rate_limits.session_messages_per_minute",
                 self.session_messages_per_minute,
+            ),
+            (
+                "rate_limits.webchat_session_per_minute",
+                self.webchat_session_per_minute,
+            ),
+            (
+                "rate_limits.webchat_ip_per_minute",
+                self.webchat_ip_per_minute,
             ),
         ]
         .into_iter()

@@ -79,6 +79,46 @@ pub enum Role {
     System,
 }
 
+impl Role {
+    /// Users write in; everything else is said to them.
+    pub fn direction(self) -> Direction {
+        match self {
+            Role::User => Direction::Inbound,
+            Role::Assistant | Role::System => Direction::Outbound,
+        }
+    }
+}
+
+/// Which way a message went, seen from the tenant: a visitor's message is
+/// `inbound`, an answer `outbound`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Where an inbound message came from, as its channel saw it. Recorded for
+/// webchat messages; shown to API keys, never to the widget.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Origin {
+    /// The surface it arrived on: `webchat`.
+    pub channel: String,
+    /// The client's address: the socket's peer, or `X-Forwarded-For` when the
+    /// peer is a trusted proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// A BCP 47 language tag (`es-MX`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// What the geolocation provider said about `ip`, when one is configured.
+    /// Added after the message is stored: the lookup never delays it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Value>,
+}
+
 /// Whether a stored message is whole. Only assistant messages can be cut short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +151,12 @@ pub struct StoredMessage {
     /// A user message its poster asked not to be answered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_reply: bool,
+    pub direction: Direction,
+    /// Who wrote it, as the sender named them (a webchat visitor's `author`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Box<Origin>>,
 }
 
 /// A stored conversation, without its messages.
@@ -134,6 +180,87 @@ pub struct SessionRecord {
     /// Incremented by every change of title or status (optimistic concurrency).
     #[serde(default = "first_version")]
     pub version: u64,
+    /// The channel that opened it (`webchat`), if not the session API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The channel's own id for it: a webchat `session_id`, chosen by the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The visitor's latest consent decision (webchat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Consent>,
+}
+
+/// A visitor's decision on the processing of their personal data: who, when,
+/// from where, and to which text. The latest one rules; every one is logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consent {
+    pub granted: bool,
+    /// Which version of the consent text the visitor was shown.
+    pub text_version: String,
+    /// The visitor, as the channel knows them (the webchat `session_id`).
+    pub subject: String,
+    pub recorded_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// A lead: what a consenting visitor said about themselves, one per conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub tenant: TenantId,
+    pub conversation_id: SessionId,
+    /// The channel it was captured on: `webchat`.
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Lowercased domain, as validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// E.164 (`+525512345678`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// When the contact first had an email or a phone (and `lead.captured` was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_captured_at: Option<String>,
+}
+
+/// Something that happened, recorded in the same transaction as the change
+/// that caused it, for the webhook outbox to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub tenant: TenantId,
+    /// `lead.captured`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<SessionId>,
+    /// Flat fields a workflow can use without code.
+    pub data: Map<String, Value>,
+    pub created_at: String,
+}
+
+impl EventRecord {
+    pub fn new(
+        tenant: TenantId,
+        kind: &str,
+        conversation_id: Option<SessionId>,
+        data: Map<String, Value>,
+    ) -> Self {
+        EventRecord {
+            event_id: format!("evt_{}", Uuid::now_v7().simple()),
+            tenant,
+            kind: kind.to_owned(),
+            conversation_id,
+            data,
+            created_at: now_timestamp(),
+        }
+    }
 }
 
 fn first_version() -> u64 {
@@ -229,6 +356,25 @@ pub struct NewMessage {
     pub context: Option<Map<String, Value>>,
     /// The client's own id for the message: a repeat is acknowledged again, not stored twice.
     pub client_msg_id: Option<String>,
+    /// Who wrote it, as the sender names them.
+    pub author: Option<String>,
+    /// Where it came from (webchat: address, user agent, locale).
+    pub origin: Option<Box<Origin>>,
+}
+
+impl NewMessage {
+    /// A message from a user that is to be answered.
+    pub fn user(content: impl Into<String>) -> Self {
+        NewMessage {
+            role: Role::User,
+            respond: true,
+            content: content.into(),
+            context: None,
+            client_msg_id: None,
+            author: None,
+            origin: None,
+        }
+    }
 }
 
 /// What the session tells the sender once its message is durable.

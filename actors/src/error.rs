@@ -16,6 +16,10 @@ pub enum Error {
         session: SessionId,
     },
 
+    /// No conversation of this tenant has this id on this channel (a webchat `session_id`).
+    #[error("no {channel} conversation has session_id `{id}`")]
+    UnknownExternal { channel: &'static str, id: String },
+
     /// The tenant is not configured on this node.
     #[error("tenant {0} not found")]
     TenantNotFound(TenantId),
@@ -69,7 +73,7 @@ impl Error {
     /// A stable, machine-readable code, shared by HTTP bodies and `error` frames.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::SessionNotFound { .. } => "session_not_found",
+            Error::SessionNotFound { .. } | Error::UnknownExternal { .. } => "session_not_found",
             Error::TenantNotFound(_) => "tenant_not_found",
             Error::InvalidInput(_) => "invalid_input",
             Error::ContentTooLarge { .. } => "content_too_large",

@@ -16,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod domain;
 pub mod error;
+pub mod leads;
 pub mod outbound;
 pub mod persistence;
 pub mod protocol;

@@ -24,7 +24,8 @@ use surrealdb::engine::any::Any;
 use tokio::sync::oneshot;
 
 use crate::domain::{
-    ApiKeyRecord, SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord,
+    ApiKeyRecord, Consent, Contact, EventRecord, MessageId, SessionId, SessionRecord,
+    StoredMessage, TenantId, TenantRecord,
 };
 use crate::error::{Error, Result};
 
@@ -61,6 +62,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         5,
         "0005_message_roles",
         include_str!("../../schemas/migrations/0005_message_roles.surql"),
+    ),
+    (
+        6,
+        "0006_webchat",
+        include_str!("../../schemas/migrations/0006_webchat.surql"),
     ),
 ];
 
@@ -217,7 +223,7 @@ impl Database {
 /// A change to the stored state. Each becomes statements of one batch.
 #[derive(Debug, Clone)]
 pub enum Write {
-    CreateSession(SessionRecord),
+    CreateSession(Box<SessionRecord>),
     /// Appends to a session's log and bumps the conversation's counters.
     AppendMessage(StoredMessage),
     SetContext {
@@ -248,6 +254,25 @@ pub enum Write {
     RevokeKey {
         key_id: String,
         revoked_at: String,
+    },
+    /// The visitor's consent decision: kept on the conversation (the latest
+    /// rules) and appended to the consent log.
+    RecordConsent {
+        tenant: TenantId,
+        session: SessionId,
+        consent: Consent,
+    },
+    /// Creates or replaces a conversation's contact; with the `lead.captured`
+    /// event in the same transaction when the contact just became a lead.
+    PutContact {
+        contact: Box<Contact>,
+        event: Option<Box<EventRecord>>,
+    },
+    /// Adds the geolocation of a stored message's address (looked up after it was stored).
+    SetMessageGeo {
+        tenant: TenantId,
+        message: MessageId,
+        geo: Value,
     },
 }
 
@@ -353,9 +378,63 @@ impl Write {
             Write::DeleteSession { tenant, session } => {
                 bind("sid", json!(session.to_string()));
                 bind("tenant", json!(tenant));
+                // The consent log and recorded events stay: they are the audit trail.
                 statement.push_str(&format!(
                     "DELETE message WHERE tenant = ${p}tenant AND session_id = ${p}sid;\n\
+                     DELETE type::record('contact', ${p}sid) WHERE tenant = ${p}tenant;\n\
                      DELETE type::record('conversation', ${p}sid) WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+            Write::RecordConsent {
+                tenant,
+                session,
+                consent,
+            } => {
+                bind("sid", json!(session.to_string()));
+                bind("tenant", json!(tenant));
+                let consent = serde_json::to_value(consent).expect("consents serialise");
+                let mut logged = consent.clone();
+                logged["tenant"] = json!(tenant);
+                logged["conversation_id"] = json!(session.to_string());
+                bind("consent", consent);
+                bind("logged", logged);
+                statement.push_str(&format!(
+                    "UPDATE type::record('conversation', ${p}sid) SET consent = ${p}consent \
+                     WHERE tenant = ${p}tenant;\n\
+                     CREATE consent CONTENT ${p}logged;\n"
+                ));
+            }
+            Write::PutContact { contact, event } => {
+                bind("id", json!(contact.conversation_id.to_string()));
+                bind(
+                    "doc",
+                    serde_json::to_value(contact).expect("contacts serialise"),
+                );
+                statement.push_str(&format!(
+                    "UPSERT type::record('contact', ${p}id) CONTENT ${p}doc;\n"
+                ));
+                if let Some(event) = event {
+                    bind("eid", json!(event.event_id));
+                    bind(
+                        "event",
+                        serde_json::to_value(event).expect("events serialise"),
+                    );
+                    statement.push_str(&format!(
+                        "CREATE type::record('event', ${p}eid) CONTENT ${p}event;\n"
+                    ));
+                }
+            }
+            Write::SetMessageGeo {
+                tenant,
+                message,
+                geo,
+            } => {
+                bind("id", json!(message.to_string()));
+                bind("tenant", json!(tenant));
+                bind("geo", geo.clone());
+                statement.push_str(&format!(
+                    "UPDATE type::record('message', ${p}id) SET origin.geo = ${p}geo \
+                     WHERE tenant = ${p}tenant AND origin != NONE;\n"
                 ));
             }
         }
@@ -436,6 +515,26 @@ pub enum PersistenceMsg {
         session: SessionId,
         client_msg_id: String,
         reply: RpcReplyPort<Result<Option<StoredMessage>>>,
+    },
+    /// The conversation a channel knows by this id, if any.
+    FindExternal {
+        tenant: TenantId,
+        channel: String,
+        external_id: String,
+        reply: RpcReplyPort<Result<Option<SessionRecord>>>,
+    },
+    /// A conversation's contact, if one was captured.
+    LoadContact {
+        tenant: TenantId,
+        session: SessionId,
+        reply: RpcReplyPort<Result<Option<Contact>>>,
+    },
+    /// A tenant's newest recorded events (of one conversation, if given), newest first.
+    ListEvents {
+        tenant: TenantId,
+        conversation: Option<SessionId>,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<EventRecord>>>,
     },
     /// A barrier: answers once every write queued before it has committed or
     /// failed. Writes queued after it do not delay it.
@@ -577,6 +676,69 @@ impl Actor for Persistence {
                         rows.sort_by_key(|message| message.seq);
                         rows
                     });
+                    let _ = reply.send(rows);
+                });
+            }
+            PersistenceMsg::FindExternal {
+                tenant,
+                channel,
+                external_id,
+                reply,
+            } => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let rows = db
+                        .select::<SessionRecord>(
+                            "SELECT * OMIT id FROM conversation WHERE tenant = $tenant \
+                             AND channel = $channel AND external_id = $external LIMIT 1;",
+                            json!({"tenant": tenant, "channel": channel, "external": external_id}),
+                        )
+                        .await;
+                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
+                });
+            }
+            PersistenceMsg::LoadContact {
+                tenant,
+                session,
+                reply,
+            } => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let rows = db
+                        .select::<Contact>(
+                            "SELECT * OMIT id FROM type::record('contact', $sid) WHERE tenant = $tenant;",
+                            json!({"sid": session.to_string(), "tenant": tenant}),
+                        )
+                        .await;
+                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
+                });
+            }
+            PersistenceMsg::ListEvents {
+                tenant,
+                conversation,
+                limit,
+                reply,
+            } => {
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let filter = if conversation.is_some() {
+                        "AND conversation_id = $sid "
+                    } else {
+                        ""
+                    };
+                    let rows = db
+                        .select::<EventRecord>(
+                            &format!(
+                                "SELECT * OMIT id FROM event WHERE tenant = $tenant {filter}\
+                                 ORDER BY created_at DESC LIMIT $limit;"
+                            ),
+                            json!({
+                                "tenant": tenant,
+                                "sid": conversation.map(|id| id.to_string()),
+                                "limit": limit,
+                            }),
+                        )
+                        .await;
                     let _ = reply.send(rows);
                 });
             }
@@ -738,6 +900,54 @@ impl Storage {
         .await
     }
 
+    pub async fn find_external(
+        &self,
+        tenant: &TenantId,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<SessionRecord>> {
+        let tenant = tenant.clone();
+        let channel = channel.to_owned();
+        let external_id = external_id.to_owned();
+        self.call(|reply| PersistenceMsg::FindExternal {
+            tenant,
+            channel,
+            external_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn load_contact(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<Option<Contact>> {
+        let tenant = tenant.clone();
+        self.call(|reply| PersistenceMsg::LoadContact {
+            tenant,
+            session,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn list_events(
+        &self,
+        tenant: &TenantId,
+        conversation: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        let tenant = tenant.clone();
+        self.call(|reply| PersistenceMsg::ListEvents {
+            tenant,
+            conversation,
+            limit,
+            reply,
+        })
+        .await
+    }
+
     /// Waits until every write queued so far has committed (or failed).
     pub async fn flush(&self) {
         let _ = self
@@ -785,6 +995,9 @@ mod tests {
                 client_msg_id: None,
                 created_at: now_timestamp(),
                 no_reply: false,
+                direction: Role::User.direction(),
+                author: None,
+                origin: None,
             };
             let (tx, rx) = oneshot::channel();
             let completed = completed.clone();

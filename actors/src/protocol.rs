@@ -54,6 +54,9 @@ pub struct WireMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
     pub created_at: String,
+    /// Who wrote it, as the sender named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 impl From<&StoredMessage> for WireMessage {
@@ -67,6 +70,7 @@ impl From<&StoredMessage> for WireMessage {
             status: message.status,
             client_msg_id: message.client_msg_id.clone(),
             created_at: message.created_at.clone(),
+            author: message.author.clone(),
         }
     }
 }
@@ -151,6 +155,9 @@ pub enum ClientFrame {
         context: Option<Map<String, Value>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_msg_id: Option<String>,
+        /// The writer's name as they give it (a webchat visitor).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
     },
     Cancel {},
     Typing {},
@@ -185,6 +192,8 @@ impl FrameError {
 
 /// The longest `client_msg_id` accepted: an id, not a payload.
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 128;
+/// The longest `author`, in bytes.
+pub const MAX_AUTHOR_LEN: usize = 100;
 
 const KNOWN_TYPES: [&str; 6] = ["message", "cancel", "typing", "resume", "context", "ping"];
 
@@ -248,7 +257,16 @@ pub fn parse_client_frame(
             content,
             context,
             client_msg_id,
+            author,
         } => {
+            if let Some(author) = &author
+                && (author.trim().is_empty() || author.len() > MAX_AUTHOR_LEN)
+            {
+                return Err(FrameError::new(
+                    "invalid_frame",
+                    format!("`author` must be 1 to {MAX_AUTHOR_LEN} bytes"),
+                ));
+            }
             if let Some(id) = &client_msg_id
                 && (id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN)
             {
@@ -258,11 +276,10 @@ pub fn parse_client_frame(
                 ));
             }
             ClientCommand::Message(NewMessage {
-                role: Role::User,
-                respond: true,
-                content,
                 context,
                 client_msg_id,
+                author: author.map(|author| author.trim().to_owned()),
+                ..NewMessage::user(content)
             })
         }
         ClientFrame::Cancel {} => ClientCommand::Cancel,

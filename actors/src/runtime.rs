@@ -17,13 +17,13 @@ use tokio::task::JoinHandle;
 use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
 use crate::config::{RuntimeConfig, TenantSettings};
 use crate::domain::{
-    Ack, ApiKeyRecord, KeyKind, MetaChange, NewMessage, Scope, SessionId, SessionRecord,
-    StoredMessage, TenantId, TenantRecord, now_timestamp,
+    Ack, ApiKeyRecord, Consent, Contact, EventRecord, KeyKind, MessageId, MetaChange, NewMessage,
+    Scope, SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, now_timestamp,
 };
 use crate::error::{Error, Result};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
 use crate::root::{Root, RootArgs, RootMsg, TenantDirectory};
-use crate::session::{Attached, SessionMsg};
+use crate::session::{AnswerReceiver, Attached, SessionMsg};
 use crate::tenant::{SessionRegistry, TenantMsg};
 
 /// How long a request waits for an actor's answer before reporting it unavailable.
@@ -32,6 +32,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const SESSION_ATTEMPTS: usize = 3;
 /// The most conversations one listing returns.
 pub const MAX_LIST: usize = 1000;
+/// The channel name of the webchat surface, on its conversations and messages.
+pub const WEBCHAT: &str = "webchat";
+/// Locks that make "find the conversation of this webchat id, or open it" one
+/// step per id: striped, so memory does not grow with visitors.
+const OPEN_LOCKS: usize = 64;
 
 /// A running supervision tree. Cheap to clone; every clone is the same runtime.
 #[derive(Clone)]
@@ -53,6 +58,7 @@ struct Inner {
     agents: Vec<String>,
     /// Serialises admin changes, so "is it taken?" and "take it" are one step.
     admin: Mutex<()>,
+    open_locks: Vec<Mutex<()>>,
     ticket_secret: Vec<u8>,
     config: RuntimeConfig,
     durability: String,
@@ -143,6 +149,7 @@ impl Runtime {
                 stored_tenants: stored_at,
                 agents: agent_names,
                 admin: Mutex::new(()),
+                open_locks: (0..OPEN_LOCKS).map(|_| Mutex::new(())).collect(),
                 ticket_secret,
                 config,
                 durability,
@@ -438,7 +445,57 @@ impl Runtime {
         context: Map<String, Value>,
         title: Option<String>,
     ) -> Result<SessionRecord> {
+        self.create(scope, context, title, None).await
+    }
+
+    /// The webchat conversation the client calls `external_id`; with `open`,
+    /// one is opened for an id never seen. Two first messages racing with one
+    /// id get the same conversation.
+    pub async fn webchat_conversation(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+        open: bool,
+    ) -> Result<SessionRecord> {
+        self.known_tenant(tenant)?;
+        let find = || {
+            self.inner
+                .storage
+                .find_external(tenant, WEBCHAT, external_id)
+        };
+        if let Some(record) = find().await? {
+            return Ok(record);
+        }
+        let not_found = || Error::UnknownExternal {
+            channel: WEBCHAT,
+            id: external_id.to_owned(),
+        };
+        if !open {
+            return Err(not_found());
+        }
+        let stripe = {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one((tenant, external_id)) as usize
+                % OPEN_LOCKS
+        };
+        let _open = self.inner.open_locks[stripe].lock().await;
+        if let Some(record) = find().await? {
+            return Ok(record);
+        }
+        let channel = Some((WEBCHAT.to_owned(), external_id.to_owned()));
+        self.create(&Scope::tenant(tenant.clone()), Map::new(), None, channel)
+            .await
+    }
+
+    async fn create(
+        &self,
+        scope: &Scope,
+        context: Map<String, Value>,
+        title: Option<String>,
+        channel: Option<(String, String)>,
+    ) -> Result<SessionRecord> {
         self.known_tenant(&scope.tenant)?;
+        let (channel, external_id) = channel.unzip();
         let now = now_timestamp();
         let record = SessionRecord {
             id: SessionId::new(),
@@ -452,10 +509,13 @@ impl Runtime {
             client_id: scope.client.clone(),
             title,
             version: 1,
+            channel,
+            external_id,
+            consent: None,
         };
         self.inner
             .storage
-            .write_and_wait(Write::CreateSession(record.clone()))
+            .write_and_wait(Write::CreateSession(Box::new(record.clone())))
             .await?;
         Ok(record)
     }
@@ -583,6 +643,94 @@ impl Runtime {
             }
         })
         .await
+    }
+
+    /// Posts a user message and hands back, once it is durable, where its
+    /// answer will arrive. The answer is generated and stored whether or not
+    /// anyone still waits for it.
+    pub async fn ask(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        message: NewMessage,
+    ) -> Result<(Ack, AnswerReceiver)> {
+        self.check_owner(scope, session).await?;
+        self.with_session(&scope.tenant, session, |actor| {
+            let message = message.clone();
+            async move {
+                actor
+                    .call(
+                        |reply| SessionMsg::Ask { message, reply },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Records a visitor's consent decision on their conversation; durable
+    /// when this returns.
+    pub async fn record_consent(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        consent: Consent,
+    ) -> Result<()> {
+        self.check_owner(scope, session).await?;
+        self.with_session(&scope.tenant, session, |actor| {
+            let consent = consent.clone();
+            async move {
+                actor
+                    .call(
+                        |reply| SessionMsg::RecordConsent { consent, reply },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Adds the geolocation of a stored message's address, looked up after
+    /// the message was stored. Only messages with an origin are changed.
+    pub async fn set_message_geo(
+        &self,
+        tenant: &TenantId,
+        message: MessageId,
+        geo: Value,
+    ) -> Result<()> {
+        self.inner
+            .storage
+            .write_and_wait(Write::SetMessageGeo {
+                tenant: tenant.clone(),
+                message,
+                geo,
+            })
+            .await
+    }
+
+    /// The contact captured in a conversation, if any.
+    pub async fn contact(&self, scope: &Scope, session: SessionId) -> Result<Option<Contact>> {
+        self.session(scope, session).await?;
+        self.inner
+            .storage
+            .load_contact(&scope.tenant, session)
+            .await
+    }
+
+    /// The tenant's newest recorded events (of one conversation, if given), newest first.
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        conversation: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        self.known_tenant(tenant)?;
+        self.inner
+            .storage
+            .list_events(tenant, conversation, limit.clamp(1, MAX_LIST))
+            .await
     }
 
     /// Deletes a conversation and its log, closing its sockets with a reason.

@@ -18,20 +18,28 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentProvider, AgentRequest, Turn};
 use crate::config::{Limits, SessionConfig, SupervisionConfig, TenantSettings};
 use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
 use crate::domain::{
-    Ack, ClientCommand, MessageId, MessageStatus, MetaChange, NewMessage, Role, SessionId,
-    SessionRecord, StoredMessage, TenantId, merge_context, now_timestamp,
+    Ack, ClientCommand, Consent, Contact, EventRecord, MessageId, MessageStatus, MetaChange,
+    NewMessage, Role, SessionId, SessionRecord, StoredMessage, TenantId, merge_context,
+    now_timestamp,
 };
 use crate::error::{Error, Result};
+use crate::leads;
 use crate::outbound::{CloseReason, OutboundReceiver, OutboundSender, SendError, outbound_queue};
 use crate::persistence::{Durable, MessageQuery, Storage, Write};
 use crate::protocol::{Frame, ServerFrame, WireMessage};
 use crate::supervision::Backoff;
+
+/// Where the answer to an asked question arrives: the stored answer (whole,
+/// `interrupted` or `failed`), or why it could not be stored. Dropped unfired
+/// if the session stops first; the question is answered after its restart.
+pub type AnswerReceiver = oneshot::Receiver<Result<StoredMessage>>;
 
 /// Identifies one attached socket within the process.
 pub type ConnId = u64;
@@ -59,6 +67,21 @@ pub enum SessionMsg {
         message: NewMessage,
         reply: RpcReplyPort<Result<Ack>>,
     },
+    /// A user message from a back end that waits for the answer (webchat):
+    /// answered once durable, with where the answer will arrive.
+    Ask {
+        message: NewMessage,
+        reply: RpcReplyPort<Result<(Ack, AnswerReceiver)>>,
+    },
+    /// Records the visitor's consent decision; answered once durable. From
+    /// then on (if granted) their messages feed the conversation's contact.
+    RecordConsent {
+        consent: Consent,
+        reply: RpcReplyPort<Result<()>>,
+    },
+    /// A contact write failed (sent by its `Durable` callback): the next
+    /// message writes the contact again, with its event if it carried one.
+    ContactNotStored { had_event: bool },
     /// Changes title or status if `change.version` is the current one; answered
     /// once durable, with the new version. A stale version: `VersionConflict`.
     UpdateMeta {
@@ -133,6 +156,8 @@ struct Subscriber {
 enum Asker {
     Socket(ConnId),
     Rest(RpcReplyPort<Result<Ack>>),
+    /// A back end that also waits for the answer.
+    Ask(RpcReplyPort<Result<(Ack, AnswerReceiver)>>),
 }
 
 /// A log write handed to persistence and not yet durable.
@@ -143,12 +168,18 @@ enum PendingWrite {
         /// Sockets that re-sent the same `client_msg_id` meanwhile.
         repeats: Vec<ConnId>,
     },
-    Answer(StoredMessage),
+    Answer {
+        message: StoredMessage,
+        /// The user message it answers.
+        question: MessageId,
+    },
 }
 
 /// The answer being generated.
 struct Generation {
     message_id: MessageId,
+    /// The user message being answered.
+    question: MessageId,
     text: String,
     /// Generation is over and the answer is being stored: chunks are ignored.
     storing: bool,
@@ -166,6 +197,14 @@ pub struct SessionState {
     title: Option<String>,
     status: String,
     version: u64,
+    /// The channel that opened the conversation (`webchat`) and its id there.
+    channel: Option<String>,
+    external_id: Option<String>,
+    /// The visitor's latest consent decision; leads are captured only while granted.
+    consent: Option<Consent>,
+    contact: Option<Contact>,
+    /// Who waits for the answer to which user message.
+    answer_waiters: HashMap<MessageId, Vec<oneshot::Sender<Result<StoredMessage>>>>,
     next_seq: u64,
     /// The newest stored messages, oldest first, at most `config.recent_messages`.
     recent: VecDeque<StoredMessage>,
@@ -240,6 +279,10 @@ impl Actor for Session {
             .iter()
             .filter_map(|message| Some((message.client_msg_id.clone()?, ack_of(message))))
             .collect();
+        let contact = match record.channel {
+            Some(_) => args.storage.load_contact(&record.tenant, record.id).await?,
+            None => None,
+        };
         Ok(SessionState {
             recent_is_complete: recent.len() as u64 >= record.message_count,
             tenant: record.tenant,
@@ -253,6 +296,11 @@ impl Actor for Session {
             title: record.title,
             status: record.status,
             version: record.version,
+            channel: record.channel,
+            external_id: record.external_id,
+            consent: record.consent,
+            contact,
+            answer_waiters: HashMap::new(),
             next_seq: last_seq + 1,
             recent,
             acked_client_ids,
@@ -325,6 +373,29 @@ impl Actor for Session {
                 state.last_activity = Instant::now();
                 post(&myself, state, message, Asker::Rest(reply)).await;
             }
+            SessionMsg::Ask { message, reply } => {
+                state.last_activity = Instant::now();
+                post(&myself, state, message, Asker::Ask(reply)).await;
+            }
+            SessionMsg::RecordConsent { consent, reply } => {
+                state.last_activity = Instant::now();
+                state.consent = Some(consent.clone());
+                state.storage.write(
+                    Write::RecordConsent {
+                        tenant: state.tenant.clone(),
+                        session: state.id,
+                        consent,
+                    },
+                    Durable::new(move |outcome| {
+                        let _ = reply.send(outcome);
+                    }),
+                );
+            }
+            SessionMsg::ContactNotStored { had_event } => {
+                if had_event && let Some(contact) = state.contact.as_mut() {
+                    contact.lead_captured_at = None;
+                }
+            }
             SessionMsg::UpdateMeta { change, reply } => {
                 state.last_activity = Instant::now();
                 if change.version != state.version {
@@ -366,7 +437,7 @@ impl Actor for Session {
                     }),
                 );
             }
-            SessionMsg::Durable { seq, outcome } => on_durable(state, seq, outcome),
+            SessionMsg::Durable { seq, outcome } => on_durable(&myself, state, seq, outcome),
             SessionMsg::AgentChunk { message_id, text } => {
                 let Some(generation) = state.generation.as_mut().filter(|generation| {
                     generation.message_id == message_id && !generation.storing
@@ -745,9 +816,10 @@ async fn post(
             match asker {
                 Asker::Socket(conn) => repeats.push(conn),
                 Asker::Rest(reply) => {
-                    let _ = reply.send(Err(Error::InvalidInput(
-                        "a message with this client_msg_id is still being stored".into(),
-                    )));
+                    let _ = reply.send(Err(still_storing()));
+                }
+                Asker::Ask(reply) => {
+                    let _ = reply.send(Err(still_storing()));
                 }
             }
             return;
@@ -797,6 +869,9 @@ async fn post(
         client_msg_id: message.client_msg_id,
         created_at: now_timestamp(),
         no_reply: message.role == Role::User && !message.respond,
+        direction: message.role.direction(),
+        author: message.author,
+        origin: message.origin,
     };
     state.next_seq += 1;
     persist(myself, state, stored.clone());
@@ -808,6 +883,10 @@ async fn post(
             repeats: Vec::new(),
         },
     );
+}
+
+fn still_storing() -> Error {
+    Error::InvalidInput("a message with this client_msg_id is still being stored".into())
 }
 
 fn persist(myself: &ActorRef<SessionMsg>, state: &SessionState, message: StoredMessage) {
@@ -831,6 +910,9 @@ fn reject(state: &mut SessionState, asker: Asker, error: Error) {
         Asker::Rest(reply) => {
             let _ = reply.send(Err(error));
         }
+        Asker::Ask(reply) => {
+            let _ = reply.send(Err(error));
+        }
     }
 }
 
@@ -840,10 +922,34 @@ fn acknowledge(state: &mut SessionState, asker: Asker, ack: &Ack) {
         Asker::Rest(reply) => {
             let _ = reply.send(Ok(ack.clone()));
         }
+        Asker::Ask(reply) => {
+            let (answer, receiver) = oneshot::channel();
+            state
+                .answer_waiters
+                .entry(ack.message_id)
+                .or_default()
+                .push(answer);
+            let _ = reply.send(Ok((ack.clone(), receiver)));
+        }
     }
 }
 
-fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
+/// Hands the stored answer to whoever waits for the answer to `question`.
+fn answered(state: &mut SessionState, question: MessageId, answer: &Result<StoredMessage>) {
+    for waiter in state.answer_waiters.remove(&question).unwrap_or_default() {
+        let _ = waiter.send(match answer {
+            Ok(message) => Ok(message.clone()),
+            Err(error) => Err(Error::Storage(error.to_string())),
+        });
+    }
+}
+
+fn on_durable(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    seq: u64,
+    outcome: Result<()>,
+) {
     let Some(pending) = state.pending_writes.remove(&seq) else {
         // seq 0: a context write that failed; nothing is waiting on it.
         if let Err(error) = outcome {
@@ -867,7 +973,7 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
             let ack = ack_of(&message);
             let sender = match &asker {
                 Asker::Socket(conn) => Some(*conn),
-                Asker::Rest(_) => None,
+                Asker::Rest(_) | Asker::Ask(_) => None,
             };
             acknowledge(state, asker, &ack);
             for conn in repeats {
@@ -882,6 +988,9 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
                 state.acked_client_ids.insert(client_msg_id.clone(), ack);
             }
             remember(state, message.clone());
+            if message.role == Role::User {
+                capture_lead(myself, state, &message);
+            }
             if message.role == Role::User && !message.no_reply {
                 state.to_answer.push_back(message);
                 maybe_start_generation(state);
@@ -898,9 +1007,10 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
             }
             reject(state, asker, error);
         }
-        (PendingWrite::Answer(message), outcome) => {
+        (PendingWrite::Answer { message, question }, outcome) => {
             match outcome {
                 Ok(()) => {
+                    answered(state, question, &Ok(message.clone()));
                     let frame = ServerFrame::Done {
                         content: message.content.clone(),
                         message_id: message.id,
@@ -915,12 +1025,98 @@ fn on_durable(state: &mut SessionState, seq: u64, outcome: Result<()>) {
                     tracing::error!(session = %state.id, seq, %error, "answer not stored");
                     let frame = ServerFrame::error(error.code(), "the answer could not be stored");
                     broadcast(state, &frame.encode(), None);
+                    answered(state, question, &Err(error));
                 }
             }
             state.generation = None;
             maybe_start_generation(state);
         }
     }
+}
+
+/// Feeds a stored visitor message to the conversation's contact while the
+/// visitor's consent stands: a stated name, email or phone replaces what was
+/// known (the `author` only fills a missing name). The first email or phone
+/// makes the contact a lead: `lead.captured` is stored with it, in one
+/// transaction. A failed write is logged and retried with the next message;
+/// the visitor's message is never held up.
+fn capture_lead(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: &StoredMessage) {
+    let Some(channel) = state.channel.clone() else {
+        return;
+    };
+    if !state
+        .consent
+        .as_ref()
+        .is_some_and(|consent| consent.granted)
+    {
+        return;
+    }
+    let locale = message
+        .origin
+        .as_ref()
+        .and_then(|origin| origin.locale.as_deref());
+    let found = leads::extract(&message.content, message.author.as_deref(), locale);
+    if found.is_empty() {
+        return;
+    }
+    let now = now_timestamp();
+    let (tenant, id) = (state.tenant.clone(), state.id);
+    let contact = state.contact.get_or_insert_with(|| Contact {
+        tenant,
+        conversation_id: id,
+        origin: channel.clone(),
+        name: None,
+        email: None,
+        phone: None,
+        created_at: now.clone(),
+        updated_at: now.clone(),
+        lead_captured_at: None,
+    });
+    let before = contact.clone();
+    if found.name.is_some() {
+        contact.name = found.name;
+    } else if contact.name.is_none() {
+        contact.name = found.author_name;
+    }
+    if found.email.is_some() {
+        contact.email = found.email;
+    }
+    if found.phone.is_some() {
+        contact.phone = found.phone;
+    }
+    if *contact == before {
+        return;
+    }
+    contact.updated_at = now.clone();
+    let event = (contact.lead_captured_at.is_none()
+        && (contact.email.is_some() || contact.phone.is_some()))
+    .then(|| {
+        contact.lead_captured_at = Some(now);
+        let mut data = serde_json::Map::new();
+        data.insert("conversation_id".into(), id.to_string().into());
+        data.insert("channel".into(), channel.into());
+        data.insert("external_id".into(), state.external_id.clone().into());
+        data.insert("message_id".into(), message.id.to_string().into());
+        data.insert("name".into(), contact.name.clone().into());
+        data.insert("email".into(), contact.email.clone().into());
+        data.insert("phone".into(), contact.phone.clone().into());
+        EventRecord::new(state.tenant.clone(), "lead.captured", Some(id), data)
+    });
+    let had_event = event.is_some();
+    let session = myself.clone();
+    let conversation = state.id;
+    state.storage.write(
+        Write::PutContact {
+            contact: Box::new(contact.clone()),
+            event: event.map(Box::new),
+        },
+        Durable::new(move |outcome| {
+            if let Err(error) = outcome {
+                tracing::error!(%conversation, %error, "contact not stored; retrying with the next message");
+                let _ = session.cast(SessionMsg::ContactNotStored { had_event });
+            }
+        }),
+    );
 }
 
 /// Keeps a stored message in the in-memory window, dropping the oldest.
@@ -975,6 +1171,7 @@ fn maybe_start_generation(state: &mut SessionState) {
     let message_id = MessageId::new();
     state.generation = Some(Generation {
         message_id,
+        question: question.id,
         text: String::new(),
         storing: false,
     });
@@ -1027,12 +1224,16 @@ fn finish_generation(
         client_msg_id: None,
         created_at: now_timestamp(),
         no_reply: false,
+        direction: Role::Assistant.direction(),
+        author: None,
+        origin: None,
     };
+    let question = generation.question;
     state.next_seq += 1;
     persist(myself, state, message.clone());
     state
         .pending_writes
-        .insert(message.seq, PendingWrite::Answer(message));
+        .insert(message.seq, PendingWrite::Answer { message, question });
 }
 
 async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: bool) {
@@ -1057,8 +1258,12 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
             client_msg_id: None,
             created_at: now_timestamp(),
             no_reply: false,
+            direction: Role::Assistant.direction(),
+            author: None,
+            origin: None,
         };
         state.next_seq += 1;
+        let question = generation.question;
         let frame = ServerFrame::Done {
             content: message.content.clone(),
             message_id: message.id,
@@ -1066,14 +1271,19 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
             status: message.status,
         }
         .encode();
-        if let Err(error) = state
+        match state
             .storage
-            .write_and_wait(Write::AppendMessage(message))
+            .write_and_wait(Write::AppendMessage(message.clone()))
             .await
         {
-            tracing::error!(session = %state.id, %error, "partial answer not stored at shutdown");
-        } else {
-            broadcast(state, &frame, None);
+            Ok(()) => {
+                answered(state, question, &Ok(message));
+                broadcast(state, &frame, None);
+            }
+            Err(error) => {
+                tracing::error!(session = %state.id, %error, "partial answer not stored at shutdown");
+                answered(state, question, &Err(error));
+            }
         }
     }
     for subscriber in state.subscribers.values() {

@@ -23,7 +23,13 @@ enum Expect {
     AdminOnly,
     /// A CORS preflight: answers any origin, touches nothing, shows nothing.
     Preflight,
+    /// Takes a webchat `session_id` (put in for `{}`): to another tenant, an
+    /// id used in A is unknown (reads 404; writes open B's own conversation).
+    Webchat,
 }
+
+/// The webchat `session_id` alice's conversation goes by.
+const WEBCHAT_ID: &str = "alice-webchat-0123456789";
 
 /// Every route (method, path with `{}` for parameters) and its isolation rule.
 const CASES: &[(&str, Expect)] = &[
@@ -52,6 +58,15 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /chat/{}/messages", Expect::ForeignSessionIsNotFound),
     ("POST /chat/{}/messages", Expect::ForeignSessionIsNotFound),
     ("PATCH /chat/{}", Expect::ForeignSessionIsNotFound),
+    ("GET /chat/{}/contact", Expect::ForeignSessionIsNotFound),
+    // Reads first: once B writes with alice's id, B has a conversation of its own by that id.
+    ("GET /api/webchat/history/{}", Expect::Webchat),
+    ("POST /api/webchat/messages", Expect::Webchat),
+    ("OPTIONS /api/webchat/messages", Expect::Preflight),
+    ("OPTIONS /api/webchat/history/{}", Expect::Preflight),
+    ("POST /api/webchat/consent", Expect::Webchat),
+    ("OPTIONS /api/webchat/consent", Expect::Preflight),
+    ("GET /api/webchat/stream", Expect::Webchat),
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
     ("PATCH /admin/tenants/{}", Expect::AdminOnly),
@@ -149,6 +164,35 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
         .await;
     say(&mut ws, "alice's secret").await;
     frames_until(&mut ws, "done").await;
+    // And a webchat visitor of acme's, who consented and left an email.
+    let webchat = |path: &str, body: Value| {
+        server
+            .http
+            .post(server.url(path))
+            .header("X-API-Key", KEY)
+            .json(&body)
+            .send()
+    };
+    let consent = json!({"session_id": WEBCHAT_ID, "granted": true, "text_version": "v1"});
+    assert_eq!(
+        webchat("/api/webchat/consent", consent)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let visit =
+        json!({"session_id": WEBCHAT_ID, "author": "Alice", "content": "alice@acme.example"});
+    let reply: Value = webchat("/api/webchat/messages", visit)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alice_webchat = reply["metadata"]["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let bob = client_token("bob");
     // Tenant B; and client B inside tenant A.
@@ -156,7 +200,11 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
         [("globex", OTHER_KEY, None), ("acme's bob", KEY, Some(&bob))];
     for (route, expect) in CASES {
         let (method, template) = route.split_once(' ').unwrap();
-        let path = template.replacen("{}", &session, 1);
+        let id = match expect {
+            Expect::Webchat => WEBCHAT_ID,
+            _ => &session,
+        };
+        let path = template.replacen("{}", id, 1);
         let method: reqwest::Method = method.parse().unwrap();
         for (who, key, token) in intruders {
             match expect {
@@ -202,6 +250,52 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                         "{who}: {route} shows alice's session: {body}"
                     );
                 }
+                // Webchat callers are tenants (API or widget keys); client tokens play no part.
+                Expect::Webchat if token.is_some() => {}
+                Expect::Webchat if template == "/api/webchat/stream" => {
+                    let url = format!(
+                        "ws://{}/api/webchat/stream?session_id={WEBCHAT_ID}",
+                        server.server.addr
+                    );
+                    let mut request =
+                        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                            .unwrap();
+                    request
+                        .headers_mut()
+                        .insert("x-api-key", key.parse().unwrap());
+                    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+                    // B's own conversation: B's greeting, and nothing of alice's.
+                    let greeting = next_frame(&mut ws).await;
+                    assert_eq!(greeting["content"], "Hi from Globex", "{who}: {route}");
+                    send(&mut ws, json!({"type": "resume", "after_seq": 0})).await;
+                    send(&mut ws, json!({"type": "ping"})).await;
+                    let (_, replayed) = frames_until(&mut ws, "pong").await;
+                    let replayed = serde_json::to_string(&replayed).unwrap();
+                    assert!(
+                        !replayed.contains("alice") && !replayed.contains(&alice_webchat),
+                        "{who}: {route}: {replayed}"
+                    );
+                }
+                Expect::Webchat if method == reqwest::Method::GET => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert_eq!(
+                        (status, body["code"].clone()),
+                        (404, json!("session_not_found")),
+                        "{who}: {route}"
+                    );
+                }
+                Expect::Webchat => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert!(
+                        (200..300).contains(&status),
+                        "{who}: {route}: {status} {body}"
+                    );
+                    let text = body.to_string();
+                    assert!(
+                        !text.contains(&alice_webchat) && !text.contains("alice@acme"),
+                        "{who}: {route} shows alice's conversation: {body}"
+                    );
+                }
                 Expect::Preflight => {
                     let response = server
                         .http
@@ -243,6 +337,15 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
     assert_eq!((status, mine["count"].clone()), (200, json!(1)));
     let (_, tenant_wide) = server.get("/chat/sessions", Some(KEY)).await;
     assert!(tenant_wide.to_string().contains(&session));
+    let (_, visit) = server
+        .get(&format!("/api/webchat/history/{WEBCHAT_ID}"), Some(KEY))
+        .await;
+    assert_eq!(visit["count"], 2, "{visit}");
+    assert_eq!(visit["conversation_id"], alice_webchat.as_str());
+    let (_, contact) = server
+        .get(&format!("/chat/{alice_webchat}/contact"), Some(KEY))
+        .await;
+    assert_eq!(contact["email"], "alice@acme.example", "{contact}");
     server.stop().await;
 }
 
@@ -262,7 +365,14 @@ async fn call(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    if method == reqwest::Method::POST && path.ends_with("/messages") {
+    if path == "/api/webchat/messages" {
+        request = request.json(
+            &json!({"session_id": WEBCHAT_ID, "author": "Mallory", "content": "from an intruder"}),
+        );
+    } else if path == "/api/webchat/consent" {
+        request = request
+            .json(&json!({"session_id": WEBCHAT_ID, "granted": false, "text_version": "v1"}));
+    } else if method == reqwest::Method::POST && path.ends_with("/messages") {
         request = request.json(&json!({"role": "user", "content": "from an intruder"}));
     } else if method == reqwest::Method::POST {
         request = request.json(&json!({"note": "from an intruder"}));

@@ -458,11 +458,8 @@ async fn a_message_posted_by_a_back_end_reaches_every_socket_and_is_answered() {
     let tenant = Scope::tenant(TenantId("acme".into()));
     let runtime = &server.server.runtime;
     let post = |content: &str, client_msg_id: Option<&str>| NewMessage {
-        role: tertulia_actors::domain::Role::User,
-        respond: true,
-        content: content.into(),
-        context: None,
         client_msg_id: client_msg_id.map(str::to_owned),
+        ..NewMessage::user(content)
     };
 
     let ack = runtime
