@@ -124,6 +124,7 @@ fn conversation_view(record: &SessionRecord) -> Value {
         "message_count": record.message_count,
         "context": record.context,
         "channel": record.channel,
+        "consent": record.consent,
     })
 }
 

@@ -253,16 +253,11 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                 // Webchat callers are tenants (API or widget keys); client tokens play no part.
                 Expect::Webchat if token.is_some() => {}
                 Expect::Webchat if template == "/api/webchat/stream" => {
-                    let url = format!(
-                        "ws://{}/api/webchat/stream?session_id={WEBCHAT_ID}",
-                        server.server.addr
+                    let request = crate::webchat::stream_request(
+                        &server,
+                        &format!("session_id={WEBCHAT_ID}"),
+                        &[("x-api-key", key)],
                     );
-                    let mut request =
-                        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-                            .unwrap();
-                    request
-                        .headers_mut()
-                        .insert("x-api-key", key.parse().unwrap());
                     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
                     // B's own conversation: B's greeting, and nothing of alice's.
                     let greeting = next_frame(&mut ws).await;

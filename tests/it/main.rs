@@ -13,5 +13,6 @@ mod rate_limits;
 mod schemas;
 mod session_api;
 mod supervision;
+mod webchat;
 mod websocket;
 mod widget;
