@@ -7,6 +7,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tertulia_actors::config::TenantSettings;
 use tertulia_actors::domain::{ApiKeyRecord, KeyKind, TenantId};
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
@@ -144,9 +145,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 }
 
 /// Every admin route, behind the admin token.
-pub fn routes(
-    app: AppState,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let with_app = {
         let app = app.clone();
@@ -330,4 +329,5 @@ pub fn routes(
         .unify()
         .or(revoke_key)
         .unify()
+        .boxed()
 }

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tertulia_actors::domain::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
 use tertulia_actors::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
+use warp::Filter;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::{Filter, Rejection};
 
 use crate::AppState;
 use crate::auth::caller;
@@ -29,9 +30,7 @@ const MAX_TITLE_BYTES: usize = 200;
 const STATUSES: [&str; 2] = ["active", "archived"];
 
 /// Every Conversation API route.
-pub fn routes(
-    app: AppState,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let who = caller(app.runtime.clone(), app.limiter.clone());
     let with_app = warp::any().map(move || app.clone());
@@ -96,6 +95,7 @@ pub fn routes(
         .unify()
         .or(update)
         .unify()
+        .boxed()
 }
 
 /// GET /chat/{id}/contact: the lead captured in a (webchat) conversation.

@@ -151,6 +151,9 @@ pub fn routes(
         .unify()
         .or(delete)
         .unify()
+        // Boxed groups keep warp's nested filter types small: unboxed, this
+        // one chain took rustc five minutes to compile.
+        .boxed()
         .or(crate::admin::routes(app.clone()))
         .unify()
         .or(crate::conversations::routes(app.clone()))

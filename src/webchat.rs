@@ -23,8 +23,9 @@ use tertulia_actors::domain::{
 };
 use tertulia_actors::protocol::MAX_AUTHOR_LEN;
 use tertulia_actors::runtime::WEBCHAT;
+use warp::Filter;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::{Filter, Rejection};
 
 use crate::AppState;
 use crate::auth::{WebchatCaller, webchat_caller};
@@ -46,9 +47,7 @@ const MAX_TEXT_VERSION_LEN: usize = 64;
 const MAX_HISTORY: usize = 1000;
 
 /// Every webchat REST route (the stream is in `ws.rs`).
-pub fn routes(
-    app: AppState,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let who = webchat_caller(app.runtime.clone(), app.limiter.clone());
     let with_app = warp::any().map(move || app.clone());
@@ -87,7 +86,7 @@ pub fn routes(
         .and(warp::body::bytes())
         .then(record_consent);
 
-    post.or(history).unify().or(consent).unify()
+    post.or(history).unify().or(consent).unify().boxed()
 }
 
 /// What the request says about the visitor's browser.

@@ -36,6 +36,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use warp::filters::BoxedFilter;
 use warp::http::{Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
@@ -80,9 +81,7 @@ const MAX_FRAMES_PER_FLUSH: usize = 256;
 const REATTACH_ATTEMPTS: u32 = 8;
 
 /// `GET /chat/ws/{session_id}` with `X-API-Key`, or `?ticket=` from `websocket_url`.
-pub fn route(
-    app: AppState,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     warp::path!("chat" / "ws" / String)
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
@@ -115,6 +114,7 @@ pub fn route(
                 async move { Ok::<_, Rejection>(upgrade(app, request).await) }
             },
         )
+        .boxed()
 }
 
 /// What the upgrade handler needs from the request.
@@ -179,9 +179,7 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
 }
 
 /// `GET /api/webchat/stream?session_id=…` with `X-API-Key`, or a widget key in `?key=`.
-pub fn webchat_route(
-    app: AppState,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+pub fn webchat_route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     warp::path!("api" / "webchat" / "stream")
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
@@ -227,6 +225,7 @@ pub fn webchat_route(
                 }
             },
         )
+        .boxed()
 }
 
 /// Checks a webchat stream request and finds (or opens) its conversation.
