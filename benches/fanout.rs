@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::agent::{AgentProvider, AgentRequest, AgentStream};
+use tertulia_actors::agent::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use tertulia_actors::config::{RateLimits, TenantSettings};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -79,7 +79,7 @@ impl AgentProvider for Clock {
                     // An unpaced model still yields now and then, as network reads do.
                     tokio::task::yield_now().await;
                 }
-                Ok(format!("{:020};", unix_micros()))
+                Ok(AgentEvent::Text(format!("{:020};", unix_micros())))
             })
             .boxed()
     }

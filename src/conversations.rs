@@ -144,6 +144,7 @@ fn message_view(message: &StoredMessage) -> Value {
         "client_msg_id": message.client_msg_id,
         "author": message.author,
         "direction": message.direction,
+        "agent": message.agent,
     })
 }
 

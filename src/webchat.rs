@@ -294,6 +294,7 @@ async fn post_message(
                 "conversation_id": conversation.id,
                 "last_message_id": ack.message_id,
                 "assistant_message_id": reply.id,
+                "assistant_response_id": reply.agent.as_ref().and_then(|meta| meta.response_id.clone()),
                 "status": reply.status,
             },
         }))

@@ -6,11 +6,15 @@
 //! `Cancel` aborts the task (dropping the upstream request), and a panic in
 //! the provider comes back as `TaskEnded` and fails this actor on purpose, so
 //! the session's supervision policy sees it.
+//!
+//! The task also times the answer (to the first piece of text, and in all)
+//! and decides how an error ends it: before any text, the answer `failed`;
+//! after some, the stream broke and the answer is `interrupted`.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -18,7 +22,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
-use crate::domain::{MessageId, Role, SessionId, TenantId};
+use crate::config::TenantSettings;
+use crate::domain::{AnswerMeta, MessageId, Role, SessionId, TenantId};
 use crate::session::SessionMsg;
 
 /// One turn of the conversation as an agent sees it.
@@ -36,6 +41,10 @@ pub struct AgentRequest {
     /// Oldest first; the last turn is the user message being answered.
     pub history: Vec<Turn>,
     pub context: Map<String, Value>,
+    /// The tenant's settings when the answer started (model, prompt, URLs).
+    pub settings: Arc<TenantSettings>,
+    /// The id of the user message being answered.
+    pub question_id: MessageId,
 }
 
 impl AgentRequest {
@@ -54,8 +63,23 @@ impl AgentRequest {
 #[error("{0}")]
 pub struct AgentError(pub String);
 
+/// One thing an answer stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// A piece of the answer's text.
+    Text(String),
+    /// What the provider says about the answer (model, ids, tokens, finish reason).
+    Meta(AnswerMeta),
+}
+
+impl From<&str> for AgentEvent {
+    fn from(text: &str) -> Self {
+        AgentEvent::Text(text.to_owned())
+    }
+}
+
 /// An answer arriving piece by piece.
-pub type AgentStream = BoxStream<'static, Result<String, AgentError>>;
+pub type AgentStream = BoxStream<'static, Result<AgentEvent, AgentError>>;
 
 /// Where answers come from: the built-in echo agent, an OpenAI-compatible
 /// model, an n8n workflow. Implementations hold their own settings.
@@ -94,8 +118,15 @@ impl AgentProvider for EchoAgent {
                 if index > 0 && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                Ok(word)
+                Ok(AgentEvent::Text(word))
             })
+            .chain(stream::once(async {
+                Ok(AgentEvent::Meta(AnswerMeta {
+                    agent: Some("echo".into()),
+                    finish_reason: Some("stop".into()),
+                    ..AnswerMeta::default()
+                }))
+            }))
             .boxed()
     }
 }
@@ -106,6 +137,9 @@ pub enum AgentOutcome {
     Completed,
     /// Stopped by `cancel`.
     Cancelled,
+    /// The stream broke after some text: what came is kept as `interrupted`.
+    Interrupted(AgentError),
+    /// The provider failed before any text.
     Failed(AgentError),
 }
 
@@ -239,22 +273,39 @@ async fn run_generation(
     session: ActorRef<SessionMsg>,
     agent: ActorRef<AgentMsg>,
 ) {
+    let started = Instant::now();
     let consume = async {
-        while let Some(piece) = answer.next().await {
-            match piece {
-                Ok(text) if text.is_empty() => {}
-                Ok(text) => {
-                    if session
-                        .cast(SessionMsg::AgentChunk { message_id, text })
-                        .is_err()
-                    {
-                        return AgentOutcome::Cancelled;
-                    }
+        let mut first_text: Option<Duration> = None;
+        let outcome = loop {
+            let Some(piece) = answer.next().await else {
+                break AgentOutcome::Completed;
+            };
+            let sent = match piece {
+                Ok(AgentEvent::Text(text)) if text.is_empty() => Ok(()),
+                Ok(AgentEvent::Text(text)) => {
+                    first_text.get_or_insert_with(|| started.elapsed());
+                    session.cast(SessionMsg::AgentChunk { message_id, text })
                 }
-                Err(error) => return AgentOutcome::Failed(error),
+                Ok(AgentEvent::Meta(meta)) => {
+                    session.cast(SessionMsg::AgentMeta { message_id, meta })
+                }
+                Err(error) if first_text.is_some() => break AgentOutcome::Interrupted(error),
+                Err(error) => break AgentOutcome::Failed(error),
+            };
+            if sent.is_err() {
+                break AgentOutcome::Cancelled;
             }
-        }
-        AgentOutcome::Completed
+        };
+        let timings = AnswerMeta {
+            time_to_first_token_ms: first_text.map(|at| at.as_millis() as u64),
+            total_ms: Some(started.elapsed().as_millis() as u64),
+            ..AnswerMeta::default()
+        };
+        let _ = session.cast(SessionMsg::AgentMeta {
+            message_id,
+            meta: timings,
+        });
+        outcome
     };
     let ended = match AssertUnwindSafe(consume).catch_unwind().await {
         Ok(outcome) => TaskEnd::Finished(outcome),
@@ -290,10 +341,17 @@ mod tests {
                 content: "hola que tal".into(),
             }],
             context: Map::new(),
+            settings: Arc::new(TenantSettings::default()),
+            question_id: MessageId::new(),
         };
         let pieces: Vec<String> = agent
             .answer(request)
-            .map(|piece| piece.unwrap())
+            .filter_map(|piece| async move {
+                match piece.unwrap() {
+                    AgentEvent::Text(text) => Some(text),
+                    AgentEvent::Meta(_) => None,
+                }
+            })
             .collect()
             .await;
         assert_eq!(pieces, vec!["You ", "said: ", "hola ", "que ", "tal"]);

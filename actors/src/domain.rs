@@ -157,6 +157,57 @@ pub struct StoredMessage {
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Box<Origin>>,
+    /// How an assistant message was generated (model, ids, tokens, timings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Box<AnswerMeta>>,
+}
+
+/// What is known about how an answer was generated. Providers fill what they
+/// know; the agent actor adds the timings.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AnswerMeta {
+    /// The agent that answered (`openai`, `webhook`, `echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The provider's id for the response (`chatcmpl-…`): the seed's `assistant_response_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u32>,
+    /// From the request to the first piece of text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+    /// `stop`, `length`, `tool_calls`, `content_filter`…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+impl AnswerMeta {
+    /// Takes every field `newer` knows.
+    pub fn merge(&mut self, newer: AnswerMeta) {
+        fn take<T>(into: &mut Option<T>, newer: Option<T>) {
+            if newer.is_some() {
+                *into = newer;
+            }
+        }
+        take(&mut self.agent, newer.agent);
+        take(&mut self.model, newer.model);
+        take(&mut self.response_id, newer.response_id);
+        take(&mut self.prompt_tokens, newer.prompt_tokens);
+        take(&mut self.completion_tokens, newer.completion_tokens);
+        take(
+            &mut self.time_to_first_token_ms,
+            newer.time_to_first_token_ms,
+        );
+        take(&mut self.total_ms, newer.total_ms);
+        take(&mut self.finish_reason, newer.finish_reason);
+    }
 }
 
 /// A stored conversation, without its messages.

@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0006_webchat",
         include_str!("../../schemas/migrations/0006_webchat.surql"),
     ),
+    (
+        7,
+        "0007_answer_meta",
+        include_str!("../../schemas/migrations/0007_answer_meta.surql"),
+    ),
 ];
 
 /// The most writes one transaction carries; more wait for the next batch.
@@ -226,6 +231,8 @@ pub enum Write {
     CreateSession(Box<SessionRecord>),
     /// Appends to a session's log and bumps the conversation's counters.
     AppendMessage(StoredMessage),
+    /// A message and the event it caused (`agent.failed`), in one transaction.
+    AppendMessageWithEvent(Box<StoredMessage>, Box<EventRecord>),
     SetContext {
         tenant: TenantId,
         session: SessionId,
@@ -294,21 +301,10 @@ impl Write {
                     "CREATE type::record('conversation', ${p}id) CONTENT ${p}doc;\n"
                 ));
             }
-            Write::AppendMessage(message) => {
-                bind("id", json!(message.id.to_string()));
-                bind(
-                    "doc",
-                    serde_json::to_value(message).expect("messages serialise"),
-                );
-                bind("sid", json!(message.session_id.to_string()));
-                bind("tenant", json!(message.tenant));
-                bind("seq", json!(message.seq));
-                bind("at", json!(message.created_at));
-                statement.push_str(&format!(
-                    "CREATE type::record('message', ${p}id) CONTENT ${p}doc;\n\
-                     UPDATE type::record('conversation', ${p}sid) SET last_seq = ${p}seq, \
-                     message_count += 1, updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
-                ));
+            Write::AppendMessage(message) => append_message(&p, message, statement, &mut bind),
+            Write::AppendMessageWithEvent(message, event) => {
+                append_message(&p, message, statement, &mut bind);
+                append_event(&p, event, statement, &mut bind);
             }
             Write::SetContext {
                 tenant,
@@ -414,14 +410,7 @@ impl Write {
                     "UPSERT type::record('contact', ${p}id) CONTENT ${p}doc;\n"
                 ));
                 if let Some(event) = event {
-                    bind("eid", json!(event.event_id));
-                    bind(
-                        "event",
-                        serde_json::to_value(event).expect("events serialise"),
-                    );
-                    statement.push_str(&format!(
-                        "CREATE type::record('event', ${p}eid) CONTENT ${p}event;\n"
-                    ));
+                    append_event(&p, event, statement, &mut bind);
                 }
             }
             Write::SetMessageGeo {
@@ -439,6 +428,44 @@ impl Write {
             }
         }
     }
+}
+
+fn append_message(
+    p: &str,
+    message: &StoredMessage,
+    statement: &mut String,
+    bind: &mut impl FnMut(&str, Value),
+) {
+    bind("id", json!(message.id.to_string()));
+    bind(
+        "doc",
+        serde_json::to_value(message).expect("messages serialise"),
+    );
+    bind("sid", json!(message.session_id.to_string()));
+    bind("tenant", json!(message.tenant));
+    bind("seq", json!(message.seq));
+    bind("at", json!(message.created_at));
+    statement.push_str(&format!(
+        "CREATE type::record('message', ${p}id) CONTENT ${p}doc;\n\
+         UPDATE type::record('conversation', ${p}sid) SET last_seq = ${p}seq, \
+         message_count += 1, updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
+    ));
+}
+
+fn append_event(
+    p: &str,
+    event: &EventRecord,
+    statement: &mut String,
+    bind: &mut impl FnMut(&str, Value),
+) {
+    bind("eid", json!(event.event_id));
+    bind(
+        "event",
+        serde_json::to_value(event).expect("events serialise"),
+    );
+    statement.push_str(&format!(
+        "CREATE type::record('event', ${p}eid) CONTENT ${p}event;\n"
+    ));
 }
 
 /// Called once when a write is durable (or has failed). If it is dropped
@@ -998,6 +1025,7 @@ mod tests {
                 direction: Role::User.direction(),
                 author: None,
                 origin: None,
+                agent: None,
             };
             let (tx, rx) = oneshot::channel();
             let completed = completed.clone();

@@ -97,6 +97,11 @@ pub enum SessionMsg {
     Durable { seq: u64, outcome: Result<()> },
     /// A piece of the answer in progress, from this session's `Agent`.
     AgentChunk { message_id: MessageId, text: String },
+    /// What the provider reported about the answer in progress.
+    AgentMeta {
+        message_id: MessageId,
+        meta: crate::domain::AnswerMeta,
+    },
     /// The answer in progress ended, from this session's `Agent`.
     AgentFinished {
         message_id: MessageId,
@@ -178,6 +183,8 @@ enum PendingWrite {
 /// The answer being generated.
 struct Generation {
     message_id: MessageId,
+    /// Model, ids, tokens and timings, as they are reported.
+    meta: crate::domain::AnswerMeta,
     /// The user message being answered.
     question: MessageId,
     text: String,
@@ -453,6 +460,15 @@ impl Actor for Session {
                 .encode();
                 broadcast(state, &frame, None);
             }
+            SessionMsg::AgentMeta { message_id, meta } => {
+                if let Some(generation) = state
+                    .generation
+                    .as_mut()
+                    .filter(|generation| generation.message_id == message_id)
+                {
+                    generation.meta.merge(meta);
+                }
+            }
             SessionMsg::AgentFinished {
                 message_id,
                 outcome,
@@ -550,7 +566,9 @@ impl Actor for Session {
                 finish_generation(
                     &myself,
                     state,
-                    AgentOutcome::Failed(crate::agent::AgentError(why)),
+                    AgentOutcome::Failed(crate::agent::AgentError(format!(
+                        "the agent crashed: {why}"
+                    ))),
                 );
             }
             let delay = state.agent_backoff.next_delay();
@@ -872,6 +890,7 @@ async fn post(
         direction: message.role.direction(),
         author: message.author,
         origin: message.origin,
+        agent: None,
     };
     state.next_seq += 1;
     persist(myself, state, stored.clone());
@@ -889,11 +908,30 @@ fn still_storing() -> Error {
     Error::InvalidInput("a message with this client_msg_id is still being stored".into())
 }
 
+/// What is worth keeping of an answer's metadata (nothing, if nothing was reported).
+fn answer_meta(meta: &crate::domain::AnswerMeta) -> Option<Box<crate::domain::AnswerMeta>> {
+    (*meta != crate::domain::AnswerMeta::default()).then(|| Box::new(meta.clone()))
+}
+
 fn persist(myself: &ActorRef<SessionMsg>, state: &SessionState, message: StoredMessage) {
+    persist_with(myself, state, message, None);
+}
+
+/// Hands a log write to storage (with an event, in the same transaction).
+fn persist_with(
+    myself: &ActorRef<SessionMsg>,
+    state: &SessionState,
+    message: StoredMessage,
+    event: Option<EventRecord>,
+) {
     let session = myself.clone();
     let seq = message.seq;
+    let write = match event {
+        None => Write::AppendMessage(message),
+        Some(event) => Write::AppendMessageWithEvent(Box::new(message), Box::new(event)),
+    };
     state.storage.write(
-        Write::AppendMessage(message),
+        write,
         Durable::new(move |outcome| {
             let _ = session.cast(SessionMsg::Durable { seq, outcome });
         }),
@@ -1171,6 +1209,7 @@ fn maybe_start_generation(state: &mut SessionState) {
     let message_id = MessageId::new();
     state.generation = Some(Generation {
         message_id,
+        meta: crate::domain::AnswerMeta::default(),
         question: question.id,
         text: String::new(),
         storing: false,
@@ -1180,6 +1219,8 @@ fn maybe_start_generation(state: &mut SessionState) {
         session: state.id,
         history,
         context: state.context.clone(),
+        settings: state.settings.clone(),
+        question_id: question.id,
     };
     if agent
         .cast(AgentMsg::Generate {
@@ -1200,13 +1241,21 @@ fn finish_generation(
     state: &mut SessionState,
     outcome: AgentOutcome,
 ) {
-    let status = match &outcome {
-        AgentOutcome::Completed => MessageStatus::Complete,
-        AgentOutcome::Cancelled => MessageStatus::Interrupted,
+    let (status, failure) = match &outcome {
+        AgentOutcome::Completed => (MessageStatus::Complete, None),
+        AgentOutcome::Cancelled => (MessageStatus::Interrupted, None),
+        AgentOutcome::Interrupted(error) => {
+            let frame = ServerFrame::error(
+                "agent_interrupted",
+                format!("the answer was cut short: {error}"),
+            );
+            broadcast(state, &frame.encode(), None);
+            (MessageStatus::Interrupted, None)
+        }
         AgentOutcome::Failed(error) => {
             let frame = ServerFrame::error("agent_failed", format!("the agent failed: {error}"));
             broadcast(state, &frame.encode(), None);
-            MessageStatus::Failed
+            (MessageStatus::Failed, Some(error.to_string()))
         }
     };
     let Some(generation) = state.generation.as_mut() else {
@@ -1227,10 +1276,22 @@ fn finish_generation(
         direction: Role::Assistant.direction(),
         author: None,
         origin: None,
+        agent: answer_meta(&generation.meta),
     };
     let question = generation.question;
     state.next_seq += 1;
-    persist(myself, state, message.clone());
+    // A failure is recorded as `agent.failed`, in the same transaction as the message.
+    let event = failure.map(|error| {
+        let mut data = serde_json::Map::new();
+        data.insert("conversation_id".into(), state.id.to_string().into());
+        data.insert("message_id".into(), message.id.to_string().into());
+        data.insert("question_id".into(), question.to_string().into());
+        data.insert("agent".into(), state.settings.agent.clone().into());
+        data.insert("error".into(), error.into());
+        data.insert("partial_content".into(), message.content.clone().into());
+        EventRecord::new(state.tenant.clone(), "agent.failed", Some(state.id), data)
+    });
+    persist_with(myself, state, message.clone(), event);
     state
         .pending_writes
         .insert(message.seq, PendingWrite::Answer { message, question });
@@ -1261,6 +1322,7 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
             direction: Role::Assistant.direction(),
             author: None,
             origin: None,
+            agent: answer_meta(&generation.meta),
         };
         state.next_seq += 1;
         let question = generation.question;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tertulia_actors::agent::{AgentProvider, AgentRequest, AgentStream, EchoAgent};
+use tertulia_actors::agent::{AgentEvent, AgentProvider, AgentRequest, AgentStream, EchoAgent};
 use tertulia_actors::domain::TenantId;
 
 use crate::common::*;
@@ -23,7 +23,7 @@ impl AgentProvider for Flaky {
         }
         if asked == "boom" {
             use futures_util::StreamExt;
-            return futures_util::stream::iter(vec![Ok("partial ".to_string())])
+            return futures_util::stream::iter(vec![Ok(AgentEvent::from("partial "))])
                 .chain(futures_util::stream::once(async {
                     panic!("the provider blew up mid-stream")
                 }))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::agent::{AgentProvider, AgentRequest, AgentStream};
+use tertulia_actors::agent::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -382,7 +382,7 @@ impl AgentProvider for Firehose {
                 let piece = piece.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    Ok(piece)
+                    Ok(AgentEvent::Text(piece))
                 }
             })
             .boxed()
