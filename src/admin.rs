@@ -61,6 +61,8 @@ struct TenantSettingsInput {
     rate_limits: Option<tertulia_actors::config::RateLimits>,
     client_token_secret: Option<String>,
     allowed_origins: Option<Vec<String>>,
+    /// The whole `openai` block (fields left out take their defaults).
+    openai: Option<tertulia_actors::config::OpenAiSettings>,
 }
 
 impl TenantSettingsInput {
@@ -86,6 +88,9 @@ impl TenantSettingsInput {
         }
         if let Some(origins) = self.allowed_origins {
             current.allowed_origins = origins;
+        }
+        if let Some(openai) = self.openai {
+            current.openai = openai;
         }
         current
     }
@@ -136,7 +141,19 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "agent": settings.agent,
         "rate_limits": settings.rate_limits,
         "allowed_origins": settings.allowed_origins,
+        "openai": openai_view(&settings.openai),
     })
+}
+
+/// The `openai` block without its key: only whether one is set.
+fn openai_view(settings: &tertulia_actors::config::OpenAiSettings) -> serde_json::Value {
+    let mut view = serde_json::to_value(settings).expect("settings serialise");
+    view["api_key"] = json!(if settings.api_key.is_empty() {
+        ""
+    } else {
+        "[set]"
+    });
+    view
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

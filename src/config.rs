@@ -167,6 +167,9 @@ impl Config {
             .map(|mut config| {
                 if config.tenants.is_empty() {
                     config.tenants = RuntimeConfig::default().tenants;
+                    if let Some(default) = config.tenants.get_mut("default") {
+                        use_openai_from_env(default, |name| std::env::var(name).ok());
+                    }
                 }
                 config
             })
@@ -193,6 +196,24 @@ impl Config {
     }
 }
 
+/// A newcomer with `OPENAI_API_KEY` (or a local server's `OPENAI_BASE_URL`)
+/// gets a real model with no config file: the development tenant switches to
+/// the `openai` agent. The key stays in the environment (`api_key_env`).
+pub fn use_openai_from_env(tenant: &mut TenantSettings, var: impl Fn(&str) -> Option<String>) {
+    let key = var("OPENAI_API_KEY").filter(|key| !key.is_empty());
+    let base_url = var("OPENAI_BASE_URL").filter(|url| !url.is_empty());
+    if key.is_none() && base_url.is_none() {
+        return;
+    }
+    tenant.agent = "openai".into();
+    if let Some(base_url) = base_url {
+        tenant.openai.base_url = base_url;
+    }
+    if let Some(model) = var("OPENAI_MODEL").filter(|model| !model.is_empty()) {
+        tenant.openai.model = model;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +230,25 @@ mod tests {
         assert_eq!(
             from_file, compiled,
             "config/default.toml and Config::default() disagree"
+        );
+    }
+
+    #[test]
+    fn openai_variables_switch_the_development_tenant_to_a_model() {
+        let mut tenant = TenantSettings::default();
+        use_openai_from_env(&mut tenant, |_| None);
+        assert_eq!(tenant.agent, "echo");
+        use_openai_from_env(&mut tenant, |name| match name {
+            "OPENAI_BASE_URL" => Some("http://localhost:11434/v1".into()),
+            "OPENAI_MODEL" => Some("llama3.2".into()),
+            _ => None,
+        });
+        assert_eq!(tenant.agent, "openai");
+        assert_eq!(tenant.openai.base_url, "http://localhost:11434/v1");
+        assert_eq!(tenant.openai.model, "llama3.2");
+        assert_eq!(
+            tenant.openai.api_key, "",
+            "the key is never copied out of the environment"
         );
     }
 

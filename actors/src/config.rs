@@ -167,6 +167,133 @@ pub struct TenantSettings {
     /// widget keys. Empty: widget keys are refused everywhere.
     pub allowed_origins: Vec<String>,
     pub rate_limits: RateLimits,
+    /// The `openai` agent: any OpenAI-compatible chat completions server.
+    pub openai: OpenAiSettings,
+}
+
+/// How the `openai` agent reaches its model. Every field can be overridden
+/// per conversation except the URL, the key and the timeouts: see
+/// [`OpenAiSettings::with_overrides`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiSettings {
+    /// The API's base URL: OpenAI, or Ollama (`http://localhost:11434/v1`),
+    /// vLLM, llama.cpp's server, LiteLLM…
+    pub base_url: String,
+    /// The key itself. Prefer `api_key_env`; never logged, never shown by the admin API.
+    pub api_key: String,
+    /// The environment variable that holds the key (read at each answer).
+    pub api_key_env: String,
+    pub model: String,
+    /// The system message. `{{context}}` becomes the conversation's context,
+    /// one `key: value` line each; `{{context.<key>}}` one value.
+    pub system_prompt: String,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub connect_timeout_ms: u64,
+    /// From the request to the first piece of text, retries included.
+    pub first_token_timeout_ms: u64,
+    /// Longest silence between two pieces once text is flowing.
+    pub idle_timeout_ms: u64,
+    /// Retries of a 429 or 5xx before the stream starts (`Retry-After` is honoured).
+    pub max_retries: u32,
+    /// Characters of history sent, newest first, whole messages only.
+    pub history_budget_chars: usize,
+}
+
+impl Default for OpenAiSettings {
+    fn default() -> Self {
+        OpenAiSettings {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: String::new(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            model: "gpt-4o-mini".into(),
+            system_prompt: "You are a helpful assistant. Answer in the customer's language.\n\n\
+                            What we know about this customer:\n{{context}}"
+                .into(),
+            temperature: None,
+            max_tokens: None,
+            connect_timeout_ms: 5_000,
+            first_token_timeout_ms: 60_000,
+            idle_timeout_ms: 30_000,
+            max_retries: 3,
+            history_budget_chars: 24_000,
+        }
+    }
+}
+
+// Written by hand so that the key never reaches a log line.
+impl std::fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiSettings")
+            .field("base_url", &self.base_url)
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    ""
+                } else {
+                    "[redacted]"
+                },
+            )
+            .field("api_key_env", &self.api_key_env)
+            .field("model", &self.model)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiSettings {
+    /// The key: `api_key`, else the variable `api_key_env` names, else none
+    /// (local servers such as Ollama need none).
+    pub fn resolve_key(&self) -> String {
+        if !self.api_key.is_empty() {
+            return self.api_key.clone();
+        }
+        if self.api_key_env.is_empty() {
+            return String::new();
+        }
+        std::env::var(&self.api_key_env).unwrap_or_default()
+    }
+
+    /// These settings with a conversation's overrides: its context's `_agent`
+    /// object may set `model`, `system_prompt`, `temperature` and `max_tokens`.
+    pub fn with_overrides(&self, overrides: Option<&serde_json::Value>) -> OpenAiSettings {
+        let mut settings = self.clone();
+        let Some(overrides) = overrides.and_then(serde_json::Value::as_object) else {
+            return settings;
+        };
+        if let Some(model) = overrides.get("model").and_then(|v| v.as_str()) {
+            settings.model = model.to_owned();
+        }
+        if let Some(prompt) = overrides.get("system_prompt").and_then(|v| v.as_str()) {
+            settings.system_prompt = prompt.to_owned();
+        }
+        if let Some(temperature) = overrides.get("temperature").and_then(|v| v.as_f64()) {
+            settings.temperature = Some(temperature as f32);
+        }
+        if let Some(max_tokens) = overrides.get("max_tokens").and_then(|v| v.as_u64()) {
+            settings.max_tokens = u32::try_from(max_tokens).ok();
+        }
+        settings
+    }
+
+    /// The first field that cannot work; the text names it.
+    pub fn invalid(&self) -> Option<String> {
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Some(format!(
+                "`openai.base_url` must be an http(s) URL, not `{}`",
+                self.base_url
+            ));
+        }
+        if self.model.trim().is_empty() {
+            return Some("`openai.model` must not be empty".into());
+        }
+        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Some("`openai.temperature` must be between 0 and 2".into());
+        }
+        None
+    }
 }
 
 impl Default for TenantSettings {
@@ -179,6 +306,7 @@ impl Default for TenantSettings {
             client_token_secret: String::new(),
             allowed_origins: Vec::new(),
             rate_limits: RateLimits::default(),
+            openai: OpenAiSettings::default(),
         }
     }
 }

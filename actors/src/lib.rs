@@ -17,6 +17,7 @@ pub mod connection;
 pub mod domain;
 pub mod error;
 pub mod leads;
+pub mod openai;
 pub mod outbound;
 pub mod persistence;
 pub mod protocol;

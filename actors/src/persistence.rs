@@ -246,7 +246,7 @@ pub enum Write {
     },
     /// Stores a tenant made through the admin API (UPSERT: the runtime checks
     /// for duplicates first, and a batch must never fail on one).
-    PutTenant(TenantRecord),
+    PutTenant(Box<TenantRecord>),
     /// A conversation's title, status and version (its session checked the
     /// version it replaces: it is the only writer of its conversation).
     SetMeta {

@@ -88,6 +88,7 @@ impl Runtime {
             word_delay: Duration::from_millis(config.agents.echo.word_delay_ms),
         });
         registry.insert("echo".into(), echo);
+        registry.insert("openai".into(), crate::openai::provider());
         registry.extend(agents);
 
         let mut agent_names: Vec<String> = registry.keys().cloned().collect();
@@ -106,6 +107,11 @@ impl Runtime {
             .into_iter()
             .map(|record| (record.tenant_id, record.settings));
         for (id, settings) in configured.chain(stored) {
+            if settings.agent == "openai"
+                && let Some(problem) = settings.openai.invalid()
+            {
+                return Err(Error::Startup(format!("tenant `{id}`: {problem}")));
+            }
             if !registry.contains_key(&settings.agent) {
                 return Err(Error::Startup(format!(
                     "tenant `{id}` uses agent `{}`, which is not one of: {}",
@@ -291,7 +297,7 @@ impl Runtime {
     async fn store_tenant(&self, record: &TenantRecord) -> Result<()> {
         self.inner
             .storage
-            .write_and_wait(Write::PutTenant(record.clone()))
+            .write_and_wait(Write::PutTenant(Box::new(record.clone())))
             .await?;
         let tenant = record.tenant_id.clone();
         self.inner
@@ -320,6 +326,9 @@ impl Runtime {
         }
         if settings.name.trim().is_empty() || settings.name.len() > 200 {
             return Err(Error::InvalidInput("`name` must be 1 to 200 bytes".into()));
+        }
+        if let Some(problem) = settings.openai.invalid() {
+            return Err(Error::InvalidInput(problem));
         }
         if let Some(field) = settings.rate_limits.invalid_field() {
             return Err(Error::InvalidInput(format!("`{field}` must be at least 1")));

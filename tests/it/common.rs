@@ -128,6 +128,20 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` as JSON with this key; the status and the JSON answer.
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("X-API-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn history(&self, session: &str) -> Vec<Value> {
         let (status, body) = self
             .get(&format!("/chat/sessions/{session}/history"), Some(KEY))

@@ -8,6 +8,7 @@ mod conversations;
 mod durability;
 mod isolation;
 mod layout;
+mod llm;
 mod process;
 mod rate_limits;
 mod schemas;

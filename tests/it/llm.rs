@@ -1,0 +1,449 @@
+//! The `openai` agent against a real OpenAI-compatible streaming server that
+//! the test starts on loopback. The server is plain HTTP/1.1 over a TCP
+//! socket, written here so every byte is ours: SSE `data:` lines of
+//! `chat.completion.chunk`, the final usage chunk, `data: [DONE]`, JSON error
+//! bodies, 429 with `Retry-After`, slow tokens and a connection dropped
+//! mid-stream. What it does depends on the question it is asked.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tertulia_actors::domain::TenantId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+/// The words of a normal answer.
+pub const ANSWER: [&str; 6] = ["Hola", ",", " ¿en qué", " te", " ayudo", "?"];
+
+/// A fake provider; counts requests and remembers their bodies.
+#[derive(Clone)]
+pub struct FakeLlm {
+    pub base_url: String,
+    pub requests: Arc<Mutex<Vec<Value>>>,
+    /// Requests whose client went away before the answer ended.
+    pub abandoned: Arc<AtomicUsize>,
+}
+
+impl FakeLlm {
+    pub async fn start() -> FakeLlm {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let llm = FakeLlm {
+            base_url: format!("http://{}/v1", listener.local_addr().unwrap()),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            abandoned: Arc::new(AtomicUsize::new(0)),
+        };
+        let server = llm.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(server.clone().serve(socket));
+            }
+        });
+        llm
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    async fn serve(self, mut socket: TcpStream) {
+        let Some(body) = read_request(&mut socket).await else {
+            return;
+        };
+        let question = question_of(&body);
+        let attempt = {
+            let mut requests = self.requests.lock().unwrap();
+            requests.push(body);
+            requests
+                .iter()
+                .filter(|request| question_of(request) == question)
+                .count()
+        };
+        if question.contains("rate-limit-once") && attempt == 1 {
+            let error = json!({"error": {"message": "Rate limit reached for gpt-test", "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
+            return respond(
+                &mut socket,
+                "429 Too Many Requests",
+                &[("retry-after", "1")],
+                &error,
+            )
+            .await;
+        }
+        if question.contains("server-error-once") && attempt == 1 {
+            let error = json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}});
+            return respond(&mut socket, "500 Internal Server Error", &[], &error).await;
+        }
+        if question.contains("no-such-model") {
+            let error = json!({"error": {"message": "The model `nope` does not exist", "type": "invalid_request_error", "param": null, "code": "model_not_found"}});
+            return respond(&mut socket, "404 Not Found", &[], &error).await;
+        }
+        let (words, pause, drop_after): (Vec<String>, Duration, Option<usize>) =
+            if question.contains("slowly") {
+                let words = (0..100).map(|n| format!("w{n} ")).collect();
+                (words, Duration::from_millis(50), None)
+            } else if question.contains("drop-mid-stream") {
+                (ANSWER.map(str::to_owned).to_vec(), Duration::ZERO, Some(2))
+            } else {
+                (ANSWER.map(str::to_owned).to_vec(), Duration::ZERO, None)
+            };
+        if stream_answer(&mut socket, &words, pause, drop_after)
+            .await
+            .is_err()
+        {
+            self.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The newest user message of a request: what is being answered.
+pub fn question_of(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|messages| messages.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|message| message["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads one HTTP/1.1 request and returns its JSON body.
+async fn read_request(socket: &mut TcpStream) -> Option<Value> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        let read = socket.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())?;
+    while buffer.len() < header_end + length {
+        let read = socket.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    serde_json::from_slice(&buffer[header_end..header_end + length]).ok()
+}
+
+async fn respond(socket: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &Value) {
+    let body = body.to_string();
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = socket.write_all(head.as_bytes()).await;
+    let _ = socket.write_all(body.as_bytes()).await;
+}
+
+fn chunk(delta: Value, finish_reason: Value, usage: Value) -> String {
+    let choices = if delta.is_null() {
+        json!([])
+    } else {
+        json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}])
+    };
+    let event = json!({
+        "id": "chatcmpl-test123",
+        "object": "chat.completion.chunk",
+        "created": 1_763_000_000,
+        "model": "gpt-test-2026",
+        "system_fingerprint": "fp_test",
+        "choices": choices,
+        "usage": usage,
+    });
+    format!("data: {event}\n\n")
+}
+
+/// Streams an answer as SSE in HTTP chunks; stops early (closing the socket)
+/// after `drop_after` words. An error means the client went away.
+async fn stream_answer(
+    socket: &mut TcpStream,
+    words: &[String],
+    pause: Duration,
+    drop_after: Option<usize>,
+) -> std::io::Result<()> {
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+        Value::Null,
+    )];
+    for word in words {
+        events.push(chunk(json!({"content": word}), Value::Null, Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop"), Value::Null));
+    events.push(chunk(
+        Value::Null,
+        Value::Null,
+        json!({"prompt_tokens": 42, "completion_tokens": words.len(), "total_tokens": 42 + words.len()}),
+    ));
+    events.push("data: [DONE]\n\n".to_owned());
+    for (index, event) in events.iter().enumerate() {
+        if drop_after.is_some_and(|limit| index > limit) {
+            // Mid-stream: no final chunk, no [DONE]; the connection just ends.
+            return socket.shutdown().await;
+        }
+        if index > 1 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        socket
+            .write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes())
+            .await?;
+        socket.flush().await?;
+    }
+    socket.write_all(b"0\r\n\r\n").await
+}
+
+/// A provider, a server whose acme answers with it, and one socket on a new
+/// conversation that has asked `question`.
+async fn asked(question: &str) -> (FakeLlm, TestServer, String, Ws) {
+    let llm = FakeLlm::start().await;
+    let server = TestServer::start(openai_config(&llm)).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+    say(&mut ws, question).await;
+    (llm, server, session, ws)
+}
+
+/// acme answers with the fake provider.
+pub fn openai_config(llm: &FakeLlm) -> tertulia::config::Config {
+    let mut config = config();
+    let acme = config.tenants.get_mut("acme").unwrap();
+    acme.agent = "openai".into();
+    acme.openai.base_url = llm.base_url.clone();
+    acme.openai.api_key = "sk-test-secret-key-0123456789".into();
+    acme.openai.model = "gpt-test".into();
+    acme.openai.system_prompt = "Eres el asistente de Acme.\n{{context}}".into();
+    acme.openai.max_retries = 2;
+    config
+}
+
+#[tokio::test]
+async fn a_streamed_answer_reaches_two_subscribers_and_its_tokens_and_ids_are_stored() {
+    let llm = FakeLlm::start().await;
+    let server = TestServer::start(openai_config(&llm)).await;
+    let (session, url) = server.create_session().await;
+    let mut alice = server.connect(&url).await;
+    let mut bob = server.connect(&url).await;
+    say(&mut alice, "¿Cuánto he gastado?").await;
+    let expected: String = ANSWER.concat();
+    for socket in [&mut alice, &mut bob] {
+        let (done, before) = frames_until(socket, "done").await;
+        assert_eq!(done["content"], expected);
+        assert_eq!(done["status"], "complete");
+        let chunks: Vec<&Value> = before.iter().filter(|f| f["type"] == "chunk").collect();
+        assert_eq!(chunks.len(), ANSWER.len(), "one chunk per delta");
+        assert_eq!(chunk_text(&before), expected);
+    }
+
+    // What was sent: the rendered system prompt with the context, then the history.
+    let request = &llm.requests()[0];
+    assert_eq!(request["model"], "gpt-test");
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["stream_options"]["include_usage"], true);
+    assert_eq!(request["messages"][0]["role"], "system");
+    assert_eq!(
+        request["messages"][0]["content"],
+        "Eres el asistente de Acme.\n- plan: pro"
+    );
+    assert_eq!(
+        request["messages"][1],
+        json!({"role": "user", "content": "¿Cuánto he gastado?"})
+    );
+
+    // What was recorded on the answer.
+    let (_, messages) = server
+        .get(&format!("/chat/{session}/messages"), Some(KEY))
+        .await;
+    let agent = &messages[1]["agent"];
+    assert_eq!(agent["agent"], "openai");
+    assert_eq!(agent["model"], "gpt-test-2026");
+    assert_eq!(agent["response_id"], "chatcmpl-test123");
+    assert_eq!(agent["prompt_tokens"], 42);
+    assert_eq!(agent["completion_tokens"], ANSWER.len());
+    assert_eq!(agent["finish_reason"], "stop");
+    assert!(agent["time_to_first_token_ms"].is_u64(), "{agent}");
+    assert!(agent["total_ms"].as_u64() >= agent["time_to_first_token_ms"].as_u64());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_webchat_reply_carries_the_providers_response_id() {
+    let llm = FakeLlm::start().await;
+    let server = TestServer::start(openai_config(&llm)).await;
+    let body = json!({"session_id": "llm-visitor-0001", "author": "Ana", "content": "hola"});
+    let (_, reply) = server.post("/api/webchat/messages", KEY, body).await;
+    assert_eq!(reply["reply"], ANSWER.concat());
+    assert_eq!(
+        reply["metadata"]["assistant_response_id"],
+        "chatcmpl-test123"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_the_upstream_request() {
+    let (llm, server, session, mut ws) = asked("answer slowly please").await;
+    frames_until(&mut ws, "chunk").await;
+    send(&mut ws, json!({"type": "cancel"})).await;
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "interrupted");
+    // The provider sees its client go away long before its 100 words are out.
+    eventually("the upstream request is dropped", || async {
+        llm.abandoned.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let history = server.history(&session).await;
+    assert_eq!(history[1]["status"], "interrupted");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_before_the_first_token_are_retried() {
+    let llm = FakeLlm::start().await;
+    let server = TestServer::start(openai_config(&llm)).await;
+    let (_, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+    for question in ["rate-limit-once", "server-error-once"] {
+        say(&mut ws, question).await;
+        let (done, before) = frames_until(&mut ws, "done").await;
+        assert_eq!(done["status"], "complete", "{question}: {before:?}");
+        assert_eq!(done["content"], ANSWER.concat());
+        assert!(
+            before.iter().all(|frame| frame["type"] != "error"),
+            "{before:?}"
+        );
+    }
+    let attempts = |question: &str| {
+        llm.requests()
+            .iter()
+            .filter(|request| question_of(request) == question)
+            .count()
+    };
+    assert_eq!(
+        attempts("rate-limit-once"),
+        2,
+        "429, then after Retry-After, 200"
+    );
+    assert_eq!(attempts("server-error-once"), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_dropped_mid_answer_is_stored_as_interrupted() {
+    let (_llm, server, session, mut ws) = asked("drop-mid-stream").await;
+    let (error, before) = frames_until(&mut ws, "error").await;
+    assert_eq!(error["code"], "agent_interrupted");
+    assert_eq!(chunk_text(&before), ANSWER[..2].concat());
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "interrupted");
+    assert_eq!(done["content"], ANSWER[..2].concat());
+    let history = server.history(&session).await;
+    assert_eq!(history[1]["status"], "interrupted");
+    // Not a failure: no agent.failed event.
+    let events = server
+        .server
+        .runtime
+        .events(&TenantId("acme".into()), None, 10)
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_error_is_a_clear_error_frame_a_failed_message_and_an_event() {
+    let (_llm, server, session, mut ws) = asked("no-such-model").await;
+    let (error, _) = frames_until(&mut ws, "error").await;
+    assert_eq!(error["code"], "agent_failed");
+    let text = error["content"].as_str().unwrap();
+    assert!(
+        text.contains("404") && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(!text.contains("sk-test-secret"), "{text}");
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "failed");
+    let history = server.history(&session).await;
+    assert_eq!(history[1]["status"], "failed");
+    let events = server
+        .server
+        .runtime
+        .events(&TenantId("acme".into()), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "agent.failed");
+    assert_eq!(events[0].data["message_id"], history[1]["id"]);
+    assert!(
+        events[0].data["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_fails_the_answer_without_leaking_the_key() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let llm = FakeLlm {
+        base_url,
+        requests: Default::default(),
+        abandoned: Default::default(),
+    };
+    let server = TestServer::start(openai_config(&llm)).await;
+    let (_, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+    say(&mut ws, "hola").await;
+    let (error, _) = frames_until(&mut ws, "error").await;
+    assert_eq!(error["code"], "agent_failed");
+    let text = error["content"].as_str().unwrap();
+    assert!(text.contains("cannot connect"), "{text}");
+    assert!(!text.contains("sk-test"), "{text}");
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "failed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversation_can_override_the_model_and_prompt() {
+    let llm = FakeLlm::start().await;
+    let server = TestServer::start(openai_config(&llm)).await;
+    let (session, url) = server.create_session().await;
+    let overrides = json!({
+        "_agent": {"model": "gpt-other", "system_prompt": "Sé breve.", "temperature": 0.2},
+        "total_spent": 99,
+    });
+    let (status, _) = server
+        .post(&format!("/chat/sessions/{session}/context"), KEY, overrides)
+        .await;
+    assert_eq!(status, 200);
+    let mut ws = server.connect(&url).await;
+    say(&mut ws, "hola").await;
+    frames_until(&mut ws, "done").await;
+    let request = &llm.requests()[0];
+    assert_eq!(request["model"], "gpt-other");
+    assert_eq!(request["messages"][0]["content"], "Sé breve.");
+    assert!((request["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+    server.stop().await;
+}
