@@ -63,6 +63,8 @@ struct TenantSettingsInput {
     allowed_origins: Option<Vec<String>>,
     /// The whole `openai` block (fields left out take their defaults).
     openai: Option<tertulia_actors::config::OpenAiSettings>,
+    /// The whole `webhook_agent` block.
+    webhook_agent: Option<tertulia_actors::config::WebhookAgentSettings>,
 }
 
 impl TenantSettingsInput {
@@ -91,6 +93,9 @@ impl TenantSettingsInput {
         }
         if let Some(openai) = self.openai {
             current.openai = openai;
+        }
+        if let Some(webhook_agent) = self.webhook_agent {
+            current.webhook_agent = webhook_agent;
         }
         current
     }
@@ -142,7 +147,21 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "rate_limits": settings.rate_limits,
         "allowed_origins": settings.allowed_origins,
         "openai": openai_view(&settings.openai),
+        "webhook_agent": webhook_agent_view(&settings.webhook_agent),
     })
+}
+
+/// The `webhook_agent` block without its secrets: only whether they are set.
+fn webhook_agent_view(
+    settings: &tertulia_actors::config::WebhookAgentSettings,
+) -> serde_json::Value {
+    let mut view = serde_json::to_value(settings).expect("settings serialise");
+    for secret in ["secret", "header_value"] {
+        if view[secret].as_str().is_some_and(|value| !value.is_empty()) {
+            view[secret] = json!("[set]");
+        }
+    }
+    view
 }
 
 /// The `openai` block without its key: only whether one is set.

@@ -169,6 +169,79 @@ pub struct TenantSettings {
     pub rate_limits: RateLimits,
     /// The `openai` agent: any OpenAI-compatible chat completions server.
     pub openai: OpenAiSettings,
+    /// The `webhook` agent: an n8n workflow (or any HTTP endpoint) answers.
+    pub webhook_agent: WebhookAgentSettings,
+}
+
+impl TenantSettings {
+    /// What keeps the chosen agent from working, if anything (the text names the field).
+    pub fn agent_problem(&self) -> Option<String> {
+        match self.agent.as_str() {
+            "openai" => self.openai.invalid(),
+            "webhook" => self.webhook_agent.invalid(),
+            _ => None,
+        }
+    }
+}
+
+/// How the `webhook` agent reaches its workflow.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookAgentSettings {
+    /// Where the question is POSTed (an n8n Webhook node's URL).
+    pub url: String,
+    /// Signs each request per Standard Webhooks (`whsec_` + base64). Empty: unsigned.
+    pub secret: String,
+    /// A static header for n8n's Header Auth (`header_name: header_value`), which
+    /// n8n can check itself; empty: none.
+    pub header_name: String,
+    pub header_value: String,
+    pub connect_timeout_ms: u64,
+    /// Until the reply starts, and the longest silence inside a streamed reply.
+    pub timeout_ms: u64,
+    /// Recent messages sent with the question.
+    pub history_messages: usize,
+}
+
+impl Default for WebhookAgentSettings {
+    fn default() -> Self {
+        WebhookAgentSettings {
+            url: String::new(),
+            secret: String::new(),
+            header_name: String::new(),
+            header_value: String::new(),
+            connect_timeout_ms: 5_000,
+            timeout_ms: 60_000,
+            history_messages: 20,
+        }
+    }
+}
+
+// By hand, so the secrets never reach a log line.
+impl std::fmt::Debug for WebhookAgentSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookAgentSettings")
+            .field("url", &self.url)
+            .field("header_name", &self.header_name)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookAgentSettings {
+    /// The first field that cannot work when the agent is used; the text names it.
+    pub fn invalid(&self) -> Option<String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Some(format!(
+                "`webhook_agent.url` must be an http(s) URL, not `{}`",
+                self.url
+            ));
+        }
+        if !self.secret.is_empty() && crate::signing::Signer::new(&self.secret).is_none() {
+            return Some("`webhook_agent.secret` must be `whsec_` followed by base64".into());
+        }
+        None
+    }
 }
 
 /// How the `openai` agent reaches its model. Every field can be overridden
@@ -307,6 +380,7 @@ impl Default for TenantSettings {
             allowed_origins: Vec::new(),
             rate_limits: RateLimits::default(),
             openai: OpenAiSettings::default(),
+            webhook_agent: WebhookAgentSettings::default(),
         }
     }
 }

@@ -24,8 +24,10 @@ pub mod protocol;
 pub mod root;
 pub mod runtime;
 pub mod session;
+pub mod signing;
 pub mod supervision;
 pub mod tenant;
+pub mod webhook_agent;
 
 pub use error::{Error, Result};
 pub use runtime::Runtime;

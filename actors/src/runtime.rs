@@ -89,6 +89,7 @@ impl Runtime {
         });
         registry.insert("echo".into(), echo);
         registry.insert("openai".into(), crate::openai::provider());
+        registry.insert("webhook".into(), crate::webhook_agent::provider());
         registry.extend(agents);
 
         let mut agent_names: Vec<String> = registry.keys().cloned().collect();
@@ -107,9 +108,7 @@ impl Runtime {
             .into_iter()
             .map(|record| (record.tenant_id, record.settings));
         for (id, settings) in configured.chain(stored) {
-            if settings.agent == "openai"
-                && let Some(problem) = settings.openai.invalid()
-            {
+            if let Some(problem) = settings.agent_problem() {
                 return Err(Error::Startup(format!("tenant `{id}`: {problem}")));
             }
             if !registry.contains_key(&settings.agent) {
@@ -327,7 +326,7 @@ impl Runtime {
         if settings.name.trim().is_empty() || settings.name.len() > 200 {
             return Err(Error::InvalidInput("`name` must be 1 to 200 bytes".into()));
         }
-        if let Some(problem) = settings.openai.invalid() {
+        if let Some(problem) = settings.agent_problem() {
             return Err(Error::InvalidInput(problem));
         }
         if let Some(field) = settings.rate_limits.invalid_field() {

@@ -50,7 +50,10 @@ impl FakeLlm {
     }
 
     async fn serve(self, mut socket: TcpStream) {
-        let Some(body) = read_request(&mut socket).await else {
+        let Some(body) = read_request(&mut socket)
+            .await
+            .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+        else {
             return;
         };
         let question = question_of(&body);
@@ -108,8 +111,8 @@ pub fn question_of(request: &Value) -> String {
         .to_owned()
 }
 
-/// Reads one HTTP/1.1 request and returns its JSON body.
-async fn read_request(socket: &mut TcpStream) -> Option<Value> {
+/// Reads one HTTP/1.1 request: its head and its body.
+pub async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let header_end = loop {
@@ -122,10 +125,11 @@ async fn read_request(socket: &mut TcpStream) -> Option<Value> {
             break at + 4;
         }
     };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_lowercase();
+    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
     let length: usize = head
+        .to_lowercase()
         .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
+        .find_map(|line| line.strip_prefix("content-length:").map(str::to_owned))
         .and_then(|value| value.trim().parse().ok())?;
     while buffer.len() < header_end + length {
         let read = socket.read(&mut chunk).await.ok()?;
@@ -134,13 +138,30 @@ async fn read_request(socket: &mut TcpStream) -> Option<Value> {
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
-    serde_json::from_slice(&buffer[header_end..header_end + length]).ok()
+    Some((head, buffer[header_end..header_end + length].to_vec()))
 }
 
 async fn respond(socket: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &Value) {
-    let body = body.to_string();
+    respond_as(
+        socket,
+        status,
+        "application/json",
+        headers,
+        &body.to_string(),
+    )
+    .await;
+}
+
+/// Writes a whole response and closes.
+pub async fn respond_as(
+    socket: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) {
     let mut head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
     for (name, value) in headers {

@@ -15,5 +15,6 @@ mod schemas;
 mod session_api;
 mod supervision;
 mod webchat;
+mod webhook_agent;
 mod websocket;
 mod widget;
