@@ -65,6 +65,8 @@ struct TenantSettingsInput {
     openai: Option<tertulia_actors::config::OpenAiSettings>,
     /// The whole `webhook_agent` block.
     webhook_agent: Option<tertulia_actors::config::WebhookAgentSettings>,
+    /// The whole list of tools.
+    tools: Option<Vec<tertulia_actors::config::ToolSettings>>,
 }
 
 impl TenantSettingsInput {
@@ -96,6 +98,9 @@ impl TenantSettingsInput {
         }
         if let Some(webhook_agent) = self.webhook_agent {
             current.webhook_agent = webhook_agent;
+        }
+        if let Some(tools) = self.tools {
+            current.tools = tools;
         }
         current
     }
@@ -148,6 +153,13 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "allowed_origins": settings.allowed_origins,
         "openai": openai_view(&settings.openai),
         "webhook_agent": webhook_agent_view(&settings.webhook_agent),
+        "tools": settings.tools.iter().map(|tool| json!({
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+            "url": tool.url,
+            "timeout_ms": tool.timeout_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 

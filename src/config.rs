@@ -253,17 +253,23 @@ mod tests {
     }
 
     #[test]
-    fn every_shipped_example_config_loads() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path
-                .extension()
-                .is_some_and(|extension| extension == "toml")
-            {
-                Config::load(Some(&path))
+    fn every_shipped_example_config_loads_and_its_tenants_can_work() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut checked = 0;
+        for dir in [root.clone(), root.join("examples")] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|extension| extension != "toml") {
+                    continue;
+                }
+                let config = Config::load(Some(&path))
                     .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                for (id, tenant) in &config.tenants {
+                    assert_eq!(tenant.agent_problem(), None, "{}: {id}", path.display());
+                }
+                checked += 1;
             }
         }
+        assert!(checked >= 2, "default.toml and the examples");
     }
 }

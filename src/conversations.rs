@@ -145,6 +145,7 @@ fn message_view(message: &StoredMessage) -> Value {
         "author": message.author,
         "direction": message.direction,
         "agent": message.agent,
+        "tool_calls": message.tool_calls,
     })
 }
 

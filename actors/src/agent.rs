@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
 use crate::config::TenantSettings;
-use crate::domain::{AnswerMeta, MessageId, Role, SessionId, TenantId};
+use crate::domain::{AnswerMeta, MessageId, Role, SessionId, TenantId, ToolCallRecord};
 use crate::session::SessionMsg;
 
 /// One turn of the conversation as an agent sees it.
@@ -70,6 +70,8 @@ pub enum AgentEvent {
     Text(String),
     /// What the provider says about the answer (model, ids, tokens, finish reason).
     Meta(AnswerMeta),
+    /// The model called a tool (`result` is empty) or the tool answered.
+    Tool(ToolCallRecord),
 }
 
 impl From<&str> for AgentEvent {
@@ -289,6 +291,9 @@ async fn run_generation(
                 Ok(AgentEvent::Meta(meta)) => {
                     session.cast(SessionMsg::AgentMeta { message_id, meta })
                 }
+                Ok(AgentEvent::Tool(call)) => {
+                    session.cast(SessionMsg::AgentTool { message_id, call })
+                }
                 Err(error) if first_text.is_some() => break AgentOutcome::Interrupted(error),
                 Err(error) => break AgentOutcome::Failed(error),
             };
@@ -349,7 +354,7 @@ mod tests {
             .filter_map(|piece| async move {
                 match piece.unwrap() {
                     AgentEvent::Text(text) => Some(text),
-                    AgentEvent::Meta(_) => None,
+                    AgentEvent::Meta(_) | AgentEvent::Tool(_) => None,
                 }
             })
             .collect()

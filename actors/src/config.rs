@@ -171,13 +171,100 @@ pub struct TenantSettings {
     pub openai: OpenAiSettings,
     /// The `webhook` agent: an n8n workflow (or any HTTP endpoint) answers.
     pub webhook_agent: WebhookAgentSettings,
+    /// Functions the `openai` agent's model may call; each is an HTTP endpoint.
+    pub tools: Vec<ToolSettings>,
+}
+
+/// A function tool: the model sees its name, description and argument
+/// schema; a call POSTs the arguments (signed) to `url`, and the answer goes
+/// back to the model.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolSettings {
+    /// 1 to 64 of `a-zA-Z0-9_-`, as the OpenAI API requires.
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of the arguments (an object schema).
+    pub parameters: serde_json::Value,
+    /// An n8n workflow, a CRM…
+    pub url: String,
+    /// Standard Webhooks signing secret (`whsec_…`); empty: unsigned.
+    pub secret: String,
+    /// A static header for n8n's Header Auth; empty: none.
+    pub header_name: String,
+    pub header_value: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for ToolSettings {
+    fn default() -> Self {
+        ToolSettings {
+            name: String::new(),
+            description: String::new(),
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+            url: String::new(),
+            secret: String::new(),
+            header_name: String::new(),
+            header_value: String::new(),
+            timeout_ms: 15_000,
+        }
+    }
+}
+
+// By hand, so the secrets never reach a log line.
+impl std::fmt::Debug for ToolSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolSettings {
+    fn invalid(&self, index: usize) -> Option<String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Some(format!(
+                "`tools[{index}].name` must be 1 to 64 of a-z, A-Z, 0-9, `_`, `-`"
+            ));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Some(format!("`tools[{index}].url` must be an http(s) URL"));
+        }
+        if !self.parameters.is_object() {
+            return Some(format!(
+                "`tools[{index}].parameters` must be a JSON Schema object"
+            ));
+        }
+        if !self.secret.is_empty() && crate::signing::Signer::new(&self.secret).is_none() {
+            return Some(format!(
+                "`tools[{index}].secret` must be `whsec_` followed by base64"
+            ));
+        }
+        None
+    }
 }
 
 impl TenantSettings {
     /// What keeps the chosen agent from working, if anything (the text names the field).
     pub fn agent_problem(&self) -> Option<String> {
         match self.agent.as_str() {
-            "openai" => self.openai.invalid(),
+            "openai" => self.openai.invalid().or_else(|| {
+                let mut names = std::collections::BTreeSet::new();
+                self.tools.iter().enumerate().find_map(|(index, tool)| {
+                    tool.invalid(index).or_else(|| {
+                        (!names.insert(tool.name.as_str())).then(|| {
+                            format!("`tools[{index}].name`: `{}` is used twice", tool.name)
+                        })
+                    })
+                })
+            }),
             "webhook" => self.webhook_agent.invalid(),
             _ => None,
         }
@@ -272,6 +359,8 @@ pub struct OpenAiSettings {
     pub max_retries: u32,
     /// Characters of history sent, newest first, whole messages only.
     pub history_budget_chars: usize,
+    /// Rounds of tool calls one answer may make before it is stopped.
+    pub max_tool_steps: u32,
 }
 
 impl Default for OpenAiSettings {
@@ -291,6 +380,7 @@ impl Default for OpenAiSettings {
             idle_timeout_ms: 30_000,
             max_retries: 3,
             history_budget_chars: 24_000,
+            max_tool_steps: 4,
         }
     }
 }
@@ -381,6 +471,7 @@ impl Default for TenantSettings {
             rate_limits: RateLimits::default(),
             openai: OpenAiSettings::default(),
             webhook_agent: WebhookAgentSettings::default(),
+            tools: Vec::new(),
         }
     }
 }

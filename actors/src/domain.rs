@@ -160,6 +160,24 @@ pub struct StoredMessage {
     /// How an assistant message was generated (model, ids, tokens, timings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Box<AnswerMeta>>,
+    /// The tools the agent called while writing this answer, with their results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallRecord>,
+}
+
+/// One tool call of an answer and what it returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The model's id for the call.
+    pub call_id: String,
+    pub name: String,
+    /// The arguments, as the JSON text the model wrote.
+    pub arguments: String,
+    /// What the tool answered (or why it failed), as given back to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 /// What is known about how an answer was generated. Providers fill what they

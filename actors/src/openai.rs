@@ -11,8 +11,13 @@
 //!   of text is bounded by `first_token_timeout_ms`, and each silence after
 //!   it by `idle_timeout_ms`. The connect timeout is the HTTP client's.
 //! - Errors are put in words that never contain the key.
+//! - Tools: the tenant's tools go with each request. When the model calls
+//!   some (their deltas are put together across chunks), each call is shown
+//!   (`Tool` event), its arguments are POSTed, signed, to the tool's URL, the
+//!   answer is shown and given back to the model, and the model continues; at
+//!   most `max_tool_steps` rounds.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +36,12 @@ use serde_json::{Map, Value, json};
 use tower::Layer;
 
 use crate::agent::{AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream, Turn};
-use crate::config::OpenAiSettings;
-use crate::domain::{AnswerMeta, Role};
+use crate::config::{OpenAiSettings, ToolSettings};
+use crate::domain::{AnswerMeta, Role, ToolCallRecord};
+use crate::signing::Signer;
+
+/// The largest tool answer given back to the model, in bytes.
+const MAX_TOOL_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The `openai` provider. Keeps one HTTP client per base URL, key and
 /// client settings, so connections are reused across answers.
@@ -81,17 +90,34 @@ impl AgentProvider for OpenAiAgent {
             .openai
             .with_overrides(request.context.get("_agent"));
         let key = settings.resolve_key();
-        let body = match chat_request(&settings, &request) {
-            Ok(body) => body,
-            Err(error) => return stream::once(async { Err(error) }).boxed(),
-        };
+        let (template, messages) = chat_request(&settings, &request);
         let client = match self.client(&settings, &key) {
             Ok(client) => client,
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
+        let tool_client = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(client) => client,
+            Err(error) => {
+                let error = AgentError(format!("cannot build the HTTP client: {error}"));
+                return stream::once(async { Err(error) }).boxed();
+            }
+        };
         let run = Run {
             client,
-            body: Some(body),
+            template,
+            messages,
+            tools: request.settings.tools.clone(),
+            tool_client,
+            steps_left: settings.max_tool_steps,
+            calls: BTreeMap::new(),
+            to_run: Vec::new(),
+            round_text: String::new(),
+            identity: json!({"tenant": request.tenant, "conversation_id": request.session}),
+            body: None,
+            ready: true,
             key,
             upstream: None,
             started: Instant::now(),
@@ -113,7 +139,24 @@ impl AgentProvider for OpenAiAgent {
 /// One streamed answer, step by step.
 struct Run {
     client: Client<OpenAIConfig>,
+    /// The request without its messages.
+    template: Value,
+    /// The conversation as the model sees it, growing with each tool round.
+    messages: Vec<Value>,
+    tools: Vec<ToolSettings>,
+    tool_client: reqwest::Client,
+    steps_left: u32,
+    /// Tool calls of this round by index, put together from their deltas.
+    calls: BTreeMap<u32, ToolCallRecord>,
+    /// Calls shown and waiting to run.
+    to_run: Vec<ToolCallRecord>,
+    /// Text of this round (given back with the tool calls).
+    round_text: String,
+    /// Tenant and conversation, sent to tools.
+    identity: Value,
     body: Option<CreateChatCompletionRequest>,
+    /// A request is to be built from `messages` and sent.
+    ready: bool,
     key: String,
     upstream: Option<ChatCompletionResponseStream>,
     started: Instant,
@@ -133,6 +176,18 @@ impl Run {
             }
             if self.done {
                 return None;
+            }
+            if !self.to_run.is_empty() {
+                self.run_tools().await;
+                continue;
+            }
+            if self.ready {
+                self.ready = false;
+                match self.request() {
+                    Ok(body) => self.body = Some(body),
+                    Err(error) => self.fail(error),
+                }
+                continue;
             }
             // Before the first text, everything shares one deadline; after it, each gap has its own.
             let wait = if self.got_text {
@@ -154,6 +209,7 @@ impl Run {
             let upstream = self.upstream.as_mut()?;
             match tokio::time::timeout(wait, upstream.next()).await {
                 Err(_) => self.fail(self.timed_out()),
+                Ok(None) if !self.calls.is_empty() => self.calls_made(),
                 Ok(None) => {
                     self.done = true;
                     self.pending
@@ -206,19 +262,157 @@ impl Run {
                     .and_then(|value| value.as_str().map(str::to_owned));
                 self.meta.finish_reason = reason;
             }
+            for delta in choice.delta.tool_calls.unwrap_or_default() {
+                let call = self
+                    .calls
+                    .entry(delta.index)
+                    .or_insert_with(|| ToolCallRecord {
+                        call_id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                        result: None,
+                        is_error: false,
+                    });
+                if let Some(id) = delta.id {
+                    call.call_id = id;
+                }
+                if let Some(function) = delta.function {
+                    if let Some(name) = function.name {
+                        call.name.push_str(&name);
+                    }
+                    if let Some(arguments) = function.arguments {
+                        call.arguments.push_str(&arguments);
+                    }
+                }
+            }
             if let Some(text) = choice.delta.content.filter(|text| !text.is_empty()) {
                 self.got_text = true;
+                self.round_text.push_str(&text);
                 self.pending.push_back(Ok(AgentEvent::Text(text)));
             }
         }
     }
+
+    fn request(&self) -> Result<CreateChatCompletionRequest, AgentError> {
+        let mut body = self.template.clone();
+        body["messages"] = Value::Array(self.messages.clone());
+        serde_json::from_value(body)
+            .map_err(|error| AgentError(format!("cannot build the model request: {error}")))
+    }
+
+    /// The round ended with tool calls: show them, then run them.
+    fn calls_made(&mut self) {
+        self.upstream = None;
+        if self.steps_left == 0 {
+            return self.fail(AgentError(
+                "the model kept calling tools past max_tool_steps".into(),
+            ));
+        }
+        self.steps_left -= 1;
+        let calls: Vec<ToolCallRecord> = std::mem::take(&mut self.calls).into_values().collect();
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": call.call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                })
+            })
+            .collect();
+        let text = std::mem::take(&mut self.round_text);
+        self.messages.push(json!({
+            "role": "assistant",
+            "content": if text.is_empty() { Value::Null } else { Value::String(text) },
+            "tool_calls": tool_calls,
+        }));
+        for call in &calls {
+            self.pending.push_back(Ok(AgentEvent::Tool(call.clone())));
+        }
+        self.to_run = calls;
+    }
+
+    /// Runs this round's calls in order, shows each answer, gives them to the model.
+    async fn run_tools(&mut self) {
+        for mut call in std::mem::take(&mut self.to_run) {
+            let answer = match self.tools.iter().find(|tool| tool.name == call.name) {
+                Some(tool) => call_tool(&self.tool_client, tool, &call, &self.identity).await,
+                None => Err(format!("there is no tool named `{}`", call.name)),
+            };
+            let (content, is_error) = match answer {
+                Ok(content) => (content, false),
+                Err(error) => (format!("error: {error}"), true),
+            };
+            self.messages.push(json!({
+                "role": "tool",
+                "tool_call_id": call.call_id,
+                "content": content,
+            }));
+            call.result = Some(content);
+            call.is_error = is_error;
+            self.pending.push_back(Ok(AgentEvent::Tool(call)));
+        }
+        self.started = Instant::now();
+        self.ready = true;
+    }
 }
 
-/// The request body: system prompt, the history that fits, streaming with usage.
-fn chat_request(
-    settings: &OpenAiSettings,
-    request: &AgentRequest,
-) -> Result<CreateChatCompletionRequest, AgentError> {
+/// POSTs a call's arguments to its tool; the answer's text, or why there is none.
+async fn call_tool(
+    client: &reqwest::Client,
+    tool: &ToolSettings,
+    call: &ToolCallRecord,
+    identity: &Value,
+) -> Result<String, String> {
+    let arguments: Value = serde_json::from_str(&call.arguments)
+        .map_err(|error| format!("the arguments are not valid JSON: {error}"))?;
+    let mut payload = identity.clone();
+    payload["type"] = json!("tool.call");
+    payload["tool"] = json!(tool.name);
+    payload["call_id"] = json!(call.call_id);
+    payload["arguments"] = arguments;
+    let body = payload.to_string();
+    let mut post = client
+        .post(&tool.url)
+        .timeout(Duration::from_millis(tool.timeout_ms.max(1)))
+        .header("content-type", "application/json");
+    if let Some(signer) = Signer::new(&tool.secret) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+        let signed = signer.sign(&id, now, body.as_bytes());
+        post = post
+            .header("webhook-id", signed.id)
+            .header("webhook-timestamp", signed.timestamp)
+            .header("webhook-signature", signed.signature);
+    }
+    if !tool.header_name.is_empty() {
+        post = post.header(&tool.header_name, &tool.header_value);
+    }
+    let response = post.body(body).send().await.map_err(|error| {
+        if error.is_timeout() {
+            "the tool did not answer in time".to_owned()
+        } else {
+            "cannot reach the tool".to_owned()
+        }
+    })?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|_| "the tool's answer broke off".to_owned())?;
+    let mut text: String = text.chars().take(MAX_TOOL_ANSWER_BYTES).collect();
+    if !status.is_success() {
+        text.truncate(200);
+        return Err(format!("the tool answered {status}: {}", text.trim()));
+    }
+    Ok(text)
+}
+
+/// The request without messages (model, streaming with usage, tools), and
+/// the messages: the system prompt, then the history that fits.
+fn chat_request(settings: &OpenAiSettings, request: &AgentRequest) -> (Value, Vec<Value>) {
     let mut messages = vec![json!({
         "role": "system",
         "content": render_prompt(&settings.system_prompt, &request.context),
@@ -231,20 +425,36 @@ fn chat_request(
         };
         messages.push(json!({"role": role, "content": turn.content}));
     }
-    let mut body = json!({
+    let mut template = json!({
         "model": settings.model,
-        "messages": messages,
         "stream": true,
         "stream_options": {"include_usage": true},
     });
     if let Some(temperature) = settings.temperature {
-        body["temperature"] = json!(temperature);
+        template["temperature"] = json!(temperature);
     }
     if let Some(max_tokens) = settings.max_tokens {
-        body["max_tokens"] = json!(max_tokens);
+        template["max_tokens"] = json!(max_tokens);
     }
-    serde_json::from_value(body)
-        .map_err(|error| AgentError(format!("cannot build the model request: {error}")))
+    let tools: Vec<Value> = request
+        .settings
+        .tools
+        .iter()
+        .map(|tool| {
+            json!({
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                },
+            })
+        })
+        .collect();
+    if !tools.is_empty() {
+        template["tools"] = Value::Array(tools);
+    }
+    (template, messages)
 }
 
 /// The newest whole turns whose text fits `budget` characters, oldest first.

@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0007_answer_meta",
         include_str!("../../schemas/migrations/0007_answer_meta.surql"),
     ),
+    (
+        8,
+        "0008_tool_calls",
+        include_str!("../../schemas/migrations/0008_tool_calls.surql"),
+    ),
 ];
 
 /// The most writes one transaction carries; more wait for the next batch.
@@ -1026,6 +1031,7 @@ mod tests {
                 author: None,
                 origin: None,
                 agent: None,
+                tool_calls: Vec::new(),
             };
             let (tx, rx) = oneshot::channel();
             let completed = completed.clone();

@@ -106,6 +106,23 @@ pub enum ServerFrame {
         seq: u64,
         status: MessageStatus,
     },
+    /// The agent called a tool while writing the answer `message_id`.
+    ToolCall {
+        message_id: MessageId,
+        call_id: String,
+        name: String,
+        /// The arguments, as the JSON text the model wrote.
+        arguments: String,
+    },
+    /// The tool's answer, as given back to the model.
+    ToolResult {
+        message_id: MessageId,
+        call_id: String,
+        name: String,
+        content: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
     /// Something went wrong; the socket stays open unless a close follows.
     Error { content: String, code: String },
     /// Another participant is typing.

@@ -102,6 +102,11 @@ pub enum SessionMsg {
         message_id: MessageId,
         meta: crate::domain::AnswerMeta,
     },
+    /// The agent called a tool, or a tool answered (then `call.result` is set).
+    AgentTool {
+        message_id: MessageId,
+        call: crate::domain::ToolCallRecord,
+    },
     /// The answer in progress ended, from this session's `Agent`.
     AgentFinished {
         message_id: MessageId,
@@ -185,6 +190,8 @@ struct Generation {
     message_id: MessageId,
     /// Model, ids, tokens and timings, as they are reported.
     meta: crate::domain::AnswerMeta,
+    /// Tool calls so far, with their results once they come.
+    tool_calls: Vec<crate::domain::ToolCallRecord>,
     /// The user message being answered.
     question: MessageId,
     text: String,
@@ -468,6 +475,37 @@ impl Actor for Session {
                 {
                     generation.meta.merge(meta);
                 }
+            }
+            SessionMsg::AgentTool { message_id, call } => {
+                let Some(generation) = state.generation.as_mut().filter(|generation| {
+                    generation.message_id == message_id && !generation.storing
+                }) else {
+                    return Ok(());
+                };
+                let frame = match &call.result {
+                    None => ServerFrame::ToolCall {
+                        message_id,
+                        call_id: call.call_id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    },
+                    Some(content) => ServerFrame::ToolResult {
+                        message_id,
+                        call_id: call.call_id.clone(),
+                        name: call.name.clone(),
+                        content: content.clone(),
+                        is_error: call.is_error,
+                    },
+                };
+                match generation
+                    .tool_calls
+                    .iter_mut()
+                    .find(|known| known.call_id == call.call_id)
+                {
+                    Some(known) => *known = call,
+                    None => generation.tool_calls.push(call),
+                }
+                broadcast(state, &frame.encode(), None);
             }
             SessionMsg::AgentFinished {
                 message_id,
@@ -891,6 +929,7 @@ async fn post(
         author: message.author,
         origin: message.origin,
         agent: None,
+        tool_calls: Vec::new(),
     };
     state.next_seq += 1;
     persist(myself, state, stored.clone());
@@ -1210,6 +1249,7 @@ fn maybe_start_generation(state: &mut SessionState) {
     state.generation = Some(Generation {
         message_id,
         meta: crate::domain::AnswerMeta::default(),
+        tool_calls: Vec::new(),
         question: question.id,
         text: String::new(),
         storing: false,
@@ -1277,6 +1317,7 @@ fn finish_generation(
         author: None,
         origin: None,
         agent: answer_meta(&generation.meta),
+        tool_calls: generation.tool_calls.clone(),
     };
     let question = generation.question;
     state.next_seq += 1;
@@ -1323,6 +1364,7 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
             author: None,
             origin: None,
             agent: answer_meta(&generation.meta),
+            tool_calls: generation.tool_calls,
         };
         state.next_seq += 1;
         let question = generation.question;

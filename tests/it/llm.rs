@@ -83,6 +83,28 @@ impl FakeLlm {
             let error = json!({"error": {"message": "The model `nope` does not exist", "type": "invalid_request_error", "param": null, "code": "model_not_found"}});
             return respond(&mut socket, "404 Not Found", &[], &error).await;
         }
+        if question.contains("estimate") {
+            let last = self
+                .requests
+                .lock()
+                .unwrap()
+                .last()
+                .cloned()
+                .unwrap_or_default();
+            let messages = last["messages"].as_array().cloned().unwrap_or_default();
+            let result = messages
+                .last()
+                .filter(|message| message["role"] == "tool")
+                .and_then(|message| message["content"].as_str().map(str::to_owned));
+            let _ = match result {
+                None => stream_tool_call(&mut socket).await,
+                Some(result) => {
+                    let words = vec!["Presupuesto: ".to_owned(), result];
+                    stream_answer(&mut socket, &words, Duration::ZERO, None).await
+                }
+            };
+            return;
+        }
         let (words, pause, drop_after): (Vec<String>, Duration, Option<usize>) =
             if question.contains("slowly") {
                 let words = (0..100).map(|n| format!("w{n} ")).collect();
@@ -241,6 +263,51 @@ async fn asked(question: &str) -> (FakeLlm, TestServer, String, Ws) {
     let mut ws = server.connect(&url).await;
     say(&mut ws, question).await;
     (llm, server, session, ws)
+}
+
+/// A model calling `create_estimate`, its arguments split across three chunks.
+async fn stream_tool_call(socket: &mut TcpStream) -> std::io::Result<()> {
+    socket
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+        .await?;
+    let call = |function: Value, first: bool| {
+        let mut call = json!({"index": 0, "function": function});
+        if first {
+            call["id"] = json!("call_est_1");
+            call["type"] = json!("function");
+        }
+        json!({"tool_calls": [call]})
+    };
+    let events = [
+        chunk(
+            json!({"role": "assistant", "content": null}),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(
+            call(json!({"name": "create_estimate", "arguments": ""}), true),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(
+            call(json!({"arguments": "{\"problem\": \"fuga\", "}), false),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(
+            call(json!({"arguments": "\"address\": \"Calle 5\"}"}), false),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls"), Value::Null),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    for event in events {
+        socket
+            .write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes())
+            .await?;
+    }
+    socket.write_all(b"0\r\n\r\n").await
 }
 
 /// acme answers with the fake provider.
@@ -466,5 +533,97 @@ async fn a_conversation_can_override_the_model_and_prompt() {
     assert_eq!(request["model"], "gpt-other");
     assert_eq!(request["messages"][0]["content"], "Sé breve.");
     assert!((request["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tool_call_round_trips_through_a_real_receiver() {
+    // The tool: an n8n-like endpoint that makes an estimate.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tool_url = format!(
+        "http://{}/webhook/create-estimate",
+        listener.local_addr().unwrap()
+    );
+    let received = Arc::new(Mutex::new(Vec::new()));
+    tokio::spawn({
+        let received = received.clone();
+        async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if let Some(request) = read_request(&mut socket).await {
+                    received.lock().unwrap().push(request);
+                    let answer = json!({"estimate_id": "E-17", "total_mxn": 1200}).to_string();
+                    respond_as(&mut socket, "200 OK", "application/json", &[], &answer).await;
+                }
+            }
+        }
+    });
+    let llm = FakeLlm::start().await;
+    let mut config = openai_config(&llm);
+    config.tenants.get_mut("acme").unwrap().tools = vec![tertulia_actors::config::ToolSettings {
+        name: "create_estimate".into(),
+        description: "Creates a repair estimate".into(),
+        parameters: json!({"type": "object", "properties": {"problem": {"type": "string"}, "address": {"type": "string"}}, "required": ["problem"]}),
+        url: tool_url,
+        secret: "whsec_dG9vbC1zZWNyZXQtZm9yLXRoZS10ZXN0cw==".into(),
+        ..Default::default()
+    }];
+    let server = TestServer::start(config).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+    let mut watcher = server.connect(&url).await;
+    say(&mut ws, "I need an estimate for a leak").await;
+
+    for socket in [&mut ws, &mut watcher] {
+        let (call, _) = frames_until(socket, "tool_call").await;
+        assert_eq!(call["name"], "create_estimate");
+        assert_eq!(call["call_id"], "call_est_1");
+        let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(arguments, json!({"problem": "fuga", "address": "Calle 5"}));
+        let (result, _) = frames_until(socket, "tool_result").await;
+        assert_eq!(result["call_id"], "call_est_1");
+        assert_eq!(
+            result["content"],
+            r#"{"estimate_id":"E-17","total_mxn":1200}"#
+        );
+        let (done, _) = frames_until(socket, "done").await;
+        assert_eq!(
+            done["content"],
+            r#"Presupuesto: {"estimate_id":"E-17","total_mxn":1200}"#
+        );
+    }
+
+    // The tool got the arguments, signed, with the conversation.
+    let (head, body) = received.lock().unwrap()[0].clone();
+    assert!(
+        head.to_lowercase().contains("webhook-signature: v1,"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["tool"], "create_estimate");
+    assert_eq!(body["arguments"]["address"], "Calle 5");
+    assert_eq!(body["conversation_id"], session.as_str());
+    // The model was offered the tool, and got its answer back with the call.
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0]["tools"][0]["function"]["name"],
+        "create_estimate"
+    );
+    let second = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(
+        second[second.len() - 2]["tool_calls"][0]["id"],
+        "call_est_1"
+    );
+    assert_eq!(second[second.len() - 1]["role"], "tool");
+    // The call and its result are stored with the answer.
+    let (_, messages) = server
+        .get(&format!("/chat/{session}/messages"), Some(KEY))
+        .await;
+    let stored = &messages[1]["tool_calls"][0];
+    assert_eq!(stored["name"], "create_estimate");
+    assert_eq!(
+        stored["result"],
+        r#"{"estimate_id":"E-17","total_mxn":1200}"#
+    );
     server.stop().await;
 }
