@@ -89,6 +89,18 @@ pub trait AgentProvider: Send + Sync + 'static {
     /// Starts one answer. Called inside the agent actor, so a panic here fails
     /// the actor; the stream itself is consumed in a spawned task.
     fn answer(&self, request: AgentRequest) -> AgentStream;
+
+    /// Structured extraction of what a visitor says about themselves (name,
+    /// email, phone), for providers backed by a model; `None` for the others.
+    /// Whatever comes back is validated like text the visitor typed.
+    fn extract_contact(
+        &self,
+        _settings: &TenantSettings,
+        _text: &str,
+    ) -> Option<futures_util::future::BoxFuture<'static, Result<crate::leads::Found, AgentError>>>
+    {
+        None
+    }
 }
 
 /// Agent providers by the name tenants choose them with (`agent = "echo"`).

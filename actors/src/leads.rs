@@ -82,6 +82,23 @@ pub fn extract(content: &str, author: Option<&str>, locale: Option<&str>) -> Fou
     }
 }
 
+/// What a model claims, kept only where it passes the same checks as typed
+/// text: a plausible name, a valid email, a valid phone (E.164).
+pub fn validated(claimed: Found, region: Option<phonenumber::country::Id>) -> Found {
+    Found {
+        name: claimed.name.as_deref().and_then(name_from_author),
+        author_name: None,
+        email: claimed
+            .email
+            .as_deref()
+            .and_then(|email| emails(email).pop()),
+        phone: claimed
+            .phone
+            .as_deref()
+            .and_then(|phone| phones(phone, region).pop()),
+    }
+}
+
 /// `author` as a name, unless it is a placeholder or does not look like one.
 pub fn name_from_author(author: &str) -> Option<String> {
     let author = author.trim();

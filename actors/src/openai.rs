@@ -48,9 +48,24 @@ const MAX_TOOL_ANSWER_BYTES: usize = 64 * 1024;
 #[derive(Default)]
 pub struct OpenAiAgent {
     clients: DashMap<String, Client<OpenAIConfig>>,
+    /// For tool calls; made once: building a TLS-capable client costs
+    /// milliseconds of CPU, which every answer would otherwise pay.
+    tool_client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl OpenAiAgent {
+    fn tool_client(&self) -> Result<reqwest::Client, AgentError> {
+        if let Some(client) = self.tool_client.get() {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            // A redirect would re-send the signed arguments somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|error| AgentError(format!("cannot build the HTTP client: {error}")))?;
+        Ok(self.tool_client.get_or_init(|| client).clone())
+    }
+
     fn client(
         &self,
         settings: &OpenAiSettings,
@@ -83,7 +98,60 @@ impl OpenAiAgent {
     }
 }
 
+/// What the model is told when asked for a visitor's contact details.
+const EXTRACT_PROMPT: &str = "You extract the contact details that the writer of one chat message gives \
+about themselves. Answer only with a JSON object {\"name\": string or null, \"email\": string or null, \
+\"phone\": string or null}. Use null for anything the writer does not clearly state about themselves. \
+Never guess.";
+
 impl AgentProvider for OpenAiAgent {
+    fn extract_contact(
+        &self,
+        settings: &crate::config::TenantSettings,
+        text: &str,
+    ) -> Option<futures_util::future::BoxFuture<'static, Result<crate::leads::Found, AgentError>>>
+    {
+        let openai = settings.openai.clone();
+        let key = openai.resolve_key();
+        let client = self.client(&openai, &key).ok()?;
+        let body = json!({
+            "model": openai.model,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+            "messages": [
+                {"role": "system", "content": EXTRACT_PROMPT},
+                {"role": "user", "content": text},
+            ],
+        });
+        Some(Box::pin(async move {
+            let request: CreateChatCompletionRequest =
+                serde_json::from_value(body).map_err(|error| {
+                    AgentError(format!("cannot build the extraction request: {error}"))
+                })?;
+            let wait = Duration::from_millis(openai.first_token_timeout_ms.max(1));
+            let response = tokio::time::timeout(wait, client.chat().create(request))
+                .await
+                .map_err(|_| AgentError("the model did not answer the extraction in time".into()))?
+                .map_err(|error| describe(error, &key))?;
+            let content = response
+                .choices
+                .into_iter()
+                .next()
+                .and_then(|choice| choice.message.content)
+                .ok_or_else(|| AgentError("the extraction answer is empty".into()))?;
+            let value: Value = serde_json::from_str(content.trim()).map_err(|error| {
+                AgentError(format!("the extraction answer is not JSON: {error}"))
+            })?;
+            let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+            Ok(crate::leads::Found {
+                name: field("name"),
+                author_name: None,
+                email: field("email"),
+                phone: field("phone"),
+            })
+        }))
+    }
+
     fn answer(&self, request: AgentRequest) -> AgentStream {
         let settings = request
             .settings
@@ -95,15 +163,9 @@ impl AgentProvider for OpenAiAgent {
             Ok(client) => client,
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
-        let tool_client = match reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-        {
+        let tool_client = match self.tool_client() {
             Ok(client) => client,
-            Err(error) => {
-                let error = AgentError(format!("cannot build the HTTP client: {error}"));
-                return stream::once(async { Err(error) }).boxed();
-            }
+            Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
         let run = Run {
             client,

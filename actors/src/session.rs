@@ -79,6 +79,11 @@ pub enum SessionMsg {
         consent: Consent,
         reply: RpcReplyPort<Result<()>>,
     },
+    /// What the model found in a visitor message (lead capture).
+    LeadFound {
+        message_id: MessageId,
+        found: leads::Found,
+    },
     /// A contact write failed (sent by its `Durable` callback): the next
     /// message writes the contact again, with its event if it carried one.
     ContactNotStored { had_event: bool },
@@ -404,6 +409,16 @@ impl Actor for Session {
                         let _ = reply.send(outcome);
                     }),
                 );
+            }
+            SessionMsg::LeadFound { message_id, found } => {
+                // Consent may have been withdrawn while the model was thinking.
+                if state
+                    .consent
+                    .as_ref()
+                    .is_some_and(|consent| consent.granted)
+                {
+                    apply_lead(&myself, state, message_id, found);
+                }
             }
             SessionMsg::ContactNotStored { had_event } => {
                 if had_event && let Some(contact) = state.contact.as_mut() {
@@ -1118,9 +1133,9 @@ fn on_durable(
 /// transaction. A failed write is logged and retried with the next message;
 /// the visitor's message is never held up.
 fn capture_lead(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message: &StoredMessage) {
-    let Some(channel) = state.channel.clone() else {
+    if state.channel.is_none() {
         return;
-    };
+    }
     if !state
         .consent
         .as_ref()
@@ -1133,6 +1148,40 @@ fn capture_lead(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message
         .as_ref()
         .and_then(|origin| origin.locale.as_deref());
     let found = leads::extract(&message.content, message.author.as_deref(), locale);
+    // No clear statement of a name: ask the model, if the agent has one.
+    if found.name.is_none()
+        && let Some(asking) = state
+            .provider
+            .extract_contact(&state.settings, &message.content)
+    {
+        let session = myself.clone();
+        let message_id = message.id;
+        let region = leads::region_of(locale);
+        tokio::spawn(async move {
+            match asking.await {
+                Ok(found) => {
+                    let found = leads::validated(found, region);
+                    if !found.is_empty() {
+                        let _ = session.cast(SessionMsg::LeadFound { message_id, found });
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "lead extraction by the model failed"),
+            }
+        });
+    }
+    apply_lead(myself, state, message.id, found);
+}
+
+/// Merges what was found in a visitor message into the conversation's contact.
+fn apply_lead(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    message_id: MessageId,
+    found: leads::Found,
+) {
+    let Some(channel) = state.channel.clone() else {
+        return;
+    };
     if found.is_empty() {
         return;
     }
@@ -1173,7 +1222,7 @@ fn capture_lead(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message
         data.insert("conversation_id".into(), id.to_string().into());
         data.insert("channel".into(), channel.into());
         data.insert("external_id".into(), state.external_id.clone().into());
-        data.insert("message_id".into(), message.id.to_string().into());
+        data.insert("message_id".into(), message_id.to_string().into());
         data.insert("name".into(), contact.name.clone().into());
         data.insert("email".into(), contact.email.clone().into());
         data.insert("phone".into(), contact.phone.clone().into());

@@ -65,6 +65,22 @@ impl FakeLlm {
                 .filter(|request| question_of(request) == question)
                 .count()
         };
+        if body_is_extraction(&self.requests.lock().unwrap()) {
+            let found = if question.contains("Ana López") {
+                json!({"name": "Ana López", "email": null, "phone": null})
+            } else {
+                json!({"name": null, "email": null, "phone": null})
+            };
+            let completion = json!({
+                "id": "chatcmpl-extract",
+                "object": "chat.completion",
+                "created": 1_763_000_000,
+                "model": "gpt-test-2026",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": found.to_string(), "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42},
+            });
+            return respond(&mut socket, "200 OK", &[], &completion).await;
+        }
         if question.contains("rate-limit-once") && attempt == 1 {
             let error = json!({"error": {"message": "Rate limit reached for gpt-test", "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
             return respond(
@@ -121,6 +137,16 @@ impl FakeLlm {
             self.abandoned.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Whether the newest request is a (non-streamed) contact extraction.
+fn body_is_extraction(requests: &[Value]) -> bool {
+    requests.last().is_some_and(|request| {
+        request["stream"] != true
+            && request["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|prompt| prompt.starts_with("You extract"))
+    })
 }
 
 /// The newest user message of a request: what is being answered.
@@ -625,5 +651,53 @@ async fn a_tool_call_round_trips_through_a_real_receiver() {
         stored["result"],
         r#"{"estimate_id":"E-17","total_mxn":1200}"#
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_consent_the_model_finds_names_that_no_phrase_gives_away() {
+    let llm = FakeLlm::start().await;
+    let server = TestServer::start(openai_config(&llm)).await;
+    let visit = |content: &str| json!({"session_id": "model-lead-visitor-01", "author": "visitor", "content": content});
+    let extractions = || {
+        llm.requests()
+            .iter()
+            .filter(|request| body_is_extraction(std::slice::from_ref(request)))
+            .count()
+    };
+    // Without consent the model is not asked.
+    let (_, reply) = server
+        .post(
+            "/api/webchat/messages",
+            KEY,
+            visit("Pueden llamarme Ana López"),
+        )
+        .await;
+    let conversation = reply["metadata"]["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(extractions(), 0);
+    let consent =
+        json!({"session_id": "model-lead-visitor-01", "granted": true, "text_version": "v1"});
+    assert_eq!(
+        server.post("/api/webchat/consent", KEY, consent).await.0,
+        201
+    );
+    server
+        .post(
+            "/api/webchat/messages",
+            KEY,
+            visit("De nuevo: pueden llamarme Ana López"),
+        )
+        .await;
+    eventually("the model's name is on the contact", || async {
+        let (status, contact) = server
+            .get(&format!("/chat/{conversation}/contact"), Some(KEY))
+            .await;
+        status == 200 && contact["name"] == "Ana López"
+    })
+    .await;
+    assert_eq!(extractions(), 1);
     server.stop().await;
 }
