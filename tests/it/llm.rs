@@ -121,6 +121,27 @@ impl FakeLlm {
             };
             return;
         }
+        if question.contains("stall") {
+            // Headers, then (after one word, or none) silence far longer than the deadlines.
+            let mut events = vec![chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+                Value::Null,
+            )];
+            if question.contains("after-a-word") {
+                events.push(chunk(json!({"content": "Hola"}), Value::Null, Value::Null));
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            for event in events {
+                let _ = socket
+                    .write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes())
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        }
         let (words, pause, drop_after): (Vec<String>, Duration, Option<usize>) =
             if question.contains("slowly") {
                 let words = (0..100).map(|n| format!("w{n} ")).collect();
@@ -699,5 +720,44 @@ async fn with_consent_the_model_finds_names_that_no_phrase_gives_away() {
     })
     .await;
     assert_eq!(extractions(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_model_runs_into_its_first_token_and_idle_deadlines() {
+    let llm = FakeLlm::start().await;
+    let mut config = openai_config(&llm);
+    let openai = &mut config.tenants.get_mut("acme").unwrap().openai;
+    openai.first_token_timeout_ms = 300;
+    openai.idle_timeout_ms = 300;
+    let server = TestServer::start(config).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+
+    say(&mut ws, "stall").await;
+    let (error, _) = frames_until(&mut ws, "error").await;
+    assert_eq!(error["code"], "agent_failed");
+    assert!(
+        error["content"]
+            .as_str()
+            .unwrap()
+            .contains("did not start answering"),
+        "{error}"
+    );
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "failed");
+
+    say(&mut ws, "stall after-a-word").await;
+    let (error, before) = frames_until(&mut ws, "error").await;
+    assert_eq!(error["code"], "agent_interrupted");
+    assert!(
+        error["content"].as_str().unwrap().contains("sent nothing"),
+        "{error}"
+    );
+    assert_eq!(chunk_text(&before), "Hola");
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["status"], "interrupted");
+    let history = server.history(&session).await;
+    assert_eq!(history[3]["content"], "Hola");
     server.stop().await;
 }
