@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
@@ -591,17 +591,9 @@ impl Runtime {
         session: SessionId,
         patch: Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        self.check_owner(scope, session).await?;
-        self.with_session(&scope.tenant, session, |actor| {
-            let patch = patch.clone();
-            async move {
-                actor
-                    .call(
-                        |reply| SessionMsg::UpdateContext { patch, reply },
-                        Some(CALL_TIMEOUT),
-                    )
-                    .await
-            }
+        self.call_session(scope, session, |reply| SessionMsg::UpdateContext {
+            patch: patch.clone(),
+            reply,
         })
         .await
     }
@@ -615,17 +607,9 @@ impl Runtime {
         session: SessionId,
         change: MetaChange,
     ) -> Result<SessionRecord> {
-        self.check_owner(scope, session).await?;
-        self.with_session(&scope.tenant, session, |actor| {
-            let change = change.clone();
-            async move {
-                actor
-                    .call(
-                        |reply| SessionMsg::UpdateMeta { change, reply },
-                        Some(CALL_TIMEOUT),
-                    )
-                    .await
-            }
+        self.call_session(scope, session, |reply| SessionMsg::UpdateMeta {
+            change: change.clone(),
+            reply,
         })
         .await?;
         self.session(scope, session).await
@@ -638,17 +622,9 @@ impl Runtime {
         session: SessionId,
         message: NewMessage,
     ) -> Result<Ack> {
-        self.check_owner(scope, session).await?;
-        self.with_session(&scope.tenant, session, |actor| {
-            let message = message.clone();
-            async move {
-                actor
-                    .call(
-                        |reply| SessionMsg::Post { message, reply },
-                        Some(CALL_TIMEOUT),
-                    )
-                    .await
-            }
+        self.call_session(scope, session, |reply| SessionMsg::Post {
+            message: message.clone(),
+            reply,
         })
         .await
     }
@@ -662,17 +638,9 @@ impl Runtime {
         session: SessionId,
         message: NewMessage,
     ) -> Result<(Ack, AnswerReceiver)> {
-        self.check_owner(scope, session).await?;
-        self.with_session(&scope.tenant, session, |actor| {
-            let message = message.clone();
-            async move {
-                actor
-                    .call(
-                        |reply| SessionMsg::Ask { message, reply },
-                        Some(CALL_TIMEOUT),
-                    )
-                    .await
-            }
+        self.call_session(scope, session, |reply| SessionMsg::Ask {
+            message: message.clone(),
+            reply,
         })
         .await
     }
@@ -685,17 +653,9 @@ impl Runtime {
         session: SessionId,
         consent: Consent,
     ) -> Result<()> {
-        self.check_owner(scope, session).await?;
-        self.with_session(&scope.tenant, session, |actor| {
-            let consent = consent.clone();
-            async move {
-                actor
-                    .call(
-                        |reply| SessionMsg::RecordConsent { consent, reply },
-                        Some(CALL_TIMEOUT),
-                    )
-                    .await
-            }
+        self.call_session(scope, session, |reply| SessionMsg::RecordConsent {
+            consent: consent.clone(),
+            reply,
         })
         .await
     }
@@ -779,6 +739,23 @@ impl Runtime {
         self.check_owner(scope, session).await?;
         self.attach(&scope.tenant, session, Some(after_seq), false)
             .await
+    }
+
+    /// Asks the conversation's live session (started if need be), after
+    /// checking that a client-scoped caller owns it; `build` makes the
+    /// message anew for each attempt.
+    async fn call_session<T: Send + 'static>(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        build: impl Fn(RpcReplyPort<Result<T>>) -> SessionMsg,
+    ) -> Result<T> {
+        self.check_owner(scope, session).await?;
+        self.with_session(&scope.tenant, session, |actor| {
+            let build = &build;
+            async move { actor.call(build, Some(CALL_TIMEOUT)).await }
+        })
+        .await
     }
 
     /// For a client-scoped call, that the conversation is this client's. (A
