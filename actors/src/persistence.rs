@@ -646,18 +646,14 @@ impl Actor for Persistence {
                 tenant,
                 session,
                 reply,
-            } => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let rows = db
-                        .select::<SessionRecord>(
-                            "SELECT * OMIT id FROM type::record('conversation', $sid) WHERE tenant = $tenant;",
-                            json!({"sid": session.to_string(), "tenant": tenant}),
-                        )
-                        .await;
-                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
-                });
-            }
+            } => spawn_read(
+                &state.db,
+                "SELECT * OMIT id FROM type::record('conversation', $sid) WHERE tenant = $tenant;"
+                    .into(),
+                json!({"sid": session.to_string(), "tenant": tenant}),
+                reply,
+                first::<SessionRecord>,
+            ),
             PersistenceMsg::ListSessions {
                 tenant,
                 client,
@@ -665,133 +661,111 @@ impl Actor for Persistence {
                 limit,
                 reply,
             } => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let mut filters = String::new();
-                    if client.is_some() {
-                        filters.push_str("AND client_id = $client ");
-                    }
-                    if status.is_some() {
-                        filters.push_str("AND status = $status ");
-                    }
-                    let rows = db
-                        .select(
-                            &format!(
-                                "SELECT * OMIT id FROM conversation WHERE tenant = $tenant {filters}\
-                                 ORDER BY updated_at DESC LIMIT $limit;"
-                            ),
-                            json!({"tenant": tenant, "client": client, "status": status, "limit": limit}),
-                        )
-                        .await;
-                    let _ = reply.send(rows);
-                });
+                let mut filters = String::new();
+                if client.is_some() {
+                    filters.push_str("AND client_id = $client ");
+                }
+                if status.is_some() {
+                    filters.push_str("AND status = $status ");
+                }
+                spawn_read(
+                    &state.db,
+                    format!(
+                        "SELECT * OMIT id FROM conversation WHERE tenant = $tenant {filters}\
+                         ORDER BY updated_at DESC LIMIT $limit;"
+                    ),
+                    json!({"tenant": tenant, "client": client, "status": status, "limit": limit}),
+                    reply,
+                    all::<SessionRecord>,
+                );
             }
             PersistenceMsg::LoadMessages(query, reply) => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let order = if query.newest { "DESC" } else { "ASC" };
-                    let rows = db
-                        .select::<StoredMessage>(
-                            &format!(
-                                "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
-                                 AND seq > $after ORDER BY seq {order} LIMIT $limit;"
-                            ),
-                            json!({
-                                "tenant": query.tenant,
-                                "sid": query.session.to_string(),
-                                "after": query.after_seq,
-                                "limit": query.limit,
-                            }),
-                        )
-                        .await;
-                    let rows = rows.map(|mut rows| {
+                let order = if query.newest { "DESC" } else { "ASC" };
+                spawn_read(
+                    &state.db,
+                    format!(
+                        "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
+                         AND seq > $after ORDER BY seq {order} LIMIT $limit;"
+                    ),
+                    json!({
+                        "tenant": query.tenant,
+                        "sid": query.session.to_string(),
+                        "after": query.after_seq,
+                        "limit": query.limit,
+                    }),
+                    reply,
+                    |mut rows: Vec<StoredMessage>| {
                         rows.sort_by_key(|message| message.seq);
                         rows
-                    });
-                    let _ = reply.send(rows);
-                });
+                    },
+                );
             }
             PersistenceMsg::FindExternal {
                 tenant,
                 channel,
                 external_id,
                 reply,
-            } => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let rows = db
-                        .select::<SessionRecord>(
-                            "SELECT * OMIT id FROM conversation WHERE tenant = $tenant \
-                             AND channel = $channel AND external_id = $external LIMIT 1;",
-                            json!({"tenant": tenant, "channel": channel, "external": external_id}),
-                        )
-                        .await;
-                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
-                });
-            }
+            } => spawn_read(
+                &state.db,
+                "SELECT * OMIT id FROM conversation WHERE tenant = $tenant \
+                 AND channel = $channel AND external_id = $external LIMIT 1;"
+                    .into(),
+                json!({"tenant": tenant, "channel": channel, "external": external_id}),
+                reply,
+                first::<SessionRecord>,
+            ),
             PersistenceMsg::LoadContact {
                 tenant,
                 session,
                 reply,
-            } => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let rows = db
-                        .select::<Contact>(
-                            "SELECT * OMIT id FROM type::record('contact', $sid) WHERE tenant = $tenant;",
-                            json!({"sid": session.to_string(), "tenant": tenant}),
-                        )
-                        .await;
-                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
-                });
-            }
+            } => spawn_read(
+                &state.db,
+                "SELECT * OMIT id FROM type::record('contact', $sid) WHERE tenant = $tenant;"
+                    .into(),
+                json!({"sid": session.to_string(), "tenant": tenant}),
+                reply,
+                first::<Contact>,
+            ),
             PersistenceMsg::ListEvents {
                 tenant,
                 conversation,
                 limit,
                 reply,
             } => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let filter = if conversation.is_some() {
-                        "AND conversation_id = $sid "
-                    } else {
-                        ""
-                    };
-                    let rows = db
-                        .select::<EventRecord>(
-                            &format!(
-                                "SELECT * OMIT id FROM event WHERE tenant = $tenant {filter}\
-                                 ORDER BY created_at DESC LIMIT $limit;"
-                            ),
-                            json!({
-                                "tenant": tenant,
-                                "sid": conversation.map(|id| id.to_string()),
-                                "limit": limit,
-                            }),
-                        )
-                        .await;
-                    let _ = reply.send(rows);
-                });
+                let filter = if conversation.is_some() {
+                    "AND conversation_id = $sid "
+                } else {
+                    ""
+                };
+                spawn_read(
+                    &state.db,
+                    format!(
+                        "SELECT * OMIT id FROM event WHERE tenant = $tenant {filter}\
+                         ORDER BY created_at DESC LIMIT $limit;"
+                    ),
+                    json!({
+                        "tenant": tenant,
+                        "sid": conversation.map(|id| id.to_string()),
+                        "limit": limit,
+                    }),
+                    reply,
+                    all::<EventRecord>,
+                );
             }
             PersistenceMsg::FindClientMessage {
                 tenant,
                 session,
                 client_msg_id,
                 reply,
-            } => {
-                let db = state.db.clone();
-                tokio::spawn(async move {
-                    let rows = db
-                        .select::<StoredMessage>(
-                            "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
-                             AND client_msg_id = $cid LIMIT 1;",
-                            json!({"tenant": tenant, "sid": session.to_string(), "cid": client_msg_id}),
-                        )
-                        .await;
-                    let _ = reply.send(rows.map(|rows| rows.into_iter().next()));
-                });
-            }
+            } => spawn_read(
+                &state.db,
+                "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
+                 AND client_msg_id = $cid LIMIT 1;"
+                    .into(),
+                json!({"tenant": tenant, "sid": session.to_string(), "cid": client_msg_id}),
+                reply,
+                first::<StoredMessage>,
+            ),
         }
         let finished = state.finished;
         for (_, reply) in state
@@ -802,6 +776,33 @@ impl Actor for Persistence {
         }
         Ok(())
     }
+}
+
+/// Runs a read in its own task, on a clone of the handle, so the actor never
+/// waits on it; `reply` gets the rows, shaped by `shape`.
+fn spawn_read<T, R>(
+    db: &Database,
+    query: String,
+    vars: Value,
+    reply: RpcReplyPort<Result<R>>,
+    shape: fn(Vec<T>) -> R,
+) where
+    T: DeserializeOwned + Send + 'static,
+    R: Send + 'static,
+{
+    let db = db.clone();
+    tokio::spawn(async move {
+        let rows = db.select::<T>(&query, vars).await;
+        let _ = reply.send(rows.map(shape));
+    });
+}
+
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+fn all<T>(rows: Vec<T>) -> Vec<T> {
+    rows
 }
 
 /// Sends everything queued (up to `MAX_BATCH`) as one transaction, unless a
