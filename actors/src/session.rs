@@ -1148,8 +1148,13 @@ fn capture_lead(myself: &ActorRef<SessionMsg>, state: &mut SessionState, message
         .as_ref()
         .and_then(|origin| origin.locale.as_deref());
     let found = leads::extract(&message.content, message.author.as_deref(), locale);
-    // No clear statement of a name: ask the model, if the agent has one.
+    // No clear statement of a name, and none known yet: ask the model (once
+    // a name is known, every later message would otherwise cost a model call).
     if found.name.is_none()
+        && state
+            .contact
+            .as_ref()
+            .is_none_or(|contact| contact.name.is_none())
         && let Some(asking) = state
             .provider
             .extract_contact(&state.settings, &message.content)

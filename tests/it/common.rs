@@ -142,6 +142,12 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// acme's newest recorded events (for the webhook outbox), newest first.
+    pub async fn acme_events(&self) -> Vec<tertulia_actors::domain::EventRecord> {
+        let acme = tertulia_actors::domain::TenantId("acme".into());
+        self.server.runtime.events(&acme, None, 10).await.unwrap()
+    }
+
     pub async fn history(&self, session: &str) -> Vec<Value> {
         let (status, body) = self
             .get(&format!("/chat/sessions/{session}/history"), Some(KEY))

@@ -261,7 +261,6 @@ async fn a_failed_reply_is_a_502_naming_the_stored_messages() {
 #[tokio::test]
 async fn leads_are_captured_only_after_consent() {
     let server = TestServer::start(config()).await;
-    let tenant = TenantId("acme".into());
     let contact_of = |conversation: String| {
         let server = &server;
         async move {
@@ -302,12 +301,7 @@ async fn leads_are_captured_only_after_consent() {
     assert_eq!(contact["name"], "Ana López");
     assert_eq!(contact["origin"], "webchat");
     assert!(contact.get("lead_captured_at").is_none(), "{contact}");
-    let events = server
-        .server
-        .runtime
-        .events(&tenant, None, 10)
-        .await
-        .unwrap();
+    let events = server.acme_events().await;
     assert!(events.is_empty(), "{events:?}");
 
     // An email and a phone (Mexican, from the locale) make it a lead, once.
@@ -326,12 +320,7 @@ async fn leads_are_captured_only_after_consent() {
         "the author does not replace a stated name"
     );
     assert!(contact["lead_captured_at"].is_string());
-    let events = server
-        .server
-        .runtime
-        .events(&tenant, None, 10)
-        .await
-        .unwrap();
+    let events = server.acme_events().await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].kind, "lead.captured");
     assert_eq!(events[0].conversation_id.unwrap().to_string(), conversation);
