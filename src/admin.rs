@@ -347,7 +347,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
     // DELETE /admin/keys/{key_id}
     let revoke_key = warp::path!("admin" / "keys" / String)
-        .and(admin)
+        .and(admin.clone())
         .and(warp::delete())
         .and(with_app)
         .then(|key_id: String, app: AppState| async move {
@@ -376,6 +376,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(mint_client_token)
         .unify()
         .or(revoke_key)
+        .unify()
+        .or(crate::admin_webhooks::routes(app, admin))
         .unify()
         .boxed()
 }

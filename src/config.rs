@@ -9,8 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
-    AgentsConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig, SupervisionConfig,
-    TenantSettings,
+    AgentsConfig, EgressConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig,
+    SupervisionConfig, TenantSettings, WebhooksConfig,
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,6 +25,8 @@ pub struct Config {
     pub limits: Limits,
     pub supervision: SupervisionConfig,
     pub agents: AgentsConfig,
+    pub webhooks: WebhooksConfig,
+    pub egress: EgressConfig,
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
 }
 
@@ -169,6 +171,14 @@ impl Config {
                     config.tenants = RuntimeConfig::default().tenants;
                     if let Some(default) = config.tenants.get_mut("default") {
                         use_openai_from_env(default, |name| std::env::var(name).ok());
+                        // A local model server (Ollama) named by the operator is
+                        // meant to be reached, whatever the egress guard says.
+                        if is_loopback_url(&default.openai.base_url) {
+                            config
+                                .egress
+                                .allow
+                                .extend(["127.0.0.0/8".to_owned(), "::1".to_owned()]);
+                        }
                     }
                 }
                 config
@@ -191,8 +201,23 @@ impl Config {
             limits: self.limits.clone(),
             supervision: self.supervision.clone(),
             agents: self.agents.clone(),
+            webhooks: self.webhooks.clone(),
+            egress: self.egress.clone(),
             tenants: self.tenants.clone(),
         }
+    }
+}
+
+/// Whether a URL's host is `localhost` or a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use tertulia_actors::domain::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
 use tertulia_actors::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
 use warp::Filter;
+use warp::Reply;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
@@ -75,6 +76,14 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(who.clone())
         .then(get_contact);
 
+    // POST /chat/{id}/handoff
+    let handoff = warp::path!("chat" / String / "handoff")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(optional_body(max_body))
+        .then(request_handoff);
+
     // PATCH /chat/{id}
     let update = warp::path!("chat" / String)
         .and(warp::patch())
@@ -92,6 +101,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(post)
         .unify()
         .or(contact)
+        .unify()
+        .or(handoff)
         .unify()
         .or(update)
         .unify()
@@ -111,6 +122,50 @@ async fn get_contact(conversation: String, app: AppState, scope: Scope) -> warp:
     respond(StatusCode::OK, result)
 }
 
+/// The longest handoff reason.
+const MAX_REASON_BYTES: usize = 500;
+
+/// Asks for a person to take over: flags the conversation and records
+/// `handoff.requested` (once: an open request is returned with `200`).
+async fn request_handoff(
+    conversation: String,
+    app: AppState,
+    scope: Scope,
+    body: Bytes,
+) -> warp::reply::Response {
+    let result = async {
+        let conversation = parse_session(&conversation)?;
+        let body = if body.is_empty() {
+            Map::new()
+        } else {
+            parse_object(&body, "the body")?
+        };
+        only_fields(&body, &["reason"])?;
+        let reason = match body.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(reason)) if reason.len() <= MAX_REASON_BYTES => {
+                Some(reason.clone())
+            }
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`reason` must be text of at most {MAX_REASON_BYTES} bytes"
+                )));
+            }
+        };
+        let (handoff, new) = app
+            .runtime
+            .request_handoff(&scope, conversation, "api", reason)
+            .await?;
+        Ok((json!({"handoff": handoff, "new": new}), new))
+    }
+    .await;
+    match result {
+        Ok((body, true)) => respond(StatusCode::CREATED, Ok::<_, ApiError>(body)),
+        Ok((body, false)) => respond(StatusCode::OK, Ok::<_, ApiError>(body)),
+        Err(error) => error.into_response(),
+    }
+}
+
 /// A conversation as the seed shows it.
 fn conversation_view(record: &SessionRecord) -> Value {
     json!({
@@ -125,6 +180,7 @@ fn conversation_view(record: &SessionRecord) -> Value {
         "context": record.context,
         "channel": record.channel,
         "consent": record.consent,
+        "handoff": record.handoff,
     })
 }
 

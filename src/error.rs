@@ -103,7 +103,10 @@ impl ApiError {
                 RuntimeError::NothingToCancel | RuntimeError::Conflict(_) => StatusCode::CONFLICT,
                 RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::VersionConflict { .. } => StatusCode::CONFLICT,
-                RuntimeError::KeyNotFound(_) => StatusCode::NOT_FOUND,
+                RuntimeError::KeyNotFound(_)
+                | RuntimeError::WebhookNotFound(_)
+                | RuntimeError::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
+                RuntimeError::UrlNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -4,6 +4,7 @@
 //! nothing here touches the database.
 
 pub mod admin;
+pub mod admin_webhooks;
 pub mod auth;
 pub mod cli;
 pub mod config;

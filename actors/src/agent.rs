@@ -90,6 +90,13 @@ pub trait AgentProvider: Send + Sync + 'static {
     /// the actor; the stream itself is consumed in a spawned task.
     fn answer(&self, request: AgentRequest) -> AgentStream;
 
+    /// Whether it answers user messages on its own. `external` does not: its
+    /// replies are posted through the Conversation API, e.g. by an n8n
+    /// workflow that receives `message.created`.
+    fn answers(&self) -> bool {
+        true
+    }
+
     /// Structured extraction of what a visitor says about themselves (name,
     /// email, phone), for providers backed by a model; `None` for the others.
     /// Whatever comes back is validated like text the visitor typed.
@@ -100,6 +107,21 @@ pub trait AgentProvider: Send + Sync + 'static {
     ) -> Option<futures_util::future::BoxFuture<'static, Result<crate::leads::Found, AgentError>>>
     {
         None
+    }
+}
+
+/// The `external` agent: never answers by itself. Replies come from outside
+/// (`POST /chat/{id}/messages` as `assistant`), so a workflow that receives
+/// `message.created` can answer, and the answer reaches every socket live.
+pub struct ExternalAgent;
+
+impl AgentProvider for ExternalAgent {
+    fn answer(&self, _request: AgentRequest) -> AgentStream {
+        futures_util::stream::empty().boxed()
+    }
+
+    fn answers(&self) -> bool {
+        false
     }
 }
 

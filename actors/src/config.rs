@@ -16,6 +16,8 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     pub supervision: SupervisionConfig,
     pub agents: AgentsConfig,
+    pub webhooks: WebhooksConfig,
+    pub egress: EgressConfig,
     /// Tenants by id. Nothing assumes there is only one.
     pub tenants: BTreeMap<String, TenantSettings>,
 }
@@ -30,6 +32,8 @@ impl Default for RuntimeConfig {
             limits: Limits::default(),
             supervision: SupervisionConfig::default(),
             agents: AgentsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            egress: EgressConfig::default(),
             tenants,
         }
     }
@@ -121,6 +125,129 @@ impl Default for SupervisionConfig {
             restart_max_ms: 5_000,
         }
     }
+}
+
+/// Delivery of events to webhook endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Waits before each retry (`"5s"`, `"5m"`, `"2h"`): after the first
+    /// attempt fails, the second comes after the first wait, and so on; when
+    /// the list is used up the delivery is dead.
+    pub retry_schedule: Vec<String>,
+    /// Each wait is spread by up to this fraction either way, so retries of
+    /// many deliveries do not arrive at once.
+    pub jitter: f64,
+    /// How long one attempt may take, connection included.
+    pub timeout_ms: u64,
+    /// Attempts in flight at once per endpoint (never two for one conversation).
+    pub max_in_flight: usize,
+    /// After a secret is rotated, requests carry the old secret's signature
+    /// too, for this long.
+    pub rotation_overlap_secs: u64,
+    /// Endpoints from the config file (the admin API makes more).
+    pub endpoints: Vec<WebhookEndpointConfig>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(String::from)
+                .to_vec(),
+            jitter: 0.2,
+            timeout_ms: 15_000,
+            max_in_flight: 4,
+            rotation_overlap_secs: 86_400,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The waits of `retry_schedule`, or what is wrong with it.
+    pub fn retry_delays(&self) -> Result<Vec<Duration>, String> {
+        self.retry_schedule
+            .iter()
+            .map(|entry| {
+                humantime::parse_duration(entry).map_err(|error| {
+                    format!("`webhooks.retry_schedule` entry `{entry}`: {error}")
+                })
+            })
+            .collect()
+    }
+
+    /// What is wrong with these settings, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if let Err(problem) = self.retry_delays() {
+            return Some(problem);
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Some("`webhooks.jitter` must be at least 0 and below 1".into());
+        }
+        if self.max_in_flight == 0 || self.timeout_ms == 0 {
+            return Some("`webhooks.max_in_flight` and `webhooks.timeout_ms` must be above 0".into());
+        }
+        None
+    }
+}
+
+/// A webhook endpoint written in the config file. It is stored like one made
+/// through the admin API, under its `name`; the file wins at every start,
+/// except that an endpoint its receiver disabled (`410 Gone`) stays disabled
+/// until it is enabled through the admin API or its URL changes.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    /// Its id: unique within the tenant, 1 to 64 of `a-zA-Z0-9_-`.
+    pub name: String,
+    pub tenant: String,
+    pub url: String,
+    /// `whsec_` + base64; prefer `secret_env`. Changing it rotates the secret.
+    pub secret: String,
+    /// The environment variable holding the secret.
+    pub secret_env: String,
+    /// Event types, `prefix.*` or `*`; empty: every event.
+    pub events: Vec<String>,
+    /// `json` or `slack`.
+    pub format: crate::domain::WebhookFormat,
+    pub enabled: Option<bool>,
+    /// A static header for n8n's Header Auth.
+    pub header_name: String,
+    pub header_value: String,
+    pub description: String,
+}
+
+// By hand, so the secrets never reach a log line.
+impl std::fmt::Debug for WebhookEndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpointConfig")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookEndpointConfig {
+    /// The secret, from `secret` or the environment.
+    pub fn resolve_secret(&self) -> String {
+        if self.secret.is_empty() && !self.secret_env.is_empty() {
+            std::env::var(&self.secret_env).unwrap_or_default()
+        } else {
+            self.secret.clone()
+        }
+    }
+}
+
+/// Where requests made for tenants (webhooks, tools, agents) may go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Networks that are otherwise refused (loopback, private, link-local)
+    /// but allowed here, e.g. `["10.0.5.0/24"]` for an n8n on the private
+    /// network. Public addresses are always allowed.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -258,6 +258,9 @@ pub struct SessionRecord {
     /// The visitor's latest consent decision (webchat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<Consent>,
+    /// An open request for a person to take over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Handoff>,
 }
 
 /// A visitor's decision on the processing of their personal data: who, when,
@@ -330,6 +333,162 @@ impl EventRecord {
             created_at: now_timestamp(),
         }
     }
+}
+
+/// Every event type a webhook endpoint can subscribe to (`webhook.test` is
+/// sent only by the "send test event" call, to the endpoint it names).
+pub const EVENT_TYPES: &[&str] = &[
+    "conversation.created",
+    "conversation.updated",
+    "conversation.deleted",
+    "message.created",
+    "lead.captured",
+    "handoff.requested",
+    "agent.failed",
+];
+
+/// The type of the event sent by "send test event".
+pub const TEST_EVENT: &str = "webhook.test";
+
+/// How an endpoint wants its events: the event as JSON (n8n, CRMs), or a
+/// Slack incoming-webhook message (`{"text": …}`) for notification channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// Where a tenant's events go. Made through the admin API (`source: admin`)
+/// or the config file (`source: config`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEndpoint {
+    pub endpoint_id: String,
+    pub tenant: TenantId,
+    pub url: String,
+    /// Standard Webhooks signing secret, `whsec_` + base64.
+    pub secret: String,
+    /// The secret before the last rotation: requests carry both signatures
+    /// until it expires, so receivers can switch at their own pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+    /// Event types (or `prefix.*`, or `*`); empty means every event.
+    pub events: Vec<String>,
+    pub format: WebhookFormat,
+    pub enabled: bool,
+    /// Why it is disabled, when the receiver disabled it (`410 Gone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// A static header (n8n's Header Auth), because n8n cannot check signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `admin` or `config`.
+    pub source: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+// By hand, so secrets never reach a log line.
+impl fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("endpoint_id", &self.endpoint_id)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookEndpoint {
+    /// Whether this endpoint wants events of type `kind`.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.is_empty()
+            || self.events.iter().any(|filter| {
+                filter == "*"
+                    || filter == kind
+                    || filter
+                        .strip_suffix(".*")
+                        .is_some_and(|prefix| kind.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')))
+            })
+    }
+}
+
+/// Where one event stands with one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt or its next retry.
+    Pending,
+    Delivered,
+    /// Every attempt failed: kept, visible and replayable.
+    Dead,
+}
+
+/// One event on its way to one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `dlv_` + a UUID v7: ids sort in the order deliveries were made.
+    pub delivery_id: String,
+    pub tenant: TenantId,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+}
+
+impl Delivery {
+    /// A new pending delivery of `event` to `endpoint`, due now.
+    pub fn new(event: &EventRecord, endpoint: &WebhookEndpoint) -> Self {
+        let now = now_timestamp();
+        Delivery {
+            delivery_id: format!("dlv_{}", Uuid::now_v7().simple()),
+            tenant: endpoint.tenant.clone(),
+            endpoint_id: endpoint.endpoint_id.clone(),
+            event_id: event.event_id.clone(),
+            event_type: event.kind.clone(),
+            conversation_id: event.conversation_id.map(|id| id.to_string()),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(now.clone()),
+            last_attempt_at: None,
+            last_status_code: None,
+            last_error: None,
+            created_at: now,
+            delivered_at: None,
+        }
+    }
+}
+
+/// A request for a person to take over a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub requested_at: String,
+    /// Who asked: `visitor`, `agent` (the model) or `api`.
+    pub requested_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn first_version() -> u64 {

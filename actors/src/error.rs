@@ -40,6 +40,18 @@ pub enum Error {
     #[error("key {0} not found")]
     KeyNotFound(String),
 
+    /// No webhook endpoint with this id exists for this tenant.
+    #[error("webhook endpoint {0} not found")]
+    WebhookNotFound(String),
+
+    /// No delivery with this id exists for this endpoint.
+    #[error("delivery {0} not found")]
+    DeliveryNotFound(String),
+
+    /// A URL a tenant gave points where requests may not go (the SSRF guard).
+    #[error("{0}")]
+    UrlNotAllowed(String),
+
     /// The change was made against an old version of the conversation.
     #[error("the conversation changed meanwhile: it is at version {current}")]
     VersionConflict { current: u64 },
@@ -81,6 +93,9 @@ impl Error {
             Error::VersionConflict { .. } => "version_conflict",
             Error::RateLimited { .. } => "rate_limited",
             Error::KeyNotFound(_) => "key_not_found",
+            Error::WebhookNotFound(_) => "webhook_not_found",
+            Error::DeliveryNotFound(_) => "delivery_not_found",
+            Error::UrlNotAllowed(_) => "url_not_allowed",
             Error::NothingToCancel => "nothing_to_cancel",
             Error::Storage(_) => "storage_failed",
             Error::Unavailable(_) => "unavailable",

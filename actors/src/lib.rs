@@ -5,6 +5,8 @@
 //! ```text
 //! Root (root.rs)
 //! ├── Persistence (persistence.rs)   the only code that queries SurrealDB
+//! ├── Webhooks (webhooks.rs)         fans the event outbox out to endpoints
+//! │   └── Worker (webhook_worker.rs) one per endpoint: signs, sends, retries
 //! └── Tenant (tenant.rs)             one per tenant, started on first use
 //!     └── Session (session.rs)       one per live conversation; passivates when idle
 //!         ├── Agent (agent.rs)       one generation at a time
@@ -15,7 +17,9 @@ pub mod agent;
 pub mod config;
 pub mod connection;
 pub mod domain;
+pub mod egress;
 pub mod error;
+pub mod events;
 pub mod leads;
 pub mod openai;
 pub mod outbound;
@@ -28,6 +32,8 @@ pub mod signing;
 pub mod supervision;
 pub mod tenant;
 pub mod webhook_agent;
+pub mod webhook_worker;
+pub mod webhooks;
 
 pub use error::{Error, Result};
 pub use runtime::Runtime;

@@ -38,6 +38,7 @@ use tower::Layer;
 use crate::agent::{AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream, Turn};
 use crate::config::{OpenAiSettings, ToolSettings};
 use crate::domain::{AnswerMeta, Role, ToolCallRecord};
+use crate::egress::EgressPolicy;
 use crate::signing::Signer;
 
 /// The largest tool answer given back to the model, in bytes.
@@ -45,8 +46,9 @@ const MAX_TOOL_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The `openai` provider. Keeps one HTTP client per base URL, key and
 /// client settings, so connections are reused across answers.
-#[derive(Default)]
 pub struct OpenAiAgent {
+    /// Where model and tool requests may go.
+    policy: EgressPolicy,
     clients: DashMap<String, Client<OpenAIConfig>>,
     /// For tool calls; made once: building a TLS-capable client costs
     /// milliseconds of CPU, which every answer would otherwise pay.
@@ -58,9 +60,10 @@ impl OpenAiAgent {
         if let Some(client) = self.tool_client.get() {
             return Ok(client.clone());
         }
-        let client = reqwest::Client::builder()
-            // A redirect would re-send the signed arguments somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
+        // Follows no redirect: one would re-send the signed arguments elsewhere.
+        let client = self
+            .policy
+            .client_builder()
             .build()
             .map_err(|error| AgentError(format!("cannot build the HTTP client: {error}")))?;
         Ok(self.tool_client.get_or_init(|| client).clone())
@@ -83,7 +86,9 @@ impl OpenAiAgent {
         if let Some(client) = self.clients.get(&id) {
             return Ok(client.clone());
         }
-        let http = reqwest::Client::builder()
+        let http = self
+            .policy
+            .client_builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms.max(1)))
             .build()
             .map_err(|error| AgentError(format!("cannot build the HTTP client: {error}")))?;
@@ -159,6 +164,10 @@ impl AgentProvider for OpenAiAgent {
             .with_overrides(request.context.get("_agent"));
         let key = settings.resolve_key();
         let (template, messages) = chat_request(&settings, &request);
+        if let Err(error) = self.policy.check_url(&settings.base_url) {
+            let error = AgentError(format!("the model's URL is refused: {error}"));
+            return stream::once(async { Err(error) }).boxed();
+        }
         let client = match self.client(&settings, &key) {
             Ok(client) => client,
             Err(error) => return stream::once(async { Err(error) }).boxed(),
@@ -173,6 +182,7 @@ impl AgentProvider for OpenAiAgent {
             messages,
             tools: request.settings.tools.clone(),
             tool_client,
+            policy: self.policy.clone(),
             steps_left: settings.max_tool_steps,
             calls: BTreeMap::new(),
             to_run: Vec::new(),
@@ -207,6 +217,7 @@ struct Run {
     messages: Vec<Value>,
     tools: Vec<ToolSettings>,
     tool_client: reqwest::Client,
+    policy: EgressPolicy,
     steps_left: u32,
     /// Tool calls of this round by index, put together from their deltas.
     calls: BTreeMap<u32, ToolCallRecord>,
@@ -398,7 +409,9 @@ impl Run {
     async fn run_tools(&mut self) {
         for mut call in std::mem::take(&mut self.to_run) {
             let answer = match self.tools.iter().find(|tool| tool.name == call.name) {
-                Some(tool) => call_tool(&self.tool_client, tool, &call, &self.identity).await,
+                Some(tool) => {
+                    call_tool(&self.tool_client, &self.policy, tool, &call, &self.identity).await
+                }
                 None => Err(format!("there is no tool named `{}`", call.name)),
             };
             let (content, is_error) = match answer {
@@ -422,10 +435,14 @@ impl Run {
 /// POSTs a call's arguments to its tool; the answer's text, or why there is none.
 async fn call_tool(
     client: &reqwest::Client,
+    policy: &EgressPolicy,
     tool: &ToolSettings,
     call: &ToolCallRecord,
     identity: &Value,
 ) -> Result<String, String> {
+    policy
+        .check_url(&tool.url)
+        .map_err(|error| format!("the tool's URL is refused: {error}"))?;
     let arguments: Value = serde_json::from_str(&call.arguments)
         .map_err(|error| format!("the arguments are not valid JSON: {error}"))?;
     let mut payload = identity.clone();
@@ -455,6 +472,8 @@ async fn call_tool(
     let response = post.body(body).send().await.map_err(|error| {
         if error.is_timeout() {
             "the tool did not answer in time".to_owned()
+        } else if refused_by_guard(&error) {
+            "the tool's address is refused by the egress guard (`egress.allow`)".to_owned()
         } else {
             "cannot reach the tool".to_owned()
         }
@@ -610,8 +629,24 @@ fn describe(error: OpenAIError, key: &str) -> AgentError {
 }
 
 /// Used by the agent registry.
-pub fn provider() -> Arc<dyn AgentProvider> {
-    Arc::new(OpenAiAgent::default())
+pub fn provider(policy: EgressPolicy) -> Arc<dyn AgentProvider> {
+    Arc::new(OpenAiAgent {
+        policy,
+        clients: DashMap::new(),
+        tool_client: std::sync::OnceLock::new(),
+    })
+}
+
+/// Whether a request failed because the egress guard refused its address.
+pub(crate) fn refused_by_guard(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<crate::egress::EgressError>().is_some() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 #[cfg(test)]

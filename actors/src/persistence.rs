@@ -21,11 +21,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::domain::{
-    ApiKeyRecord, Consent, Contact, EventRecord, MessageId, SessionId, SessionRecord,
-    StoredMessage, TenantId, TenantRecord,
+    ApiKeyRecord, Consent, Contact, Delivery, DeliveryStatus, EventRecord, Handoff, MessageId,
+    SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, WebhookEndpoint,
 };
 use crate::error::{Error, Result};
 
@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         8,
         "0008_tool_calls",
         include_str!("../../schemas/migrations/0008_tool_calls.surql"),
+    ),
+    (
+        9,
+        "0009_webhooks",
+        include_str!("../../schemas/migrations/0009_webhooks.surql"),
     ),
 ];
 
@@ -214,6 +219,48 @@ impl Database {
             .collect()
     }
 
+    /// Deliveries selected by `query`, each with its event (deliveries whose
+    /// event is gone are left out).
+    async fn deliveries_with_events(
+        &self,
+        query: &str,
+        vars: Value,
+    ) -> Result<Vec<(Delivery, EventRecord)>> {
+        let deliveries: Vec<Delivery> = self.select(query, vars).await?;
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut events = Map::new();
+        let targets: Vec<String> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(index, delivery)| {
+                events.insert(format!("e{index}"), json!(delivery.event_id));
+                format!("type::record('event', $e{index})")
+            })
+            .collect();
+        let found: Vec<EventRecord> = self
+            .select(
+                &format!("SELECT * OMIT id, dispatched FROM {};", targets.join(", ")),
+                Value::Object(events),
+            )
+            .await?;
+        let mut by_id: std::collections::HashMap<String, EventRecord> = found
+            .into_iter()
+            .map(|event| (event.event_id.clone(), event))
+            .collect();
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                let event = by_id.remove(&delivery.event_id).or_else(|| {
+                    tracing::error!(delivery = %delivery.delivery_id, "a delivery's event is missing");
+                    None
+                })?;
+                Some((delivery, event))
+            })
+            .collect())
+    }
+
     async fn write_batch(&self, writes: &[Write]) -> Result<()> {
         let mut statement = String::from("BEGIN TRANSACTION;\n");
         let mut vars = Map::new();
@@ -221,12 +268,20 @@ impl Database {
             write.append_to(index, &mut statement, &mut vars);
         }
         statement.push_str("COMMIT TRANSACTION;");
-        self.db
-            .query(statement)
-            .bind(Value::Object(vars))
-            .await?
-            .check()?;
-        Ok(())
+        let mut response = self.db.query(statement).bind(Value::Object(vars)).await?;
+        // Once one statement fails, every other reports only that the
+        // transaction failed: name the one that caused it.
+        let mut errors: Vec<(usize, surrealdb::Error)> =
+            response.take_errors().into_iter().collect();
+        errors.sort_by_key(|(index, _)| *index);
+        let cause = errors
+            .iter()
+            .find(|(_, error)| !error.to_string().contains("failed transaction"))
+            .or(errors.first());
+        match cause {
+            Some((index, error)) => Err(Error::Storage(format!("statement {index}: {error}"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -236,8 +291,9 @@ pub enum Write {
     CreateSession(Box<SessionRecord>),
     /// Appends to a session's log and bumps the conversation's counters.
     AppendMessage(StoredMessage),
-    /// A message and the event it caused (`agent.failed`), in one transaction.
-    AppendMessageWithEvent(Box<StoredMessage>, Box<EventRecord>),
+    /// A change and the events it caused, in one transaction: the outbox.
+    /// The webhook actor is woken once they commit.
+    WithEvents(Box<Write>, Vec<EventRecord>),
     SetContext {
         tenant: TenantId,
         session: SessionId,
@@ -274,12 +330,35 @@ pub enum Write {
         session: SessionId,
         consent: Consent,
     },
-    /// Creates or replaces a conversation's contact; with the `lead.captured`
-    /// event in the same transaction when the contact just became a lead.
-    PutContact {
-        contact: Box<Contact>,
-        event: Option<Box<EventRecord>>,
+    /// Creates or replaces a conversation's contact.
+    PutContact(Box<Contact>),
+    /// Opens a handoff request on a conversation.
+    SetHandoff {
+        tenant: TenantId,
+        session: SessionId,
+        handoff: Handoff,
     },
+    /// Creates or replaces a webhook endpoint.
+    PutEndpoint(Box<WebhookEndpoint>),
+    /// Removes an endpoint and every delivery to it.
+    DeleteEndpoint {
+        tenant: TenantId,
+        endpoint_id: String,
+    },
+    /// Marks events dispatched and creates their deliveries: one step, so an
+    /// event is fanned out exactly once.
+    FanOut {
+        event_ids: Vec<String>,
+        deliveries: Vec<Delivery>,
+    },
+    /// A test event, already dispatched, and its one delivery.
+    SendTest {
+        event: Box<EventRecord>,
+        delivery: Box<Delivery>,
+    },
+    /// Records an attempt's outcome, or a replay (UPDATE: a delivery whose
+    /// endpoint was deleted meanwhile stays deleted).
+    PutDelivery(Box<Delivery>),
     /// Adds the geolocation of a stored message's address (looked up after it was stored).
     SetMessageGeo {
         tenant: TenantId,
@@ -307,9 +386,15 @@ impl Write {
                 ));
             }
             Write::AppendMessage(message) => append_message(&p, message, statement, &mut bind),
-            Write::AppendMessageWithEvent(message, event) => {
-                append_message(&p, message, statement, &mut bind);
-                append_event(&p, event, statement, &mut bind);
+            Write::WithEvents(write, events) => {
+                write.append_to(index, statement, vars);
+                for (number, event) in events.iter().enumerate() {
+                    let prefix = format!("{p}e{number}_");
+                    let mut bind = |name: &str, value: Value| {
+                        vars.insert(format!("{prefix}{name}"), value);
+                    };
+                    append_event(&prefix, event, statement, &mut bind);
+                }
             }
             Write::SetContext {
                 tenant,
@@ -405,7 +490,7 @@ impl Write {
                      CREATE consent CONTENT ${p}logged;\n"
                 ));
             }
-            Write::PutContact { contact, event } => {
+            Write::PutContact(contact) => {
                 bind("id", json!(contact.conversation_id.to_string()));
                 bind(
                     "doc",
@@ -414,9 +499,80 @@ impl Write {
                 statement.push_str(&format!(
                     "UPSERT type::record('contact', ${p}id) CONTENT ${p}doc;\n"
                 ));
-                if let Some(event) = event {
-                    append_event(&p, event, statement, &mut bind);
-                }
+            }
+            Write::SetHandoff {
+                tenant,
+                session,
+                handoff,
+            } => {
+                bind("sid", json!(session.to_string()));
+                bind("tenant", json!(tenant));
+                bind(
+                    "handoff",
+                    serde_json::to_value(handoff).expect("handoffs serialise"),
+                );
+                statement.push_str(&format!(
+                    "UPDATE type::record('conversation', ${p}sid) SET handoff = ${p}handoff \
+                     WHERE tenant = ${p}tenant;\n"
+                ));
+            }
+            Write::PutEndpoint(endpoint) => {
+                bind("key", json!([endpoint.tenant, endpoint.endpoint_id]));
+                bind(
+                    "doc",
+                    serde_json::to_value(endpoint).expect("endpoints serialise"),
+                );
+                statement.push_str(&format!(
+                    "UPSERT type::record('webhook_endpoint', ${p}key) CONTENT ${p}doc;\n"
+                ));
+            }
+            Write::DeleteEndpoint {
+                tenant,
+                endpoint_id,
+            } => {
+                bind("key", json!([tenant, endpoint_id]));
+                bind("tenant", json!(tenant));
+                bind("endpoint", json!(endpoint_id));
+                statement.push_str(&format!(
+                    "DELETE delivery WHERE tenant = ${p}tenant AND endpoint_id = ${p}endpoint;\n\
+                     DELETE type::record('webhook_endpoint', ${p}key);\n"
+                ));
+            }
+            Write::FanOut {
+                event_ids,
+                deliveries,
+            } => {
+                bind("events", json!(event_ids));
+                bind(
+                    "deliveries",
+                    serde_json::to_value(deliveries).expect("deliveries serialise"),
+                );
+                statement.push_str(&format!(
+                    "FOR $event IN ${p}events {{ UPDATE type::record('event', $event) SET dispatched = true; }};\n\
+                     FOR $delivery IN ${p}deliveries {{ CREATE type::record('delivery', $delivery.delivery_id) CONTENT $delivery; }};\n"
+                ));
+            }
+            Write::SendTest { event, delivery } => {
+                append_event(&p, event, statement, &mut bind);
+                bind("did", json!(delivery.delivery_id));
+                bind(
+                    "delivery",
+                    serde_json::to_value(delivery).expect("deliveries serialise"),
+                );
+                statement.push_str(&format!(
+                    "UPDATE type::record('event', ${p}eid) SET dispatched = true;\n\
+                     CREATE type::record('delivery', ${p}did) CONTENT ${p}delivery;\n"
+                ));
+            }
+            Write::PutDelivery(delivery) => {
+                bind("did", json!(delivery.delivery_id));
+                bind(
+                    "delivery",
+                    serde_json::to_value(delivery).expect("deliveries serialise"),
+                );
+                statement.push_str(&format!(
+                    "UPDATE type::record('delivery', ${p}did) CONTENT ${p}delivery;\n"
+                ));
             }
             Write::SetMessageGeo {
                 tenant,
@@ -568,6 +724,38 @@ pub enum PersistenceMsg {
         limit: usize,
         reply: RpcReplyPort<Result<Vec<EventRecord>>>,
     },
+    /// Every webhook endpoint, of every tenant.
+    LoadEndpoints(RpcReplyPort<Result<Vec<WebhookEndpoint>>>),
+    /// The oldest events not yet fanned out to endpoints.
+    UndispatchedEvents {
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<EventRecord>>>,
+    },
+    /// An endpoint's pending deliveries (with ids after `after`), oldest
+    /// first, each with its event.
+    PendingDeliveries {
+        tenant: TenantId,
+        endpoint_id: String,
+        after: Option<String>,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<(Delivery, EventRecord)>>>,
+    },
+    /// An endpoint's deliveries (in one status, if given), newest first.
+    ListDeliveries {
+        tenant: TenantId,
+        endpoint_id: String,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<Delivery>>>,
+    },
+    /// Deliveries by id (of this tenant and endpoint), each with its event.
+    LoadDeliveries {
+        tenant: TenantId,
+        endpoint_id: String,
+        /// `None`: every dead one.
+        ids: Option<Vec<String>>,
+        reply: RpcReplyPort<Result<Vec<(Delivery, EventRecord)>>>,
+    },
     /// A barrier: answers once every write queued before it has committed or
     /// failed. Writes queued after it do not delay it.
     Flush(RpcReplyPort<()>),
@@ -584,8 +772,17 @@ pub struct WriteStats {
     pub batches: u64,
 }
 
+/// What the persistence actor starts with (and restarts with).
+#[derive(Clone)]
+pub struct PersistenceArgs {
+    pub db: Database,
+    /// Notified after a batch with events commits: the webhook actor's cue.
+    pub events_committed: Arc<Notify>,
+}
+
 pub struct PersistenceState {
     db: Database,
+    events_committed: Arc<Notify>,
     stats: WriteStats,
     queued: Vec<(Write, Durable)>,
     batch_in_flight: bool,
@@ -601,15 +798,16 @@ pub struct Persistence;
 impl Actor for Persistence {
     type Msg = PersistenceMsg;
     type State = PersistenceState;
-    type Arguments = Database;
+    type Arguments = PersistenceArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        db: Database,
+        args: PersistenceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(PersistenceState {
-            db,
+            db: args.db,
+            events_committed: args.events_committed,
             stats: WriteStats::default(),
             queued: Vec::new(),
             batch_in_flight: false,
@@ -752,6 +950,88 @@ impl Actor for Persistence {
                     all::<EventRecord>,
                 );
             }
+            PersistenceMsg::LoadEndpoints(reply) => spawn_read(
+                &state.db,
+                "SELECT * OMIT id FROM webhook_endpoint ORDER BY tenant, endpoint_id;".into(),
+                json!({}),
+                reply,
+                all::<WebhookEndpoint>,
+            ),
+            PersistenceMsg::UndispatchedEvents { limit, reply } => spawn_read(
+                &state.db,
+                "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false \
+                 ORDER BY event_id LIMIT $limit;"
+                    .into(),
+                json!({"limit": limit}),
+                reply,
+                all::<EventRecord>,
+            ),
+            PersistenceMsg::ListDeliveries {
+                tenant,
+                endpoint_id,
+                status,
+                limit,
+                reply,
+            } => {
+                let filter = if status.is_some() {
+                    "AND status = $status "
+                } else {
+                    ""
+                };
+                spawn_read(
+                    &state.db,
+                    format!(
+                        "SELECT * OMIT id FROM delivery WHERE tenant = $tenant \
+                         AND endpoint_id = $endpoint {filter}ORDER BY delivery_id DESC LIMIT $limit;"
+                    ),
+                    json!({"tenant": tenant, "endpoint": endpoint_id, "status": status, "limit": limit}),
+                    reply,
+                    all::<Delivery>,
+                );
+            }
+            PersistenceMsg::PendingDeliveries {
+                tenant,
+                endpoint_id,
+                after,
+                limit,
+                reply,
+            } => {
+                let filter = if after.is_some() {
+                    "AND delivery_id > $after "
+                } else {
+                    ""
+                };
+                let db = state.db.clone();
+                let query = format!(
+                    "SELECT * OMIT id FROM delivery WHERE tenant = $tenant AND endpoint_id = $endpoint \
+                     AND status = 'pending' {filter}ORDER BY delivery_id LIMIT $limit;"
+                );
+                let vars = json!({"tenant": tenant, "endpoint": endpoint_id, "after": after, "limit": limit});
+                tokio::spawn(async move {
+                    let _ = reply.send(db.deliveries_with_events(&query, vars).await);
+                });
+            }
+            PersistenceMsg::LoadDeliveries {
+                tenant,
+                endpoint_id,
+                ids,
+                reply,
+            } => {
+                let db = state.db.clone();
+                let filter = if ids.is_some() {
+                    "delivery_id IN $ids"
+                } else {
+                    "status = 'dead'"
+                };
+                let query = format!(
+                    "SELECT * OMIT id FROM delivery WHERE tenant = $tenant AND endpoint_id = $endpoint \
+                     AND {filter} ORDER BY delivery_id;"
+                );
+                let vars = json!({"tenant": tenant, "endpoint": endpoint_id, "ids": ids});
+                tokio::spawn(async move {
+                    let _ = reply.send(db.deliveries_with_events(&query, vars).await);
+                });
+            }
             PersistenceMsg::FindClientMessage {
                 tenant,
                 session,
@@ -817,13 +1097,18 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
     state.stats.writes += batch.len() as u64;
     state.stats.batches += 1;
     let db = state.db.clone();
+    let events_committed = state.events_committed.clone();
     let myself = myself.clone();
     tokio::spawn(async move {
         let count = batch.len() as u64;
         let (writes, waiters): (Vec<Write>, Vec<Durable>) = batch.into_iter().unzip();
         let outcome = db.write_batch(&writes).await;
-        if let Err(error) = &outcome {
-            tracing::error!(%error, writes = writes.len(), "a write batch failed");
+        match &outcome {
+            Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
+            Ok(()) if writes.iter().any(|write| matches!(write, Write::WithEvents(..))) => {
+                events_committed.notify_one();
+            }
+            Ok(()) => {}
         }
         for waiter in waiters {
             waiter.complete(match &outcome {
@@ -981,6 +1266,70 @@ impl Storage {
         .await
     }
 
+    pub async fn load_endpoints(&self) -> Result<Vec<WebhookEndpoint>> {
+        self.call(PersistenceMsg::LoadEndpoints).await
+    }
+
+    pub async fn undispatched_events(&self, limit: usize) -> Result<Vec<EventRecord>> {
+        self.call(|reply| PersistenceMsg::UndispatchedEvents { limit, reply })
+            .await
+    }
+
+    pub async fn pending_deliveries(
+        &self,
+        endpoint: &WebhookEndpoint,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, EventRecord)>> {
+        let tenant = endpoint.tenant.clone();
+        let endpoint_id = endpoint.endpoint_id.clone();
+        self.call(|reply| PersistenceMsg::PendingDeliveries {
+            tenant,
+            endpoint_id,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let tenant = tenant.clone();
+        let endpoint_id = endpoint_id.to_owned();
+        self.call(|reply| PersistenceMsg::ListDeliveries {
+            tenant,
+            endpoint_id,
+            status,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// These deliveries of an endpoint (`None`: every dead one), with their events.
+    pub async fn load_deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoint_id: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<(Delivery, EventRecord)>> {
+        let tenant = tenant.clone();
+        let endpoint_id = endpoint_id.to_owned();
+        self.call(|reply| PersistenceMsg::LoadDeliveries {
+            tenant,
+            endpoint_id,
+            ids,
+            reply,
+        })
+        .await
+    }
+
     /// Waits until every write queued so far has committed (or failed).
     pub async fn flush(&self) {
         let _ = self
@@ -1009,7 +1358,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_share_batches_and_complete_in_order() {
         let db = Database::open("mem://", "test", "test").await.unwrap();
-        let (actor, _) = Actor::spawn(None, Persistence, db).await.unwrap();
+        let args = PersistenceArgs {
+            db,
+            events_committed: Arc::new(Notify::new()),
+        };
+        let (actor, _) = Actor::spawn(None, Persistence, args).await.unwrap();
         let storage = Storage::new(actor.clone());
         let tenant = TenantId("t".into());
         let session = SessionId::new();
@@ -1079,6 +1432,58 @@ mod tests {
             stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
             (1..=writes).collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_change_and_its_events_commit_together_and_fan_out_once() {
+        let db = Database::open("mem://", "test", "test").await.unwrap();
+        let tenant = TenantId("t".into());
+        let record = SessionRecord {
+            id: SessionId::new(),
+            tenant: tenant.clone(),
+            status: "active".into(),
+            context: Map::new(),
+            created_at: now_timestamp(),
+            updated_at: now_timestamp(),
+            last_seq: 0,
+            message_count: 0,
+            client_id: None,
+            title: None,
+            version: 1,
+            channel: None,
+            external_id: None,
+            consent: None,
+            handoff: None,
+        };
+        let event = crate::events::conversation_created(&record);
+        db.write_batch(&[Write::WithEvents(
+            Box::new(Write::CreateSession(Box::new(record))),
+            vec![event.clone()],
+        )])
+        .await
+        .unwrap();
+        let undispatched: Vec<EventRecord> = db
+            .select(
+                "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false ORDER BY event_id;",
+                json!({}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(undispatched, vec![event.clone()]);
+        db.write_batch(&[Write::FanOut {
+            event_ids: vec![event.event_id.clone()],
+            deliveries: Vec::new(),
+        }])
+        .await
+        .unwrap();
+        let undispatched: Vec<EventRecord> = db
+            .select(
+                "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false;",
+                json!({}),
+            )
+            .await
+            .unwrap();
+        assert!(undispatched.is_empty());
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The root supervisor: the top of the tree. Supervises `Persistence` and one
-//! `Tenant` per tenant, started on first use.
+//! The root supervisor: the top of the tree. Supervises `Persistence`,
+//! `Webhooks` and one `Tenant` per tenant, started on first use.
 //!
 //! Persistence that panics is restarted after a capped backoff with the same
-//! database handle, and every `Storage` clone is re-pointed at the new actor.
-//! A tenant that fails is let go and started again on its next use. Shutdown
-//! runs here, once, in order: tenants store their answers in progress and
-//! close their sockets, persistence drains, then the root stops.
+//! database handle, and every `Storage` clone is re-pointed at the new actor;
+//! `Webhooks` likewise (its state is in the database). A tenant that fails is
+//! let go and started again on its next use. Shutdown runs here, once, in
+//! order: tenants store their answers in progress and close their sockets,
+//! webhook workers stop (what they had not delivered is sent after the next
+//! start), persistence drains, then the root stops.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use crate::config::{RuntimeConfig, TenantSettings};
 pub type TenantDirectory = Arc<dashmap::DashMap<TenantId, Arc<TenantSettings>>>;
 use crate::domain::TenantId;
 use crate::error::{Error, Result};
-use crate::persistence::{Database, Persistence, PersistenceMsg, Storage};
+use crate::egress::EgressPolicy;
+use crate::persistence::{Database, Persistence, PersistenceArgs, PersistenceMsg, Storage};
+use crate::webhooks::{Webhooks, WebhooksArgs, WebhooksHandle, WebhooksMsg};
 use crate::supervision::Backoff;
 use crate::tenant::{SessionRegistry, Tenant, TenantArgs, TenantMsg};
 
@@ -31,6 +35,10 @@ const TENANT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum RootMsg {
     /// The storage handle, for the runtime's reads.
     Storage(RpcReplyPort<Storage>),
+    /// The webhook actor's handle, for the admin API.
+    Webhooks(RpcReplyPort<WebhooksHandle>),
+    /// Restarts the webhook actor after its backoff.
+    RestartWebhooks,
     /// The tenant's actor, started if needed.
     Tenant {
         id: TenantId,
@@ -50,6 +58,7 @@ pub struct RootArgs {
     pub tenants: TenantDirectory,
     pub agents: AgentRegistry,
     pub registry: SessionRegistry,
+    pub policy: EgressPolicy,
 }
 
 pub struct RootState {
@@ -57,6 +66,9 @@ pub struct RootState {
     storage: Storage,
     persistence: ActorRef<PersistenceMsg>,
     persistence_backoff: Backoff,
+    events_committed: Arc<tokio::sync::Notify>,
+    webhooks: WebhooksHandle,
+    webhooks_backoff: Backoff,
     tenants: HashMap<TenantId, ActorRef<TenantMsg>>,
     tenant_actors: HashMap<ActorId, TenantId>,
     shutting_down: bool,
@@ -74,12 +86,22 @@ impl Actor for Root {
         myself: ActorRef<Self::Msg>,
         args: RootArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let events_committed = Arc::new(tokio::sync::Notify::new());
+        let persistence_args = PersistenceArgs {
+            db: args.db.clone(),
+            events_committed: events_committed.clone(),
+        };
         let (persistence, _) =
-            Actor::spawn_linked(None, Persistence, args.db.clone(), myself.get_cell()).await?;
+            Actor::spawn_linked(None, Persistence, persistence_args, myself.get_cell()).await?;
+        let storage = Storage::new(persistence.clone());
+        let webhooks = spawn_webhooks(&myself, &args, &storage, &events_committed).await?;
         Ok(RootState {
-            storage: Storage::new(persistence.clone()),
+            storage,
             persistence,
             persistence_backoff: Backoff::new(&args.config.supervision),
+            events_committed,
+            webhooks: WebhooksHandle::new(webhooks),
+            webhooks_backoff: Backoff::new(&args.config.supervision),
             tenants: HashMap::new(),
             tenant_actors: HashMap::new(),
             shutting_down: false,
@@ -96,6 +118,32 @@ impl Actor for Root {
         match message {
             RootMsg::Storage(reply) => {
                 let _ = reply.send(state.storage.clone());
+            }
+            RootMsg::Webhooks(reply) => {
+                let _ = reply.send(state.webhooks.clone());
+            }
+            RootMsg::RestartWebhooks => {
+                if state.shutting_down {
+                    return Ok(());
+                }
+                match spawn_webhooks(
+                    &myself,
+                    &state.args,
+                    &state.storage,
+                    &state.events_committed,
+                )
+                .await
+                {
+                    Ok(webhooks) => {
+                        state.webhooks.replace(webhooks);
+                        tracing::info!("webhooks restarted");
+                    }
+                    Err(error) => {
+                        let delay = state.webhooks_backoff.next_delay();
+                        tracing::error!(%error, ?delay, "webhooks did not restart; trying again");
+                        myself.send_after(delay, || RootMsg::RestartWebhooks);
+                    }
+                }
             }
             RootMsg::Tenant { id, reply } => {
                 let _ = reply.send(tenant(&myself, state, id).await);
@@ -124,13 +172,12 @@ impl Actor for Root {
                 if state.shutting_down {
                     return Ok(());
                 }
-                let (persistence, _) = Actor::spawn_linked(
-                    None,
-                    Persistence,
-                    state.args.db.clone(),
-                    myself.get_cell(),
-                )
-                .await?;
+                let args = PersistenceArgs {
+                    db: state.args.db.clone(),
+                    events_committed: state.events_committed.clone(),
+                };
+                let (persistence, _) =
+                    Actor::spawn_linked(None, Persistence, args, myself.get_cell()).await?;
                 state.storage.replace(persistence.clone());
                 state.persistence = persistence;
                 tracing::info!("persistence restarted");
@@ -142,6 +189,11 @@ impl Actor for Root {
                     .iter()
                     .map(|tenant| tenant.call(TenantMsg::Shutdown, Some(TENANT_SHUTDOWN_TIMEOUT)));
                 futures_util::future::join_all(stops).await;
+                let _ = state
+                    .webhooks
+                    .actor()
+                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+                    .await;
                 // Drain, not stop: a stop would outrank the writes still queued.
                 state.storage.flush().await;
                 // Then stop it and wait, so its database handle is dropped now.
@@ -174,6 +226,13 @@ impl Actor for Root {
             let delay = state.persistence_backoff.next_delay();
             tracing::error!(error = ?failure, ?delay, "persistence stopped; restarting it");
             myself.send_after(delay, || RootMsg::RestartPersistence);
+        } else if cell.get_id() == state.webhooks.actor().get_id() {
+            if state.shutting_down {
+                return Ok(());
+            }
+            let delay = state.webhooks_backoff.next_delay();
+            tracing::error!(error = ?failure, ?delay, "webhooks stopped; restarting it");
+            myself.send_after(delay, || RootMsg::RestartWebhooks);
         } else if let Some(tenant) = state.tenant_actors.remove(&cell.get_id()) {
             state.tenants.remove(&tenant);
             if let Some(error) = failure {
@@ -182,6 +241,23 @@ impl Actor for Root {
         }
         Ok(())
     }
+}
+
+async fn spawn_webhooks(
+    myself: &ActorRef<RootMsg>,
+    args: &RootArgs,
+    storage: &Storage,
+    events_committed: &Arc<tokio::sync::Notify>,
+) -> Result<ActorRef<WebhooksMsg>, ActorProcessingErr> {
+    let webhooks_args = WebhooksArgs {
+        storage: storage.clone(),
+        config: args.config.clone(),
+        policy: args.policy.clone(),
+        events_committed: events_committed.clone(),
+    };
+    let (webhooks, _) =
+        Actor::spawn_linked(None, Webhooks, webhooks_args, myself.get_cell()).await?;
+    Ok(webhooks)
 }
 
 async fn tenant(

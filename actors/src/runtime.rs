@@ -20,11 +20,16 @@ use crate::domain::{
     Ack, ApiKeyRecord, Consent, Contact, EventRecord, KeyKind, MessageId, MetaChange, NewMessage,
     Scope, SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, now_timestamp,
 };
+use crate::egress::EgressPolicy;
 use crate::error::{Error, Result};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
 use crate::root::{Root, RootArgs, RootMsg, TenantDirectory};
 use crate::session::{AnswerReceiver, Attached, SessionMsg};
 use crate::tenant::{SessionRegistry, TenantMsg};
+use crate::webhooks::WebhooksHandle;
+
+mod webhook_admin;
+pub use webhook_admin::{EndpointInput, MAX_DELIVERIES};
 
 /// How long a request waits for an actor's answer before reporting it unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +67,9 @@ struct Inner {
     ticket_secret: Vec<u8>,
     config: RuntimeConfig,
     durability: String,
+    webhooks: WebhooksHandle,
+    /// Where requests made for tenants may go (the SSRF guard).
+    policy: EgressPolicy,
 }
 
 impl Runtime {
@@ -73,6 +81,10 @@ impl Runtime {
             None => Database::surrealkv_endpoint(std::path::Path::new(&config.storage.data_dir))?,
         };
         let durability = describe_durability(&endpoint);
+        let policy = EgressPolicy::new(&config.egress.allow).map_err(Error::Startup)?;
+        if let Some(problem) = config.webhooks.problem() {
+            return Err(Error::Startup(problem));
+        }
         tracing::info!(%endpoint, durability = %durability, "opening database");
         let db = Database::open(
             &endpoint,
@@ -88,8 +100,12 @@ impl Runtime {
             word_delay: Duration::from_millis(config.agents.echo.word_delay_ms),
         });
         registry.insert("echo".into(), echo);
-        registry.insert("openai".into(), crate::openai::provider());
-        registry.insert("webhook".into(), crate::webhook_agent::provider());
+        registry.insert("external".into(), Arc::new(crate::agent::ExternalAgent));
+        registry.insert("openai".into(), crate::openai::provider(policy.clone()));
+        registry.insert(
+            "webhook".into(),
+            crate::webhook_agent::provider(policy.clone()),
+        );
         registry.extend(agents);
 
         let mut agent_names: Vec<String> = registry.keys().cloned().collect();
@@ -124,6 +140,7 @@ impl Runtime {
             }
             tenants.insert(id, Arc::new(settings));
         }
+        webhook_admin::check_configured(&config, &tenants, &policy)?;
         let keys = stored_keys
             .into_iter()
             .map(|key| (key.hash.clone(), key))
@@ -135,12 +152,17 @@ impl Runtime {
             tenants: tenants.clone(),
             agents: registry,
             registry: sessions.clone(),
+            policy: policy.clone(),
         };
         let (root, root_task) = Actor::spawn(None, Root, args).await.map_err(|error| {
             Error::Startup(format!("the supervision tree did not start: {error}"))
         })?;
         let storage = match root.call(RootMsg::Storage, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(storage)) => storage,
+            _ => return Err(Error::Startup("the root supervisor did not answer".into())),
+        };
+        let webhooks = match root.call(RootMsg::Webhooks, Some(CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(webhooks)) => webhooks,
             _ => return Err(Error::Startup("the root supervisor did not answer".into())),
         };
         Ok(Runtime {
@@ -158,6 +180,8 @@ impl Runtime {
                 ticket_secret,
                 config,
                 durability,
+                webhooks,
+                policy,
             }),
         })
     }
@@ -329,6 +353,7 @@ impl Runtime {
         if let Some(problem) = settings.agent_problem() {
             return Err(Error::InvalidInput(problem));
         }
+        self.check_agent_urls(settings)?;
         if let Some(field) = settings.rate_limits.invalid_field() {
             return Err(Error::InvalidInput(format!("`{field}` must be at least 1")));
         }
@@ -520,10 +545,15 @@ impl Runtime {
             channel,
             external_id,
             consent: None,
+            handoff: None,
         };
+        let event = crate::events::conversation_created(&record);
         self.inner
             .storage
-            .write_and_wait(Write::CreateSession(Box::new(record.clone())))
+            .write_and_wait(Write::WithEvents(
+                Box::new(Write::CreateSession(Box::new(record.clone()))),
+                vec![event],
+            ))
             .await?;
         Ok(record)
     }
@@ -655,6 +685,28 @@ impl Runtime {
     ) -> Result<()> {
         self.call_session(scope, session, |reply| SessionMsg::RecordConsent {
             consent: consent.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Opens a request for a person to take over the conversation: flags it
+    /// and records `handoff.requested`. An open request is returned as it is
+    /// (`false`: nothing new was recorded, nobody is notified twice).
+    pub async fn request_handoff(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        requested_by: &str,
+        reason: Option<String>,
+    ) -> Result<(crate::domain::Handoff, bool)> {
+        let handoff = crate::domain::Handoff {
+            requested_at: now_timestamp(),
+            requested_by: requested_by.to_owned(),
+            reason,
+        };
+        self.call_session(scope, session, |reply| SessionMsg::RequestHandoff {
+            handoff: handoff.clone(),
             reply,
         })
         .await

@@ -25,11 +25,12 @@ use crate::agent::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentProvider, Agen
 use crate::config::{Limits, SessionConfig, SupervisionConfig, TenantSettings};
 use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
 use crate::domain::{
-    Ack, ClientCommand, Consent, Contact, EventRecord, MessageId, MessageStatus, MetaChange,
+    Ack, ClientCommand, Consent, Contact, EventRecord, Handoff, MessageId, MessageStatus, MetaChange,
     NewMessage, Role, SessionId, SessionRecord, StoredMessage, TenantId, merge_context,
     now_timestamp,
 };
 use crate::error::{Error, Result};
+use crate::events;
 use crate::leads;
 use crate::outbound::{CloseReason, OutboundReceiver, OutboundSender, SendError, outbound_queue};
 use crate::persistence::{Durable, MessageQuery, Storage, Write};
@@ -93,6 +94,15 @@ pub enum SessionMsg {
         change: MetaChange,
         reply: RpcReplyPort<Result<u64>>,
     },
+    /// Opens a request for a person to take over (`handoff.requested`);
+    /// answered once durable, with the request and whether it is new (an open
+    /// request is not repeated, so nobody is notified twice).
+    RequestHandoff {
+        handoff: Handoff,
+        reply: RpcReplyPort<Result<(Handoff, bool)>>,
+    },
+    /// A handoff request failed to store: it is not open after all.
+    HandoffNotStored,
     /// Merges keys into the context; answered once durable, with the result.
     UpdateContext {
         patch: Map<String, Value>,
@@ -222,6 +232,8 @@ pub struct SessionState {
     /// The visitor's latest consent decision; leads are captured only while granted.
     consent: Option<Consent>,
     contact: Option<Contact>,
+    /// The open request for a person, if any.
+    handoff: Option<Handoff>,
     /// Who waits for the answer to which user message.
     answer_waiters: HashMap<MessageId, Vec<oneshot::Sender<Result<StoredMessage>>>>,
     next_seq: u64,
@@ -285,7 +297,7 @@ impl Actor for Session {
             .iter()
             .rev()
             .take_while(|message| message.role == Role::User)
-            .filter(|message| !message.no_reply)
+            .filter(|message| !message.no_reply && args.provider.answers())
             .cloned()
             .collect::<Vec<_>>()
             .into_iter()
@@ -318,6 +330,7 @@ impl Actor for Session {
             channel: record.channel,
             external_id: record.external_id,
             consent: record.consent,
+            handoff: record.handoff,
             contact,
             answer_waiters: HashMap::new(),
             next_seq: last_seq + 1,
@@ -399,12 +412,20 @@ impl Actor for Session {
             SessionMsg::RecordConsent { consent, reply } => {
                 state.last_activity = Instant::now();
                 state.consent = Some(consent.clone());
+                let event = events::conversation_updated(
+                    &facts(state),
+                    &["consent"],
+                    Some(consent.granted),
+                );
                 state.storage.write(
-                    Write::RecordConsent {
-                        tenant: state.tenant.clone(),
-                        session: state.id,
-                        consent,
-                    },
+                    Write::WithEvents(
+                        Box::new(Write::RecordConsent {
+                            tenant: state.tenant.clone(),
+                            session: state.id,
+                            consent,
+                        }),
+                        vec![event],
+                    ),
                     Durable::new(move |outcome| {
                         let _ = reply.send(outcome);
                     }),
@@ -433,28 +454,60 @@ impl Actor for Session {
                     }));
                     return Ok(());
                 }
+                let mut changed = Vec::new();
                 if let Some(title) = change.title {
                     state.title = title;
+                    changed.push("title");
                 }
                 if let Some(status) = change.status {
                     state.status = status;
+                    changed.push("status");
                 }
                 state.version += 1;
                 let version = state.version;
+                let event = events::conversation_updated(&facts(state), &changed, None);
                 state.storage.write(
-                    Write::SetMeta {
-                        tenant: state.tenant.clone(),
-                        session: state.id,
-                        title: state.title.clone(),
-                        status: state.status.clone(),
-                        version,
-                        updated_at: now_timestamp(),
-                    },
+                    Write::WithEvents(
+                        Box::new(Write::SetMeta {
+                            tenant: state.tenant.clone(),
+                            session: state.id,
+                            title: state.title.clone(),
+                            status: state.status.clone(),
+                            version,
+                            updated_at: now_timestamp(),
+                        }),
+                        vec![event],
+                    ),
                     Durable::new(move |outcome| {
                         let _ = reply.send(outcome.map(|()| version));
                     }),
                 );
             }
+            SessionMsg::RequestHandoff { handoff, reply } => {
+                state.last_activity = Instant::now();
+                if let Some(open) = &state.handoff {
+                    let _ = reply.send(Ok((open.clone(), false)));
+                    return Ok(());
+                }
+                state.handoff = Some(handoff.clone());
+                let event = events::handoff_requested(&facts(state), &handoff);
+                let write = Write::SetHandoff {
+                    tenant: state.tenant.clone(),
+                    session: state.id,
+                    handoff: handoff.clone(),
+                };
+                let session = myself.clone();
+                state.storage.write(
+                    Write::WithEvents(Box::new(write), vec![event]),
+                    Durable::new(move |outcome| {
+                        if outcome.is_err() {
+                            let _ = session.cast(SessionMsg::HandoffNotStored);
+                        }
+                        let _ = reply.send(outcome.map(|()| (handoff, true)));
+                    }),
+                );
+            }
+            SessionMsg::HandoffNotStored => state.handoff = None,
             SessionMsg::UpdateContext { patch, reply } => {
                 state.last_activity = Instant::now();
                 merge_context(&mut state.context, patch);
@@ -658,11 +711,27 @@ fn ack_of(message: &StoredMessage) -> Ack {
 }
 
 fn set_context(state: &SessionState) -> Write {
-    Write::SetContext {
+    let write = Write::SetContext {
         tenant: state.tenant.clone(),
         session: state.id,
         context: state.context.clone(),
         updated_at: now_timestamp(),
+    };
+    let event = events::conversation_updated(&facts(state), &["context"], None);
+    Write::WithEvents(Box::new(write), vec![event])
+}
+
+/// The conversation as its events describe it.
+fn facts(state: &SessionState) -> events::ConversationFacts<'_> {
+    events::ConversationFacts {
+        tenant: &state.tenant,
+        id: state.id,
+        channel: state.channel.as_deref(),
+        external_id: state.external_id.as_deref(),
+        title: state.title.as_deref(),
+        status: &state.status,
+        version: state.version,
+        context: &state.context,
     }
 }
 
@@ -971,7 +1040,18 @@ fn persist(myself: &ActorRef<SessionMsg>, state: &SessionState, message: StoredM
     persist_with(myself, state, message, None);
 }
 
-/// Hands a log write to storage (with an event, in the same transaction).
+/// A log write with its `message.created` event (and any other it caused).
+fn append_with_events(
+    state: &SessionState,
+    message: StoredMessage,
+    also: Option<EventRecord>,
+) -> Write {
+    let mut events = vec![events::message_created(&facts(state), &message)];
+    events.extend(also);
+    Write::WithEvents(Box::new(Write::AppendMessage(message)), events)
+}
+
+/// Hands a log write to storage, with its events in the same transaction.
 fn persist_with(
     myself: &ActorRef<SessionMsg>,
     state: &SessionState,
@@ -980,10 +1060,7 @@ fn persist_with(
 ) {
     let session = myself.clone();
     let seq = message.seq;
-    let write = match event {
-        None => Write::AppendMessage(message),
-        Some(event) => Write::AppendMessageWithEvent(Box::new(message), Box::new(event)),
-    };
+    let write = append_with_events(state, message, event);
     state.storage.write(
         write,
         Durable::new(move |outcome| {
@@ -1083,7 +1160,7 @@ fn on_durable(
             if message.role == Role::User {
                 capture_lead(myself, state, &message);
             }
-            if message.role == Role::User && !message.no_reply {
+            if message.role == Role::User && !message.no_reply && state.provider.answers() {
                 state.to_answer.push_back(message);
                 maybe_start_generation(state);
             }
@@ -1219,28 +1296,23 @@ fn apply_lead(
         return;
     }
     contact.updated_at = now.clone();
-    let event = (contact.lead_captured_at.is_none()
-        && (contact.email.is_some() || contact.phone.is_some()))
-    .then(|| {
+    let became_lead =
+        contact.lead_captured_at.is_none() && (contact.email.is_some() || contact.phone.is_some());
+    if became_lead {
         contact.lead_captured_at = Some(now);
-        let mut data = serde_json::Map::new();
-        data.insert("conversation_id".into(), id.to_string().into());
-        data.insert("channel".into(), channel.into());
-        data.insert("external_id".into(), state.external_id.clone().into());
-        data.insert("message_id".into(), message_id.to_string().into());
-        data.insert("name".into(), contact.name.clone().into());
-        data.insert("email".into(), contact.email.clone().into());
-        data.insert("phone".into(), contact.phone.clone().into());
-        EventRecord::new(state.tenant.clone(), "lead.captured", Some(id), data)
-    });
-    let had_event = event.is_some();
+    }
+    let contact = contact.clone();
+    // The first email or phone makes the contact a lead: `lead.captured`,
+    // in the same transaction as the contact.
+    let events: Vec<EventRecord> = became_lead
+        .then(|| events::lead_captured(&facts(state), &contact, &message_id.to_string()))
+        .into_iter()
+        .collect();
+    let had_event = became_lead;
     let session = myself.clone();
     let conversation = state.id;
     state.storage.write(
-        Write::PutContact {
-            contact: Box::new(contact.clone()),
-            event: event.map(Box::new),
-        },
+        Write::WithEvents(Box::new(Write::PutContact(Box::new(contact))), events),
         Durable::new(move |outcome| {
             if let Err(error) = outcome {
                 tracing::error!(%conversation, %error, "contact not stored; retrying with the next message");
@@ -1377,14 +1449,13 @@ fn finish_generation(
     state.next_seq += 1;
     // A failure is recorded as `agent.failed`, in the same transaction as the message.
     let event = failure.map(|error| {
-        let mut data = serde_json::Map::new();
-        data.insert("conversation_id".into(), state.id.to_string().into());
-        data.insert("message_id".into(), message.id.to_string().into());
-        data.insert("question_id".into(), question.to_string().into());
-        data.insert("agent".into(), state.settings.agent.clone().into());
-        data.insert("error".into(), error.into());
-        data.insert("partial_content".into(), message.content.clone().into());
-        EventRecord::new(state.tenant.clone(), "agent.failed", Some(state.id), data)
+        events::agent_failed(
+            &facts(state),
+            &message,
+            &question.to_string(),
+            &state.settings.agent,
+            &error,
+        )
     });
     persist_with(myself, state, message.clone(), event);
     state
@@ -1431,7 +1502,7 @@ async fn terminate(state: &mut SessionState, reason: CloseReason, keep_partial: 
         .encode();
         match state
             .storage
-            .write_and_wait(Write::AppendMessage(message.clone()))
+            .write_and_wait(append_with_events(state, message.clone(), None))
             .await
         {
             Ok(()) => {

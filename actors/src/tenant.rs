@@ -285,6 +285,12 @@ async fn delete(state: &mut TenantState, session: SessionId) -> Result<()> {
     state
         .args
         .storage
-        .write_and_wait(Write::DeleteSession { tenant, session })
+        .write_and_wait(Write::WithEvents(
+            Box::new(Write::DeleteSession {
+                tenant: tenant.clone(),
+                session,
+            }),
+            vec![crate::events::conversation_deleted(&tenant, session)],
+        ))
         .await
 }

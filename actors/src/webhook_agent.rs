@@ -29,8 +29,9 @@ const QUOTED_ERROR_CHARS: usize = 200;
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// The `webhook` provider. One HTTP client (a connection pool) per connect timeout.
-#[derive(Default)]
 pub struct WebhookAgent {
+    /// Where requests may go.
+    policy: crate::egress::EgressPolicy,
     clients: dashmap::DashMap<u64, reqwest::Client>,
 }
 
@@ -39,10 +40,11 @@ impl WebhookAgent {
         if let Some(client) = self.clients.get(&connect_timeout_ms) {
             return Ok(client.clone());
         }
-        let client = reqwest::Client::builder()
+        // Follows no redirect: one would re-send the signed question elsewhere.
+        let client = self
+            .policy
+            .client_builder()
             .connect_timeout(Duration::from_millis(connect_timeout_ms.max(1)))
-            // A redirect would re-send the signed question somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| AgentError(format!("cannot build the HTTP client: {error}")))?;
         self.clients.insert(connect_timeout_ms, client.clone());
@@ -55,6 +57,10 @@ impl AgentProvider for WebhookAgent {
         let settings = request.settings.webhook_agent.clone();
         if let Some(problem) = settings.invalid() {
             return stream::once(async move { Err(AgentError(problem)) }).boxed();
+        }
+        if let Err(error) = self.policy.check_url(&settings.url) {
+            let error = AgentError(format!("the workflow's URL is refused: {error}"));
+            return stream::once(async { Err(error) }).boxed();
         }
         let client = match self.client(settings.connect_timeout_ms) {
             Ok(client) => client,
@@ -138,7 +144,9 @@ async fn call(
         post = post.header(&settings.header_name, &settings.header_value);
     }
     let response = post.body(body).send().await.map_err(|error| {
-        AgentError(if error.is_connect() {
+        AgentError(if crate::openai::refused_by_guard(&error) {
+            "the workflow's address is refused by the egress guard (`egress.allow`)".into()
+        } else if error.is_connect() {
             "cannot connect to the workflow".into()
         } else {
             format!("the workflow request failed: {}", error.without_url())
@@ -280,8 +288,11 @@ fn lines(
 }
 
 /// Used by the agent registry.
-pub fn provider() -> std::sync::Arc<dyn AgentProvider> {
-    std::sync::Arc::new(WebhookAgent::default())
+pub fn provider(policy: crate::egress::EgressPolicy) -> std::sync::Arc<dyn AgentProvider> {
+    std::sync::Arc::new(WebhookAgent {
+        policy,
+        clients: dashmap::DashMap::new(),
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub fn config() -> Config {
     config.server.bind = "127.0.0.1:0".into();
     config.storage.endpoint = Some("mem://".into());
     config.agents.echo.word_delay_ms = 0;
+    // The fake model, tools and receivers of the tests listen on loopback.
+    config.egress.allow = vec!["127.0.0.0/8".into(), "::1".into()];
     config.tenants.clear();
     config.tenants.insert(
         "acme".into(),
@@ -142,10 +144,12 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// acme's newest recorded events (for the webhook outbox), newest first.
-    pub async fn acme_events(&self) -> Vec<tertulia_actors::domain::EventRecord> {
+    /// acme's newest recorded events of these types (in the outbox), newest first.
+    pub async fn acme_events(&self, kinds: &[&str]) -> Vec<tertulia_actors::domain::EventRecord> {
         let acme = tertulia_actors::domain::TenantId("acme".into());
-        self.server.runtime.events(&acme, None, 10).await.unwrap()
+        let mut events = self.server.runtime.events(&acme, None, 100).await.unwrap();
+        events.retain(|event| kinds.contains(&event.kind.as_str()));
+        events
     }
 
     pub async fn history(&self, session: &str) -> Vec<Value> {

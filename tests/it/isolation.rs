@@ -59,6 +59,7 @@ const CASES: &[(&str, Expect)] = &[
     ("POST /chat/{}/messages", Expect::ForeignSessionIsNotFound),
     ("PATCH /chat/{}", Expect::ForeignSessionIsNotFound),
     ("GET /chat/{}/contact", Expect::ForeignSessionIsNotFound),
+    ("POST /chat/{}/handoff", Expect::ForeignSessionIsNotFound),
     // Reads first: once B writes with alice's id, B has a conversation of its own by that id.
     ("GET /api/webchat/history/{}", Expect::Webchat),
     ("POST /api/webchat/messages", Expect::Webchat),
@@ -74,6 +75,28 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /admin/tenants/{}/keys", Expect::AdminOnly),
     ("POST /admin/tenants/{}/client-tokens", Expect::AdminOnly),
     ("DELETE /admin/keys/{}", Expect::AdminOnly),
+    ("POST /admin/tenants/{}/webhooks", Expect::AdminOnly),
+    ("GET /admin/tenants/{}/webhooks", Expect::AdminOnly),
+    ("GET /admin/tenants/{}/webhooks/{}", Expect::AdminOnly),
+    ("PATCH /admin/tenants/{}/webhooks/{}", Expect::AdminOnly),
+    ("DELETE /admin/tenants/{}/webhooks/{}", Expect::AdminOnly),
+    (
+        "POST /admin/tenants/{}/webhooks/{}/rotate-secret",
+        Expect::AdminOnly,
+    ),
+    ("POST /admin/tenants/{}/webhooks/{}/test", Expect::AdminOnly),
+    (
+        "GET /admin/tenants/{}/webhooks/{}/deliveries",
+        Expect::AdminOnly,
+    ),
+    (
+        "POST /admin/tenants/{}/webhooks/{}/deliveries/{}/replay",
+        Expect::AdminOnly,
+    ),
+    (
+        "POST /admin/tenants/{}/webhooks/{}/replay-dead",
+        Expect::AdminOnly,
+    ),
 ];
 
 /// "METHOD /path" for every route declared in `src/`.

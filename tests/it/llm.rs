@@ -492,7 +492,7 @@ async fn a_stream_dropped_mid_answer_is_stored_as_interrupted() {
     let history = server.history(&session).await;
     assert_eq!(history[1]["status"], "interrupted");
     // Not a failure: no agent.failed event.
-    let events = server.acme_events().await;
+    let events = server.acme_events(&["agent.failed"]).await;
     assert!(events.is_empty(), "{events:?}");
     server.stop().await;
 }
@@ -512,7 +512,7 @@ async fn a_provider_error_is_a_clear_error_frame_a_failed_message_and_an_event()
     assert_eq!(done["status"], "failed");
     let history = server.history(&session).await;
     assert_eq!(history[1]["status"], "failed");
-    let events = server.acme_events().await;
+    let events = server.acme_events(&["agent.failed"]).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "agent.failed");
     assert_eq!(events[0].data["message_id"], history[1]["id"]);

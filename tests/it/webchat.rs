@@ -301,7 +301,7 @@ async fn leads_are_captured_only_after_consent() {
     assert_eq!(contact["name"], "Ana López");
     assert_eq!(contact["origin"], "webchat");
     assert!(contact.get("lead_captured_at").is_none(), "{contact}");
-    let events = server.acme_events().await;
+    let events = server.acme_events(&["lead.captured"]).await;
     assert!(events.is_empty(), "{events:?}");
 
     // An email and a phone (Mexican, from the locale) make it a lead, once.
@@ -320,7 +320,7 @@ async fn leads_are_captured_only_after_consent() {
         "the author does not replace a stated name"
     );
     assert!(contact["lead_captured_at"].is_string());
-    let events = server.acme_events().await;
+    let events = server.acme_events(&["lead.captured"]).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].kind, "lead.captured");
     assert_eq!(events[0].conversation_id.unwrap().to_string(), conversation);
