@@ -70,13 +70,15 @@ pub fn routes(
     let max_body = app.config.server.max_body_bytes;
     let with_app = warp::any().map(move || app.clone());
     let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
+    // A rotation needs no body (a new secret is made).
+    let optional_body = crate::routes::optional_body(max_body);
 
     // POST /admin/tenants/{id}/webhooks
     let create = warp::path!("admin" / "tenants" / String / "webhooks")
         .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
-        .and(body.clone())
+        .and(body)
         .then(|tenant: String, app: AppState, body: Bytes| async move {
             let result = async {
                 let input: EndpointInput = parse_json(&body)?;
@@ -124,7 +126,7 @@ pub fn routes(
         .and(admin.clone())
         .and(warp::patch())
         .and(with_app.clone())
-        .and(body.clone())
+        .and(body)
         .then(
             |tenant: String, id: String, app: AppState, body: Bytes| async move {
                 let result = async {
@@ -165,7 +167,7 @@ pub fn routes(
         .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
-        .and(body)
+        .and(optional_body)
         .then(
             |tenant: String, id: String, app: AppState, body: Bytes| async move {
                 let result = async {
@@ -237,19 +239,20 @@ pub fn routes(
     );
 
     // POST /admin/tenants/{id}/webhooks/{endpoint}/replay-dead
-    let replay_dead = warp::path!("admin" / "tenants" / String / "webhooks" / String / "replay-dead")
-        .and(admin)
-        .and(warp::post())
-        .and(with_app)
-        .then(|tenant: String, id: String, app: AppState| async move {
-            let result = app
-                .runtime
-                .replay_webhook(&TenantId(tenant), &id, None)
-                .await
-                .map(|replayed| json!({"replayed": replayed}))
-                .map_err(ApiError::from);
-            respond(StatusCode::ACCEPTED, result)
-        });
+    let replay_dead =
+        warp::path!("admin" / "tenants" / String / "webhooks" / String / "replay-dead")
+            .and(admin)
+            .and(warp::post())
+            .and(with_app)
+            .then(|tenant: String, id: String, app: AppState| async move {
+                let result = app
+                    .runtime
+                    .replay_webhook(&TenantId(tenant), &id, None)
+                    .await
+                    .map(|replayed| json!({"replayed": replayed}))
+                    .map_err(ApiError::from);
+                respond(StatusCode::ACCEPTED, result)
+            });
 
     create
         .or(list)

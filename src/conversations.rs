@@ -143,9 +143,7 @@ async fn request_handoff(
         only_fields(&body, &["reason"])?;
         let reason = match body.get("reason") {
             None | Some(Value::Null) => None,
-            Some(Value::String(reason)) if reason.len() <= MAX_REASON_BYTES => {
-                Some(reason.clone())
-            }
+            Some(Value::String(reason)) if reason.len() <= MAX_REASON_BYTES => Some(reason.clone()),
             Some(_) => {
                 return Err(ApiError::BadRequest(format!(
                     "`reason` must be text of at most {MAX_REASON_BYTES} bytes"

@@ -170,9 +170,8 @@ impl WebhooksConfig {
         self.retry_schedule
             .iter()
             .map(|entry| {
-                humantime::parse_duration(entry).map_err(|error| {
-                    format!("`webhooks.retry_schedule` entry `{entry}`: {error}")
-                })
+                humantime::parse_duration(entry)
+                    .map_err(|error| format!("`webhooks.retry_schedule` entry `{entry}`: {error}"))
             })
             .collect()
     }
@@ -186,7 +185,9 @@ impl WebhooksConfig {
             return Some("`webhooks.jitter` must be at least 0 and below 1".into());
         }
         if self.max_in_flight == 0 || self.timeout_ms == 0 {
-            return Some("`webhooks.max_in_flight` and `webhooks.timeout_ms` must be above 0".into());
+            return Some(
+                "`webhooks.max_in_flight` and `webhooks.timeout_ms` must be above 0".into(),
+            );
         }
         None
     }

@@ -414,9 +414,10 @@ impl WebhookEndpoint {
             || self.events.iter().any(|filter| {
                 filter == "*"
                     || filter == kind
-                    || filter
-                        .strip_suffix(".*")
-                        .is_some_and(|prefix| kind.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')))
+                    || filter.strip_suffix(".*").is_some_and(|prefix| {
+                        kind.strip_prefix(prefix)
+                            .is_some_and(|rest| rest.starts_with('.'))
+                    })
             })
     }
 }

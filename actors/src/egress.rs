@@ -64,8 +64,7 @@ impl EgressPolicy {
     /// forbidden address (or `localhost`). Names are checked again, address
     /// by address, when they are resolved.
     pub fn check_url(&self, url: &str) -> Result<reqwest::Url, EgressError> {
-        let parsed =
-            reqwest::Url::parse(url).map_err(|_| EgressError::NotHttp(url.to_owned()))?;
+        let parsed = reqwest::Url::parse(url).map_err(|_| EgressError::NotHttp(url.to_owned()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(EgressError::NotHttp(url.to_owned()));
         }
@@ -160,9 +159,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = resolved
                 .iter()
                 .copied()
@@ -204,7 +202,10 @@ mod tests {
                 "{url}"
             );
         }
-        for url in ["https://hooks.slack.com/services/x", "http://93.184.215.14/"] {
+        for url in [
+            "https://hooks.slack.com/services/x",
+            "http://93.184.215.14/",
+        ] {
             assert!(strict.check_url(url).is_ok(), "{url}");
         }
         assert!(matches!(

@@ -187,7 +187,10 @@ pub fn slack_text(event: &EventRecord) -> String {
         .unwrap_or_else(|| "a conversation".into());
     match event.kind.as_str() {
         "lead.captured" => {
-            let details: Vec<String> = ["email", "phone"].iter().filter_map(|key| text(key)).collect();
+            let details: Vec<String> = ["email", "phone"]
+                .iter()
+                .filter_map(|key| text(key))
+                .collect();
             format!(
                 "New lead: {} ({}) in conversation {conversation}",
                 text("name").unwrap_or_else(|| "no name given".into()),
@@ -212,7 +215,10 @@ pub fn slack_text(event: &EventRecord) -> String {
                 .chars()
                 .take(SLACK_EXCERPT_CHARS)
                 .collect();
-            format!("{who} in conversation {conversation}:\n> {}", escape(&content))
+            format!(
+                "{who} in conversation {conversation}:\n> {}",
+                escape(&content)
+            )
         }
         "conversation.created" => format!("New conversation {conversation}"),
         "conversation.updated" => format!(
@@ -271,7 +277,8 @@ mod tests {
         assert_eq!(value["id"], event.event_id);
         assert_eq!(value["type"], "lead.captured");
         assert_eq!(value["data"]["email"], "ana@example.com");
-        let slack: Value = serde_json::from_slice(&super::body(&event, WebhookFormat::Slack)).unwrap();
+        let slack: Value =
+            serde_json::from_slice(&super::body(&event, WebhookFormat::Slack)).unwrap();
         assert!(slack["text"].as_str().unwrap().starts_with("New lead: Ana"));
     }
 }

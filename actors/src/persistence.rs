@@ -1105,7 +1105,11 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         let outcome = db.write_batch(&writes).await;
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
-            Ok(()) if writes.iter().any(|write| matches!(write, Write::WithEvents(..))) => {
+            Ok(())
+                if writes
+                    .iter()
+                    .any(|write| matches!(write, Write::WithEvents(..))) =>
+            {
                 events_committed.notify_one();
             }
             Ok(()) => {}

@@ -22,12 +22,12 @@ use crate::config::{RuntimeConfig, TenantSettings};
 /// grown by the admin API while running.
 pub type TenantDirectory = Arc<dashmap::DashMap<TenantId, Arc<TenantSettings>>>;
 use crate::domain::TenantId;
-use crate::error::{Error, Result};
 use crate::egress::EgressPolicy;
+use crate::error::{Error, Result};
 use crate::persistence::{Database, Persistence, PersistenceArgs, PersistenceMsg, Storage};
-use crate::webhooks::{Webhooks, WebhooksArgs, WebhooksHandle, WebhooksMsg};
 use crate::supervision::Backoff;
 use crate::tenant::{SessionRegistry, Tenant, TenantArgs, TenantMsg};
+use crate::webhooks::{Webhooks, WebhooksArgs, WebhooksHandle, WebhooksMsg};
 
 /// How long each tenant gets to shut its sessions down.
 const TENANT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);

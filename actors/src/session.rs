@@ -25,8 +25,8 @@ use crate::agent::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentProvider, Agen
 use crate::config::{Limits, SessionConfig, SupervisionConfig, TenantSettings};
 use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
 use crate::domain::{
-    Ack, ClientCommand, Consent, Contact, EventRecord, Handoff, MessageId, MessageStatus, MetaChange,
-    NewMessage, Role, SessionId, SessionRecord, StoredMessage, TenantId, merge_context,
+    Ack, ClientCommand, Consent, Contact, EventRecord, Handoff, MessageId, MessageStatus,
+    MetaChange, NewMessage, Role, SessionId, SessionRecord, StoredMessage, TenantId, merge_context,
     now_timestamp,
 };
 use crate::error::{Error, Result};

@@ -223,7 +223,8 @@ impl Actor for Worker {
 
 /// Adds a pending delivery behind the others of its conversation.
 fn hold(state: &mut WorkerState, delivery: Delivery, event: EventRecord) {
-    if delivery.status != DeliveryStatus::Pending || !state.held.insert(delivery.delivery_id.clone())
+    if delivery.status != DeliveryStatus::Pending
+        || !state.held.insert(delivery.delivery_id.clone())
     {
         return;
     }
@@ -300,7 +301,11 @@ fn pump(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState) {
         .settings
         .max_in_flight
         .saturating_sub(state.in_flight.len());
-    let starting: Vec<String> = due.into_iter().take(free).map(|(key, _)| key.clone()).collect();
+    let starting: Vec<String> = due
+        .into_iter()
+        .take(free)
+        .map(|(key, _)| key.clone())
+        .collect();
     for key in starting {
         let head = state.queues[&key].front().expect("a due queue has a head");
         let delivery_id = head.delivery.delivery_id.clone();
@@ -374,15 +379,19 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
         Attempt::Failed { status, error } => {
             delivery.last_status_code = status;
             delivery.last_error = Some(error);
-            match state.args.settings.delays.get(delivery.attempts as usize - 1) {
+            match state
+                .args
+                .settings
+                .delays
+                .get(delivery.attempts as usize - 1)
+            {
                 Some(delay) => {
                     let wait = jittered(*delay, state.args.settings.jitter);
                     head.due = Instant::now() + wait;
                     delivery.next_attempt_at = Some(
-                        (chrono::Utc::now()
-                            + chrono::Duration::from_std(wait).unwrap_or_default())
-                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                        .to_string(),
+                        (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+                            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                            .to_string(),
                     );
                 }
                 None => {
@@ -520,13 +529,12 @@ pub async fn attempt(
 }
 
 /// `v1,<sig>`, and the previous secret's signature too while it is valid.
-fn signatures(
-    endpoint: &WebhookEndpoint,
-    id: &str,
-    timestamp: u64,
-    body: &[u8],
-) -> Option<String> {
-    let mut signatures = vec![Signer::new(&endpoint.secret)?.sign(id, timestamp, body).signature];
+fn signatures(endpoint: &WebhookEndpoint, id: &str, timestamp: u64, body: &[u8]) -> Option<String> {
+    let mut signatures = vec![
+        Signer::new(&endpoint.secret)?
+            .sign(id, timestamp, body)
+            .signature,
+    ];
     let previous_valid = endpoint
         .previous_secret_expires_at
         .as_deref()

@@ -21,9 +21,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::Notify;
 
 use crate::config::{RuntimeConfig, WebhookEndpointConfig};
-use crate::domain::{
-    Delivery, EVENT_TYPES, TenantId, WebhookEndpoint, now_timestamp,
-};
+use crate::domain::{Delivery, EVENT_TYPES, TenantId, WebhookEndpoint, now_timestamp};
 use crate::egress::EgressPolicy;
 use crate::error::{Error, Result};
 use crate::persistence::{Storage, Write};
@@ -513,7 +511,9 @@ pub fn endpoint_problem(endpoint: &WebhookEndpoint, policy: &EgressPolicy) -> Op
         ));
     }
     if endpoint.url.len() > 2048 {
-        return Some(Error::InvalidInput("`url` is longer than 2048 bytes".into()));
+        return Some(Error::InvalidInput(
+            "`url` is longer than 2048 bytes".into(),
+        ));
     }
     match policy.check_url(&endpoint.url) {
         Err(crate::egress::EgressError::NotHttp(_)) => {

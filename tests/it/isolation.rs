@@ -392,6 +392,8 @@ async fn call(
             .json(&json!({"session_id": WEBCHAT_ID, "granted": false, "text_version": "v1"}));
     } else if method == reqwest::Method::POST && path.ends_with("/messages") {
         request = request.json(&json!({"role": "user", "content": "from an intruder"}));
+    } else if method == reqwest::Method::POST && path.ends_with("/handoff") {
+        request = request.json(&json!({"reason": "from an intruder"}));
     } else if method == reqwest::Method::POST {
         request = request.json(&json!({"note": "from an intruder"}));
     } else if method == reqwest::Method::PATCH {

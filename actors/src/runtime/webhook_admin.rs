@@ -14,7 +14,9 @@ use crate::domain::{
 use crate::egress::{EgressError, EgressPolicy};
 use crate::error::{Error, Result};
 use crate::root::TenantDirectory;
-use crate::webhooks::{EndpointChange, WebhooksMsg, endpoint_problem, from_config, later, new_secret};
+use crate::webhooks::{
+    EndpointChange, WebhooksMsg, endpoint_problem, from_config, later, new_secret,
+};
 
 /// The most deliveries one listing returns.
 pub const MAX_DELIVERIES: usize = 500;
@@ -239,10 +241,8 @@ impl Runtime {
             endpoint_id,
             Box::new(move |current| {
                 let mut endpoint = current.ok_or(Error::WebhookNotFound(id))?;
-                let old = std::mem::replace(
-                    &mut endpoint.secret,
-                    secret.unwrap_or_else(new_secret),
-                );
+                let old =
+                    std::mem::replace(&mut endpoint.secret, secret.unwrap_or_else(new_secret));
                 endpoint.previous_secret = Some(old);
                 endpoint.previous_secret_expires_at = Some(later(overlap));
                 endpoint.updated_at = now_timestamp();
@@ -296,7 +296,11 @@ impl Runtime {
 
     /// Sends a `webhook.test` event to one endpoint, through the usual
     /// delivery (signed, retried, listed); answers with its delivery.
-    pub async fn send_test_webhook(&self, tenant: &TenantId, endpoint_id: &str) -> Result<Delivery> {
+    pub async fn send_test_webhook(
+        &self,
+        tenant: &TenantId,
+        endpoint_id: &str,
+    ) -> Result<Delivery> {
         self.known_tenant(tenant)?;
         let (tenant, endpoint_id) = (tenant.clone(), endpoint_id.to_owned());
         self.inner
