@@ -12,6 +12,7 @@ mod llm;
 mod process;
 mod rate_limits;
 mod receiver;
+mod reliability;
 mod schemas;
 mod session_api;
 mod supervision;

@@ -174,9 +174,11 @@ impl Receiver {
         }
     }
 
-    /// Listens again on the same port.
+    /// Listens again on the same port (if stopped).
     pub async fn restart(&mut self) {
-        self.serve().await;
+        if self.stop.is_none() {
+            self.serve().await;
+        }
     }
 
     pub fn fail_next(&self, count: usize) {
