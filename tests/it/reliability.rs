@@ -41,23 +41,29 @@ async fn start(config: &std::path::Path, data: &std::path::Path, port: u16) -> C
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    if !ready(port).await {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not start");
+    }
+    child
+}
+
+async fn ready(port: u16) -> bool {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + DEADLINE * 3;
-    loop {
-        let ready = http
+    while tokio::time::Instant::now() < deadline {
+        let answered = http
             .get(format!("http://127.0.0.1:{port}/readyz"))
             .send()
             .await
             .is_ok_and(|response| response.status().is_success());
-        if ready {
-            return child;
-        }
-        if tokio::time::Instant::now() > deadline {
-            kill(&mut child);
-            panic!("the server did not start");
+        if answered {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    false
 }
 
 fn kill(child: &mut Child) {
