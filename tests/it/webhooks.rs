@@ -875,3 +875,120 @@ async fn bad_endpoint_input_is_refused_with_the_field_named() {
     assert_eq!(serde_json::to_value(WebhookFormat::Slack).unwrap(), "slack");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_n8n_loop_answers_through_the_conversation_api_and_reaches_the_browser_live() {
+    let receiver = Receiver::start().await;
+    let mut config = webhook_config();
+    // Replies come from the workflow; tertulia's own agent stays silent.
+    config.tenants.get_mut("acme").unwrap().agent = "external".into();
+    let server = TestServer::start(config).await;
+    endpoint(
+        &server,
+        json!({
+            "url": receiver.url("/webhook/tertulia-events"),
+            "events": ["message.created"],
+            "header_name": "X-N8N-Auth",
+            "header_value": "from-tertulia",
+        }),
+    )
+    .await;
+    let (conversation, websocket_url) = server.create_session().await;
+    let mut browser = server.connect(&websocket_url).await;
+    say(&mut browser, "Tengo una fuga en el baño").await;
+    let received = receiver
+        .wait_for("the visitor's message", |r| r.len() == 1)
+        .await;
+    let event = received[0].json();
+
+    // What examples/n8n/answer-message-created.json does with it: the IF
+    // node passes a visitor's message, the HTTP Request node answers.
+    assert_eq!(
+        (event["type"].clone(), event["data"]["role"].clone()),
+        (json!("message.created"), json!("user"))
+    );
+    let data = &event["data"];
+    let answer = json!({
+        "role": "assistant",
+        "author": "Soporte",
+        "content": format!("Gracias. Un técnico revisa tu consulta: \"{}\"", data["content"].as_str().unwrap()),
+        "client_msg_id": format!("n8n-{}", event["id"].as_str().unwrap()),
+    });
+    let path = format!(
+        "/chat/{}/messages",
+        data["conversation_id"].as_str().unwrap()
+    );
+    let (status, posted) = server.post(&path, KEY, answer.clone()).await;
+    assert_eq!(status, 201, "{posted}");
+    let (frame, _) = frames_until(&mut browser, "message").await;
+    assert_eq!(frame["message"]["role"], "assistant");
+    assert_eq!(frame["message"]["author"], "Soporte");
+    assert_eq!(frame["message"]["content"], answer["content"]);
+
+    // A duplicate delivery makes the workflow answer again: the same
+    // client_msg_id makes it the same message.
+    let (_, again) = server.post(&path, KEY, answer).await;
+    assert_eq!(again["id"], posted["id"]);
+    let history = server.history(&conversation).await;
+    let roles: Vec<&str> = history
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant"], "{history:?}");
+    // The answer's own event reaches the workflow too; its IF node stops there.
+    let received = receiver
+        .wait_for("the answer's event", |r| r.len() == 2)
+        .await;
+    assert_eq!(received[1].json()["data"]["role"], "assistant");
+    server.stop().await;
+}
+
+#[test]
+fn the_n8n_example_is_a_workflow_using_only_fields_the_event_has() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/n8n/answer-message-created.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let workflow: Value = serde_json::from_str(&text).unwrap();
+    let names: BTreeSet<&str> = workflow["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["name"].as_str().unwrap())
+        .collect();
+    for (from, outputs) in workflow["connections"].as_object().unwrap() {
+        assert!(names.contains(from.as_str()), "{from}");
+        for link in outputs["main"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|o| o.as_array().unwrap())
+        {
+            assert!(names.contains(link["node"].as_str().unwrap()), "{link}");
+        }
+    }
+    let schema = schema("message.created");
+    let field = |rest: &str| -> String {
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut used = 0;
+    for piece in text.split("$json.body.").skip(1) {
+        used += 1;
+        match piece.strip_prefix("data.") {
+            Some(rest) => assert!(
+                schema["properties"]["data"]["properties"]
+                    .get(field(rest))
+                    .is_some(),
+                "data.{}",
+                field(rest)
+            ),
+            None => assert!(
+                schema["properties"].get(field(piece)).is_some(),
+                "{}",
+                field(piece)
+            ),
+        }
+    }
+    assert!(used >= 5, "the workflow reads the event");
+}
