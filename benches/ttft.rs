@@ -234,6 +234,23 @@ async fn through_tertulia(provider: &str) -> (Vec<Duration>, Vec<Duration>) {
     tenant.openai.api_key = "sk-bench".into();
     tenant.openai.model = "bench".into();
     config.tenants.insert("bench".into(), tenant);
+    // The fake provider listens on loopback.
+    config.egress.allow = vec!["127.0.0.0/8".into()];
+    // TTFT_WEBHOOK=1: every message.created also goes to a webhook endpoint
+    // (the fake provider answers it 200), so the outbox is on the path.
+    if std::env::var("TTFT_WEBHOOK").is_ok_and(|value| value == "1") {
+        config
+            .webhooks
+            .endpoints
+            .push(tertulia_actors::config::WebhookEndpointConfig {
+                name: "bench".into(),
+                tenant: "bench".into(),
+                url: format!("{provider}/hooks"),
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                events: vec!["message.created".into()],
+                ..Default::default()
+            });
+    }
     let server = tertulia::start(config, Default::default()).await.unwrap();
     let addr = server.addr.to_string();
     let http = reqwest::Client::new();

@@ -315,6 +315,9 @@ pub struct EventRecord {
     /// Flat fields a workflow can use without code.
     pub data: Map<String, Value>,
     pub created_at: String,
+    /// Whether it has been fanned out to endpoints (or needed no fan-out).
+    #[serde(default)]
+    pub dispatched: bool,
 }
 
 impl EventRecord {
@@ -331,6 +334,7 @@ impl EventRecord {
             conversation_id,
             data,
             created_at: now_timestamp(),
+            dispatched: false,
         }
     }
 }
@@ -410,17 +414,26 @@ impl fmt::Debug for WebhookEndpoint {
 impl WebhookEndpoint {
     /// Whether this endpoint wants events of type `kind`.
     pub fn wants(&self, kind: &str) -> bool {
-        self.events.is_empty()
-            || self.events.iter().any(|filter| {
-                filter == "*"
-                    || filter == kind
-                    || filter.strip_suffix(".*").is_some_and(|prefix| {
-                        kind.strip_prefix(prefix)
-                            .is_some_and(|rest| rest.starts_with('.'))
-                    })
-            })
+        filter_wants(&self.events, kind)
     }
 }
+
+/// Whether an endpoint's event filter (empty: everything) takes `kind`.
+pub fn filter_wants(filters: &[String], kind: &str) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|filter| {
+            filter == "*"
+                || filter == kind
+                || filter.strip_suffix(".*").is_some_and(|prefix| {
+                    kind.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('.'))
+                })
+        })
+}
+
+/// Events kept even when no endpoint subscribes to them: rare, and what an
+/// operator looks for afterwards. The others are stored only for delivery.
+pub const ALWAYS_RECORDED: &[&str] = &["lead.captured", "agent.failed", "handoff.requested"];
 
 /// Where one event stands with one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

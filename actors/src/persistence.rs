@@ -778,11 +778,14 @@ pub struct PersistenceArgs {
     pub db: Database,
     /// Notified after a batch with events commits: the webhook actor's cue.
     pub events_committed: Arc<Notify>,
+    /// Which events some endpoint wants: only those are stored for delivery.
+    pub subscriptions: crate::webhooks::Subscriptions,
 }
 
 pub struct PersistenceState {
     db: Database,
     events_committed: Arc<Notify>,
+    subscriptions: crate::webhooks::Subscriptions,
     stats: WriteStats,
     queued: Vec<(Write, Durable)>,
     batch_in_flight: bool,
@@ -808,6 +811,7 @@ impl Actor for Persistence {
         Ok(PersistenceState {
             db: args.db,
             events_committed: args.events_committed,
+            subscriptions: args.subscriptions,
             stats: WriteStats::default(),
             queued: Vec::new(),
             batch_in_flight: false,
@@ -824,7 +828,16 @@ impl Actor for Persistence {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PersistenceMsg::Write(write, durable) => {
+            PersistenceMsg::Write(mut write, durable) => {
+                if let Write::WithEvents(_, events) = &mut write {
+                    // Stored for delivery only if an endpoint wants it; a few
+                    // kinds are kept anyway, already dispatched.
+                    events.retain_mut(|event| {
+                        let wanted = state.subscriptions.wants(&event.tenant, &event.kind);
+                        event.dispatched = !wanted;
+                        wanted || crate::domain::ALWAYS_RECORDED.contains(&event.kind.as_str())
+                    });
+                }
                 state.received += 1;
                 state.queued.push((write, durable));
                 start_batch(&myself, state);
@@ -1106,9 +1119,9 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
             Ok(())
-                if writes
-                    .iter()
-                    .any(|write| matches!(write, Write::WithEvents(..))) =>
+                if writes.iter().any(|write| {
+                    matches!(write, Write::WithEvents(_, events) if events.iter().any(|event| !event.dispatched))
+                }) =>
             {
                 events_committed.notify_one();
             }
@@ -1365,6 +1378,7 @@ mod tests {
         let args = PersistenceArgs {
             db,
             events_committed: Arc::new(Notify::new()),
+            subscriptions: Default::default(),
         };
         let (actor, _) = Actor::spawn(None, Persistence, args).await.unwrap();
         let storage = Storage::new(actor.clone());

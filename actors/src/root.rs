@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::persistence::{Database, Persistence, PersistenceArgs, PersistenceMsg, Storage};
 use crate::supervision::Backoff;
 use crate::tenant::{SessionRegistry, Tenant, TenantArgs, TenantMsg};
-use crate::webhooks::{Webhooks, WebhooksArgs, WebhooksHandle, WebhooksMsg};
+use crate::webhooks::{Subscriptions, Webhooks, WebhooksArgs, WebhooksHandle, WebhooksMsg};
 
 /// How long each tenant gets to shut its sessions down.
 const TENANT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,6 +67,7 @@ pub struct RootState {
     persistence: ActorRef<PersistenceMsg>,
     persistence_backoff: Backoff,
     events_committed: Arc<tokio::sync::Notify>,
+    subscriptions: Subscriptions,
     webhooks: WebhooksHandle,
     webhooks_backoff: Backoff,
     tenants: HashMap<TenantId, ActorRef<TenantMsg>>,
@@ -87,19 +88,23 @@ impl Actor for Root {
         args: RootArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let events_committed = Arc::new(tokio::sync::Notify::new());
+        let subscriptions = Subscriptions::default();
         let persistence_args = PersistenceArgs {
             db: args.db.clone(),
             events_committed: events_committed.clone(),
+            subscriptions: subscriptions.clone(),
         };
         let (persistence, _) =
             Actor::spawn_linked(None, Persistence, persistence_args, myself.get_cell()).await?;
         let storage = Storage::new(persistence.clone());
-        let webhooks = spawn_webhooks(&myself, &args, &storage, &events_committed).await?;
+        let webhooks =
+            spawn_webhooks(&myself, &args, &storage, &events_committed, &subscriptions).await?;
         Ok(RootState {
             storage,
             persistence,
             persistence_backoff: Backoff::new(&args.config.supervision),
             events_committed,
+            subscriptions,
             webhooks: WebhooksHandle::new(webhooks),
             webhooks_backoff: Backoff::new(&args.config.supervision),
             tenants: HashMap::new(),
@@ -131,6 +136,7 @@ impl Actor for Root {
                     &state.args,
                     &state.storage,
                     &state.events_committed,
+                    &state.subscriptions,
                 )
                 .await
                 {
@@ -175,6 +181,7 @@ impl Actor for Root {
                 let args = PersistenceArgs {
                     db: state.args.db.clone(),
                     events_committed: state.events_committed.clone(),
+                    subscriptions: state.subscriptions.clone(),
                 };
                 let (persistence, _) =
                     Actor::spawn_linked(None, Persistence, args, myself.get_cell()).await?;
@@ -248,12 +255,14 @@ async fn spawn_webhooks(
     args: &RootArgs,
     storage: &Storage,
     events_committed: &Arc<tokio::sync::Notify>,
+    subscriptions: &Subscriptions,
 ) -> Result<ActorRef<WebhooksMsg>, ActorProcessingErr> {
     let webhooks_args = WebhooksArgs {
         storage: storage.clone(),
         config: args.config.clone(),
         policy: args.policy.clone(),
         events_committed: events_committed.clone(),
+        subscriptions: subscriptions.clone(),
     };
     let (webhooks, _) =
         Actor::spawn_linked(None, Webhooks, webhooks_args, myself.get_cell()).await?;

@@ -36,6 +36,38 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long an admin call waits for this actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Which event types each tenant's enabled endpoints want, kept current by
+/// the webhook actor and read by persistence: an event nobody subscribes to
+/// is not stored for delivery (most tenants have no endpoint, and a stored
+/// copy of every message would double the cost of storing it).
+#[derive(Clone, Default)]
+pub struct Subscriptions(Arc<RwLock<HashMap<TenantId, Vec<Vec<String>>>>>);
+
+impl Subscriptions {
+    pub fn wants(&self, tenant: &TenantId, kind: &str) -> bool {
+        self.0
+            .read()
+            .expect("subscriptions poisoned")
+            .get(tenant)
+            .is_some_and(|filters| {
+                filters
+                    .iter()
+                    .any(|filter| crate::domain::filter_wants(filter, kind))
+            })
+    }
+
+    fn replace(&self, endpoints: &HashMap<Key, WebhookEndpoint>) {
+        let mut by_tenant: HashMap<TenantId, Vec<Vec<String>>> = HashMap::new();
+        for endpoint in endpoints.values().filter(|endpoint| endpoint.enabled) {
+            by_tenant
+                .entry(endpoint.tenant.clone())
+                .or_default()
+                .push(endpoint.events.clone());
+        }
+        *self.0.write().expect("subscriptions poisoned") = by_tenant;
+    }
+}
+
 /// Changes an endpoint (or makes it, from `None`): runs inside the actor,
 /// so it never races the actor's own changes (a receiver's `410 Gone`).
 pub type EndpointChange =
@@ -94,6 +126,7 @@ pub struct WebhooksArgs {
     pub config: RuntimeConfig,
     pub policy: EgressPolicy,
     pub events_committed: Arc<Notify>,
+    pub subscriptions: Subscriptions,
 }
 
 type Key = (TenantId, String);
@@ -147,6 +180,7 @@ impl Actor for Webhooks {
             })
             .collect();
         sync_config(&args, &mut endpoints).await?;
+        args.subscriptions.replace(&endpoints);
         let mut state = WebhooksState {
             worker_backoff: Backoff::new(&args.config.supervision),
             args,
@@ -232,6 +266,7 @@ impl Actor for Webhooks {
                     worker.stop(Some("endpoint deleted".into()));
                 }
                 state.endpoints.remove(&key);
+                state.args.subscriptions.replace(&state.endpoints);
                 let outcome = state
                     .args
                     .storage
@@ -409,6 +444,7 @@ async fn store(
         .await?;
     let key = (endpoint.tenant.clone(), endpoint.endpoint_id.clone());
     state.endpoints.insert(key.clone(), endpoint.clone());
+    state.args.subscriptions.replace(&state.endpoints);
     match state.workers.get(&key) {
         Some(worker) => {
             let _ = worker.cast(WorkerMsg::Update(Box::new(endpoint.clone())));
