@@ -292,6 +292,11 @@ mod tests {
                 for (id, tenant) in &config.tenants {
                     assert_eq!(tenant.agent_problem(), None, "{}: {id}", path.display());
                 }
+                // Everything start-up checks (URLs against the egress guard,
+                // webhook endpoints) holds too.
+                if let Err(error) = tertulia_actors::runtime::check_config(&config.runtime()) {
+                    panic!("{}: {error}", path.display());
+                }
                 checked += 1;
             }
         }

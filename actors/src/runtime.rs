@@ -72,6 +72,25 @@ struct Inner {
     policy: EgressPolicy,
 }
 
+/// What keeps this configuration from starting (before anything is opened):
+/// the egress allow-list, the webhook settings and endpoints, and every
+/// configured tenant's agent and URLs. Returns the egress policy.
+pub fn check_config(config: &RuntimeConfig) -> Result<EgressPolicy> {
+    let policy = EgressPolicy::new(&config.egress.allow).map_err(Error::Startup)?;
+    if let Some(problem) = config.webhooks.problem() {
+        return Err(Error::Startup(problem));
+    }
+    let tenants: TenantDirectory = Arc::new(DashMap::new());
+    for (id, settings) in &config.tenants {
+        if let Some(problem) = settings.agent_problem() {
+            return Err(Error::Startup(format!("tenant `{id}`: {problem}")));
+        }
+        tenants.insert(TenantId(id.clone()), Arc::new(settings.clone()));
+    }
+    webhook_admin::check_configured(config, &tenants, &policy)?;
+    Ok(policy)
+}
+
 impl Runtime {
     /// Opens the database, applies migrations and starts the tree. `agents`
     /// adds providers to the built-in `echo` (a later one of the same name wins).
@@ -81,10 +100,7 @@ impl Runtime {
             None => Database::surrealkv_endpoint(std::path::Path::new(&config.storage.data_dir))?,
         };
         let durability = describe_durability(&endpoint);
-        let policy = EgressPolicy::new(&config.egress.allow).map_err(Error::Startup)?;
-        if let Some(problem) = config.webhooks.problem() {
-            return Err(Error::Startup(problem));
-        }
+        let policy = check_config(&config)?;
         tracing::info!(%endpoint, durability = %durability, "opening database");
         let db = Database::open(
             &endpoint,
