@@ -21,7 +21,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::Notify;
 
 use crate::config::{RuntimeConfig, WebhookEndpointConfig};
-use crate::domain::{Delivery, EVENT_TYPES, TenantId, WebhookEndpoint, now_timestamp};
+use crate::domain::{Delivery, EVENT_TYPES, EventRecord, TenantId, WebhookEndpoint, now_timestamp};
 use crate::egress::EgressPolicy;
 use crate::error::{Error, Result};
 use crate::persistence::{Storage, Write};
@@ -36,35 +36,56 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long an admin call waits for this actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which event types each tenant's enabled endpoints want, kept current by
-/// the webhook actor and read by persistence: an event nobody subscribes to
-/// is not stored for delivery (most tenants have no endpoint, and a stored
-/// copy of every message would double the cost of storing it).
+/// Which events each tenant's enabled endpoints want, kept current by the
+/// webhook actor and read by persistence, which makes an event's deliveries
+/// in the same transaction as the event (so there is no separate fan-out
+/// write), and stores no event nobody subscribes to (most tenants have no
+/// endpoint). Committed deliveries wait in `fresh` for the webhook actor.
 #[derive(Clone, Default)]
-pub struct Subscriptions(Arc<RwLock<HashMap<TenantId, Vec<Vec<String>>>>>);
+pub struct Subscriptions {
+    /// Per tenant: each enabled endpoint's id and event filter.
+    endpoints: Arc<RwLock<HashMap<TenantId, Vec<(String, Vec<String>)>>>>,
+    fresh: Arc<std::sync::Mutex<Vec<(Delivery, EventRecord)>>>,
+}
 
 impl Subscriptions {
-    pub fn wants(&self, tenant: &TenantId, kind: &str) -> bool {
-        self.0
+    /// The endpoints of the event's tenant that want it.
+    pub fn endpoints_for(&self, event: &EventRecord) -> Vec<String> {
+        self.endpoints
             .read()
             .expect("subscriptions poisoned")
-            .get(tenant)
-            .is_some_and(|filters| {
-                filters
+            .get(&event.tenant)
+            .map(|endpoints| {
+                endpoints
                     .iter()
-                    .any(|filter| crate::domain::filter_wants(filter, kind))
+                    .filter(|(_, filter)| crate::domain::filter_wants(filter, &event.kind))
+                    .map(|(id, _)| id.clone())
+                    .collect()
             })
+            .unwrap_or_default()
+    }
+
+    /// Deliveries whose transaction committed, for the workers.
+    pub fn push_fresh(&self, items: Vec<(Delivery, EventRecord)>) {
+        self.fresh
+            .lock()
+            .expect("subscriptions poisoned")
+            .extend(items);
+    }
+
+    fn take_fresh(&self) -> Vec<(Delivery, EventRecord)> {
+        std::mem::take(&mut *self.fresh.lock().expect("subscriptions poisoned"))
     }
 
     fn replace(&self, endpoints: &HashMap<Key, WebhookEndpoint>) {
-        let mut by_tenant: HashMap<TenantId, Vec<Vec<String>>> = HashMap::new();
+        let mut by_tenant: HashMap<TenantId, Vec<(String, Vec<String>)>> = HashMap::new();
         for endpoint in endpoints.values().filter(|endpoint| endpoint.enabled) {
             by_tenant
                 .entry(endpoint.tenant.clone())
                 .or_default()
-                .push(endpoint.events.clone());
+                .push((endpoint.endpoint_id.clone(), endpoint.events.clone()));
         }
-        *self.0.write().expect("subscriptions poisoned") = by_tenant;
+        *self.endpoints.write().expect("subscriptions poisoned") = by_tenant;
     }
 }
 
@@ -230,7 +251,24 @@ impl Actor for Webhooks {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WebhooksMsg::EventsCommitted => fan_out(&myself, state),
+            WebhooksMsg::EventsCommitted => {
+                // Deliveries made with their events go straight to their
+                // workers (in commit order); events stored without them
+                // (none today, but a sweep costs one indexed read) fan out.
+                let mut per_endpoint: HashMap<Key, Vec<(Delivery, EventRecord)>> = HashMap::new();
+                for (delivery, event) in state.args.subscriptions.take_fresh() {
+                    per_endpoint
+                        .entry((delivery.tenant.clone(), delivery.endpoint_id.clone()))
+                        .or_default()
+                        .push((delivery, event));
+                }
+                for (key, items) in per_endpoint {
+                    if let Some(worker) = state.workers.get(&key) {
+                        let _ = worker.cast(WorkerMsg::Enqueue(items));
+                    }
+                }
+                fan_out(&myself, state);
+            }
             WebhooksMsg::FanOutDone { more } => {
                 state.fanning_out = false;
                 if more || std::mem::take(&mut state.fan_out_again) {
@@ -332,7 +370,7 @@ impl Actor for Webhooks {
                     return Ok(());
                 };
                 let event = crate::events::test_event(&tenant, &endpoint_id);
-                let delivery = Delivery::new(&event, endpoint);
+                let delivery = Delivery::new(&event, &endpoint.endpoint_id);
                 let stored = state
                     .args
                     .storage
@@ -501,7 +539,7 @@ async fn fan_out_once(
     for event in &events {
         for endpoint in by_tenant.get(&event.tenant).into_iter().flatten() {
             if endpoint.wants(&event.kind) {
-                let delivery = Delivery::new(event, endpoint);
+                let delivery = Delivery::new(event, &endpoint.endpoint_id);
                 deliveries.push(delivery.clone());
                 per_endpoint
                     .entry((endpoint.tenant.clone(), endpoint.endpoint_id.clone()))
