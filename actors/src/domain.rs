@@ -315,6 +315,9 @@ pub struct EventRecord {
     /// Flat fields a workflow can use without code.
     pub data: Map<String, Value>,
     pub created_at: String,
+    /// Whether it has been fanned out to endpoints (or needed no fan-out).
+    #[serde(default)]
+    pub dispatched: bool,
 }
 
 impl EventRecord {
@@ -331,6 +334,7 @@ impl EventRecord {
             conversation_id,
             data,
             created_at: now_timestamp(),
+            dispatched: false,
         }
     }
 }

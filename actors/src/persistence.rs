@@ -241,7 +241,7 @@ impl Database {
             .collect();
         let found: Vec<EventRecord> = self
             .select(
-                &format!("SELECT * OMIT id FROM {};", targets.join(", ")),
+                &format!("SELECT * OMIT id, dispatched FROM {};", targets.join(", ")),
                 Value::Object(events),
             )
             .await?;
@@ -348,7 +348,13 @@ pub enum Write {
         tenant: TenantId,
         endpoint_id: String,
     },
-    /// A test event and its one delivery.
+    /// Marks events dispatched and creates their deliveries: one step, so an
+    /// event is fanned out exactly once.
+    FanOut {
+        event_ids: Vec<String>,
+        deliveries: Vec<Delivery>,
+    },
+    /// A test event, already dispatched, and its one delivery.
     SendTest {
         event: Box<EventRecord>,
         delivery: Box<Delivery>,
@@ -548,6 +554,20 @@ impl Write {
                      DELETE type::record('webhook_endpoint', ${p}key);\n"
                 ));
             }
+            Write::FanOut {
+                event_ids,
+                deliveries,
+            } => {
+                bind("events", json!(event_ids));
+                bind(
+                    "deliveries",
+                    serde_json::to_value(deliveries).expect("deliveries serialise"),
+                );
+                statement.push_str(&format!(
+                    "FOR $event IN ${p}events {{ UPDATE type::record('event', $event) SET dispatched = true; }};\n\
+                     FOR $delivery IN ${p}deliveries {{ CREATE type::record('delivery', $delivery.delivery_id) CONTENT $delivery; }};\n"
+                ));
+            }
             Write::SendTest { event, delivery } => {
                 append_event(&p, event, statement, &mut bind);
                 bind("did", json!(delivery.delivery_id));
@@ -556,7 +576,8 @@ impl Write {
                     serde_json::to_value(delivery).expect("deliveries serialise"),
                 );
                 statement.push_str(&format!(
-                    "CREATE type::record('delivery', ${p}did) CONTENT ${p}delivery;\n"
+                    "UPDATE type::record('event', ${p}eid) SET dispatched = true;\n\
+                     CREATE type::record('delivery', ${p}did) CONTENT ${p}delivery;\n"
                 ));
             }
             Write::PutDelivery(delivery) => {
@@ -721,6 +742,11 @@ pub enum PersistenceMsg {
     },
     /// Every webhook endpoint, of every tenant.
     LoadEndpoints(RpcReplyPort<Result<Vec<WebhookEndpoint>>>),
+    /// The oldest events not yet fanned out to endpoints.
+    UndispatchedEvents {
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<EventRecord>>>,
+    },
     /// An endpoint's pending deliveries (with ids after `after`), oldest
     /// first, each with its event.
     PendingDeliveries {
@@ -822,10 +848,11 @@ impl Actor for Persistence {
                 if let Write::WithEvents(_, events) = &mut write {
                     // An event is stored with a delivery per endpoint that
                     // wants it, or, unwanted, not at all (a few kinds are kept
-                    // anyway).
+                    // anyway). Either way nothing is left to fan out.
                     let mut deliveries = Vec::new();
                     events.retain_mut(|event| {
                         let endpoints = state.subscriptions.endpoints_for(event);
+                        event.dispatched = true;
                         deliveries.extend(endpoints.iter().map(|id| Delivery::new(event, id)));
                         !endpoints.is_empty()
                             || crate::domain::ALWAYS_RECORDED.contains(&event.kind.as_str())
@@ -965,6 +992,15 @@ impl Actor for Persistence {
                 json!({}),
                 reply,
                 all::<WebhookEndpoint>,
+            ),
+            PersistenceMsg::UndispatchedEvents { limit, reply } => spawn_read(
+                &state.db,
+                "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false \
+                 ORDER BY event_id LIMIT $limit;"
+                    .into(),
+                json!({"limit": limit}),
+                reply,
+                all::<EventRecord>,
             ),
             PersistenceMsg::ListDeliveries {
                 tenant,
@@ -1291,6 +1327,11 @@ impl Storage {
         self.call(PersistenceMsg::LoadEndpoints).await
     }
 
+    pub async fn undispatched_events(&self, limit: usize) -> Result<Vec<EventRecord>> {
+        self.call(|reply| PersistenceMsg::UndispatchedEvents { limit, reply })
+            .await
+    }
+
     pub async fn pending_deliveries(
         &self,
         endpoint: &WebhookEndpoint,
@@ -1452,7 +1493,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_change_its_events_and_their_deliveries_commit_together_or_not_at_all() {
+    async fn a_change_and_its_events_commit_together_and_fan_out_once() {
         let db = Database::open("mem://", "test", "test").await.unwrap();
         let tenant = TenantId("t".into());
         let record = SessionRecord {
@@ -1472,50 +1513,35 @@ mod tests {
             consent: None,
             handoff: None,
         };
-        let change = |record: &SessionRecord| {
-            let event = crate::events::conversation_created(record);
-            let delivery = Delivery::new(&event, "crm");
-            let write = Write::WithDeliveries(
-                Box::new(Write::WithEvents(
-                    Box::new(Write::CreateSession(Box::new(record.clone()))),
-                    vec![event.clone()],
-                )),
-                vec![delivery.clone()],
-            );
-            (write, event, delivery)
-        };
-        let (write, event, delivery) = change(&record);
-        db.write_batch(std::slice::from_ref(&write)).await.unwrap();
-        assert_eq!(
-            committed_deliveries(std::slice::from_ref(&write)),
-            vec![(delivery.clone(), event.clone())]
-        );
-        let pending = db
-            .deliveries_with_events(
-                "SELECT * OMIT id FROM delivery WHERE endpoint_id = 'crm';",
+        let event = crate::events::conversation_created(&record);
+        db.write_batch(&[Write::WithEvents(
+            Box::new(Write::CreateSession(Box::new(record))),
+            vec![event.clone()],
+        )])
+        .await
+        .unwrap();
+        let undispatched: Vec<EventRecord> = db
+            .select(
+                "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false ORDER BY event_id;",
                 json!({}),
             )
             .await
             .unwrap();
-        assert_eq!(pending, vec![(delivery, event)]);
-
-        // The same conversation again fails its CREATE: neither its event
-        // nor its delivery is stored.
-        let (again, event, _) = change(&record);
-        assert!(db.write_batch(&[again]).await.is_err());
-        let events: Vec<EventRecord> = db
+        assert_eq!(undispatched, vec![event.clone()]);
+        db.write_batch(&[Write::FanOut {
+            event_ids: vec![event.event_id.clone()],
+            deliveries: Vec::new(),
+        }])
+        .await
+        .unwrap();
+        let undispatched: Vec<EventRecord> = db
             .select(
-                "SELECT * OMIT id FROM event WHERE event_id = $id;",
-                json!({"id": event.event_id}),
+                "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false;",
+                json!({}),
             )
             .await
             .unwrap();
-        assert!(events.is_empty());
-        let deliveries: Vec<Delivery> = db
-            .select("SELECT * OMIT id FROM delivery;", json!({}))
-            .await
-            .unwrap();
-        assert_eq!(deliveries.len(), 1);
+        assert!(undispatched.is_empty());
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! endpoints.
 //!
 //! The outbox: every event is stored in the same transaction as the change
-//! that caused it (`Write::WithEvents`), and persistence adds one pending
-//! delivery per enabled endpoint that wants it, from the [`Subscriptions`]
-//! this actor keeps current. When the batch commits, persistence hands the
-//! new deliveries over and wakes this actor, which passes them to their
-//! workers. A crash anywhere after the commit leaves the deliveries pending
-//! in the database, where the new workers read them after the restart:
-//! nothing is lost, and a repeat carries the same `webhook-id`.
+//! that caused it (`Write::WithEvents`). When such a batch commits,
+//! persistence wakes this actor, which fans the undispatched events out:
+//! one delivery per subscribed, enabled endpoint, created in the same
+//! transaction that marks the events dispatched. Only then do the workers
+//! hear of them. A crash anywhere in between leaves the events undispatched
+//! (fanned out after the restart) or the deliveries pending (sent after the
+//! restart): nothing is lost, and a duplicate carries the same `webhook-id`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -28,6 +28,11 @@ use crate::persistence::{Storage, Write};
 use crate::supervision::Backoff;
 use crate::webhook_worker::{DeliverySettings, Worker, WorkerArgs, WorkerMsg};
 
+/// Events fanned out per transaction.
+const FAN_OUT_BATCH: usize = 500;
+/// How often undispatched events are looked for even without a wake-up
+/// (a wake-up is lost if persistence restarts between commit and notify).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long an admin call waits for this actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,13 +41,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// in the same transaction as the event (so there is no separate fan-out
 /// write), and stores no event nobody subscribes to (most tenants have no
 /// endpoint). Committed deliveries wait in `fresh` for the webhook actor.
-/// An enabled endpoint's id and event filter.
-type Subscriber = (String, Vec<String>);
-
 #[derive(Clone, Default)]
 pub struct Subscriptions {
     /// Per tenant: each enabled endpoint's id and event filter.
-    endpoints: Arc<RwLock<HashMap<TenantId, Vec<Subscriber>>>>,
+    endpoints: Arc<RwLock<HashMap<TenantId, Vec<(String, Vec<String>)>>>>,
     fresh: Arc<std::sync::Mutex<Vec<(Delivery, EventRecord)>>>,
 }
 
@@ -76,7 +78,7 @@ impl Subscriptions {
     }
 
     fn replace(&self, endpoints: &HashMap<Key, WebhookEndpoint>) {
-        let mut by_tenant: HashMap<TenantId, Vec<Subscriber>> = HashMap::new();
+        let mut by_tenant: HashMap<TenantId, Vec<(String, Vec<String>)>> = HashMap::new();
         for endpoint in endpoints.values().filter(|endpoint| endpoint.enabled) {
             by_tenant
                 .entry(endpoint.tenant.clone())
@@ -93,8 +95,10 @@ pub type EndpointChange =
     Box<dyn FnOnce(Option<WebhookEndpoint>) -> Result<WebhookEndpoint> + Send>;
 
 pub enum WebhooksMsg {
-    /// Deliveries committed: pass them to their workers.
+    /// Events committed: fan them out.
     EventsCommitted,
+    /// A fan-out finished; `more` if it stopped at its batch size.
+    FanOutDone { more: bool },
     /// Applies a change to an endpoint and stores it; answers with the result.
     Change {
         tenant: TenantId,
@@ -156,6 +160,8 @@ pub struct WebhooksState {
     workers: HashMap<Key, ActorRef<WorkerMsg>>,
     worker_ids: HashMap<ActorId, Key>,
     worker_backoff: Backoff,
+    fanning_out: bool,
+    fan_out_again: bool,
 }
 
 pub struct Webhooks;
@@ -204,6 +210,8 @@ impl Actor for Webhooks {
             endpoints,
             workers: HashMap::new(),
             worker_ids: HashMap::new(),
+            fanning_out: false,
+            fan_out_again: false,
         };
         let keys: Vec<Key> = state.endpoints.keys().cloned().collect();
         for key in keys {
@@ -217,19 +225,22 @@ impl Actor for Webhooks {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Commits wake us. (`Notify` keeps a wake-up that nobody waited
-        // for, so one between two waits is not lost.)
+        // Whatever was committed before this start is fanned out now; from
+        // then on, commits wake us (and a sweep catches a lost wake-up).
         let notify = state.args.events_committed.clone();
         let wake = myself.clone();
         tokio::spawn(async move {
             loop {
-                notify.notified().await;
+                tokio::select! {
+                    () = notify.notified() => {}
+                    () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                }
                 if wake.cast(WebhooksMsg::EventsCommitted).is_err() {
                     break;
                 }
             }
         });
-        hand_over(state);
+        fan_out(&myself, state);
         Ok(())
     }
 
@@ -240,7 +251,30 @@ impl Actor for Webhooks {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WebhooksMsg::EventsCommitted => hand_over(state),
+            WebhooksMsg::EventsCommitted => {
+                // Deliveries made with their events go straight to their
+                // workers (in commit order); events stored without them
+                // (none today, but a sweep costs one indexed read) fan out.
+                let mut per_endpoint: HashMap<Key, Vec<(Delivery, EventRecord)>> = HashMap::new();
+                for (delivery, event) in state.args.subscriptions.take_fresh() {
+                    per_endpoint
+                        .entry((delivery.tenant.clone(), delivery.endpoint_id.clone()))
+                        .or_default()
+                        .push((delivery, event));
+                }
+                for (key, items) in per_endpoint {
+                    if let Some(worker) = state.workers.get(&key) {
+                        let _ = worker.cast(WorkerMsg::Enqueue(items));
+                    }
+                }
+                fan_out(&myself, state);
+            }
+            WebhooksMsg::FanOutDone { more } => {
+                state.fanning_out = false;
+                if more || std::mem::take(&mut state.fan_out_again) {
+                    fan_out(&myself, state);
+                }
+            }
             WebhooksMsg::Change {
                 tenant,
                 endpoint_id,
@@ -460,21 +494,72 @@ async fn store(
     Ok(endpoint)
 }
 
-/// Passes committed deliveries to their workers, in commit order. (A worker
-/// that is starting reads them from the database anyway; it drops repeats.)
-fn hand_over(state: &WebhooksState) {
-    let mut per_endpoint: HashMap<Key, Vec<(Delivery, EventRecord)>> = HashMap::new();
-    for (delivery, event) in state.args.subscriptions.take_fresh() {
-        per_endpoint
-            .entry((delivery.tenant.clone(), delivery.endpoint_id.clone()))
-            .or_default()
-            .push((delivery, event));
+/// Fans the undispatched events out in a task, one at a time: a wake-up
+/// that arrives meanwhile runs another round after it.
+fn fan_out(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState) {
+    if state.fanning_out {
+        state.fan_out_again = true;
+        return;
     }
+    state.fanning_out = true;
+    let mut by_tenant: HashMap<TenantId, Vec<WebhookEndpoint>> = HashMap::new();
+    for endpoint in state.endpoints.values().filter(|endpoint| endpoint.enabled) {
+        by_tenant
+            .entry(endpoint.tenant.clone())
+            .or_default()
+            .push(endpoint.clone());
+    }
+    let workers = state.workers.clone();
+    let storage = state.args.storage.clone();
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let more = match fan_out_once(&storage, &by_tenant, &workers).await {
+            Ok(more) => more,
+            Err(error) => {
+                tracing::error!(%error, "fan-out of events failed; the next sweep tries again");
+                false
+            }
+        };
+        let _ = myself.cast(WebhooksMsg::FanOutDone { more });
+    });
+}
+
+async fn fan_out_once(
+    storage: &Storage,
+    by_tenant: &HashMap<TenantId, Vec<WebhookEndpoint>>,
+    workers: &HashMap<Key, ActorRef<WorkerMsg>>,
+) -> Result<bool> {
+    let events = storage.undispatched_events(FAN_OUT_BATCH).await?;
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let mut deliveries = Vec::new();
+    let mut per_endpoint: HashMap<Key, Vec<(Delivery, crate::domain::EventRecord)>> =
+        HashMap::new();
+    for event in &events {
+        for endpoint in by_tenant.get(&event.tenant).into_iter().flatten() {
+            if endpoint.wants(&event.kind) {
+                let delivery = Delivery::new(event, &endpoint.endpoint_id);
+                deliveries.push(delivery.clone());
+                per_endpoint
+                    .entry((endpoint.tenant.clone(), endpoint.endpoint_id.clone()))
+                    .or_default()
+                    .push((delivery, event.clone()));
+            }
+        }
+    }
+    storage
+        .write_and_wait(Write::FanOut {
+            event_ids: events.iter().map(|event| event.event_id.clone()).collect(),
+            deliveries,
+        })
+        .await?;
     for (key, items) in per_endpoint {
-        if let Some(worker) = state.workers.get(&key) {
+        if let Some(worker) = workers.get(&key) {
             let _ = worker.cast(WorkerMsg::Enqueue(items));
         }
     }
+    Ok(events.len() == FAN_OUT_BATCH)
 }
 
 /// A new signing secret: `whsec_` + base64 of 32 random bytes.
