@@ -473,13 +473,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A new pending delivery of `event` to the tenant's endpoint, due now.
-    pub fn new(event: &EventRecord, endpoint_id: &str) -> Self {
+    /// A new pending delivery of `event` to `endpoint`, due now.
+    pub fn new(event: &EventRecord, endpoint: &WebhookEndpoint) -> Self {
         let now = now_timestamp();
         Delivery {
             delivery_id: format!("dlv_{}", Uuid::now_v7().simple()),
-            tenant: event.tenant.clone(),
-            endpoint_id: endpoint_id.to_owned(),
+            tenant: endpoint.tenant.clone(),
+            endpoint_id: endpoint.endpoint_id.clone(),
             event_id: event.event_id.clone(),
             event_type: event.kind.clone(),
             conversation_id: event.conversation_id.map(|id| id.to_string()),

@@ -332,9 +332,6 @@ pub enum Write {
     },
     /// Creates or replaces a conversation's contact.
     PutContact(Box<Contact>),
-    /// A change with its events and their deliveries (made by persistence
-    /// from `WithEvents`, so all three commit together).
-    WithDeliveries(Box<Write>, Vec<Delivery>),
     /// Opens a handoff request on a conversation.
     SetHandoff {
         tenant: TenantId,
@@ -491,19 +488,6 @@ impl Write {
                     "UPDATE type::record('conversation', ${p}sid) SET consent = ${p}consent \
                      WHERE tenant = ${p}tenant;\n\
                      CREATE consent CONTENT ${p}logged;\n"
-                ));
-            }
-            Write::WithDeliveries(write, deliveries) => {
-                write.append_to(index, statement, vars);
-                let mut bind = |name: &str, value: Value| {
-                    vars.insert(format!("{p}{name}"), value);
-                };
-                bind(
-                    "deliveries",
-                    serde_json::to_value(deliveries).expect("deliveries serialise"),
-                );
-                statement.push_str(&format!(
-                    "FOR $delivery IN ${p}deliveries {{ CREATE type::record('delivery', $delivery.delivery_id) CONTENT $delivery; }};\n"
                 ));
             }
             Write::PutContact(contact) => {
@@ -846,20 +830,13 @@ impl Actor for Persistence {
         match message {
             PersistenceMsg::Write(mut write, durable) => {
                 if let Write::WithEvents(_, events) = &mut write {
-                    // An event is stored with a delivery per endpoint that
-                    // wants it, or, unwanted, not at all (a few kinds are kept
-                    // anyway). Either way nothing is left to fan out.
-                    let mut deliveries = Vec::new();
+                    // Stored for delivery only if an endpoint wants it; a few
+                    // kinds are kept anyway, already dispatched.
                     events.retain_mut(|event| {
-                        let endpoints = state.subscriptions.endpoints_for(event);
-                        event.dispatched = true;
-                        deliveries.extend(endpoints.iter().map(|id| Delivery::new(event, id)));
-                        !endpoints.is_empty()
-                            || crate::domain::ALWAYS_RECORDED.contains(&event.kind.as_str())
+                        let wanted = state.subscriptions.wants(&event.tenant, &event.kind);
+                        event.dispatched = !wanted;
+                        wanted || crate::domain::ALWAYS_RECORDED.contains(&event.kind.as_str())
                     });
-                    if !deliveries.is_empty() {
-                        write = Write::WithDeliveries(Box::new(write), deliveries);
-                    }
                 }
                 state.received += 1;
                 state.queued.push((write, durable));
@@ -1121,23 +1098,6 @@ fn all<T>(rows: Vec<T>) -> Vec<T> {
     rows
 }
 
-/// The deliveries a committed batch made, each with its event, in order.
-fn committed_deliveries(writes: &[Write]) -> Vec<(Delivery, EventRecord)> {
-    let mut fresh = Vec::new();
-    for write in writes {
-        if let Write::WithDeliveries(inner, deliveries) = write
-            && let Write::WithEvents(_, events) = inner.as_ref()
-        {
-            for delivery in deliveries {
-                if let Some(event) = events.iter().find(|e| e.event_id == delivery.event_id) {
-                    fresh.push((delivery.clone(), event.clone()));
-                }
-            }
-        }
-    }
-    fresh
-}
-
 /// Sends everything queued (up to `MAX_BATCH`) as one transaction, unless a
 /// batch is already in flight: then it waits for `BatchDone`.
 fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) {
@@ -1151,7 +1111,6 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
     state.stats.batches += 1;
     let db = state.db.clone();
     let events_committed = state.events_committed.clone();
-    let subscriptions = state.subscriptions.clone();
     let myself = myself.clone();
     tokio::spawn(async move {
         let count = batch.len() as u64;
@@ -1159,13 +1118,14 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         let outcome = db.write_batch(&writes).await;
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
-            Ok(()) => {
-                let fresh = committed_deliveries(&writes);
-                if !fresh.is_empty() {
-                    subscriptions.push_fresh(fresh);
-                    events_committed.notify_one();
-                }
+            Ok(())
+                if writes.iter().any(|write| {
+                    matches!(write, Write::WithEvents(_, events) if events.iter().any(|event| !event.dispatched))
+                }) =>
+            {
+                events_committed.notify_one();
             }
+            Ok(()) => {}
         }
         for waiter in waiters {
             waiter.complete(match &outcome {

@@ -21,7 +21,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::Notify;
 
 use crate::config::{RuntimeConfig, WebhookEndpointConfig};
-use crate::domain::{Delivery, EVENT_TYPES, EventRecord, TenantId, WebhookEndpoint, now_timestamp};
+use crate::domain::{Delivery, EVENT_TYPES, TenantId, WebhookEndpoint, now_timestamp};
 use crate::egress::EgressPolicy;
 use crate::error::{Error, Result};
 use crate::persistence::{Storage, Write};
@@ -36,56 +36,35 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long an admin call waits for this actor.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which events each tenant's enabled endpoints want, kept current by the
-/// webhook actor and read by persistence, which makes an event's deliveries
-/// in the same transaction as the event (so there is no separate fan-out
-/// write), and stores no event nobody subscribes to (most tenants have no
-/// endpoint). Committed deliveries wait in `fresh` for the webhook actor.
+/// Which event types each tenant's enabled endpoints want, kept current by
+/// the webhook actor and read by persistence: an event nobody subscribes to
+/// is not stored for delivery (most tenants have no endpoint, and a stored
+/// copy of every message would double the cost of storing it).
 #[derive(Clone, Default)]
-pub struct Subscriptions {
-    /// Per tenant: each enabled endpoint's id and event filter.
-    endpoints: Arc<RwLock<HashMap<TenantId, Vec<(String, Vec<String>)>>>>,
-    fresh: Arc<std::sync::Mutex<Vec<(Delivery, EventRecord)>>>,
-}
+pub struct Subscriptions(Arc<RwLock<HashMap<TenantId, Vec<Vec<String>>>>>);
 
 impl Subscriptions {
-    /// The endpoints of the event's tenant that want it.
-    pub fn endpoints_for(&self, event: &EventRecord) -> Vec<String> {
-        self.endpoints
+    pub fn wants(&self, tenant: &TenantId, kind: &str) -> bool {
+        self.0
             .read()
             .expect("subscriptions poisoned")
-            .get(&event.tenant)
-            .map(|endpoints| {
-                endpoints
+            .get(tenant)
+            .is_some_and(|filters| {
+                filters
                     .iter()
-                    .filter(|(_, filter)| crate::domain::filter_wants(filter, &event.kind))
-                    .map(|(id, _)| id.clone())
-                    .collect()
+                    .any(|filter| crate::domain::filter_wants(filter, kind))
             })
-            .unwrap_or_default()
-    }
-
-    /// Deliveries whose transaction committed, for the workers.
-    pub fn push_fresh(&self, items: Vec<(Delivery, EventRecord)>) {
-        self.fresh
-            .lock()
-            .expect("subscriptions poisoned")
-            .extend(items);
-    }
-
-    fn take_fresh(&self) -> Vec<(Delivery, EventRecord)> {
-        std::mem::take(&mut *self.fresh.lock().expect("subscriptions poisoned"))
     }
 
     fn replace(&self, endpoints: &HashMap<Key, WebhookEndpoint>) {
-        let mut by_tenant: HashMap<TenantId, Vec<(String, Vec<String>)>> = HashMap::new();
+        let mut by_tenant: HashMap<TenantId, Vec<Vec<String>>> = HashMap::new();
         for endpoint in endpoints.values().filter(|endpoint| endpoint.enabled) {
             by_tenant
                 .entry(endpoint.tenant.clone())
                 .or_default()
-                .push((endpoint.endpoint_id.clone(), endpoint.events.clone()));
+                .push(endpoint.events.clone());
         }
-        *self.endpoints.write().expect("subscriptions poisoned") = by_tenant;
+        *self.0.write().expect("subscriptions poisoned") = by_tenant;
     }
 }
 
@@ -251,24 +230,7 @@ impl Actor for Webhooks {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WebhooksMsg::EventsCommitted => {
-                // Deliveries made with their events go straight to their
-                // workers (in commit order); events stored without them
-                // (none today, but a sweep costs one indexed read) fan out.
-                let mut per_endpoint: HashMap<Key, Vec<(Delivery, EventRecord)>> = HashMap::new();
-                for (delivery, event) in state.args.subscriptions.take_fresh() {
-                    per_endpoint
-                        .entry((delivery.tenant.clone(), delivery.endpoint_id.clone()))
-                        .or_default()
-                        .push((delivery, event));
-                }
-                for (key, items) in per_endpoint {
-                    if let Some(worker) = state.workers.get(&key) {
-                        let _ = worker.cast(WorkerMsg::Enqueue(items));
-                    }
-                }
-                fan_out(&myself, state);
-            }
+            WebhooksMsg::EventsCommitted => fan_out(&myself, state),
             WebhooksMsg::FanOutDone { more } => {
                 state.fanning_out = false;
                 if more || std::mem::take(&mut state.fan_out_again) {
@@ -370,7 +332,7 @@ impl Actor for Webhooks {
                     return Ok(());
                 };
                 let event = crate::events::test_event(&tenant, &endpoint_id);
-                let delivery = Delivery::new(&event, &endpoint.endpoint_id);
+                let delivery = Delivery::new(&event, endpoint);
                 let stored = state
                     .args
                     .storage
@@ -539,7 +501,7 @@ async fn fan_out_once(
     for event in &events {
         for endpoint in by_tenant.get(&event.tenant).into_iter().flatten() {
             if endpoint.wants(&event.kind) {
-                let delivery = Delivery::new(event, &endpoint.endpoint_id);
+                let delivery = Delivery::new(event, endpoint);
                 deliveries.push(delivery.clone());
                 per_endpoint
                     .entry((endpoint.tenant.clone(), endpoint.endpoint_id.clone()))
