@@ -1,4 +1,5 @@
-//! The admin commands of the CLI (`tertulia tenant …`, `tertulia key …`).
+//! The admin commands of the CLI (`tertulia tenant …`, `tertulia key …`,
+//! `tertulia webhook …`).
 //! They are clients of a running server's admin API: the embedded database
 //! belongs to the server process while it runs, so the CLI never opens it.
 
@@ -65,6 +66,101 @@ pub enum KeyCommand {
         #[command(flatten)]
         connection: AdminConnection,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Send a tenant's events to a URL. The signing secret is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Where the events go (`--url` is the server's own address).
+        #[arg(long)]
+        to: String,
+        /// Event types (or `prefix.*`), comma-separated; none: every event.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// `json` or `slack`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        #[command(flatten)]
+        connection: AdminConnection,
+    },
+    /// List a tenant's endpoints (secrets never shown).
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        connection: AdminConnection,
+    },
+    /// Send a signed `webhook.test` event to an endpoint.
+    Test(EndpointArgs),
+    /// An endpoint's newest deliveries: status, attempts, last code and error.
+    Deliveries {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// `pending`, `delivered` or `dead`.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Send every dead delivery of an endpoint again.
+    ReplayDead(EndpointArgs),
+    /// Stop sending to an endpoint, and forget its deliveries.
+    Delete(EndpointArgs),
+}
+
+/// One endpoint of a tenant.
+#[derive(Args, Debug)]
+pub struct EndpointArgs {
+    #[arg(long)]
+    tenant: String,
+    /// The endpoint's id (`ep_…`), as `webhook create` or `webhook list` print it.
+    endpoint_id: String,
+    #[command(flatten)]
+    connection: AdminConnection,
+}
+
+impl EndpointArgs {
+    async fn call(&self, method: reqwest::Method, suffix: &str) -> Result<Value, String> {
+        let path = format!(
+            "/admin/tenants/{}/webhooks/{}{suffix}",
+            self.tenant, self.endpoint_id
+        );
+        request(&self.connection, method, &path, None).await
+    }
+}
+
+impl WebhookCommand {
+    pub async fn run(self) -> Result<Value, String> {
+        use reqwest::Method;
+        let base = |tenant: &str| format!("/admin/tenants/{tenant}/webhooks");
+        match self {
+            WebhookCommand::Create {
+                tenant,
+                to,
+                events,
+                format,
+                connection,
+            } => {
+                let body = json!({"url": to, "events": events, "format": format});
+                request(&connection, Method::POST, &base(&tenant), Some(body)).await
+            }
+            WebhookCommand::List { tenant, connection } => {
+                request(&connection, Method::GET, &base(&tenant), None).await
+            }
+            WebhookCommand::Test(endpoint) => endpoint.call(Method::POST, "/test").await,
+            WebhookCommand::Deliveries { endpoint, status } => {
+                let query = status.map(|s| format!("?status={s}")).unwrap_or_default();
+                endpoint
+                    .call(Method::GET, &format!("/deliveries{query}"))
+                    .await
+            }
+            WebhookCommand::ReplayDead(endpoint) => {
+                endpoint.call(Method::POST, "/replay-dead").await
+            }
+            WebhookCommand::Delete(endpoint) => endpoint.call(Method::DELETE, "").await,
+        }
+    }
 }
 
 impl TenantCommand {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tertulia::cli::{KeyCommand, TenantCommand};
+use tertulia::cli::{KeyCommand, TenantCommand, WebhookCommand};
 use tertulia::config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +31,9 @@ enum Command {
     /// Manage a tenant's keys on a running server (admin API).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage a tenant's webhook endpoints on a running server (admin API).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         None => return runtime.block_on(serve(cli.serve)),
         Some(Command::Tenant(command)) => runtime.block_on(command.run()),
         Some(Command::Key(command)) => runtime.block_on(command.run()),
+        Some(Command::Webhook(command)) => runtime.block_on(command.run()),
     };
     match admin {
         Ok(answer) => {

@@ -177,6 +177,54 @@ async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server()
         .unwrap();
     assert_eq!(refused.status(), 401);
 
+    // Webhooks: an endpoint made, tested and listed from the command line.
+    let receiver = crate::receiver::Receiver::start().await;
+    let hook_url = receiver.url("/hook");
+    let (ok, out, err) = cli(connection(vec![
+        "webhook",
+        "create",
+        "--tenant",
+        "plomeria",
+        "--to",
+        &hook_url,
+        "--events",
+        "message.created,lead.captured",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let endpoint: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        endpoint["events"],
+        json!(["message.created", "lead.captured"])
+    );
+    let endpoint_id = endpoint["endpoint_id"].as_str().unwrap();
+    let hook_secret = endpoint["secret"].as_str().unwrap();
+    let (ok, _, err) = cli(connection(vec![
+        "webhook",
+        "test",
+        "--tenant",
+        "plomeria",
+        endpoint_id,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let received = receiver.wait_for("the test event", |r| r.len() == 1).await;
+    assert!(crate::receiver::signed_with(hook_secret, &received[0]));
+    let (ok, out, _) = cli(connection(vec![
+        "webhook",
+        "deliveries",
+        "--tenant",
+        "plomeria",
+        endpoint_id,
+    ]))
+    .await;
+    assert!(ok && out.contains("webhook.test"), "{out}");
+    let (ok, out, _) = cli(connection(vec!["webhook", "list", "--tenant", "plomeria"])).await;
+    assert!(
+        ok && out.contains(endpoint_id) && !out.contains(hook_secret),
+        "{out}"
+    );
+
     // Errors are the server's words on stderr, with a failing exit status.
     let wrong = vec!["tenant", "list", "--url", &url, "--admin-token", "nope"];
     let (ok, _, err) = cli(wrong.into_iter().map(str::to_owned).collect()).await;
