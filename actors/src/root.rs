@@ -221,10 +221,8 @@ impl Actor for Root {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
-            _ => return Ok(()),
+        let Some((cell, failure)) = crate::supervision::exit_of(event) else {
+            return Ok(());
         };
         if cell.get_id() == state.persistence.get_id() {
             if state.shutting_down {

@@ -635,10 +635,8 @@ impl Actor for Session {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
-            _ => return Ok(()),
+        let Some((cell, failure)) = crate::supervision::exit_of(event) else {
+            return Ok(());
         };
         if let Some(conn) = state.connection_actors.remove(&cell.get_id()) {
             state.subscribers.remove(&conn);

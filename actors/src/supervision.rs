@@ -46,6 +46,16 @@ impl Backoff {
     }
 }
 
+/// The child a supervision event reports stopped, and why if it failed;
+/// `None` for events that are not an exit.
+pub fn exit_of(event: ractor::SupervisionEvent) -> Option<(ractor::ActorCell, Option<String>)> {
+    match event {
+        ractor::SupervisionEvent::ActorTerminated(cell, _, _) => Some((cell, None)),
+        ractor::SupervisionEvent::ActorFailed(cell, error) => Some((cell, Some(error.to_string()))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

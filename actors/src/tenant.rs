@@ -187,10 +187,8 @@ impl Actor for Tenant {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
-            _ => return Ok(()),
+        let Some((cell, failure)) = crate::supervision::exit_of(event) else {
+            return Ok(());
         };
         let Some(session) = state.by_actor.remove(&cell.get_id()) else {
             return Ok(());

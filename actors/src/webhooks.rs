@@ -392,10 +392,8 @@ impl Actor for Webhooks {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
-            _ => return Ok(()),
+        let Some((cell, failure)) = crate::supervision::exit_of(event) else {
+            return Ok(());
         };
         let Some(key) = state.worker_ids.remove(&cell.get_id()) else {
             return Ok(());
