@@ -12,7 +12,7 @@
 //! at its first error, which would fail every other session's writes with it.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
@@ -1145,23 +1145,22 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `Root` re-points when it restarts the actor, so holders never keep a dead ref.
 #[derive(Clone)]
 pub struct Storage {
-    // std RwLock, not tokio's: never held across an await.
-    actor: Arc<RwLock<ActorRef<PersistenceMsg>>>,
+    actor: crate::supervision::Slot<PersistenceMsg>,
 }
 
 impl Storage {
     pub(crate) fn new(actor: ActorRef<PersistenceMsg>) -> Self {
         Storage {
-            actor: Arc::new(RwLock::new(actor)),
+            actor: crate::supervision::Slot::new(actor),
         }
     }
 
     pub(crate) fn replace(&self, actor: ActorRef<PersistenceMsg>) {
-        *self.actor.write().expect("storage slot poisoned") = actor;
+        self.actor.replace(actor);
     }
 
     fn actor(&self) -> ActorRef<PersistenceMsg> {
-        self.actor.read().expect("storage slot poisoned").clone()
+        self.actor.get()
     }
 
     /// Queues a write; `durable` fires when it is on disk or has failed. If the

@@ -46,6 +46,32 @@ impl Backoff {
     }
 }
 
+/// A restartable actor's current ref, shared by every clone of a handle:
+/// the supervisor re-points it on restart, so holders never keep a dead ref.
+pub struct Slot<M: ractor::Message>(std::sync::Arc<std::sync::RwLock<ractor::ActorRef<M>>>);
+
+// By hand: `derive` would ask for `M: Clone`.
+impl<M: ractor::Message> Clone for Slot<M> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<M: ractor::Message> Slot<M> {
+    pub fn new(actor: ractor::ActorRef<M>) -> Self {
+        Slot(std::sync::Arc::new(std::sync::RwLock::new(actor)))
+    }
+
+    // std RwLock, not tokio's: never held across an await.
+    pub fn replace(&self, actor: ractor::ActorRef<M>) {
+        *self.0.write().expect("actor slot poisoned") = actor;
+    }
+
+    pub fn get(&self) -> ractor::ActorRef<M> {
+        self.0.read().expect("actor slot poisoned").clone()
+    }
+}
+
 /// The child a supervision event reports stopped, and why if it failed;
 /// `None` for events that are not an exit.
 pub fn exit_of(event: ractor::SupervisionEvent) -> Option<(ractor::ActorCell, Option<String>)> {

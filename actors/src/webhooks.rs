@@ -689,22 +689,22 @@ async fn sync_config(
 /// restarts the actor.
 #[derive(Clone)]
 pub struct WebhooksHandle {
-    actor: Arc<RwLock<ActorRef<WebhooksMsg>>>,
+    actor: crate::supervision::Slot<WebhooksMsg>,
 }
 
 impl WebhooksHandle {
     pub(crate) fn new(actor: ActorRef<WebhooksMsg>) -> Self {
         WebhooksHandle {
-            actor: Arc::new(RwLock::new(actor)),
+            actor: crate::supervision::Slot::new(actor),
         }
     }
 
     pub(crate) fn replace(&self, actor: ActorRef<WebhooksMsg>) {
-        *self.actor.write().expect("webhooks slot poisoned") = actor;
+        self.actor.replace(actor);
     }
 
     pub(crate) fn actor(&self) -> ActorRef<WebhooksMsg> {
-        self.actor.read().expect("webhooks slot poisoned").clone()
+        self.actor.get()
     }
 
     pub async fn call<T: Send + 'static>(
