@@ -130,6 +130,37 @@ struct NewClientToken {
 #[serde(deny_unknown_fields)]
 struct NewKey {
     kind: KeyKind,
+    /// Required for staff keys: the person's name, shown to visitors.
+    name: Option<String>,
+}
+
+/// The longest staff name.
+const MAX_STAFF_NAME_LEN: usize = 100;
+
+impl NewKey {
+    fn name(&self) -> Result<Option<String>, ApiError> {
+        match (&self.name, self.kind) {
+            (None, KeyKind::Staff) => Err(ApiError::BadRequest(
+                "a staff key needs `name`: the person's name, shown to visitors".into(),
+            )),
+            (Some(_), KeyKind::Api | KeyKind::Widget) => {
+                Err(ApiError::BadRequest("`name` is only for staff keys".into()))
+            }
+            (Some(name), KeyKind::Staff) => {
+                let name = name.trim();
+                if name.is_empty()
+                    || name.len() > MAX_STAFF_NAME_LEN
+                    || name.chars().any(char::is_control)
+                {
+                    return Err(ApiError::BadRequest(format!(
+                        "`name` must be 1 to {MAX_STAFF_NAME_LEN} bytes of text"
+                    )));
+                }
+                Ok(Some(name.to_owned()))
+            }
+            (None, _) => Ok(None),
+        }
+    }
 }
 
 fn key_view(record: &ApiKeyRecord) -> serde_json::Value {
@@ -137,6 +168,7 @@ fn key_view(record: &ApiKeyRecord) -> serde_json::Value {
         "key_id": record.key_id,
         "tenant": record.tenant,
         "kind": record.kind,
+        "name": record.name,
         "prefix": record.prefix,
         "created_at": record.created_at,
         "revoked_at": record.revoked_at,
@@ -251,7 +283,11 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
             |tenant: String, app: AppState, body: bytes::Bytes| async move {
                 let result = async {
                     let new: NewKey = parse_json(&body)?;
-                    let (record, key) = app.runtime.create_key(&TenantId(tenant), new.kind).await?;
+                    let name = new.name()?;
+                    let (record, key) = app
+                        .runtime
+                        .create_key(&TenantId(tenant), new.kind, name)
+                        .await?;
                     let mut view = key_view(&record);
                     view["key"] = json!(key);
                     Ok(view)

@@ -66,6 +66,7 @@ pub fn resolve(
     let tenant = match runtime.key_kind(key) {
         Some((tenant, KeyKind::Api)) => tenant,
         Some((_, KeyKind::Widget)) => return Err(ApiError::WidgetKeyNotAllowed),
+        Some((_, KeyKind::Staff)) => return Err(ApiError::StaffKeyNotAllowed),
         None => return Err(ApiError::InvalidApiKey),
     };
     let Some(authorization) = authorization else {
@@ -206,6 +207,7 @@ pub fn resolve_webchat(
                 client_ip,
             })
         }
+        Some((_, KeyKind::Staff)) => Err(ApiError::StaffKeyNotAllowed),
         None => Err(ApiError::InvalidApiKey),
     }
 }
@@ -226,6 +228,53 @@ pub fn allowed_origin(
     allowed
         .then(|| origin.to_owned())
         .ok_or(ApiError::OriginNotAllowed)
+}
+
+/// A member of staff, signed in to the agent console with their staff key.
+#[derive(Debug, Clone)]
+pub struct Staff {
+    pub tenant: TenantId,
+    pub key_id: String,
+    pub name: String,
+}
+
+/// The console's API takes staff keys only, in `X-API-Key` (401 when missing
+/// or unknown, 403 for another kind of key); counted against the key's and
+/// the address's limits.
+pub fn staff_caller(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (Staff,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(move |key: Option<String>, client_ip: Option<ClientIp>| {
+            let runtime = runtime.clone();
+            let limiter = limiter.clone();
+            async move {
+                let key = key.ok_or_else(|| warp::reject::custom(ApiError::MissingApiKey))?;
+                let staff = staff_of(&runtime, &key).map_err(warp::reject::custom)?;
+                limiter
+                    .check(&staff.tenant, Some(&key), client_ip.map(|client| client.0))
+                    .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                Ok::<_, Rejection>(staff)
+            }
+        })
+}
+
+/// The staff member whose key this is.
+pub fn staff_of(runtime: &Runtime, key: &str) -> Result<Staff, ApiError> {
+    match runtime.key_kind(key) {
+        Some((tenant, KeyKind::Staff)) => {
+            let record = runtime.key_record(key).ok_or(ApiError::InvalidApiKey)?;
+            Ok(Staff {
+                tenant,
+                key_id: record.key_id,
+                name: record.name.unwrap_or_else(|| "Staff".into()),
+            })
+        }
+        Some(_) => Err(ApiError::NotStaffKey),
+        None => Err(ApiError::InvalidApiKey),
+    }
 }
 
 /// The claims of a client token.
@@ -287,10 +336,24 @@ struct TicketPayload {
     /// Opened with a widget key: the socket's `Origin` is checked too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     w: bool,
-    /// Session id.
-    s: SessionId,
+    /// Session id; absent on a ticket for the console's tenant-wide feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<SessionId>,
+    /// A staff member's name: the socket is theirs (the agent console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
     /// Expiry, seconds since the Unix epoch.
     e: u64,
+}
+
+/// What a genuine session ticket says about its socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketClaims {
+    pub scope: Scope,
+    /// A widget key opened the session: check the socket's `Origin` too.
+    pub widget: bool,
+    /// The staff member the socket belongs to (the console), if any.
+    pub staff: Option<String>,
 }
 
 /// Issues and checks WebSocket tickets.
@@ -310,33 +373,66 @@ impl Tickets {
 
     /// A ticket for this scope and session, and when it expires (Unix seconds).
     pub fn issue(&self, scope: &Scope, session: SessionId, widget: bool) -> (String, u64) {
-        let expires = unix_now() + self.ttl.as_secs();
-        let payload = TicketPayload {
+        self.sign(TicketPayload {
             t: scope.tenant.0.clone(),
             c: scope.client.clone(),
             w: widget,
+            s: Some(session),
+            n: None,
+            e: unix_now() + self.ttl.as_secs(),
+        })
+    }
+
+    /// A staff member's ticket: for one conversation's socket, or (with no
+    /// session) for the tenant's console feed.
+    pub fn issue_staff(&self, staff: &Staff, session: Option<SessionId>) -> (String, u64) {
+        self.sign(TicketPayload {
+            t: staff.tenant.0.clone(),
+            c: None,
+            w: false,
             s: session,
-            e: expires,
-        };
+            n: Some(staff.name.clone()),
+            e: unix_now() + self.ttl.as_secs(),
+        })
+    }
+
+    /// The claims of a genuine, unexpired ticket for this session.
+    pub fn verify(&self, ticket: &str, session: SessionId) -> Option<TicketClaims> {
+        let payload = self.open(ticket)?;
+        (payload.s == Some(session)).then_some(TicketClaims {
+            scope: Scope {
+                tenant: TenantId(payload.t),
+                client: payload.c,
+            },
+            widget: payload.w,
+            staff: payload.n,
+        })
+    }
+
+    /// The tenant and staff name of a genuine, unexpired console feed ticket.
+    pub fn verify_feed(&self, ticket: &str) -> Option<(TenantId, String)> {
+        let payload = self.open(ticket)?;
+        match (payload.s, payload.n) {
+            (None, Some(name)) => Some((TenantId(payload.t), name)),
+            _ => None,
+        }
+    }
+
+    fn sign(&self, payload: TicketPayload) -> (String, u64) {
+        let expires = payload.e;
         let payload =
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("tickets serialise"));
         let signature = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
         (format!("{payload}.{signature}"), expires)
     }
 
-    /// The scope the ticket was issued to, and whether a widget key opened the
-    /// session, if the ticket is genuine, unexpired and for this session.
-    pub fn verify(&self, ticket: &str, session: SessionId) -> Option<(Scope, bool)> {
+    fn open(&self, ticket: &str) -> Option<TicketPayload> {
         let (payload, signature) = ticket.split_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
         self.mac(payload).verify_slice(&signature).ok()?;
         let payload: TicketPayload =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        let scope = Scope {
-            tenant: TenantId(payload.t),
-            client: payload.c,
-        };
-        (payload.s == session && payload.e > unix_now()).then_some((scope, payload.w))
+        (payload.e > unix_now()).then_some(payload)
     }
 
     fn mac(&self, payload: &str) -> Hmac<Sha256> {
@@ -394,9 +490,33 @@ mod tests {
         let (ticket, _) = tickets.issue(&scope, session, false);
         assert_eq!(
             tickets.verify(&ticket, session),
-            Some((scope.clone(), false))
+            Some(TicketClaims {
+                scope: scope.clone(),
+                widget: false,
+                staff: None
+            })
         );
         assert_eq!(tickets.verify(&ticket, SessionId::new()), None);
+        assert_eq!(tickets.verify_feed(&ticket), None, "not a feed ticket");
+
+        let staff = Staff {
+            tenant: tenant.clone(),
+            key_id: "key_1".into(),
+            name: "Ana".into(),
+        };
+        let (feed, _) = tickets.issue_staff(&staff, None);
+        assert_eq!(
+            tickets.verify_feed(&feed),
+            Some((tenant.clone(), "Ana".into()))
+        );
+        assert_eq!(tickets.verify(&feed, session), None, "not a session ticket");
+        let (watch, _) = tickets.issue_staff(&staff, Some(session));
+        assert_eq!(
+            tickets
+                .verify(&watch, session)
+                .and_then(|claims| claims.staff),
+            Some("Ana".into())
+        );
         assert_eq!(
             Tickets::new(b"other", Duration::from_secs(60)).verify(&ticket, session),
             None

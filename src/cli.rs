@@ -46,9 +46,13 @@ pub enum KeyCommand {
     Create {
         #[arg(long)]
         tenant: String,
-        /// What the key is for: `api` (X-API-Key, the whole tenant).
+        /// What the key is for: `api` (X-API-Key, the whole tenant), `widget`
+        /// (a landing page's chat) or `staff` (one person, for /console).
         #[arg(long, default_value = "api")]
         kind: String,
+        /// Whose staff key it is: the name visitors see when they answer.
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         connection: AdminConnection,
     },
@@ -200,16 +204,15 @@ impl KeyCommand {
             KeyCommand::Create {
                 tenant,
                 kind,
+                name,
                 connection,
             } => {
                 let path = format!("/admin/tenants/{tenant}/keys");
-                request(
-                    &connection,
-                    reqwest::Method::POST,
-                    &path,
-                    Some(json!({"kind": kind})),
-                )
-                .await
+                let mut body = json!({"kind": kind});
+                if let Some(name) = name {
+                    body["name"] = json!(name);
+                }
+                request(&connection, reqwest::Method::POST, &path, Some(body)).await
             }
             KeyCommand::List { tenant, connection } => {
                 let path = format!("/admin/tenants/{tenant}/keys");

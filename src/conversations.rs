@@ -127,6 +127,19 @@ const MAX_REASON_BYTES: usize = 500;
 
 /// Asks for a person to take over: flags the conversation and records
 /// `handoff.requested` (once: an open request is returned with `200`).
+/// The optional `reason` of a handoff request.
+pub fn handoff_reason(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match body.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(reason)) if reason.len() <= MAX_REASON_BYTES => {
+            Ok(Some(reason.clone()).filter(|reason| !reason.trim().is_empty()))
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`reason` must be text of at most {MAX_REASON_BYTES} bytes"
+        ))),
+    }
+}
+
 async fn request_handoff(
     conversation: String,
     app: AppState,
@@ -141,20 +154,12 @@ async fn request_handoff(
             parse_object(&body, "the body")?
         };
         only_fields(&body, &["reason"])?;
-        let reason = match body.get("reason") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(reason)) if reason.len() <= MAX_REASON_BYTES => Some(reason.clone()),
-            Some(_) => {
-                return Err(ApiError::BadRequest(format!(
-                    "`reason` must be text of at most {MAX_REASON_BYTES} bytes"
-                )));
-            }
-        };
+        let reason = handoff_reason(&body)?;
         let (handoff, new) = app
             .runtime
             .request_handoff(&scope, conversation, "api", reason)
             .await?;
-        Ok((json!({"handoff": handoff, "new": new}), new))
+        Ok::<_, ApiError>((json!({"handoff": handoff, "new": new}), new))
     }
     .await;
     match result {

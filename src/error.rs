@@ -43,6 +43,14 @@ pub enum ApiError {
     #[error("this page's origin is not among the tenant's allowed origins")]
     OriginNotAllowed,
     #[error(
+        "a staff key is for the agent console (/console/api/...) only; use an API key for this"
+    )]
+    StaffKeyNotAllowed,
+    #[error(
+        "the agent console needs a staff key (make one with `tertulia key create --kind staff --name …`)"
+    )]
+    NotStaffKey,
+    #[error(
         "the admin API is disabled: set auth.admin_token (TERTULIA_AUTH__ADMIN_TOKEN) to enable it"
     )]
     AdminDisabled,
@@ -100,7 +108,10 @@ impl ApiError {
                 | RuntimeError::TenantNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                RuntimeError::NothingToCancel | RuntimeError::Conflict(_) => StatusCode::CONFLICT,
+                RuntimeError::NothingToCancel
+                | RuntimeError::Conflict(_)
+                | RuntimeError::AlreadyTakenOver { .. }
+                | RuntimeError::NotTakenOver => StatusCode::CONFLICT,
                 RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::VersionConflict { .. } => StatusCode::CONFLICT,
                 RuntimeError::KeyNotFound(_)
@@ -121,6 +132,8 @@ impl ApiError {
             | ApiError::MissingAdminToken => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled
             | ApiError::WidgetKeyNotAllowed
+            | ApiError::StaffKeyNotAllowed
+            | ApiError::NotStaffKey
             | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
             ApiError::UnknownSession | ApiError::NoContact => StatusCode::NOT_FOUND,
@@ -146,6 +159,8 @@ impl ApiError {
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::WidgetKeyNotAllowed => "widget_key_not_allowed",
             ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::StaffKeyNotAllowed => "staff_key_not_allowed",
+            ApiError::NotStaffKey => "not_a_staff_key",
             ApiError::NoContact => "contact_not_found",
             ApiError::Reply { problem, .. } => match problem {
                 ReplyProblem::Timeout => "reply_timeout",

@@ -8,6 +8,7 @@ pub mod admin_webhooks;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod conversations;
 pub mod error;
 pub mod geo;

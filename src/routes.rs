@@ -56,12 +56,6 @@ pub fn routes(
             }
         });
 
-    // GET /
-    let index = warp::path::end()
-        .and(warp::get())
-        .and(with_app.clone())
-        .map(|app: AppState| warp::reply::html(crate::page::index_html(&app)).into_response());
-
     // POST /chat/sessions
     let create = warp::path!("chat" / "sessions")
         .and(warp::post())
@@ -82,6 +76,10 @@ pub fn routes(
             .map(|| "POST"))
         .unify()
         .or(warp::path!("api" / "webchat" / "consent")
+            .and(warp::options())
+            .map(|| "POST"))
+        .unify()
+        .or(warp::path!("api" / "webchat" / "handoff")
             .and(warp::options())
             .map(|| "POST"))
         .unify()
@@ -135,7 +133,7 @@ pub fn routes(
     healthz
         .or(readyz)
         .unify()
-        .or(index)
+        .or(crate::page::routes(app.clone()))
         .unify()
         .or(create)
         .unify()
@@ -159,6 +157,8 @@ pub fn routes(
         .or(crate::conversations::routes(app.clone()))
         .unify()
         .or(crate::webchat::routes(app.clone()))
+        .unify()
+        .or(crate::console::routes(app.clone()))
         .unify()
         .or(crate::ws::webchat_route(app.clone()))
         .unify()
@@ -267,7 +267,14 @@ fn websocket_url(
     session: SessionId,
     widget: bool,
 ) -> (String, u64) {
-    let base = if app.config.server.public_url.is_empty() {
+    let base = socket_base(app, host);
+    let (ticket, expires) = app.tickets.issue(scope, session, widget);
+    (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
+}
+
+/// `ws://host` (or the configured public URL, as `wss://`) that sockets are opened on.
+pub fn socket_base(app: &AppState, host: Option<String>) -> String {
+    if app.config.server.public_url.is_empty() {
         format!(
             "ws://{}",
             host.unwrap_or_else(|| app.local_addr.to_string())
@@ -279,9 +286,7 @@ fn websocket_url(
             .trim_end_matches('/')
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1)
-    };
-    let (ticket, expires) = app.tickets.issue(scope, session, widget);
-    (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
+    }
 }
 
 #[derive(Serialize)]

@@ -79,14 +79,29 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     // POST /api/webchat/consent
     let consent = warp::path!("api" / "webchat" / "consent")
         .and(warp::post())
-        .and(with_app)
-        .and(who)
+        .and(with_app.clone())
+        .and(who.clone())
         .and(client)
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
         .then(record_consent);
 
-    post.or(history).unify().or(consent).unify().boxed()
+    // POST /api/webchat/handoff: the widget's "talk to a person" button.
+    let handoff = warp::path!("api" / "webchat" / "handoff")
+        .and(warp::post())
+        .and(with_app)
+        .and(who)
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(request_handoff);
+
+    post.or(history)
+        .unify()
+        .or(consent)
+        .unify()
+        .or(handoff)
+        .unify()
+        .boxed()
 }
 
 /// What the request says about the visitor's browser.
@@ -380,6 +395,46 @@ async fn record_consent(
     }
     .await;
     allow_origin(respond(StatusCode::CREATED, result), &caller)
+}
+
+/// The visitor asks for a person: flags their conversation (once while a
+/// request is open) and records `handoff.requested`.
+async fn request_handoff(
+    app: AppState,
+    caller: WebchatCaller,
+    body: Bytes,
+) -> warp::reply::Response {
+    let result = async {
+        let body = parse_object(&body, "the body")?;
+        only_fields(&body, &["session_id", "reason"])?;
+        let session_id = session_id_of(&body, &caller)?;
+        let reason = crate::conversations::handoff_reason(&body)?;
+        let conversation = app
+            .runtime
+            .webchat_conversation(&caller.tenant, &session_id, false)
+            .await?;
+        let (handoff, new) = app
+            .runtime
+            .request_handoff(&caller.scope(), conversation.id, "visitor", reason)
+            .await?;
+        Ok::<_, ApiError>((
+            json!({"session_id": session_id, "handoff": handoff, "new": new}),
+            new,
+        ))
+    }
+    .await;
+    let response = match result {
+        Ok((body, new)) => {
+            let status = if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            respond(status, Ok::<_, ApiError>(body))
+        }
+        Err(error) => error.to_response(),
+    };
+    allow_origin(response, &caller)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
 use serde::Deserialize;
 use tertulia_actors::connection::ConnectionMsg;
-use tertulia_actors::domain::{ClientCommand, Origin, Scope, SessionId};
+use tertulia_actors::domain::{ClientCommand, Origin, Participant, Role, Scope, SessionId};
 use tertulia_actors::outbound::{CloseReason, OutboundReceiver, Outgoing};
 use tertulia_actors::protocol::{Frame, ServerFrame, parse_client_frame};
 use tertulia_actors::session::Attached;
@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as SocketRole, WebSocketConfig};
 use warp::filters::BoxedFilter;
 use warp::http::{Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
@@ -54,7 +54,7 @@ impl UpgradeSlot {
         UpgradeSlot(Arc::new(Mutex::new(Some(upgrade))))
     }
 
-    fn take(&self) -> Option<OnUpgrade> {
+    pub(crate) fn take(&self) -> Option<OnUpgrade> {
         self.0.lock().ok()?.take()
     }
 }
@@ -148,20 +148,32 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
     };
     // A back end sends its key (and maybe a client token); a browser, the
     // ticket from `websocket_url`.
-    let scope = match (&api_key, query.ticket) {
+    let claims = match (&api_key, query.ticket) {
         (None, Some(ticket)) => match app.tickets.verify(&ticket, session) {
             // A widget's page opens its socket from its own origin: check it again.
-            Some((scope, true)) => {
-                crate::auth::allowed_origin(&app.runtime, &scope.tenant, origin.as_deref())
-                    .map(|_| scope)
+            Some(claims) if claims.widget => {
+                crate::auth::allowed_origin(&app.runtime, &claims.scope.tenant, origin.as_deref())
+                    .map(|_| claims)
             }
-            Some((scope, false)) => Ok(scope),
+            Some(claims) => Ok(claims),
             None => Err(ApiError::InvalidTicket),
         },
-        _ => crate::auth::resolve(&app.runtime, api_key.as_deref(), authorization.as_deref()),
+        _ => crate::auth::resolve(&app.runtime, api_key.as_deref(), authorization.as_deref()).map(
+            |scope| crate::auth::TicketClaims {
+                scope,
+                widget: false,
+                staff: None,
+            },
+        ),
     };
-    let scope = match scope {
-        Ok(scope) => scope,
+    let (scope, participant) = match claims {
+        Ok(claims) => (
+            claims.scope,
+            match claims.staff {
+                Some(name) => Participant::Staff { name },
+                None => Participant::Visitor,
+            },
+        ),
         Err(error) => return error.into_response(),
     };
     if let Err(error) = app.limiter.check(&scope.tenant, api_key.as_deref(), ip) {
@@ -174,6 +186,7 @@ async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Respons
         websocket_key,
         slot,
         origin: None,
+        participant,
     };
     accept(app, socket).await
 }
@@ -281,6 +294,7 @@ async fn webchat_socket(
         websocket_key,
         slot,
         origin: Some(stamp),
+        participant: Participant::Visitor,
     })
 }
 
@@ -293,6 +307,7 @@ struct SocketRequest {
     slot: UpgradeSlot,
     /// Stamped on every message the socket sends (webchat).
     origin: Option<Origin>,
+    participant: Participant,
 }
 
 async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Response {
@@ -303,9 +318,14 @@ async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Response 
         websocket_key,
         slot,
         origin,
+        participant,
     } = request;
     // Attach before answering 101, so a missing session is a plain 404.
-    let attached = match app.runtime.connect(&scope, session, after_seq).await {
+    let attached = match app
+        .runtime
+        .connect(&scope, session, after_seq, participant.clone())
+        .await
+    {
         Ok(attached) => attached,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -323,11 +343,17 @@ async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Response 
             Ok(upgraded) => {
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
-                    Role::Server,
+                    SocketRole::Server,
                     Some(socket_config),
                 )
                 .await;
-                serve_socket(app, scope, session, attached, socket, origin).await;
+                let peer = Peer {
+                    scope,
+                    session,
+                    origin,
+                    participant,
+                };
+                serve_socket(app, peer, attached, socket).await;
             }
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");
@@ -335,6 +361,11 @@ async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Response 
             }
         }
     });
+    switching_protocols(&websocket_key)
+}
+
+/// The 101 answer to a WebSocket upgrade with this `Sec-WebSocket-Key`.
+pub(crate) fn switching_protocols(websocket_key: &str) -> warp::reply::Response {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -367,14 +398,17 @@ impl Heard {
     }
 }
 
-async fn serve_socket(
-    app: AppState,
+/// Who is on a socket and which conversation it is attached to.
+#[derive(Clone)]
+struct Peer {
     scope: Scope,
     session: SessionId,
-    attached: Attached,
-    socket: Socket,
+    /// Stamped on every message the socket sends (webchat).
     origin: Option<Origin>,
-) {
+    participant: Participant,
+}
+
+async fn serve_socket(app: AppState, peer: Peer, attached: Attached, socket: Socket) {
     let (sink, stream) = socket.split();
     let heard = Arc::new(Heard {
         opened: Instant::now(),
@@ -385,8 +419,7 @@ async fn serve_socket(
     let (local_tx, local_rx) = mpsc::channel::<Local>(32);
     let writer = Writer {
         app: app.clone(),
-        scope,
-        session,
+        peer: peer.clone(),
         sink,
         outbound: attached.outbound,
         last_seq: attached.last_seq,
@@ -395,14 +428,7 @@ async fn serve_socket(
         heard: heard.clone(),
     };
     let mut writer = tokio::spawn(writer.run());
-    let reader = read_frames(
-        &app,
-        stream,
-        &connection_rx,
-        &local_tx,
-        &heard,
-        origin.as_ref(),
-    );
+    let reader = read_frames(&app, stream, &connection_rx, &local_tx, &heard, &peer);
     tokio::pin!(reader);
     tokio::select! {
         ended = &mut reader => match ended {
@@ -435,7 +461,7 @@ async fn read_frames(
     connection: &watch::Receiver<ActorRef<ConnectionMsg>>,
     local: &mpsc::Sender<Local>,
     heard: &Heard,
-    origin: Option<&Origin>,
+    peer: &Peer,
 ) -> Option<CloseReason> {
     let max_content = app.runtime.config().limits.max_content_bytes;
     while let Some(message) = stream.next().await {
@@ -444,7 +470,14 @@ async fn read_frames(
             Ok(Message::Text(text)) => match parse_client_frame(&text, max_content) {
                 Ok(mut command) => {
                     if let ClientCommand::Message(message) = &mut command {
-                        message.origin = origin.cloned().map(Box::new);
+                        message.origin = peer.origin.clone().map(Box::new);
+                        // Staff answer the visitor in their own name, and
+                        // the AI does not answer them.
+                        if let Participant::Staff { name } = &peer.participant {
+                            message.role = Role::Assistant;
+                            message.respond = false;
+                            message.author = Some(name.clone());
+                        }
                     }
                     let current = connection.borrow().clone();
                     match current.cast(ConnectionMsg::Client(command)) {
@@ -483,8 +516,7 @@ async fn read_frames(
 
 struct Writer {
     app: AppState,
-    scope: Scope,
-    session: SessionId,
+    peer: Peer,
     sink: SplitSink<Socket, Message>,
     outbound: OutboundReceiver,
     /// The highest `seq` delivered to this socket: where a re-attach resumes.
@@ -578,7 +610,12 @@ impl Writer {
             match self
                 .app
                 .runtime
-                .reattach(&self.scope, self.session, self.last_seq)
+                .reattach(
+                    &self.peer.scope,
+                    self.peer.session,
+                    self.last_seq,
+                    self.peer.participant.clone(),
+                )
                 .await
             {
                 Ok(attached) => {

@@ -125,6 +125,38 @@ impl AgentProvider for ExternalAgent {
     }
 }
 
+/// The built-in tool a model calls to ask for a person. It goes to no URL:
+/// the session flags the conversation (`handoff.requested`) and the model is
+/// told a person was asked for.
+pub const REQUEST_HUMAN: &str = "request_human";
+
+/// What the model is told when it calls `request_human`.
+pub const REQUEST_HUMAN_RESULT: &str = "A person from the support team has been asked to join this conversation. Tell the visitor, briefly, that someone will be with them shortly.";
+
+/// The `request_human` tool as offered to the model.
+pub fn request_human_tool() -> serde_json::Value {
+    serde_json::json!({
+        "type": "function",
+        "function": {
+            "name": REQUEST_HUMAN,
+            "description": "Ask a person from the support team to take over this conversation. Call it when the visitor asks for a person, or when you cannot help them.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "reason": {"type": "string", "description": "Why a person is needed, in one sentence."}
+                },
+            },
+        },
+    })
+}
+
+/// The `reason` a model gave in a `request_human` call, if it gave one.
+pub fn request_human_reason(arguments: &str) -> Option<String> {
+    let arguments: serde_json::Value = serde_json::from_str(arguments).ok()?;
+    let reason = arguments.get("reason")?.as_str()?.trim();
+    (!reason.is_empty()).then(|| reason.chars().take(500).collect())
+}
+
 /// Agent providers by the name tenants choose them with (`agent = "echo"`).
 pub type AgentRegistry = HashMap<String, Arc<dyn AgentProvider>>;
 

@@ -301,6 +301,9 @@ pub struct TenantSettings {
     pub webhook_agent: WebhookAgentSettings,
     /// Functions the `openai` agent's model may call; each is an HTTP endpoint.
     pub tools: Vec<ToolSettings>,
+    /// Offer the `openai` agent's model the built-in `request_human` tool: a
+    /// call flags the conversation for a person (`handoff.requested`).
+    pub request_human_tool: bool,
 }
 
 /// A function tool: the model sees its name, description and argument
@@ -386,6 +389,12 @@ impl TenantSettings {
             "openai" => self.openai.invalid().or_else(|| {
                 let mut names = std::collections::BTreeSet::new();
                 self.tools.iter().enumerate().find_map(|(index, tool)| {
+                    if self.request_human_tool && tool.name == crate::agent::REQUEST_HUMAN {
+                        return Some(format!(
+                            "`tools[{index}].name`: `{}` is built in; set `request_human_tool = false` to define your own",
+                            tool.name
+                        ));
+                    }
                     tool.invalid(index).or_else(|| {
                         (!names.insert(tool.name.as_str())).then(|| {
                             format!("`tools[{index}].name`: `{}` is used twice", tool.name)
@@ -600,6 +609,7 @@ impl Default for TenantSettings {
             openai: OpenAiSettings::default(),
             webhook_agent: WebhookAgentSettings::default(),
             tools: Vec::new(),
+            request_human_tool: true,
         }
     }
 }

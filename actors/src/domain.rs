@@ -261,6 +261,29 @@ pub struct SessionRecord {
     /// An open request for a person to take over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<Handoff>,
+    /// The person answering instead of the AI (the conversation's agent is
+    /// `human` while this is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<Attendant>,
+}
+
+/// A member of the tenant's staff who took a conversation over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attendant {
+    /// Their name, as their staff key gives it; shown to the visitor.
+    pub name: String,
+    /// The staff key they signed in with.
+    pub key_id: String,
+    pub since: String,
+}
+
+/// Who is on the other end of a socket, for `presence` frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Participant {
+    /// The person the conversation is with (a widget visitor, an app user).
+    Visitor,
+    /// A member of the tenant's staff, watching from the agent console.
+    Staff { name: String },
 }
 
 /// A visitor's decision on the processing of their personal data: who, when,
@@ -558,6 +581,9 @@ pub enum KeyKind {
     /// Public, in a landing page's widget: may only open conversations (and
     /// use the webchat surface), from the tenant's allowed origins.
     Widget,
+    /// One member of the tenant's support staff, for the agent console: reads
+    /// conversations, takes them over and answers in their own name.
+    Staff,
 }
 
 impl KeyKind {
@@ -566,6 +592,7 @@ impl KeyKind {
         match self {
             KeyKind::Api => "tk_",
             KeyKind::Widget => "wk_",
+            KeyKind::Staff => "sk_",
         }
     }
 }
@@ -576,6 +603,10 @@ pub struct ApiKeyRecord {
     pub key_id: String,
     pub tenant: TenantId,
     pub kind: KeyKind,
+    /// Whose key it is: required for staff keys (their name is shown to
+    /// visitors when they answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The key's first characters, to recognise it in listings.
     pub prefix: String,
     /// SHA-256 of the whole key, lowercase hex.

@@ -60,6 +60,14 @@ pub enum Error {
     #[error("too many requests; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
 
+    /// Another member of staff has taken this conversation over.
+    #[error("{by} has taken this conversation over")]
+    AlreadyTakenOver { by: String },
+
+    /// Hand-back of a conversation nobody has taken over.
+    #[error("nobody has taken this conversation over")]
+    NotTakenOver,
+
     /// `cancel` arrived while no answer was being generated.
     #[error("no answer is being generated")]
     NothingToCancel,
@@ -96,6 +104,8 @@ impl Error {
             Error::WebhookNotFound(_) => "webhook_not_found",
             Error::DeliveryNotFound(_) => "delivery_not_found",
             Error::UrlNotAllowed(_) => "url_not_allowed",
+            Error::AlreadyTakenOver { .. } => "already_taken_over",
+            Error::NotTakenOver => "not_taken_over",
             Error::NothingToCancel => "nothing_to_cancel",
             Error::Storage(_) => "storage_failed",
             Error::Unavailable(_) => "unavailable",

@@ -20,6 +20,7 @@ pub mod domain;
 pub mod egress;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod leads;
 pub mod openai;
 pub mod outbound;

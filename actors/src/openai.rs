@@ -35,7 +35,10 @@ use futures_util::stream;
 use serde_json::{Map, Value, json};
 use tower::Layer;
 
-use crate::agent::{AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream, Turn};
+use crate::agent::{
+    AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream, REQUEST_HUMAN,
+    REQUEST_HUMAN_RESULT, Turn, request_human_tool,
+};
 use crate::config::{OpenAiSettings, ToolSettings};
 use crate::domain::{AnswerMeta, Role, ToolCallRecord};
 use crate::egress::EgressPolicy;
@@ -181,6 +184,7 @@ impl AgentProvider for OpenAiAgent {
             template,
             messages,
             tools: request.settings.tools.clone(),
+            request_human: request.settings.request_human_tool,
             tool_client,
             policy: self.policy.clone(),
             steps_left: settings.max_tool_steps,
@@ -216,6 +220,8 @@ struct Run {
     /// The conversation as the model sees it, growing with each tool round.
     messages: Vec<Value>,
     tools: Vec<ToolSettings>,
+    /// The built-in `request_human` tool is offered.
+    request_human: bool,
     tool_client: reqwest::Client,
     policy: EgressPolicy,
     steps_left: u32,
@@ -412,6 +418,10 @@ impl Run {
                 Some(tool) => {
                     call_tool(&self.tool_client, &self.policy, tool, &call, &self.identity).await
                 }
+                // Built in: the session opens the handoff when it sees this result.
+                None if call.name == REQUEST_HUMAN && self.request_human => {
+                    Ok(REQUEST_HUMAN_RESULT.to_owned())
+                }
                 None => Err(format!("there is no tool named `{}`", call.name)),
             };
             let (content, is_error) = match answer {
@@ -532,6 +542,10 @@ fn chat_request(settings: &OpenAiSettings, request: &AgentRequest) -> (Value, Ve
             })
         })
         .collect();
+    let mut tools = tools;
+    if request.settings.request_human_tool {
+        tools.push(request_human_tool());
+    }
     if !tools.is_empty() {
         template["tools"] = Value::Array(tools);
     }

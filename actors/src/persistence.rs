@@ -24,8 +24,8 @@ use surrealdb::engine::any::Any;
 use tokio::sync::{Notify, oneshot};
 
 use crate::domain::{
-    ApiKeyRecord, Consent, Contact, Delivery, DeliveryStatus, EventRecord, Handoff, MessageId,
-    SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, WebhookEndpoint,
+    ApiKeyRecord, Attendant, Consent, Contact, Delivery, DeliveryStatus, EventRecord, Handoff,
+    MessageId, SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, WebhookEndpoint,
 };
 use crate::error::{Error, Result};
 
@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         9,
         "0009_webhooks",
         include_str!("../../schemas/migrations/0009_webhooks.surql"),
+    ),
+    (
+        10,
+        "0010_console",
+        include_str!("../../schemas/migrations/0010_console.surql"),
     ),
 ];
 
@@ -333,10 +338,11 @@ pub enum Write {
     /// Creates or replaces a conversation's contact.
     PutContact(Box<Contact>),
     /// Opens a handoff request on a conversation.
-    SetHandoff {
+    SetAttendance {
         tenant: TenantId,
         session: SessionId,
-        handoff: Handoff,
+        handoff: Option<Handoff>,
+        human: Option<Attendant>,
     },
     /// Creates or replaces a webhook endpoint.
     PutEndpoint(Box<WebhookEndpoint>),
@@ -500,20 +506,37 @@ impl Write {
                     "UPSERT type::record('contact', ${p}id) CONTENT ${p}doc;\n"
                 ));
             }
-            Write::SetHandoff {
+            Write::SetAttendance {
                 tenant,
                 session,
                 handoff,
+                human,
             } => {
                 bind("sid", json!(session.to_string()));
                 bind("tenant", json!(tenant));
-                bind(
+                // NONE, not null, for an absent one (option<object>).
+                let mut field = |name: &str, value: Option<Value>| match value {
+                    Some(value) => {
+                        bind(name, value);
+                        format!("${p}{name}")
+                    }
+                    None => "NONE".to_owned(),
+                };
+                let handoff = field(
                     "handoff",
-                    serde_json::to_value(handoff).expect("handoffs serialise"),
+                    handoff
+                        .as_ref()
+                        .map(|handoff| serde_json::to_value(handoff).expect("handoffs serialise")),
+                );
+                let human = field(
+                    "human",
+                    human
+                        .as_ref()
+                        .map(|human| serde_json::to_value(human).expect("attendants serialise")),
                 );
                 statement.push_str(&format!(
-                    "UPDATE type::record('conversation', ${p}sid) SET handoff = ${p}handoff \
-                     WHERE tenant = ${p}tenant;\n"
+                    "UPDATE type::record('conversation', ${p}sid) SET handoff = {handoff}, \
+                     human = {human} WHERE tenant = ${p}tenant;\n"
                 ));
             }
             Write::PutEndpoint(endpoint) => {
@@ -1471,6 +1494,7 @@ mod tests {
             external_id: None,
             consent: None,
             handoff: None,
+            human: None,
         };
         let event = crate::events::conversation_created(&record);
         db.write_batch(&[Write::WithEvents(

@@ -23,6 +23,14 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame from JSON text that reports no log position (feed frames).
+    pub(crate) fn from_json(text: Vec<u8>) -> Frame {
+        Frame {
+            text: Bytes::from(text),
+            seq: None,
+        }
+    }
+
     /// The frame's JSON text as shared bytes (always valid UTF-8).
     pub fn bytes(&self) -> &Bytes {
         &self.text
@@ -127,6 +135,17 @@ pub enum ServerFrame {
     Error { content: String, code: String },
     /// Another participant is typing.
     Typing {},
+    /// Who is in the conversation; sent on connect and whenever it changes.
+    Presence {
+        /// Visitors connected (a person may have several tabs open).
+        visitors: usize,
+        /// The names of the staff watching from the agent console.
+        staff: Vec<String>,
+        /// Who answers: the AI, or the person who took the conversation over.
+        agent: AgentPresence,
+        /// A person has been asked for and nobody has taken over yet.
+        handoff_requested: bool,
+    },
     /// Answer to a client `ping`.
     Pong {},
 }
@@ -160,6 +179,16 @@ impl ServerFrame {
             seq: ack.seq,
         }
     }
+}
+
+/// Who answers a conversation, in `presence` frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPresence {
+    /// `ai`, or `human` once a person took over.
+    pub kind: String,
+    /// The person's name, for `human`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Client → server frames, as they arrive.

@@ -59,6 +59,7 @@ pub struct RootArgs {
     pub agents: AgentRegistry,
     pub registry: SessionRegistry,
     pub policy: EgressPolicy,
+    pub feeds: crate::feed::Feeds,
 }
 
 pub struct RootState {
@@ -298,6 +299,7 @@ async fn tenant(
         provider,
         storage: state.storage.clone(),
         registry: state.args.registry.clone(),
+        feeds: state.args.feeds.clone(),
         sessions: state.args.config.sessions.clone(),
         limits: state.args.config.limits.clone(),
         supervision: state.args.config.supervision.clone(),

@@ -11,18 +11,21 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 use tokio::task::JoinHandle;
 
 use crate::agent::{AgentProvider, AgentRegistry, EchoAgent};
 use crate::config::{RuntimeConfig, TenantSettings};
 use crate::domain::{
-    Ack, ApiKeyRecord, Consent, Contact, EventRecord, KeyKind, MessageId, MetaChange, NewMessage,
-    Scope, SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, now_timestamp,
+    Ack, ApiKeyRecord, Attendant, Consent, Contact, EventRecord, KeyKind, MessageId, MetaChange,
+    NewMessage, Participant, Scope, SessionId, SessionRecord, StoredMessage, TenantId,
+    TenantRecord, now_timestamp,
 };
 use crate::egress::EgressPolicy;
 use crate::error::{Error, Result};
+use crate::feed::{Change, ConversationSummary, FeedFrame, Feeds};
 use crate::persistence::{Database, MessageQuery, Storage, Write};
+use crate::protocol::Frame;
 use crate::root::{Root, RootArgs, RootMsg, TenantDirectory};
 use crate::session::{AnswerReceiver, Attached, SessionMsg};
 use crate::tenant::{SessionRegistry, TenantMsg};
@@ -70,6 +73,8 @@ struct Inner {
     webhooks: WebhooksHandle,
     /// Where requests made for tenants may go (the SSRF guard).
     policy: EgressPolicy,
+    /// Each tenant's live feed for the agent console.
+    feeds: Feeds,
 }
 
 /// What keeps this configuration from starting (before anything is opened):
@@ -162,7 +167,9 @@ impl Runtime {
             .map(|key| (key.hash.clone(), key))
             .collect();
         let sessions: SessionRegistry = Arc::new(DashMap::new());
+        let feeds = Feeds::default();
         let args = RootArgs {
+            feeds: feeds.clone(),
             db,
             config: config.clone(),
             tenants: tenants.clone(),
@@ -198,6 +205,7 @@ impl Runtime {
                 durability,
                 webhooks,
                 policy,
+                feeds,
             }),
         })
     }
@@ -228,7 +236,7 @@ impl Runtime {
     pub fn tenant_for_api_key(&self, key: &str) -> Option<TenantId> {
         match self.key_kind(key)? {
             (tenant, KeyKind::Api) => Some(tenant),
-            (_, KeyKind::Widget) => None,
+            (_, KeyKind::Widget | KeyKind::Staff) => None,
         }
     }
 
@@ -249,6 +257,14 @@ impl Runtime {
             let stored = self.inner.keys.get(&sha256_hex(key))?;
             Some((stored.tenant.clone(), stored.kind))
         })
+    }
+
+    /// The stored record of a key (staff keys carry their owner's name).
+    pub fn key_record(&self, key: &str) -> Option<ApiKeyRecord> {
+        self.inner
+            .keys
+            .get(&sha256_hex(key))
+            .map(|entry| entry.value().clone())
     }
 
     /// Every tenant, by id.
@@ -400,14 +416,21 @@ impl Runtime {
         &self,
         tenant: &TenantId,
         kind: KeyKind,
+        name: Option<String>,
     ) -> Result<(ApiKeyRecord, String)> {
         self.known_tenant(tenant)?;
+        if kind == KeyKind::Staff && name.is_none() {
+            return Err(Error::InvalidInput(
+                "a staff key needs the `name` shown to visitors".into(),
+            ));
+        }
         let secret: [u8; 32] = rand::random();
         let key = format!("{}{}", kind.prefix(), hex(&secret));
         let record = ApiKeyRecord {
             key_id: format!("key_{}", uuid::Uuid::now_v7().simple()),
             tenant: tenant.clone(),
             kind,
+            name,
             prefix: key[..11].to_owned(),
             hash: sha256_hex(&key),
             created_at: now_timestamp(),
@@ -562,6 +585,7 @@ impl Runtime {
             external_id,
             consent: None,
             handoff: None,
+            human: None,
         };
         let event = crate::events::conversation_created(&record);
         self.inner
@@ -571,7 +595,78 @@ impl Runtime {
                 vec![event],
             ))
             .await?;
+        self.inner.feeds.publish(
+            &record.tenant,
+            &FeedFrame::Conversation {
+                change: Change::Created,
+                conversation: Box::new(ConversationSummary::from(&record)),
+            },
+        );
         Ok(record)
+    }
+
+    /// The tenant's conversations as the agent console lists them, most
+    /// recently updated first; a live one says who is connected and its last
+    /// message.
+    pub async fn console_conversations(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>> {
+        let records = self
+            .list_sessions(&Scope::tenant(tenant.clone()), None, limit)
+            .await?;
+        let mut summaries = Vec::with_capacity(records.len());
+        for record in &records {
+            let live = self
+                .inner
+                .registry
+                .get(&(tenant.clone(), record.id))
+                .map(|entry| entry.value().clone());
+            let summary = match live {
+                Some(actor) => match actor
+                    .call(|reply| SessionMsg::Summary { reply }, Some(CALL_TIMEOUT))
+                    .await
+                {
+                    Ok(CallResult::Success(summary)) => summary,
+                    _ => ConversationSummary::from(record),
+                },
+                None => ConversationSummary::from(record),
+            };
+            summaries.push(summary);
+        }
+        Ok(summaries)
+    }
+
+    /// A receiver of the tenant's live feed (see `feed.rs`).
+    pub fn console_feed(&self, tenant: &TenantId) -> Result<broadcast::Receiver<Frame>> {
+        self.known_tenant(tenant)?;
+        Ok(self.inner.feeds.subscribe(tenant))
+    }
+
+    /// A member of staff takes the conversation over (its agent becomes
+    /// `human`); durable when this returns.
+    pub async fn take_over(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        attendant: Attendant,
+    ) -> Result<Attendant> {
+        self.call_session(&Scope::tenant(tenant.clone()), session, |reply| {
+            SessionMsg::TakeOver {
+                attendant: attendant.clone(),
+                reply,
+            }
+        })
+        .await
+    }
+
+    /// Hands the conversation back to the AI; durable when this returns.
+    pub async fn hand_back(&self, tenant: &TenantId, session: SessionId) -> Result<()> {
+        self.call_session(&Scope::tenant(tenant.clone()), session, |reply| {
+            SessionMsg::HandBack { reply }
+        })
+        .await
     }
 
     /// The conversations this scope may see, most recently updated first.
@@ -781,7 +876,14 @@ impl Runtime {
                 )
                 .await,
             "tenant",
-        )
+        )?;
+        self.inner.feeds.publish(
+            &scope.tenant,
+            &FeedFrame::Deleted {
+                session_id: session,
+            },
+        );
+        Ok(())
     }
 
     /// Attaches a socket to a conversation. With `after_seq`, what was stored
@@ -791,9 +893,11 @@ impl Runtime {
         scope: &Scope,
         session: SessionId,
         after_seq: Option<u64>,
+        participant: Participant,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        self.attach(&scope.tenant, session, after_seq, true).await
+        self.attach(&scope.tenant, session, after_seq, true, participant)
+            .await
     }
 
     /// Re-attaches a socket whose session restarted, replaying what was stored
@@ -803,9 +907,10 @@ impl Runtime {
         scope: &Scope,
         session: SessionId,
         after_seq: u64,
+        participant: Participant,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        self.attach(&scope.tenant, session, Some(after_seq), false)
+        self.attach(&scope.tenant, session, Some(after_seq), false, participant)
             .await
     }
 
@@ -842,18 +947,23 @@ impl Runtime {
         session: SessionId,
         after_seq: Option<u64>,
         greet: bool,
+        participant: Participant,
     ) -> Result<Attached> {
-        self.with_session(tenant, session, |actor| async move {
-            actor
-                .call(
-                    |reply| SessionMsg::Attach {
-                        after_seq,
-                        greet,
-                        reply,
-                    },
-                    Some(CALL_TIMEOUT),
-                )
-                .await
+        self.with_session(tenant, session, |actor| {
+            let participant = participant.clone();
+            async move {
+                actor
+                    .call(
+                        |reply| SessionMsg::Attach {
+                            after_seq,
+                            greet,
+                            participant,
+                            reply,
+                        },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await
+            }
         })
         .await
     }

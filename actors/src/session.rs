@@ -25,16 +25,17 @@ use crate::agent::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentProvider, Agen
 use crate::config::{Limits, SessionConfig, SupervisionConfig, TenantSettings};
 use crate::connection::{Connection, ConnectionArgs, ConnectionMsg};
 use crate::domain::{
-    Ack, ClientCommand, Consent, Contact, EventRecord, Handoff, MessageId, MessageStatus,
-    MetaChange, NewMessage, Role, SessionId, SessionRecord, StoredMessage, TenantId, merge_context,
-    now_timestamp,
+    Ack, Attendant, ClientCommand, Consent, Contact, EventRecord, Handoff, MessageId,
+    MessageStatus, MetaChange, NewMessage, Participant, Role, SessionId, SessionRecord,
+    StoredMessage, TenantId, merge_context, now_timestamp,
 };
 use crate::error::{Error, Result};
 use crate::events;
+use crate::feed::{Change, ConversationSummary, FeedFrame, Feeds, PresenceCount, Preview};
 use crate::leads;
 use crate::outbound::{CloseReason, OutboundReceiver, OutboundSender, SendError, outbound_queue};
 use crate::persistence::{Durable, MessageQuery, Storage, Write};
-use crate::protocol::{Frame, ServerFrame, WireMessage};
+use crate::protocol::{AgentPresence, Frame, ServerFrame, WireMessage};
 use crate::supervision::Backoff;
 
 /// Where the answer to an asked question arrives: the stored answer (whole,
@@ -54,6 +55,8 @@ pub enum SessionMsg {
         after_seq: Option<u64>,
         /// Send the greeting (not on a re-attach after a restart).
         greet: bool,
+        /// Who is on the socket, for `presence` frames.
+        participant: Participant,
         reply: RpcReplyPort<Result<Attached>>,
     },
     /// A socket's `Connection` stopped.
@@ -101,8 +104,26 @@ pub enum SessionMsg {
         handoff: Handoff,
         reply: RpcReplyPort<Result<(Handoff, bool)>>,
     },
-    /// A handoff request failed to store: it is not open after all.
-    HandoffNotStored,
+    /// A member of staff takes the conversation over: the AI stops (an
+    /// answer in progress is cut short and kept as `interrupted`), an open
+    /// handoff request is served, and the AI stays silent until `HandBack`.
+    /// Answered once durable; while another person holds it: `AlreadyTakenOver`.
+    TakeOver {
+        attendant: Attendant,
+        reply: RpcReplyPort<Result<Attendant>>,
+    },
+    /// The person hands the conversation back to the AI, which answers the
+    /// visitor's next message. Nobody holds it: `NotTakenOver`.
+    HandBack { reply: RpcReplyPort<Result<()>> },
+    /// This conversation as the agent console lists it.
+    Summary {
+        reply: RpcReplyPort<ConversationSummary>,
+    },
+    /// A handoff or take-over failed to store: back to how it was.
+    AttendanceNotStored {
+        handoff: Option<Handoff>,
+        human: Option<Attendant>,
+    },
     /// Merges keys into the context; answered once durable, with the result.
     UpdateContext {
         patch: Map<String, Value>,
@@ -170,11 +191,14 @@ pub struct SessionArgs {
     pub sessions: SessionConfig,
     pub limits: Limits,
     pub supervision: SupervisionConfig,
+    /// Where the agent console hears about this conversation.
+    pub feeds: Feeds,
 }
 
 struct Subscriber {
     outbound: OutboundSender,
     connection: ActorRef<ConnectionMsg>,
+    participant: Participant,
 }
 
 /// Who is waiting for a user message to become durable.
@@ -183,6 +207,8 @@ enum Asker {
     Rest(RpcReplyPort<Result<Ack>>),
     /// A back end that also waits for the answer.
     Ask(RpcReplyPort<Result<(Ack, AnswerReceiver)>>),
+    /// The session itself (announcing a take-over): nobody to answer.
+    Session,
 }
 
 /// A log write handed to persistence and not yet durable.
@@ -234,6 +260,11 @@ pub struct SessionState {
     contact: Option<Contact>,
     /// The open request for a person, if any.
     handoff: Option<Handoff>,
+    /// The person who took the conversation over: the AI is silent meanwhile.
+    human: Option<Attendant>,
+    feeds: Feeds,
+    created_at: String,
+    updated_at: String,
     /// Who waits for the answer to which user message.
     answer_waiters: HashMap<MessageId, Vec<oneshot::Sender<Result<StoredMessage>>>>,
     next_seq: u64,
@@ -297,7 +328,9 @@ impl Actor for Session {
             .iter()
             .rev()
             .take_while(|message| message.role == Role::User)
-            .filter(|message| !message.no_reply && args.provider.answers())
+            .filter(|message| {
+                !message.no_reply && args.provider.answers() && record.human.is_none()
+            })
             .cloned()
             .collect::<Vec<_>>()
             .into_iter()
@@ -331,6 +364,10 @@ impl Actor for Session {
             external_id: record.external_id,
             consent: record.consent,
             handoff: record.handoff,
+            human: record.human,
+            feeds: args.feeds,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
             contact,
             answer_waiters: HashMap::new(),
             next_seq: last_seq + 1,
@@ -387,15 +424,19 @@ impl Actor for Session {
             SessionMsg::Attach {
                 after_seq,
                 greet,
+                participant,
                 reply,
             } => {
                 state.last_activity = Instant::now();
-                let attached = attach(&myself, state, after_seq, greet).await;
+                let attached = attach(&myself, state, after_seq, greet, participant).await;
                 let _ = reply.send(attached);
+                presence_changed(state);
             }
             SessionMsg::Detach { conn } => {
                 state.last_activity = Instant::now();
-                state.subscribers.remove(&conn);
+                if state.subscribers.remove(&conn).is_some() {
+                    presence_changed(state);
+                }
             }
             SessionMsg::Command { conn, command } => {
                 state.last_activity = Instant::now();
@@ -485,29 +526,24 @@ impl Actor for Session {
             }
             SessionMsg::RequestHandoff { handoff, reply } => {
                 state.last_activity = Instant::now();
-                if let Some(open) = &state.handoff {
-                    let _ = reply.send(Ok((open.clone(), false)));
-                    return Ok(());
-                }
-                state.handoff = Some(handoff.clone());
-                let event = events::handoff_requested(&facts(state), &handoff);
-                let write = Write::SetHandoff {
-                    tenant: state.tenant.clone(),
-                    session: state.id,
-                    handoff: handoff.clone(),
-                };
-                let session = myself.clone();
-                state.storage.write(
-                    Write::WithEvents(Box::new(write), vec![event]),
-                    Durable::new(move |outcome| {
-                        if outcome.is_err() {
-                            let _ = session.cast(SessionMsg::HandoffNotStored);
-                        }
-                        let _ = reply.send(outcome.map(|()| (handoff, true)));
-                    }),
-                );
+                request_handoff(&myself, state, handoff, Some(reply));
             }
-            SessionMsg::HandoffNotStored => state.handoff = None,
+            SessionMsg::TakeOver { attendant, reply } => {
+                state.last_activity = Instant::now();
+                take_over(&myself, state, attendant, reply).await;
+            }
+            SessionMsg::HandBack { reply } => {
+                state.last_activity = Instant::now();
+                hand_back(&myself, state, reply).await;
+            }
+            SessionMsg::Summary { reply } => {
+                let _ = reply.send(summary(state));
+            }
+            SessionMsg::AttendanceNotStored { handoff, human } => {
+                state.handoff = handoff;
+                state.human = human;
+                presence_changed(state);
+            }
             SessionMsg::UpdateContext { patch, reply } => {
                 state.last_activity = Instant::now();
                 merge_context(&mut state.context, patch);
@@ -565,6 +601,12 @@ impl Actor for Session {
                         is_error: call.is_error,
                     },
                 };
+                let asks_for_a_person = call.name == crate::agent::REQUEST_HUMAN
+                    && call.result.is_some()
+                    && !call.is_error;
+                let reason = asks_for_a_person
+                    .then(|| crate::agent::request_human_reason(&call.arguments))
+                    .flatten();
                 match generation
                     .tool_calls
                     .iter_mut()
@@ -574,6 +616,14 @@ impl Actor for Session {
                     None => generation.tool_calls.push(call),
                 }
                 broadcast(state, &frame.encode(), None);
+                if asks_for_a_person {
+                    let handoff = Handoff {
+                        requested_at: now_timestamp(),
+                        requested_by: "agent".into(),
+                        reason,
+                    };
+                    request_handoff(&myself, state, handoff, None);
+                }
             }
             SessionMsg::AgentFinished {
                 message_id,
@@ -639,7 +689,9 @@ impl Actor for Session {
             return Ok(());
         };
         if let Some(conn) = state.connection_actors.remove(&cell.get_id()) {
-            state.subscribers.remove(&conn);
+            if state.subscribers.remove(&conn).is_some() {
+                presence_changed(state);
+            }
             return Ok(());
         }
         if state
@@ -733,11 +785,255 @@ fn facts(state: &SessionState) -> events::ConversationFacts<'_> {
     }
 }
 
+/// Opens a request for a person, unless one is open or a person is here
+/// already (then nobody is notified twice). The flag, `handoff.requested` and
+/// the console's highlight all follow from the one durable write.
+fn request_handoff(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    handoff: Handoff,
+    reply: Option<RpcReplyPort<Result<(Handoff, bool)>>>,
+) {
+    if let Some(open) = &state.handoff {
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok((open.clone(), false)));
+        }
+        return;
+    }
+    if state.human.is_some() {
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok((handoff, false)));
+        }
+        return;
+    }
+    state.handoff = Some(handoff.clone());
+    let event = events::handoff_requested(&facts(state), &handoff);
+    let session = myself.clone();
+    state.storage.write(
+        Write::WithEvents(Box::new(attendance(state)), vec![event]),
+        Durable::new(move |outcome| {
+            if let Err(error) = &outcome {
+                tracing::error!(%error, "handoff request not stored");
+                let _ = session.cast(SessionMsg::AttendanceNotStored {
+                    handoff: None,
+                    human: None,
+                });
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome.map(|()| (handoff, true)));
+            }
+        }),
+    );
+    presence_changed(state);
+    publish(state, Change::HandoffRequested);
+}
+
+/// The write that stores who attends the conversation now.
+fn attendance(state: &SessionState) -> Write {
+    Write::SetAttendance {
+        tenant: state.tenant.clone(),
+        session: state.id,
+        handoff: state.handoff.clone(),
+        human: state.human.clone(),
+    }
+}
+
+async fn take_over(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    attendant: Attendant,
+    reply: RpcReplyPort<Result<Attendant>>,
+) {
+    if let Some(current) = &state.human {
+        let answer = if current.key_id == attendant.key_id {
+            Ok(current.clone())
+        } else {
+            Err(Error::AlreadyTakenOver {
+                by: current.name.clone(),
+            })
+        };
+        let _ = reply.send(answer);
+        return;
+    }
+    if state.terminating {
+        let _ = reply.send(Err(Error::Unavailable("session")));
+        return;
+    }
+    let before = (state.handoff.take(), None);
+    state.human = Some(attendant.clone());
+    // The AI stops now: queued questions are the person's to answer, and an
+    // answer in progress is cut short (stored as `interrupted`).
+    state.to_answer.clear();
+    if let (Some(generation), Some(agent)) = (&state.generation, &state.agent)
+        && !generation.storing
+    {
+        let _ = agent.cast(AgentMsg::Cancel {
+            message_id: generation.message_id,
+        });
+    }
+    store_attendance(myself, state, before, move |outcome| {
+        let _ = reply.send(outcome.map(|()| attendant));
+    });
+    let name = state.human.as_ref().map(|human| human.name.clone());
+    announce(
+        myself,
+        state,
+        format!(
+            "{} joined the conversation",
+            name.as_deref().unwrap_or("A person")
+        ),
+        name,
+    )
+    .await;
+    presence_changed(state);
+    publish(state, Change::TakenOver);
+}
+
+async fn hand_back(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    reply: RpcReplyPort<Result<()>>,
+) {
+    let Some(human) = state.human.take() else {
+        let _ = reply.send(Err(Error::NotTakenOver));
+        return;
+    };
+    let before = (state.handoff.clone(), Some(human.clone()));
+    store_attendance(myself, state, before, move |outcome| {
+        let _ = reply.send(outcome);
+    });
+    announce(
+        myself,
+        state,
+        format!(
+            "{} handed the conversation back to the assistant",
+            human.name
+        ),
+        Some(human.name),
+    )
+    .await;
+    presence_changed(state);
+    publish(state, Change::HandedBack);
+}
+
+/// Stores the current attendance with its `conversation.updated` event; on
+/// failure the session goes back to `before` (handoff, human).
+fn store_attendance(
+    myself: &ActorRef<SessionMsg>,
+    state: &SessionState,
+    before: (Option<Handoff>, Option<Attendant>),
+    done: impl FnOnce(Result<()>) + Send + 'static,
+) {
+    let event = events::conversation_updated(&facts(state), &["agent"], None);
+    let session = myself.clone();
+    state.storage.write(
+        Write::WithEvents(Box::new(attendance(state)), vec![event]),
+        Durable::new(move |outcome| {
+            if let Err(error) = &outcome {
+                tracing::error!(%error, "take-over or hand-back not stored");
+                let (handoff, human) = before;
+                let _ = session.cast(SessionMsg::AttendanceNotStored { handoff, human });
+            }
+            done(outcome);
+        }),
+    );
+}
+
+/// Stores a `system` message that every subscriber (and the history) shows.
+async fn announce(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    content: String,
+    author: Option<String>,
+) {
+    let message = NewMessage {
+        role: Role::System,
+        respond: false,
+        author,
+        ..NewMessage::user(content)
+    };
+    post(myself, state, message, Asker::Session).await;
+}
+
+/// The `presence` frame: who is connected, and who answers.
+fn presence_frame(state: &SessionState) -> Frame {
+    let PresenceCount { visitors, staff } = presence_count(state);
+    let agent = match &state.human {
+        Some(human) => AgentPresence {
+            kind: "human".into(),
+            name: Some(human.name.clone()),
+        },
+        None => AgentPresence {
+            kind: "ai".into(),
+            name: None,
+        },
+    };
+    ServerFrame::Presence {
+        visitors,
+        staff,
+        agent,
+        handoff_requested: state.handoff.is_some(),
+    }
+    .encode()
+}
+
+fn presence_count(state: &SessionState) -> PresenceCount {
+    let mut visitors = 0;
+    let mut staff = Vec::new();
+    for subscriber in state.subscribers.values() {
+        match &subscriber.participant {
+            Participant::Visitor => visitors += 1,
+            Participant::Staff { name } => staff.push(name.clone()),
+        }
+    }
+    staff.sort();
+    staff.dedup();
+    PresenceCount { visitors, staff }
+}
+
+/// Tells every subscriber and the console who is here now.
+fn presence_changed(state: &mut SessionState) {
+    if state.terminating {
+        return;
+    }
+    let frame = presence_frame(state);
+    broadcast(state, &frame, None);
+    publish(state, Change::Presence);
+}
+
+/// Tells the tenant's consoles, if any listens, how this conversation changed.
+fn publish(state: &SessionState, change: Change) {
+    if state.feeds.is_watched(&state.tenant) {
+        let frame = FeedFrame::Conversation {
+            change,
+            conversation: Box::new(summary(state)),
+        };
+        state.feeds.publish(&state.tenant, &frame);
+    }
+}
+
+/// This conversation as the console lists it.
+fn summary(state: &SessionState) -> ConversationSummary {
+    ConversationSummary {
+        session_id: state.id,
+        title: state.title.clone(),
+        status: state.status.clone(),
+        channel: state.channel.clone(),
+        created_at: state.created_at.clone(),
+        updated_at: state.updated_at.clone(),
+        handoff: state.handoff.clone(),
+        human: state.human.clone(),
+        presence: Some(presence_count(state)),
+        last_message: state.recent.back().map(Preview::from),
+    }
+}
+
 async fn attach(
     myself: &ActorRef<SessionMsg>,
     state: &mut SessionState,
     after_seq: Option<u64>,
     greet: bool,
+    participant: Participant,
 ) -> Result<Attached> {
     if state.terminating {
         return Err(Error::Unavailable("session"));
@@ -765,6 +1061,7 @@ async fn attach(
         Subscriber {
             outbound,
             connection: connection.clone(),
+            participant,
         },
     );
     if greet {
@@ -959,6 +1256,7 @@ async fn post(
                 Asker::Ask(reply) => {
                     let _ = reply.send(Err(still_storing()));
                 }
+                Asker::Session => {}
             }
             return;
         }
@@ -975,7 +1273,10 @@ async fn post(
         }
     }
     // After the repeat check: re-sending a stored message costs nothing.
-    if let Err(not_until) = state.message_limiter.check() {
+    // The session's own announcements are not limited.
+    if !matches!(asker, Asker::Session)
+        && let Err(not_until) = state.message_limiter.check()
+    {
         let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
         return reject(
             state,
@@ -1080,6 +1381,9 @@ fn reject(state: &mut SessionState, asker: Asker, error: Error) {
         Asker::Ask(reply) => {
             let _ = reply.send(Err(error));
         }
+        Asker::Session => {
+            tracing::error!(session = %state.id, %error, "announcement not stored");
+        }
     }
 }
 
@@ -1098,6 +1402,7 @@ fn acknowledge(state: &mut SessionState, asker: Asker, ack: &Ack) {
                 .push(answer);
             let _ = reply.send(Ok((ack.clone(), receiver)));
         }
+        Asker::Session => {}
     }
 }
 
@@ -1140,7 +1445,7 @@ fn on_durable(
             let ack = ack_of(&message);
             let sender = match &asker {
                 Asker::Socket(conn) => Some(*conn),
-                Asker::Rest(_) | Asker::Ask(_) => None,
+                Asker::Rest(_) | Asker::Ask(_) | Asker::Session => None,
             };
             acknowledge(state, asker, &ack);
             for conn in repeats {
@@ -1155,10 +1460,23 @@ fn on_durable(
                 state.acked_client_ids.insert(client_msg_id.clone(), ack);
             }
             remember(state, message.clone());
+            publish(state, Change::Message);
             if message.role == Role::User {
                 capture_lead(myself, state, &message);
+                if state.human.is_none() && crate::feed::asks_for_a_person(&message.content) {
+                    let handoff = Handoff {
+                        requested_at: now_timestamp(),
+                        requested_by: "visitor".into(),
+                        reason: Some(Preview::from(&message).content),
+                    };
+                    request_handoff(myself, state, handoff, None);
+                }
             }
-            if message.role == Role::User && !message.no_reply && state.provider.answers() {
+            if message.role == Role::User
+                && !message.no_reply
+                && state.provider.answers()
+                && state.human.is_none()
+            {
                 state.to_answer.push_back(message);
                 maybe_start_generation(state);
             }
@@ -1187,6 +1505,7 @@ fn on_durable(
                     .encode();
                     broadcast(state, &frame, None);
                     remember(state, message);
+                    publish(state, Change::Message);
                 }
                 Err(error) => {
                     tracing::error!(session = %state.id, seq, %error, "answer not stored");
@@ -1322,6 +1641,7 @@ fn apply_lead(
 
 /// Keeps a stored message in the in-memory window, dropping the oldest.
 fn remember(state: &mut SessionState, message: StoredMessage) {
+    state.updated_at = message.created_at.clone();
     state.recent.push_back(message);
     while state.recent.len() > state.config.recent_messages.max(1) {
         if let Some(dropped) = state.recent.pop_front() {
@@ -1335,7 +1655,7 @@ fn remember(state: &mut SessionState, message: StoredMessage) {
 
 /// Starts answering the next queued user message, if nothing is in progress.
 fn maybe_start_generation(state: &mut SessionState) {
-    if state.terminating || state.generation.is_some() {
+    if state.terminating || state.generation.is_some() || state.human.is_some() {
         return;
     }
     let Some(agent) = state.agent.clone() else {

@@ -61,6 +61,7 @@ pub struct TenantArgs {
     pub provider: Arc<dyn AgentProvider>,
     pub storage: Storage,
     pub registry: SessionRegistry,
+    pub feeds: crate::feed::Feeds,
     pub sessions: SessionConfig,
     pub limits: Limits,
     pub supervision: SupervisionConfig,
@@ -241,6 +242,7 @@ async fn live_session(
         sessions: state.args.sessions.clone(),
         limits: state.args.limits.clone(),
         supervision: state.args.supervision.clone(),
+        feeds: state.args.feeds.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
         .await

@@ -187,7 +187,11 @@ pub async fn make_key(server: &TestServer, admin_token: &str, tenant: &str, kind
         .http
         .post(server.url(&format!("/admin/tenants/{tenant}/keys")))
         .bearer_auth(admin_token)
-        .json(&json!({"kind": kind}))
+        .json(&if kind == "staff" {
+            json!({"kind": kind, "name": format!("{tenant} staff")})
+        } else {
+            json!({"kind": kind})
+        })
         .send()
         .await
         .unwrap();
@@ -207,8 +211,20 @@ pub async fn send(ws: &mut Ws, frame: Value) {
         .unwrap();
 }
 
-/// The next JSON text frame; fails the test on anything else or after the deadline.
+/// The next JSON text frame other than `presence` (sent whenever anyone joins
+/// or leaves; `presence.rs` tests those); fails the test on anything else or
+/// after the deadline.
 pub async fn next_frame(ws: &mut Ws) -> Value {
+    loop {
+        let frame = next_any_frame(ws).await;
+        if frame["type"] != "presence" {
+            return frame;
+        }
+    }
+}
+
+/// The next JSON text frame, whatever its type.
+pub async fn next_any_frame(ws: &mut Ws) -> Value {
     loop {
         let message = tokio::time::timeout(DEADLINE, ws.next())
             .await

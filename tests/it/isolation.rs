@@ -26,6 +26,11 @@ enum Expect {
     /// Takes a webchat `session_id` (put in for `{}`): to another tenant, an
     /// id used in A is unknown (reads 404; writes open B's own conversation).
     Webchat,
+    /// The agent console: a tenant key is not a staff key (403), and B's staff
+    /// get 404 for A's conversation and none of A's in lists.
+    Console,
+    /// The console feed socket: it takes only a staff member's feed ticket.
+    ConsoleFeed,
 }
 
 /// The webchat `session_id` alice's conversation goes by.
@@ -36,6 +41,32 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /healthz", Expect::Public),
     ("GET /readyz", Expect::Public),
     ("GET /", Expect::Public),
+    ("GET /console", Expect::Public),
+    ("GET /widget.js", Expect::Public),
+    ("GET /assets/markdown.js", Expect::Public),
+    ("GET /assets/demo.js", Expect::Public),
+    ("GET /assets/console.js", Expect::Public),
+    ("GET /console/api/me", Expect::Console),
+    ("GET /console/api/conversations", Expect::Console),
+    (
+        "GET /console/api/conversations/{}/messages",
+        Expect::Console,
+    ),
+    (
+        "POST /console/api/conversations/{}/messages",
+        Expect::Console,
+    ),
+    (
+        "POST /console/api/conversations/{}/takeover",
+        Expect::Console,
+    ),
+    (
+        "POST /console/api/conversations/{}/handback",
+        Expect::Console,
+    ),
+    ("POST /console/api/conversations/{}/socket", Expect::Console),
+    ("POST /console/api/feed", Expect::Console),
+    ("GET /console/ws", Expect::ConsoleFeed),
     ("POST /chat/sessions", Expect::OwnTenantOnly),
     ("OPTIONS /chat/sessions", Expect::Preflight),
     ("GET /chat/sessions", Expect::OwnTenantOnly),
@@ -67,6 +98,9 @@ const CASES: &[(&str, Expect)] = &[
     ("OPTIONS /api/webchat/history/{}", Expect::Preflight),
     ("POST /api/webchat/consent", Expect::Webchat),
     ("OPTIONS /api/webchat/consent", Expect::Preflight),
+    // After the writes above: B has a conversation of its own by this id.
+    ("POST /api/webchat/handoff", Expect::Webchat),
+    ("OPTIONS /api/webchat/handoff", Expect::Preflight),
     ("GET /api/webchat/stream", Expect::Webchat),
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
@@ -217,6 +251,7 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
         .unwrap()
         .to_owned();
 
+    let globex_staff = make_key(&server, "adm_isolation", "globex", "staff").await;
     let bob = client_token("bob");
     // Tenant B; and client B inside tenant A.
     let intruders: [(&str, &str, Option<&str>); 2] =
@@ -324,6 +359,35 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                     assert_eq!(response.status(), 204, "{route}");
                     assert!(response.text().await.unwrap().is_empty(), "{route}");
                 }
+                Expect::Console => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert_eq!(
+                        (status, body["code"].clone()),
+                        (403, json!("not_a_staff_key")),
+                        "{who}: {route}"
+                    );
+                    let (status, body) =
+                        call(&server, method.clone(), &path, &globex_staff, None).await;
+                    if template.contains("{}") {
+                        assert_eq!(
+                            (status, body["code"].clone()),
+                            (404, json!("session_not_found")),
+                            "globex staff: {route}"
+                        );
+                    } else {
+                        assert!((200..300).contains(&status), "{route}: {status} {body}");
+                        assert!(!body.to_string().contains(&session), "{route}: {body}");
+                    }
+                }
+                Expect::ConsoleFeed => {
+                    // A tenant key is no ticket (the feed's own isolation is
+                    // tested in console.rs: B's feed never carries A's changes).
+                    let url = server
+                        .url(&format!("/console/ws?ticket={key}"))
+                        .replacen("http", "ws", 1);
+                    let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
+                    crate::session_api::assert_http_status(refused, 401);
+                }
                 Expect::AdminOnly => {
                     // A tenant key or a client token is not an admin token.
                     let bearer = token.unwrap_or(key);
@@ -392,6 +456,8 @@ async fn call(
             .json(&json!({"session_id": WEBCHAT_ID, "granted": false, "text_version": "v1"}));
     } else if method == reqwest::Method::POST && path.ends_with("/messages") {
         request = request.json(&json!({"role": "user", "content": "from an intruder"}));
+    } else if path == "/api/webchat/handoff" {
+        request = request.json(&json!({"session_id": WEBCHAT_ID, "reason": "from an intruder"}));
     } else if method == reqwest::Method::POST && path.ends_with("/handoff") {
         request = request.json(&json!({"reason": "from an intruder"}));
     } else if method == reqwest::Method::POST {

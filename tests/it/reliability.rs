@@ -21,7 +21,7 @@ const CLIENTS: usize = 3;
 /// How long clients write in each round before the kill.
 const ROUND_TIME: Duration = Duration::from_millis(700);
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts the binary and waits until it answers `/readyz`.
-async fn start(config: &std::path::Path, data: &std::path::Path, port: u16) -> Child {
+pub async fn start(config: &std::path::Path, data: &std::path::Path, port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--config"])
         .arg(config)
@@ -66,7 +66,7 @@ async fn ready(port: u16) -> bool {
     false
 }
 
-fn kill(child: &mut Child) {
+pub fn kill(child: &mut Child) {
     // SIGKILL: no shutdown, no flush; only what was acknowledged as durable counts.
     child.kill().unwrap();
     child.wait().unwrap();
