@@ -143,7 +143,9 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .then(|id: String, app: AppState, staff: Staff| async move {
             let result = async {
                 let session = parse_session(&id)?;
-                app.runtime.hand_back(&staff.tenant, session).await?;
+                app.runtime
+                    .hand_back(&staff.tenant, session, &staff.name)
+                    .await?;
                 Ok(json!({"session_id": session, "agent": {"kind": "ai"}}))
             }
             .await;

@@ -662,9 +662,12 @@ impl Runtime {
     }
 
     /// Hands the conversation back to the AI; durable when this returns.
-    pub async fn hand_back(&self, tenant: &TenantId, session: SessionId) -> Result<()> {
+    pub async fn hand_back(&self, tenant: &TenantId, session: SessionId, by: &str) -> Result<()> {
         self.call_session(&Scope::tenant(tenant.clone()), session, |reply| {
-            SessionMsg::HandBack { reply }
+            SessionMsg::HandBack {
+                by: by.to_owned(),
+                reply,
+            }
         })
         .await
     }

@@ -114,7 +114,11 @@ pub enum SessionMsg {
     },
     /// The person hands the conversation back to the AI, which answers the
     /// visitor's next message. Nobody holds it: `NotTakenOver`.
-    HandBack { reply: RpcReplyPort<Result<()>> },
+    HandBack {
+        /// Who hands it back (any member of staff may), for the announcement.
+        by: String,
+        reply: RpcReplyPort<Result<()>>,
+    },
     /// This conversation as the agent console lists it.
     Summary {
         reply: RpcReplyPort<ConversationSummary>,
@@ -532,9 +536,9 @@ impl Actor for Session {
                 state.last_activity = Instant::now();
                 take_over(&myself, state, attendant, reply).await;
             }
-            SessionMsg::HandBack { reply } => {
+            SessionMsg::HandBack { by, reply } => {
                 state.last_activity = Instant::now();
-                hand_back(&myself, state, reply).await;
+                hand_back(&myself, state, by, reply).await;
             }
             SessionMsg::Summary { reply } => {
                 let _ = reply.send(summary(state));
@@ -892,6 +896,7 @@ async fn take_over(
 async fn hand_back(
     myself: &ActorRef<SessionMsg>,
     state: &mut SessionState,
+    by: String,
     reply: RpcReplyPort<Result<()>>,
 ) {
     let Some(human) = state.human.take() else {
@@ -905,11 +910,8 @@ async fn hand_back(
     announce(
         myself,
         state,
-        format!(
-            "{} handed the conversation back to the assistant",
-            human.name
-        ),
-        Some(human.name),
+        format!("{by} handed the conversation back to the assistant"),
+        Some(by),
     )
     .await;
     presence_changed(state);

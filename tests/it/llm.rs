@@ -98,7 +98,7 @@ impl FakeLlm {
             let error = json!({"error": {"message": "The model `nope` does not exist", "type": "invalid_request_error", "param": null, "code": "model_not_found"}});
             return respond(&mut socket, "404 Not Found", &[], &error).await;
         }
-        if question.contains("estimate") {
+        if question.contains("estimate") || question.contains("need-a-person") {
             let last = self
                 .requests
                 .lock()
@@ -112,7 +112,14 @@ impl FakeLlm {
                 .filter(|message| message["role"] == "tool")
                 .and_then(|message| message["content"].as_str().map(str::to_owned));
             let _ = match result {
-                None => stream_tool_call(&mut socket).await,
+                None if question.contains("need-a-person") => {
+                    let arguments = ["{\"reason\": ", "\"wants a plumber on site\"}"];
+                    stream_tool_call(&mut socket, "call_human_1", "request_human", arguments).await
+                }
+                None => {
+                    let arguments = ["{\"problem\": \"fuga\", ", "\"address\": \"Calle 5\"}"];
+                    stream_tool_call(&mut socket, "call_est_1", "create_estimate", arguments).await
+                }
                 Some(result) => {
                     let words = vec!["Presupuesto: ".to_owned(), result];
                     stream_answer(&mut socket, &words, Duration::ZERO, None).await
@@ -311,15 +318,20 @@ async fn asked(question: &str) -> (FakeLlm, TestServer, String, Ws) {
     (llm, server, session, ws)
 }
 
-/// A model calling `create_estimate`, its arguments split across three chunks.
-async fn stream_tool_call(socket: &mut TcpStream) -> std::io::Result<()> {
+/// A model calling a tool, its name and two halves of its arguments in three chunks.
+async fn stream_tool_call(
+    socket: &mut TcpStream,
+    id: &str,
+    name: &str,
+    arguments: [&str; 2],
+) -> std::io::Result<()> {
     socket
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
         .await?;
     let call = |function: Value, first: bool| {
         let mut call = json!({"index": 0, "function": function});
         if first {
-            call["id"] = json!("call_est_1");
+            call["id"] = json!(id);
             call["type"] = json!("function");
         }
         json!({"tool_calls": [call]})
@@ -331,17 +343,17 @@ async fn stream_tool_call(socket: &mut TcpStream) -> std::io::Result<()> {
             Value::Null,
         ),
         chunk(
-            call(json!({"name": "create_estimate", "arguments": ""}), true),
+            call(json!({"name": name, "arguments": ""}), true),
             Value::Null,
             Value::Null,
         ),
         chunk(
-            call(json!({"arguments": "{\"problem\": \"fuga\", "}), false),
+            call(json!({"arguments": arguments[0]}), false),
             Value::Null,
             Value::Null,
         ),
         chunk(
-            call(json!({"arguments": "\"address\": \"Calle 5\"}"}), false),
+            call(json!({"arguments": arguments[1]}), false),
             Value::Null,
             Value::Null,
         ),
@@ -748,5 +760,48 @@ async fn a_silent_model_runs_into_its_first_token_and_idle_deadlines() {
     assert_eq!(done["status"], "interrupted");
     let history = server.history(&session).await;
     assert_eq!(history[3]["content"], "Hola");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_model_asks_for_a_person_with_the_built_in_request_human_tool() {
+    let (llm, server, session, mut ws) = asked("need-a-person: my basement is flooding").await;
+    let (call, _) = frames_until(&mut ws, "tool_call").await;
+    assert_eq!(call["name"], "request_human");
+    let (result, _) = frames_until(&mut ws, "tool_result").await;
+    assert_eq!(
+        result["is_error"],
+        Value::Null,
+        "the built-in tool answers: {result}"
+    );
+    // The conversation is flagged and everyone connected sees it.
+    let mut presence = next_any_frame(&mut ws).await;
+    while presence["type"] != "presence" {
+        presence = next_any_frame(&mut ws).await;
+    }
+    assert_eq!(presence["handoff_requested"], true, "{presence}");
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert!(
+        done["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Presupuesto: A person"),
+        "{done}"
+    );
+    let handoffs = server.acme_events(&["handoff.requested"]).await;
+    assert_eq!(handoffs.len(), 1);
+    assert_eq!(handoffs[0].data["requested_by"], "agent");
+    assert_eq!(handoffs[0].data["reason"], "wants a plumber on site");
+    assert_eq!(handoffs[0].data["conversation_id"], session.as_str());
+    // The model was offered the tool, described.
+    let offered = &llm.requests()[0]["tools"];
+    assert!(
+        offered
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|tool| tool["function"]["name"] == "request_human"),
+        "{offered}"
+    );
     server.stop().await;
 }

@@ -5,6 +5,7 @@ mod admin;
 mod browser;
 mod client_tokens;
 mod common;
+mod console;
 mod conversations;
 mod durability;
 mod isolation;
