@@ -11,7 +11,6 @@ use serde_json::{Map, Value, json};
 use tertulia_actors::domain::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
 use tertulia_actors::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
 use warp::Filter;
-use warp::Reply;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 
@@ -162,11 +161,7 @@ async fn request_handoff(
         Ok::<_, ApiError>((json!({"handoff": handoff, "new": new}), new))
     }
     .await;
-    match result {
-        Ok((body, true)) => respond(StatusCode::CREATED, Ok::<_, ApiError>(body)),
-        Ok((body, false)) => respond(StatusCode::OK, Ok::<_, ApiError>(body)),
-        Err(error) => error.into_response(),
-    }
+    crate::routes::created_or_ok(result)
 }
 
 /// A conversation as the seed shows it.

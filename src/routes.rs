@@ -214,6 +214,16 @@ pub fn respond<T: Serialize>(
     }
 }
 
+/// `201` for something new, `200` for what was there already (an open
+/// handoff request asked for again).
+pub fn created_or_ok<T: Serialize>(result: Result<(T, bool), ApiError>) -> warp::reply::Response {
+    match result {
+        Ok((body, true)) => respond(StatusCode::CREATED, Ok(body)),
+        Ok((body, false)) => respond(StatusCode::OK, Ok(body)),
+        Err(error) => error.to_response(),
+    }
+}
+
 /// Session ids that do not parse are reported like unknown ones.
 pub fn parse_session(text: &str) -> Result<SessionId, ApiError> {
     text.parse().map_err(|_| ApiError::UnknownSession)

@@ -423,18 +423,7 @@ async fn request_handoff(
         ))
     }
     .await;
-    let response = match result {
-        Ok((body, new)) => {
-            let status = if new {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            respond(status, Ok::<_, ApiError>(body))
-        }
-        Err(error) => error.to_response(),
-    };
-    allow_origin(response, &caller)
+    allow_origin(crate::routes::created_or_ok(result), &caller)
 }
 
 #[cfg(test)]

@@ -36,21 +36,15 @@ impl Feeds {
             .subscribe()
     }
 
-    /// Sends to the tenant's consoles; costs one map lookup when none listens.
-    pub fn publish(&self, tenant: &TenantId, frame: &FeedFrame) {
+    /// Sends to the tenant's consoles. The frame is built only if one
+    /// listens: otherwise this costs one map lookup.
+    pub fn publish(&self, tenant: &TenantId, frame: impl FnOnce() -> FeedFrame) {
         if let Some(sender) = self.0.get(tenant)
             && sender.receiver_count() > 0
         {
-            let text = serde_json::to_vec(frame).expect("feed frames serialise");
+            let text = serde_json::to_vec(&frame()).expect("feed frames serialise");
             let _ = sender.send(Frame::from_json(text));
         }
-    }
-
-    /// Whether any console of the tenant listens (to skip building frames).
-    pub fn is_watched(&self, tenant: &TenantId) -> bool {
-        self.0
-            .get(tenant)
-            .is_some_and(|sender| sender.receiver_count() > 0)
     }
 }
 
@@ -153,64 +147,9 @@ impl From<&StoredMessage> for Preview {
     }
 }
 
-/// Whether a visitor's message clearly asks for a person rather than the AI.
-/// Deliberately narrow (whole phrases, English and Spanish): a false alarm
-/// pages a human, so anything vaguer is left to the model's `request_human` tool.
-pub fn asks_for_a_person(text: &str) -> bool {
-    const PHRASES: [&str; 16] = [
-        "talk to a human",
-        "speak to a human",
-        "talk to a person",
-        "speak to a person",
-        "talk to a real person",
-        "speak to a real person",
-        "talk to someone",
-        "speak to someone",
-        "human agent",
-        "real person",
-        "hablar con una persona",
-        "hablar con un humano",
-        "hablar con alguien",
-        "hablar con un agente",
-        "agente humano",
-        "persona real",
-    ];
-    let text = text.to_lowercase();
-    let words: Vec<&str> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .collect();
-    let normalised = format!(" {} ", words.join(" "));
-    PHRASES
-        .iter()
-        .any(|phrase| normalised.contains(&format!(" {phrase} ")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_clear_requests_for_a_person_count() {
-        for yes in [
-            "Can I talk to a human, please?",
-            "I want to SPEAK TO A PERSON!",
-            "Quiero hablar con una persona",
-            "¿Puedo hablar con un agente?",
-            "is there a real person there",
-        ] {
-            assert!(asks_for_a_person(yes), "{yes}");
-        }
-        for no in [
-            "human resources is on floor 2",
-            "personality test",
-            "the person who installed my sink",
-            "hablar",
-            "",
-        ] {
-            assert!(!asks_for_a_person(no), "{no}");
-        }
-    }
 
     #[test]
     fn previews_are_cut_on_a_character_boundary() {

@@ -21,6 +21,7 @@ pub mod egress;
 pub mod error;
 pub mod events;
 pub mod feed;
+pub mod handoff;
 pub mod leads;
 pub mod openai;
 pub mod outbound;

@@ -595,13 +595,12 @@ impl Runtime {
                 vec![event],
             ))
             .await?;
-        self.inner.feeds.publish(
-            &record.tenant,
-            &FeedFrame::Conversation {
+        self.inner
+            .feeds
+            .publish(&record.tenant, || FeedFrame::Conversation {
                 change: Change::Created,
                 conversation: Box::new(ConversationSummary::from(&record)),
-            },
-        );
+            });
         Ok(record)
     }
 
@@ -880,12 +879,11 @@ impl Runtime {
                 .await,
             "tenant",
         )?;
-        self.inner.feeds.publish(
-            &scope.tenant,
-            &FeedFrame::Deleted {
+        self.inner
+            .feeds
+            .publish(&scope.tenant, || FeedFrame::Deleted {
                 session_id: session,
-            },
-        );
+            });
         Ok(())
     }
 

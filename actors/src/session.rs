@@ -828,8 +828,7 @@ fn request_handoff(
             }
         }),
     );
-    presence_changed(state);
-    publish(state, Change::HandoffRequested);
+    attendance_changed(state, Change::HandoffRequested);
 }
 
 /// The write that stores who attends the conversation now.
@@ -889,8 +888,7 @@ async fn take_over(
         name,
     )
     .await;
-    presence_changed(state);
-    publish(state, Change::TakenOver);
+    attendance_changed(state, Change::TakenOver);
 }
 
 async fn hand_back(
@@ -914,8 +912,7 @@ async fn hand_back(
         Some(by),
     )
     .await;
-    presence_changed(state);
-    publish(state, Change::HandedBack);
+    attendance_changed(state, Change::HandedBack);
 }
 
 /// Stores the current attendance with its `conversation.updated` event; on
@@ -993,25 +990,29 @@ fn presence_count(state: &SessionState) -> PresenceCount {
     PresenceCount { visitors, staff }
 }
 
-/// Tells every subscriber and the console who is here now.
+/// Someone joined or left.
 fn presence_changed(state: &mut SessionState) {
+    attendance_changed(state, Change::Presence);
+}
+
+/// Tells every subscriber who is here now, and the console what changed.
+fn attendance_changed(state: &mut SessionState, change: Change) {
     if state.terminating {
         return;
     }
     let frame = presence_frame(state);
     broadcast(state, &frame, None);
-    publish(state, Change::Presence);
+    publish(state, change);
 }
 
 /// Tells the tenant's consoles, if any listens, how this conversation changed.
 fn publish(state: &SessionState, change: Change) {
-    if state.feeds.is_watched(&state.tenant) {
-        let frame = FeedFrame::Conversation {
+    state
+        .feeds
+        .publish(&state.tenant, || FeedFrame::Conversation {
             change,
             conversation: Box::new(summary(state)),
-        };
-        state.feeds.publish(&state.tenant, &frame);
-    }
+        });
 }
 
 /// This conversation as the console lists it.
@@ -1465,7 +1466,7 @@ fn on_durable(
             publish(state, Change::Message);
             if message.role == Role::User {
                 capture_lead(myself, state, &message);
-                if state.human.is_none() && crate::feed::asks_for_a_person(&message.content) {
+                if state.human.is_none() && crate::handoff::asks_for_a_person(&message.content) {
                     let handoff = Handoff {
                         requested_at: now_timestamp(),
                         requested_by: "visitor".into(),

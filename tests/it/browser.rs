@@ -166,6 +166,25 @@ async fn say_on_page(browser: &Browser, text: &str) {
         .await;
 }
 
+/// The demo page's socket is open.
+const CONNECTED: &str = "document.getElementById('status').textContent === 'connected'";
+/// The demo page's newest answer bubble.
+const LAST_ANSWER: &str = "Array.from(document.querySelectorAll('#log .msg.assistant')).pop()";
+
+/// Clicks "New conversation" on the demo page and waits for its socket.
+async fn new_conversation(browser: &Browser) {
+    browser.js("document.getElementById('new').click()").await;
+    browser.until("connected", CONNECTED).await;
+}
+
+/// The conversation the demo page shows, from its address.
+async fn conversation_in_address(browser: &Browser) -> String {
+    let session = browser
+        .js("return location.hash.slice('#session='.length)")
+        .await;
+    session.as_str().unwrap().to_owned()
+}
+
 /// The demo page's messages as `role: text`, in order.
 const PAGE_MESSAGES: &str = "Array.from(document.querySelectorAll('#log .msg'))\
     .map(el => (el.classList.contains('user') ? 'user' : 'assistant') + ': ' + el.dataset.text)";
@@ -207,17 +226,9 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
         "the dev key is filled in"
     );
     browser
-        .js(
-            "window.alerted = false; window.alert = () => { window.alerted = true; }; \
-             document.getElementById('new').click();",
-        )
+        .js("window.alerted = false; window.alert = () => { window.alerted = true; };")
         .await;
-    browser
-        .until(
-            "connected",
-            "document.getElementById('status').textContent === 'connected'",
-        )
-        .await;
+    new_conversation(&browser).await;
     browser
         .until("the greeting", "document.querySelector('#log .system')")
         .await;
@@ -242,8 +253,10 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
     );
     // Markdown is rendered: bold and code are elements, not asterisks.
     let rendered = browser
-        .js("const el = Array.from(document.querySelectorAll('#log .msg.assistant')).pop(); \
-             return [el.querySelector('strong')?.textContent, el.querySelector('code')?.textContent]")
+        .js(&format!(
+            "const el = {LAST_ANSWER}; \
+             return [el.querySelector('strong')?.textContent, el.querySelector('code')?.textContent]"
+        ))
         .await;
     assert_eq!(rendered, json!(["something", "pipes"]));
 
@@ -275,18 +288,18 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
     browser
         .until(
             "the long answer starts",
-            "Array.from(document.querySelectorAll('#log .msg.assistant')).pop().dataset.text.includes('word1')",
+            &format!("{LAST_ANSWER}.dataset.text.includes('word1')"),
         )
         .await;
     browser.js("document.getElementById('stop').click()").await;
     browser
         .until(
             "the answer marked stopped",
-            "Array.from(document.querySelectorAll('#log .msg.assistant')).pop().classList.contains('interrupted')",
+            &format!("{LAST_ANSWER}.classList.contains('interrupted')"),
         )
         .await;
     let stopped = browser
-        .js("return Array.from(document.querySelectorAll('#log .msg.assistant')).pop().dataset.text")
+        .js(&format!("return {LAST_ANSWER}.dataset.text"))
         .await;
     let stopped = stopped.as_str().unwrap().to_owned();
     assert!(
@@ -296,12 +309,10 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
     browser.screenshot("demo-page").await;
 
     // What the page shows is what was stored.
-    let session = browser
-        .js("return location.hash.slice('#session='.length)")
-        .await;
+    let session = conversation_in_address(&browser).await;
     let (_, stored) = server
         .get(
-            &format!("/chat/sessions/{}/history", session.as_str().unwrap()),
+            &format!("/chat/sessions/{session}/history"),
             Some(tertulia::page::DEVELOPMENT_KEY),
         )
         .await;
@@ -324,13 +335,7 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
     let browser = Browser::start().await;
     let outcome = async {
         browser.goto(&format!("http://127.0.0.1:{port}/")).await;
-        browser.js("document.getElementById('new').click()").await;
-        browser
-            .until(
-                "connected",
-                "document.getElementById('status').textContent === 'connected'",
-            )
-            .await;
+        new_conversation(&browser).await;
         say_on_page(&browser, "first").await;
         browser
             .until("the first answer", &answer_shown("You said: first"))
@@ -343,7 +348,7 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
         browser
             .until(
                 "the second answer starts",
-                "Array.from(document.querySelectorAll('#log .msg.assistant')).pop().dataset.text.includes('w1')",
+                &format!("{LAST_ANSWER}.dataset.text.includes('w1')"),
             )
             .await;
         crate::reliability::kill(&mut server);
@@ -354,12 +359,7 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
             )
             .await;
         server = crate::reliability::start(&config, &data, port).await;
-        browser
-            .until(
-                "reconnected",
-                "document.getElementById('status').textContent === 'connected'",
-            )
-            .await;
+        browser.until("reconnected", CONNECTED).await;
         // The restarted server answers the stored question again, from scratch.
         browser
             .until(
@@ -383,13 +383,10 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
             "assistant: You said: third",
         ]);
         assert_eq!(shown, expected, "nothing lost, nothing doubled");
-        let session = browser
-            .js("return location.hash.slice('#session='.length)")
-            .await;
+        let session = conversation_in_address(&browser).await;
         let stored: Value = reqwest::Client::new()
             .get(format!(
-                "http://127.0.0.1:{port}/chat/sessions/{}/history",
-                session.as_str().unwrap()
+                "http://127.0.0.1:{port}/chat/sessions/{session}/history"
             ))
             .header("X-API-Key", tertulia::page::DEVELOPMENT_KEY)
             .send()
@@ -594,24 +591,16 @@ async fn a_person_takes_over_from_the_console_and_hands_back() {
     let visitor = browser.client.window().await.unwrap();
     browser
         .js(&format!(
-            "document.getElementById('key').value = {}; document.getElementById('new').click();",
+            "document.getElementById('key').value = {};",
             js_string(KEY)
         ))
         .await;
-    browser
-        .until(
-            "connected",
-            "document.getElementById('status').textContent === 'connected'",
-        )
-        .await;
+    new_conversation(&browser).await;
     say_on_page(&browser, "my boiler leaks").await;
     browser
         .until("the AI answers", &answer_shown("You said: my boiler leaks"))
         .await;
-    let session = browser
-        .js("return location.hash.slice('#session='.length)")
-        .await;
-    let session = session.as_str().unwrap().to_owned();
+    let session = conversation_in_address(&browser).await;
 
     // The console, in a second tab.
     let console = browser.client.new_window(true).await.unwrap().handle;
