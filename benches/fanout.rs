@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::agent::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
-use tertulia_actors::config::{RateLimits, TenantSettings};
+use tertulia_actors::model::{RateLimits, TenantSettings};
+use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

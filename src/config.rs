@@ -10,8 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
     AgentsConfig, EgressConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig,
-    SupervisionConfig, TenantSettings, WebhooksConfig,
+    SupervisionConfig, WebhooksConfig,
 };
+use tertulia_actors::model::TenantSettings;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,47 +1,42 @@
 //! The edge of tertulia: configuration, the HTTP and WebSocket surfaces, auth,
-//! and the mapping of errors to HTTP. It reaches the runtime
+//! and the mapping of errors to HTTP.
+//!
+//! ```text
+//! config.rs  geo.rs    settings; IP geolocation for webchat
+//! http/      extractors, parsing, replies, ApiError and the one recover
+//! auth/      callers, client tokens, tickets, rate limits
+//! app.rs     AppState: what every handler shares
+//! server/    the accept loop, the WebSocket upgrade and pump (no routes)
+//! api/       the router, then one module per surface
+//! cli.rs     admin commands against a running server
+//! ```
+//!
+//! Each folder imports only those above it in this list. It reaches the runtime
 //! (`tertulia-actors`) only through [`Runtime`] and the handles it returns;
 //! nothing here touches the database.
 
-pub mod admin;
-pub mod admin_webhooks;
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod console;
-pub mod conversations;
-pub mod error;
 pub mod geo;
-pub mod limits;
-pub mod page;
-pub mod routes;
+pub mod http;
 pub mod server;
-pub mod webchat;
-pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tertulia_actors::Runtime;
-use tertulia_actors::agent::AgentRegistry;
+use tertulia_actors::runtime::AgentRegistry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::Tickets;
+use crate::app::AppState;
+use crate::auth::limits;
+use crate::auth::tickets::Tickets;
 use crate::config::Config;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub runtime: Runtime,
-    pub tickets: Tickets,
-    pub limiter: limits::Limiter,
-    pub geo: geo::Geolocator,
-    pub config: Arc<Config>,
-    /// The address the server listens on (for URLs when a request has no `Host`).
-    pub local_addr: SocketAddr,
-}
 
 /// A server that is accepting connections.
 pub struct RunningServer {
@@ -110,7 +105,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
     let (stop, stop_rx) = watch::channel(false);
     let accept_loop = tokio::spawn(server::serve(
         listener,
-        routes::routes(app),
+        api::routes(app),
         Arc::new(proxies),
         stop_rx,
     ));

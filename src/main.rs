@@ -100,7 +100,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         tenant
             .api_keys
             .iter()
-            .any(|key| key == tertulia::page::DEVELOPMENT_KEY)
+            .any(|key| key == tertulia::api::pages::DEVELOPMENT_KEY)
     });
     let server = match tertulia::start(config.clone(), Default::default()).await {
         Ok(server) => server,
@@ -120,7 +120,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if dev_key_in_use {
         println!(
             "  development API key: {} (set your own in a config file before going live)",
-            tertulia::page::DEVELOPMENT_KEY
+            tertulia::api::pages::DEVELOPMENT_KEY
         );
     }
     wait_for_signal().await;

@@ -2,7 +2,7 @@
 //! it; the edge (`src/error.rs`) maps each variant to an HTTP status, a
 //! WebSocket `error` frame code, or a close reason, in one place.
 
-use crate::domain::{SessionId, TenantId};
+use crate::model::{SessionId, TenantId};
 
 /// Everything that can go wrong inside the runtime, by what the caller can do
 /// about it rather than by where it happened.

@@ -1,41 +1,50 @@
 //! The tertulia runtime: the supervision tree, the actors and their messages,
 //! storage and agent adapters. The edge (`src/` of the `tertulia` crate) uses
-//! it only through [`Runtime`] and the handles it returns.
+//! it only through [`Runtime`], the plain data of [`model`] and the settings
+//! of [`config`].
+//!
+//! The folders are layers; each imports only the ones listed before it:
 //!
 //! ```text
-//! Root (root.rs)
-//! ├── Persistence (persistence.rs)   the only code that queries SurrealDB
-//! ├── Webhooks (webhooks.rs)         fans the event outbox out to endpoints
-//! │   └── Worker (webhook_worker.rs) one per endpoint: signs, sends, retries
-//! └── Tenant (tenant.rs)             one per tenant, started on first use
-//!     └── Session (session.rs)       one per live conversation; passivates when idle
-//!         ├── Agent (agent.rs)       one generation at a time
-//!         └── Connection (connection.rs)  one per socket; owns its bounded queue
+//! model/          plain data, the wire protocol, validation
+//! config.rs       process settings
+//! error.rs        the one error type
+//! supervision.rs  restart backoff, the re-pointable actor slot
+//! net/            egress guard, signing, the one signed POST
+//! store/          Persistence: the only code that touches SurrealDB
+//! agent/          providers and the Agent actor
+//! conversation/   Session, Connection, outbound queues, the console feed
+//! webhooks/       the webhook actor and its delivery workers
+//! tree/           Root and Tenant
+//! runtime/        the API the edge calls
+//! ```
+//!
+//! The supervision tree:
+//!
+//! ```text
+//! Root (tree/root.rs)
+//! ├── Persistence (store/)                the only code that queries SurrealDB
+//! ├── Webhooks (webhooks/mod.rs)          fans the event outbox out to endpoints
+//! │   └── Worker (webhooks/worker.rs)     one per endpoint: signs, sends, retries
+//! └── Tenant (tree/tenant.rs)             one per tenant, started on first use
+//!     └── Session (conversation/session/) one per live conversation; passivates when idle
+//!         ├── Agent (agent/actor.rs)      one generation at a time
+//!         └── Connection (conversation/connection.rs)  one per socket; owns its bounded queue
 //! ```
 
-pub mod agent;
 pub mod config;
-pub mod connection;
-pub mod domain;
-pub mod egress;
-pub mod error;
-pub mod events;
-pub mod feed;
-pub mod handoff;
-pub mod leads;
-pub mod openai;
-pub mod outbound;
-pub mod persistence;
-pub mod protocol;
-pub mod root;
+pub mod model;
 pub mod runtime;
-pub mod session;
-pub mod signing;
-pub mod supervision;
-pub mod tenant;
-pub mod webhook_agent;
-pub mod webhook_worker;
-pub mod webhooks;
+
+mod error;
+
+pub(crate) mod agent;
+pub(crate) mod conversation;
+pub(crate) mod net;
+pub(crate) mod store;
+pub(crate) mod supervision;
+pub(crate) mod tree;
+pub(crate) mod webhooks;
 
 pub use error::{Error, Result};
 pub use runtime::Runtime;

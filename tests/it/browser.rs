@@ -204,7 +204,7 @@ fn demo_config(word_delay_ms: u64) -> tertulia::config::Config {
     config.agents.echo.word_delay_ms = word_delay_ms;
     config.tenants.insert(
         "default".into(),
-        tertulia_actors::config::TenantSettings {
+        tertulia_actors::model::TenantSettings {
             agent: "echo".into(),
             ..Default::default()
         },
@@ -222,7 +222,7 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
         .await;
     assert_eq!(
         key,
-        tertulia::page::DEVELOPMENT_KEY,
+        tertulia::api::pages::DEVELOPMENT_KEY,
         "the dev key is filled in"
     );
     browser
@@ -313,7 +313,7 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
     let (_, stored) = server
         .get(
             &format!("/chat/sessions/{session}/history"),
-            Some(tertulia::page::DEVELOPMENT_KEY),
+            Some(tertulia::api::pages::DEVELOPMENT_KEY),
         )
         .await;
     let stored = stored["history"].as_array().unwrap().clone();
@@ -388,7 +388,7 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
             .get(format!(
                 "http://127.0.0.1:{port}/chat/sessions/{session}/history"
             ))
-            .header("X-API-Key", tertulia::page::DEVELOPMENT_KEY)
+            .header("X-API-Key", tertulia::api::pages::DEVELOPMENT_KEY)
             .send()
             .await
             .unwrap()

@@ -8,8 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tertulia::RunningServer;
 use tertulia::config::Config;
-use tertulia_actors::agent::AgentRegistry;
-use tertulia_actors::config::TenantSettings;
+use tertulia_actors::model::TenantSettings;
+use tertulia_actors::runtime::AgentRegistry;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -145,8 +145,8 @@ impl TestServer {
     }
 
     /// acme's newest recorded events of these types (in the outbox), newest first.
-    pub async fn acme_events(&self, kinds: &[&str]) -> Vec<tertulia_actors::domain::EventRecord> {
-        let acme = tertulia_actors::domain::TenantId("acme".into());
+    pub async fn acme_events(&self, kinds: &[&str]) -> Vec<tertulia_actors::model::EventRecord> {
+        let acme = tertulia_actors::model::TenantId("acme".into());
         let mut events = self.server.runtime.events(&acme, None, 100).await.unwrap();
         events.retain(|event| kinds.contains(&event.kind.as_str()));
         events
@@ -202,7 +202,12 @@ pub async fn make_key(server: &TestServer, admin_token: &str, tenant: &str, kind
 
 /// A client token for one of acme's end users.
 pub fn client_token(client_id: &str) -> String {
-    tertulia::auth::mint_client_token(ACME_CLIENT_SECRET, client_id, Duration::from_secs(600)).0
+    tertulia::auth::tokens::mint_client_token(
+        ACME_CLIENT_SECRET,
+        client_id,
+        Duration::from_secs(600),
+    )
+    .0
 }
 
 pub async fn send(ws: &mut Ws, frame: Value) {

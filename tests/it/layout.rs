@@ -2,24 +2,9 @@
 //! `//!` doc, the edge never names the database, and only the persistence
 //! actor runs queries.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn rust_files(dir: &str) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|extension| extension == "rs") {
-                files.push(path);
-            }
-        }
-    }
-    assert!(!files.is_empty(), "no Rust files under {dir}");
-    files
-}
+use crate::support::source::rust_files;
 
 #[test]
 fn every_rust_file_starts_with_a_module_doc() {
@@ -51,9 +36,10 @@ fn nothing_in_the_edge_touches_the_database() {
 }
 
 #[test]
-fn only_persistence_runs_queries() {
+fn only_the_store_runs_queries() {
+    let store = Path::new(env!("CARGO_MANIFEST_DIR")).join("actors/src/store");
     for file in rust_files("actors/src") {
-        if file.ends_with("persistence.rs") {
+        if file.starts_with(&store) {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();

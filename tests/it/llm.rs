@@ -607,7 +607,7 @@ async fn a_tool_call_round_trips_through_a_real_receiver() {
     });
     let llm = FakeLlm::start().await;
     let mut config = openai_config(&llm);
-    config.tenants.get_mut("acme").unwrap().tools = vec![tertulia_actors::config::ToolSettings {
+    config.tenants.get_mut("acme").unwrap().tools = vec![tertulia_actors::model::ToolSettings {
         name: "create_estimate".into(),
         description: "Creates a repair estimate".into(),
         parameters: json!({"type": "object", "properties": {"problem": {"type": "string"}, "address": {"type": "string"}}, "required": ["problem"]}),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
-use tertulia_actors::protocol::{ClientFrame, ServerFrame, parse_client_frame};
+use tertulia_actors::model::protocol::{ClientFrame, ServerFrame, parse_client_frame};
 
 fn schema(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

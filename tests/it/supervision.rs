@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tertulia_actors::agent::{AgentEvent, AgentProvider, AgentRequest, AgentStream, EchoAgent};
-use tertulia_actors::domain::TenantId;
+use tertulia_actors::model::TenantId;
+use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream, EchoAgent};
 
 use crate::common::*;
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tertulia_actors::agent::{AgentError, AgentProvider, AgentRequest, AgentStream, EchoAgent};
-use tertulia_actors::domain::TenantId;
+use tertulia_actors::model::TenantId;
+use tertulia_actors::runtime::{AgentError, AgentProvider, AgentRequest, AgentStream, EchoAgent};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

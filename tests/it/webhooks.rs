@@ -8,8 +8,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tertulia::config::Config;
-use tertulia_actors::config::{TenantSettings, WebhookEndpointConfig};
-use tertulia_actors::domain::{EVENT_TYPES, WebhookFormat};
+use tertulia_actors::config::WebhookEndpointConfig;
+use tertulia_actors::model::TenantSettings;
+use tertulia_actors::model::{EVENT_TYPES, WebhookFormat};
 
 use crate::common::*;
 use crate::receiver::{Received, Receiver, signed_with};

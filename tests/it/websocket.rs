@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::agent::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
+use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -450,7 +450,7 @@ async fn a_silent_peer_is_dropped_after_the_keepalive_timeout() {
 
 #[tokio::test]
 async fn a_message_posted_by_a_back_end_reaches_every_socket_and_is_answered() {
-    use tertulia_actors::domain::{NewMessage, Scope, TenantId};
+    use tertulia_actors::model::{NewMessage, Scope, TenantId};
     let server = TestServer::start(config()).await;
     let (session, url) = server.create_session().await;
     let mut alice = server.connect(&url).await;

@@ -1,0 +1,315 @@
+//! The `webhook` agent provider: an n8n workflow (or any HTTP endpoint) is the
+//! brain. Not an actor: the `Agent` actor consumes the stream this returns,
+//! so dropping it (on `cancel`) drops the request.
+//!
+//! The question, the conversation's context and its recent history are POSTed
+//! as JSON, signed per Standard Webhooks (`signing.rs`) and, for n8n's Header
+//! Auth, with an optional static header. The reply may be:
+//! - JSON: the field `reply` or `output` (n8n's usual name), of the object or
+//!   of the first element of an array; or a JSON string;
+//! - newline-delimited JSON (`application/x-ndjson`): each line a string or
+//!   an object with `delta`, `content`, `output`, `reply` or `text`, shown as
+//!   it arrives;
+//! - anything else: plain text, shown as it arrives.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use serde_json::{Value, json};
+
+use crate::agent::{AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream};
+use crate::model::WebhookAgentSettings;
+use crate::model::{AnswerMeta, Role};
+use crate::net::signing::Signer;
+
+/// The longest error body quoted back, in characters.
+const QUOTED_ERROR_CHARS: usize = 200;
+/// The largest whole (non-streamed) reply read, in bytes.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// The `webhook` provider. One HTTP client (a connection pool) per connect timeout.
+pub struct WebhookAgent {
+    /// Where requests may go.
+    policy: crate::net::egress::EgressPolicy,
+    clients: dashmap::DashMap<u64, reqwest::Client>,
+}
+
+impl WebhookAgent {
+    fn client(&self, connect_timeout_ms: u64) -> Result<reqwest::Client, AgentError> {
+        if let Some(client) = self.clients.get(&connect_timeout_ms) {
+            return Ok(client.clone());
+        }
+        // Follows no redirect: one would re-send the signed question elsewhere.
+        let client = self
+            .policy
+            .client_builder()
+            .connect_timeout(Duration::from_millis(connect_timeout_ms.max(1)))
+            .build()
+            .map_err(|error| AgentError(format!("cannot build the HTTP client: {error}")))?;
+        self.clients.insert(connect_timeout_ms, client.clone());
+        Ok(client)
+    }
+}
+
+impl AgentProvider for WebhookAgent {
+    fn answer(&self, request: AgentRequest) -> AgentStream {
+        let settings = request.settings.webhook_agent.clone();
+        if let Some(problem) = settings.invalid() {
+            return stream::once(async move { Err(AgentError(problem)) }).boxed();
+        }
+        if let Err(error) = self.policy.check_url(&settings.url) {
+            let error = AgentError(format!("the workflow's URL is refused: {error}"));
+            return stream::once(async { Err(error) }).boxed();
+        }
+        let client = match self.client(settings.connect_timeout_ms) {
+            Ok(client) => client,
+            Err(error) => return stream::once(async { Err(error) }).boxed(),
+        };
+        let timeout = Duration::from_millis(settings.timeout_ms.max(1));
+        let opened = async move {
+            match tokio::time::timeout(timeout, call(&client, &settings, &request)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(error)) => stream::once(async { Err(error) }).boxed(),
+                Err(_) => {
+                    let error = AgentError(format!(
+                        "the workflow did not answer within {} s",
+                        timeout.as_secs_f32()
+                    ));
+                    stream::once(async { Err(error) }).boxed()
+                }
+            }
+        };
+        let meta = stream::once(async {
+            Ok(AgentEvent::Meta(AnswerMeta {
+                agent: Some("webhook".into()),
+                finish_reason: Some("stop".into()),
+                ..AnswerMeta::default()
+            }))
+        });
+        stream::once(opened).flatten().chain(meta).boxed()
+    }
+}
+
+/// Sends the question; returns the reply as a stream of events.
+async fn call(
+    client: &reqwest::Client,
+    settings: &WebhookAgentSettings,
+    request: &AgentRequest,
+) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
+    let history: Vec<Value> = request
+        .history
+        .iter()
+        .rev()
+        .take(settings.history_messages.max(1))
+        .rev()
+        .map(|turn| {
+            let role = match turn.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::System => "system",
+            };
+            json!({"role": role, "content": turn.content})
+        })
+        .collect();
+    let body = json!({
+        "type": "agent.request",
+        "tenant": request.tenant,
+        "conversation_id": request.session,
+        "message_id": request.question_id,
+        "content": request.question(),
+        "context": request.context,
+        "history": history,
+    })
+    .to_string();
+    let mut post = client
+        .post(&settings.url)
+        .header("content-type", "application/json")
+        .header(
+            "accept",
+            "application/json, application/x-ndjson, text/plain",
+        );
+    if let Some(signer) = Signer::new(&settings.secret) {
+        let id = format!("msg_{}", request.question_id.0.simple());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let signed = signer.sign(&id, now, body.as_bytes());
+        post = post
+            .header("webhook-id", signed.id)
+            .header("webhook-timestamp", signed.timestamp)
+            .header("webhook-signature", signed.signature);
+    }
+    if !settings.header_name.is_empty() {
+        post = post.header(&settings.header_name, &settings.header_value);
+    }
+    let response = post.body(body).send().await.map_err(|error| {
+        AgentError(if crate::agent::openai::refused_by_guard(&error) {
+            "the workflow's address is refused by the egress guard (`egress.allow`)".into()
+        } else if error.is_connect() {
+            "cannot connect to the workflow".into()
+        } else {
+            format!("the workflow request failed: {}", error.without_url())
+        })
+    })?;
+    let status = response.status();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        let quoted: String = text.chars().take(QUOTED_ERROR_CHARS).collect();
+        return Err(AgentError(format!(
+            "the workflow answered {status}: {}",
+            quoted.trim()
+        )));
+    }
+    let idle = Duration::from_millis(settings.timeout_ms.max(1));
+    if kind.contains("ndjson") || kind.contains("jsonl") {
+        return Ok(lines(response, idle));
+    }
+    if kind.contains("json") {
+        let body = response.bytes().await.map_err(|error| {
+            AgentError(format!(
+                "the workflow's reply broke: {}",
+                error.without_url()
+            ))
+        })?;
+        if body.len() > MAX_REPLY_BYTES {
+            return Err(AgentError("the workflow's reply is too large".into()));
+        }
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|error| AgentError(format!("the workflow's reply is not JSON: {error}")))?;
+        let text = reply_text(&value).ok_or_else(|| {
+            AgentError("the workflow's JSON has no `reply` or `output` text".into())
+        })?;
+        return Ok(stream::once(async { Ok(AgentEvent::Text(text)) }).boxed());
+    }
+    Ok(text_chunks(response, idle))
+}
+
+/// The reply text in a JSON answer: `reply` or `output`, of the object or
+/// of the first element of an array (n8n's "all items"); or a JSON string.
+pub fn reply_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(items) => items.first().and_then(reply_text),
+        Value::Object(object) => ["reply", "output", "delta", "content", "text"]
+            .iter()
+            .find_map(|field| object.get(*field)?.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+/// The body's bytes as they arrive, each silence bounded by `idle`.
+fn body_chunks(
+    response: reqwest::Response,
+    idle: Duration,
+) -> BoxStream<'static, Result<Bytes, AgentError>> {
+    stream::unfold(Some(response.bytes_stream()), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => Some((
+                Err(AgentError(format!(
+                    "the workflow sent nothing for {} s",
+                    idle.as_secs_f32()
+                ))),
+                None,
+            )),
+            Ok(None) => None,
+            Ok(Some(Err(_))) => Some((
+                Err(AgentError("the workflow's reply broke off".into())),
+                None,
+            )),
+            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
+        }
+    })
+    .boxed()
+}
+
+/// Plain text as it arrives, never splitting a UTF-8 character.
+fn text_chunks(
+    response: reqwest::Response,
+    idle: Duration,
+) -> BoxStream<'static, Result<AgentEvent, AgentError>> {
+    let mut pending: Vec<u8> = Vec::new();
+    body_chunks(response, idle)
+        .map(move |chunk| {
+            let chunk = chunk?;
+            pending.extend_from_slice(&chunk);
+            let valid = match std::str::from_utf8(&pending) {
+                Ok(_) => pending.len(),
+                Err(error) => error.valid_up_to(),
+            };
+            let text = String::from_utf8_lossy(&pending[..valid]).into_owned();
+            pending.drain(..valid);
+            Ok(AgentEvent::Text(text))
+        })
+        .boxed()
+}
+
+/// Newline-delimited JSON as it arrives: one piece of text per line.
+fn lines(
+    response: reqwest::Response,
+    idle: Duration,
+) -> BoxStream<'static, Result<AgentEvent, AgentError>> {
+    let mut pending: Vec<u8> = Vec::new();
+    body_chunks(response, idle)
+        .map(
+            move |chunk| -> Result<Vec<Result<AgentEvent, AgentError>>, AgentError> {
+                pending.extend_from_slice(&chunk?);
+                let mut events = Vec::new();
+                while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let value: Value = serde_json::from_str(line.trim()).map_err(|error| {
+                        AgentError(format!(
+                            "a line of the workflow's reply is not JSON: {error}"
+                        ))
+                    })?;
+                    if let Some(text) = reply_text(&value) {
+                        events.push(Ok(AgentEvent::Text(text)));
+                    }
+                }
+                Ok(events)
+            },
+        )
+        .flat_map(|events| match events {
+            Ok(events) => stream::iter(events).boxed(),
+            Err(error) => stream::once(async { Err(error) }).boxed(),
+        })
+        .boxed()
+}
+
+/// Used by the agent registry.
+pub fn provider(policy: crate::net::egress::EgressPolicy) -> std::sync::Arc<dyn AgentProvider> {
+    std::sync::Arc::new(WebhookAgent {
+        policy,
+        clients: dashmap::DashMap::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_found_where_n8n_puts_them() {
+        assert_eq!(
+            reply_text(&json!({"reply": "hola"})).as_deref(),
+            Some("hola")
+        );
+        assert_eq!(
+            reply_text(&json!([{"output": "hola"}])).as_deref(),
+            Some("hola")
+        );
+        assert_eq!(reply_text(&json!("hola")).as_deref(), Some("hola"));
+        assert_eq!(reply_text(&json!({"answer": 5})), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! The session's part that owns answering: the questions waiting for an
+//! answer (in order, one answer at a time), the answer in progress (its
+//! text, metadata and tool calls as they stream in), and who waits for the
+//! stored answer to which question. Plain state with no actor and no I/O.
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio::sync::oneshot;
+
+use super::log::AnswerReceiver;
+use crate::error::{Error, Result};
+use crate::model::{AnswerMeta, MessageId, StoredMessage, ToolCallRecord};
+
+/// The answer being generated.
+pub struct Generation {
+    pub message_id: MessageId,
+    /// Model, ids, tokens and timings, as they are reported.
+    pub meta: AnswerMeta,
+    /// Tool calls so far, with their results once they come.
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// The user message being answered.
+    pub question: MessageId,
+    pub text: String,
+    /// Generation is over and the answer is being stored: chunks are ignored.
+    pub storing: bool,
+}
+
+impl Generation {
+    /// What is worth keeping of the metadata (nothing, if nothing was reported).
+    pub fn kept_meta(&self) -> Option<Box<AnswerMeta>> {
+        (self.meta != AnswerMeta::default()).then(|| Box::new(self.meta.clone()))
+    }
+
+    /// Records a tool call, or its result over the call it answers.
+    pub fn record_tool(&mut self, call: ToolCallRecord) {
+        match self
+            .tool_calls
+            .iter_mut()
+            .find(|known| known.call_id == call.call_id)
+        {
+            Some(known) => *known = call,
+            None => self.tool_calls.push(call),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Answering {
+    /// User messages waiting for an answer, in order.
+    queue: VecDeque<StoredMessage>,
+    current: Option<Generation>,
+    /// Who waits for the answer to which user message.
+    waiters: HashMap<MessageId, Vec<oneshot::Sender<Result<StoredMessage>>>>,
+}
+
+impl Answering {
+    /// Starts with the questions a crash or a shutdown left unanswered.
+    pub fn with_queue(queue: VecDeque<StoredMessage>) -> Answering {
+        Answering {
+            queue,
+            ..Answering::default()
+        }
+    }
+
+    pub fn enqueue(&mut self, question: StoredMessage) {
+        self.queue.push_back(question);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Forgets the waiting questions (a person takes over and answers them).
+    pub fn clear_queue(&mut self) {
+        self.queue.clear();
+    }
+
+    /// Whether nothing is queued or in progress.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.current.is_none()
+    }
+
+    /// The next question to answer, begun as the answer in progress; none
+    /// while an answer is in progress or nothing waits.
+    pub fn begin_next(&mut self) -> Option<(StoredMessage, MessageId)> {
+        if self.current.is_some() {
+            return None;
+        }
+        let question = self.queue.pop_front()?;
+        let message_id = MessageId::new();
+        self.current = Some(Generation {
+            message_id,
+            meta: AnswerMeta::default(),
+            tool_calls: Vec::new(),
+            question: question.id,
+            text: String::new(),
+            storing: false,
+        });
+        Some((question, message_id))
+    }
+
+    /// The answer in progress, whether or not it is being stored.
+    pub fn current(&self) -> Option<&Generation> {
+        self.current.as_ref()
+    }
+
+    /// The answer in progress with this id, unless it is already being stored.
+    pub fn streaming(&mut self, message_id: MessageId) -> Option<&mut Generation> {
+        self.current
+            .as_mut()
+            .filter(|generation| generation.message_id == message_id && !generation.storing)
+    }
+
+    /// The answer in progress with this id, stored or not.
+    pub fn any_with_id(&mut self, message_id: MessageId) -> Option<&mut Generation> {
+        self.current
+            .as_mut()
+            .filter(|generation| generation.message_id == message_id)
+    }
+
+    /// The id of the answer in progress, if it still streams.
+    pub fn streaming_id(&self) -> Option<MessageId> {
+        self.current
+            .as_ref()
+            .filter(|generation| !generation.storing)
+            .map(|generation| generation.message_id)
+    }
+
+    /// Marks the answer in progress as being stored; its chunks are ignored from now on.
+    pub fn start_storing(&mut self) -> Option<&Generation> {
+        let generation = self.current.as_mut()?;
+        generation.storing = true;
+        Some(generation)
+    }
+
+    /// Takes the answer in progress if it still streams (shutdown keeps it).
+    pub fn take_streaming(&mut self) -> Option<Generation> {
+        self.current.take_if(|generation| !generation.storing)
+    }
+
+    /// The stored answer is settled: the next question may begin.
+    pub fn finished(&mut self) {
+        self.current = None;
+    }
+
+    /// Where the answer to `question` will arrive.
+    pub fn wait_for(&mut self, question: MessageId) -> AnswerReceiver {
+        let (answer, receiver) = oneshot::channel();
+        self.waiters.entry(question).or_default().push(answer);
+        receiver
+    }
+
+    /// Hands the stored answer (or why it is not) to whoever waits for it.
+    pub fn answered(&mut self, question: MessageId, answer: &Result<StoredMessage>) {
+        for waiter in self.waiters.remove(&question).unwrap_or_default() {
+            let _ = waiter.send(match answer {
+                Ok(message) => Ok(message.clone()),
+                Err(error) => Err(Error::Storage(error.to_string())),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::session::testing::stored;
+    use crate::model::Role;
+
+    #[test]
+    fn questions_are_answered_one_at_a_time_in_order() {
+        let mut answering = Answering::default();
+        let first = stored(1, Role::User, "one");
+        let second = stored(2, Role::User, "two");
+        answering.enqueue(first.clone());
+        answering.enqueue(second.clone());
+        let (question, answer) = answering.begin_next().expect("the first begins");
+        assert_eq!(question.id, first.id);
+        assert!(answering.begin_next().is_none(), "the second waits");
+        assert_eq!(answering.queued(), 1);
+        answering.start_storing();
+        assert!(
+            answering.streaming(answer).is_none(),
+            "chunks after the end are ignored"
+        );
+        answering.finished();
+        let (question, _) = answering.begin_next().expect("then the second");
+        assert_eq!(question.id, second.id);
+        assert!(answering.queue.is_empty());
+    }
+
+    #[test]
+    fn chunks_reach_only_the_answer_in_progress() {
+        let mut answering = Answering::with_queue(VecDeque::from([stored(1, Role::User, "x")]));
+        let (_, answer) = answering.begin_next().unwrap();
+        answering
+            .streaming(answer)
+            .unwrap()
+            .text
+            .push_str("You said");
+        assert!(
+            answering.streaming(MessageId::new()).is_none(),
+            "a stale id"
+        );
+        assert_eq!(answering.current().unwrap().text, "You said");
+        assert_eq!(answering.streaming_id(), Some(answer));
+        assert!(answering.take_streaming().is_some());
+        assert!(answering.is_idle());
+    }
+
+    #[tokio::test]
+    async fn every_waiter_gets_the_stored_answer() {
+        let mut answering = Answering::default();
+        let question = stored(1, Role::User, "x");
+        let first = answering.wait_for(question.id);
+        let second = answering.wait_for(question.id);
+        let answer = stored(2, Role::Assistant, "You said: x");
+        answering.answered(question.id, &Ok(answer.clone()));
+        assert_eq!(first.await.unwrap().unwrap(), answer);
+        assert_eq!(second.await.unwrap().unwrap(), answer);
+    }
+
+    #[test]
+    fn a_tool_result_replaces_its_call() {
+        let mut generation = Generation {
+            message_id: MessageId::new(),
+            meta: AnswerMeta::default(),
+            tool_calls: Vec::new(),
+            question: MessageId::new(),
+            text: String::new(),
+            storing: false,
+        };
+        let call = ToolCallRecord {
+            call_id: "c1".into(),
+            name: "create_estimate".into(),
+            arguments: "{}".into(),
+            result: None,
+            is_error: false,
+        };
+        generation.record_tool(call.clone());
+        generation.record_tool(ToolCallRecord {
+            result: Some("ok".into()),
+            ..call
+        });
+        assert_eq!(generation.tool_calls.len(), 1);
+        assert_eq!(generation.tool_calls[0].result.as_deref(), Some("ok"));
+        assert!(generation.kept_meta().is_none(), "nothing was reported");
+    }
+}

@@ -1,0 +1,195 @@
+//! Sockets joining and speaking: attaching spawns the socket's `Connection`
+//! and queues the greeting, the messages it missed (from the window, or read
+//! from storage) and the answer in progress; then each command it sends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::{Actor, ActorRef};
+
+use super::log::{Asker, Missed};
+use super::state::SessionState;
+use super::{Attached, SessionMsg};
+use crate::agent::actor::AgentMsg;
+use crate::conversation::connection::{ConnId, Connection, ConnectionArgs};
+use crate::conversation::outbound::outbound_queue;
+use crate::error::{Error, Result};
+use crate::model::protocol::{ServerFrame, WireMessage};
+use crate::model::{ClientCommand, Participant, StoredMessage, merge_context};
+use crate::store::{Durable, MessageQuery};
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl SessionState {
+    pub async fn attach(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        after_seq: Option<u64>,
+        greet: bool,
+        participant: Participant,
+    ) -> Result<Attached> {
+        if self.terminating {
+            return Err(Error::Unavailable("session"));
+        }
+        let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let (outbound, receiver) = outbound_queue(
+            self.limits.outbound_queue_frames,
+            self.limits.outbound_queue_bytes,
+        );
+        let (connection, _) = Actor::spawn_linked(
+            None,
+            Connection,
+            ConnectionArgs {
+                conn,
+                session: myself.get_derived(),
+                outbound: outbound.clone(),
+            },
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|error| Error::Storage(format!("cannot start connection: {error}")))?;
+        self.subscribers
+            .add(conn, outbound, connection.get_cell(), participant);
+        if greet {
+            let greeting = ServerFrame::System {
+                content: self.settings.greeting.clone(),
+            }
+            .encode();
+            self.subscribers.send_to(conn, greeting);
+        }
+        match after_seq {
+            Some(after_seq) => self.replay(conn, after_seq).await,
+            None => self.send_snapshot(conn),
+        }
+        let last_seq = self.log.last_seq();
+        Ok(Attached {
+            conn,
+            connection,
+            outbound: receiver,
+            last_seq: after_seq.unwrap_or(last_seq).min(last_seq),
+        })
+    }
+
+    /// Sends one socket every stored message after `after_seq`, then the answer in
+    /// progress. If that would not fit its queue, it is told to reload over REST.
+    async fn replay(&mut self, conn: ConnId, after_seq: u64) {
+        let last_stored = self.log.last_seq();
+        if after_seq > last_stored {
+            let content = format!(
+                "nothing was ever stored after seq {last_stored}; reload the history and resume from its last seq"
+            );
+            return self.send_error_to(conn, "resume_out_of_range", content);
+        }
+        // Half the queue, so live frames still fit behind the replay.
+        let room = (self.limits.outbound_queue_frames / 2).max(1);
+        let Some(missed) = self.missed_since(conn, after_seq, room).await else {
+            return;
+        };
+        if missed.len() > room {
+            return self.send_error_to(
+                conn,
+                "resume_too_far",
+                "too many messages were missed to replay; reload the history over REST and resume from its last seq",
+            );
+        }
+        for message in &missed {
+            let frame = ServerFrame::Message {
+                message: WireMessage::from(message),
+            }
+            .encode();
+            self.subscribers.send_to(conn, frame);
+        }
+        self.send_snapshot(conn);
+    }
+
+    /// The messages after `after_seq`, from the window or (at most `room + 1`)
+    /// from storage; `None` if the read failed (the socket is told).
+    async fn missed_since(
+        &mut self,
+        conn: ConnId,
+        after_seq: u64,
+        room: usize,
+    ) -> Option<Vec<StoredMessage>> {
+        if let Missed::Cached(messages) = self.log.missed_since(after_seq) {
+            return Some(messages);
+        }
+        let query = MessageQuery {
+            tenant: self.facts.tenant.clone(),
+            session: self.id(),
+            after_seq,
+            limit: room + 1,
+            newest: false,
+        };
+        match self.storage.load_messages(query).await {
+            Ok(messages) => Some(messages),
+            Err(error) => {
+                self.send_error_to(conn, error.code(), "could not read the missed messages");
+                None
+            }
+        }
+    }
+
+    /// The text so far of an answer in progress, for a socket that just joined.
+    fn send_snapshot(&mut self, conn: ConnId) {
+        if let Some(generation) = self.answering.current() {
+            let frame = ServerFrame::Chunk {
+                content: generation.text.clone(),
+                message_id: generation.message_id,
+                snapshot: true,
+            }
+            .encode();
+            self.subscribers.send_to(conn, frame);
+        }
+    }
+
+    /// A command from a socket, via its `Connection`.
+    pub async fn command(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        conn: ConnId,
+        command: ClientCommand,
+    ) {
+        match command {
+            ClientCommand::Message(message) => {
+                self.post(myself, message, Asker::Socket(conn)).await
+            }
+            ClientCommand::Cancel => match (self.answering.streaming_id(), &self.agent) {
+                (Some(message_id), Some(agent)) => {
+                    let _ = agent.cast(AgentMsg::Cancel { message_id });
+                }
+                _ => {
+                    let error = Error::NothingToCancel;
+                    self.send_error_to(conn, error.code(), error.to_string());
+                }
+            },
+            ClientCommand::Typing => {
+                let frame = ServerFrame::Typing {}.encode();
+                self.subscribers.broadcast(&frame, Some(conn));
+            }
+            ClientCommand::Resume { after_seq } => self.replay(conn, after_seq).await,
+            ClientCommand::Context(patch) => self.context_from_socket(myself, patch),
+            // Answered by the connection itself; never reaches the session.
+            ClientCommand::Ping => {}
+        }
+    }
+
+    fn context_from_socket(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        patch: serde_json::Map<String, serde_json::Value>,
+    ) {
+        merge_context(&mut self.facts.context, patch);
+        let session = myself.clone();
+        self.storage.write(
+            self.context_write(),
+            Durable::new(move |outcome| {
+                if let Err(error) = outcome {
+                    tracing::error!(%error, "context update not stored");
+                    let _ = session.cast(SessionMsg::Durable {
+                        seq: 0,
+                        outcome: Err(error),
+                    });
+                }
+            }),
+        );
+    }
+}

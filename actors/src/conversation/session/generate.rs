@@ -1,0 +1,258 @@
+//! Answering: starting the session's `Agent`, beginning the next queued
+//! question, fanning the agent's reports out as frames, storing the answer
+//! with the status its end calls for, and keeping a partial answer when the
+//! session terminates.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::SessionMsg;
+use super::log::PendingWrite;
+use super::state::SessionState;
+use crate::agent::actor::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentReport};
+use crate::agent::{AgentError, AgentRequest};
+use crate::conversation::outbound::CloseReason;
+use crate::model::protocol::ServerFrame;
+use crate::model::{
+    Handoff, MessageStatus, REQUEST_HUMAN, Role, StoredMessage, ToolCallRecord, events,
+    now_timestamp,
+};
+
+impl SessionState {
+    pub async fn start_agent(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = AgentArgs {
+            session: myself.get_derived(),
+        };
+        let (agent, _) = Actor::spawn_linked(None, Agent, args, myself.get_cell()).await?;
+        self.agent = Some(agent);
+        Ok(())
+    }
+
+    /// Starts answering the next queued user message, if nothing is in progress.
+    pub fn maybe_start_generation(&mut self) {
+        if self.terminating || self.attendance.is_human() {
+            return;
+        }
+        let Some(agent) = self.agent.clone() else {
+            return;
+        };
+        let Some((question, message_id)) = self.answering.begin_next() else {
+            return;
+        };
+        let request = AgentRequest {
+            tenant: self.facts.tenant.clone(),
+            session: self.id(),
+            history: self.log.history_until(&question, self.config.history_turns),
+            context: self.facts.context.clone(),
+            settings: self.settings.clone(),
+            question_id: question.id,
+        };
+        let generate = AgentMsg::Generate {
+            message_id,
+            request,
+            provider: self.provider.clone(),
+        };
+        if agent.cast(generate).is_err() {
+            // The agent just died; its supervision event will fail this generation.
+            tracing::warn!(session = %self.id(), "agent unavailable when starting an answer");
+        }
+    }
+
+    /// A report from the agent on the answer in progress.
+    pub fn on_agent_report(&mut self, myself: &ActorRef<SessionMsg>, report: AgentReport) {
+        match report {
+            AgentReport::Chunk { message_id, text } => {
+                let Some(generation) = self.answering.streaming(message_id) else {
+                    return;
+                };
+                generation.text.push_str(&text);
+                let frame = ServerFrame::Chunk {
+                    content: text,
+                    message_id,
+                    snapshot: false,
+                };
+                self.broadcast(&frame.encode());
+            }
+            AgentReport::Meta { message_id, meta } => {
+                if let Some(generation) = self.answering.any_with_id(message_id) {
+                    generation.meta.merge(meta);
+                }
+            }
+            AgentReport::Tool { message_id, call } => self.on_tool(myself, message_id, call),
+            AgentReport::Finished {
+                message_id,
+                outcome,
+            } => {
+                if self.answering.streaming(message_id).is_some() {
+                    self.finish_generation(myself, outcome);
+                }
+            }
+        }
+    }
+
+    /// The model called a tool or a tool answered: tell the subscribers; a
+    /// successful `request_human` asks for a person.
+    fn on_tool(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        message_id: crate::model::MessageId,
+        call: ToolCallRecord,
+    ) {
+        let Some(generation) = self.answering.streaming(message_id) else {
+            return;
+        };
+        let frame = match &call.result {
+            None => ServerFrame::ToolCall {
+                message_id,
+                call_id: call.call_id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            },
+            Some(content) => ServerFrame::ToolResult {
+                message_id,
+                call_id: call.call_id.clone(),
+                name: call.name.clone(),
+                content: content.clone(),
+                is_error: call.is_error,
+            },
+        };
+        let asks_for_a_person =
+            call.name == REQUEST_HUMAN && call.result.is_some() && !call.is_error;
+        let reason = asks_for_a_person
+            .then(|| crate::agent::request_human_reason(&call.arguments))
+            .flatten();
+        generation.record_tool(call);
+        self.broadcast(&frame.encode());
+        if asks_for_a_person {
+            let handoff = Handoff {
+                requested_at: now_timestamp(),
+                requested_by: "agent".into(),
+                reason,
+            };
+            self.request_handoff(myself, handoff, None);
+        }
+    }
+
+    /// Stores the answer in progress with the status its outcome calls for.
+    pub fn finish_generation(&mut self, myself: &ActorRef<SessionMsg>, outcome: AgentOutcome) {
+        let (status, failure) = match outcome {
+            AgentOutcome::Completed => (MessageStatus::Complete, None),
+            AgentOutcome::Cancelled => (MessageStatus::Interrupted, None),
+            AgentOutcome::Interrupted(error) => {
+                let content = format!("the answer was cut short: {error}");
+                self.broadcast_error("agent_interrupted", content);
+                (MessageStatus::Interrupted, None)
+            }
+            AgentOutcome::Failed(error) => {
+                self.broadcast_error("agent_failed", format!("the agent failed: {error}"));
+                (MessageStatus::Failed, Some(error.to_string()))
+            }
+        };
+        let Some(question) = self
+            .answering
+            .start_storing()
+            .map(|generation| generation.question)
+        else {
+            return;
+        };
+        let seq = self.log.take_seq();
+        let message = answer_message(self, seq, status);
+        // A failure is recorded as `agent.failed`, in the same transaction as the message.
+        let event = failure.map(|error| {
+            let facts = self.event_facts();
+            let agent = &self.settings.agent;
+            events::agent_failed(&facts, &message, &question.to_string(), agent, &error)
+        });
+        self.persist(myself, message.clone(), event);
+        self.log
+            .hand_over(message.seq, PendingWrite::Answer { message, question });
+    }
+
+    /// The agent crashed: an answer in progress is kept as `failed`, and the
+    /// agent restarts after its backoff.
+    pub fn agent_crashed(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
+        self.agent = None;
+        if self.terminating {
+            return;
+        }
+        tracing::error!(session = %self.id(), error = %why, "agent failed; restarting it");
+        if self.answering.streaming_id().is_some() {
+            self.broadcast_error(
+                "agent_crashed",
+                "the agent crashed; the partial answer was kept",
+            );
+            let error = AgentError(format!("the agent crashed: {why}"));
+            self.finish_generation(myself, AgentOutcome::Failed(error));
+        }
+        let delay = self.agent_backoff.next_delay();
+        myself.send_after(delay, || SessionMsg::RestartAgent);
+    }
+
+    /// Closes every socket with `reason`. With `keep_partial`, an answer in
+    /// progress is first stored as `interrupted` (shutdown); without it,
+    /// nothing more is written (deletion).
+    pub async fn terminate(&mut self, reason: CloseReason, keep_partial: bool) {
+        self.terminating = true;
+        if let Some(agent) = self.agent.take() {
+            agent.stop(Some("session terminating".into()));
+        }
+        if keep_partial {
+            self.keep_partial_answer().await;
+        }
+        self.subscribers.close_all(reason);
+    }
+
+    async fn keep_partial_answer(&mut self) {
+        if self.answering.streaming_id().is_none() {
+            return;
+        }
+        let seq = self.log.take_seq();
+        let message = answer_message(self, seq, MessageStatus::Interrupted);
+        let Some(generation) = self.answering.take_streaming() else {
+            return;
+        };
+        let question = generation.question;
+        let frame = ServerFrame::Done {
+            content: message.content.clone(),
+            message_id: message.id,
+            seq: message.seq,
+            status: message.status,
+        }
+        .encode();
+        let write = self.append_with_events(message.clone(), None);
+        match self.storage.write_and_wait(write).await {
+            Ok(()) => {
+                self.answering.answered(question, &Ok(message));
+                self.broadcast(&frame);
+            }
+            Err(error) => {
+                tracing::error!(session = %self.id(), %error, "partial answer not stored at shutdown");
+                self.answering.answered(question, &Err(error));
+            }
+        }
+    }
+}
+
+/// The answer in progress as a stored message at `seq`.
+fn answer_message(state: &SessionState, seq: u64, status: MessageStatus) -> StoredMessage {
+    let generation = state.answering.current().expect("an answer is in progress");
+    StoredMessage {
+        id: generation.message_id,
+        tenant: state.facts.tenant.clone(),
+        session_id: state.id(),
+        seq,
+        role: Role::Assistant,
+        content: generation.text.clone(),
+        status,
+        client_msg_id: None,
+        created_at: now_timestamp(),
+        no_reply: false,
+        direction: Role::Assistant.direction(),
+        author: None,
+        origin: None,
+        agent: generation.kept_meta(),
+        tool_calls: generation.tool_calls.clone(),
+    }
+}

@@ -1,0 +1,38 @@
+//! The model: plain data the whole runtime shares, with no actors, no I/O
+//! and no clock but `now_timestamp`. Ids, messages, conversations, access,
+//! tenant settings and their validation, webhook data and events, lead
+//! extraction and the WebSocket wire protocol.
+//!
+//! Architecture Invariant: nothing here imports anything of this crate
+//! outside `model/`; everything else may import the model.
+//!
+//! Inside the model, files import each other by their own paths (never
+//! through these re-exports), so the folder has no import cycle.
+
+pub mod access;
+pub mod conversation;
+pub mod events;
+pub mod ids;
+pub mod leads;
+pub mod message;
+pub mod protocol;
+pub mod tenant;
+pub mod webhook;
+
+pub use access::{ApiKeyRecord, KeyKind, Scope, TenantRecord};
+pub use conversation::{
+    Attendant, Consent, Contact, Handoff, MetaChange, Participant, SessionRecord, merge_context,
+};
+pub use ids::{MessageId, SessionId, TenantId, now_timestamp};
+pub use message::{
+    Ack, AnswerMeta, ClientCommand, Direction, MessageStatus, NewMessage, Origin, Role,
+    StoredMessage, ToolCallRecord,
+};
+pub use tenant::{
+    OpenAiSettings, REQUEST_HUMAN, RateLimits, Tenant, TenantSettings, ToolSettings,
+    WebhookAgentSettings, is_web_origin,
+};
+pub use webhook::{
+    ALWAYS_RECORDED, Delivery, DeliveryStatus, EVENT_TYPES, EventRecord, Subscriptions, TEST_EVENT,
+    WebhookEndpoint, WebhookFormat, filter_wants, signing_key,
+};

@@ -1,0 +1,38 @@
+//! The runtime's public API: what the edge (`src/`) may call. It starts the
+//! supervision tree and turns each request into actor messages; it never gives
+//! out the database handle.
+//!
+//! ```text
+//! handle.rs         Runtime, its shared state, reaching tenant and session actors
+//! start.rs          config checks, start-up wiring, shutdown
+//! access.rs         tenants and keys
+//! conversations.rs  conversations, messages, sockets
+//! console.rs        the agent console
+//! webhooks.rs       webhook endpoints and deliveries
+//! ```
+//!
+//! Architecture Invariant: the edge reaches nothing of this crate but what
+//! is `pub` here, in `model/` and in `config`.
+
+mod access;
+mod console;
+mod conversations;
+mod handle;
+mod start;
+mod webhooks;
+
+pub use handle::{MAX_LIST, Runtime, WEBCHAT};
+pub use start::check_config;
+pub use webhooks::{EndpointInput, MAX_DELIVERIES};
+
+// What the edge needs of the layers below, and nothing more: the agent
+// provider plug-in (tests add their own), a socket's handle on its session,
+// and the console's view of a conversation.
+pub use crate::agent::builtin::EchoAgent;
+pub use crate::agent::{
+    AgentError, AgentEvent, AgentProvider, AgentRegistry, AgentRequest, AgentStream, Turn,
+};
+pub use crate::conversation::connection::ConnectionMsg;
+pub use crate::conversation::feed::ConversationSummary;
+pub use crate::conversation::outbound::{CloseReason, OutboundReceiver, Outgoing};
+pub use crate::conversation::session::Attached;

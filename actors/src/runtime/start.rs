@@ -1,0 +1,209 @@
+//! Starting and stopping the runtime: checking a configuration before
+//! anything is opened, opening the database, building the agent registry
+//! and the tenant directory, and starting the supervision tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::Actor;
+use ractor::rpc::CallResult;
+use tokio::sync::Mutex;
+
+use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime};
+use crate::agent::builtin::{EchoAgent, ExternalAgent};
+use crate::agent::{AgentProvider, AgentRegistry};
+use crate::config::RuntimeConfig;
+use crate::conversation::feed::Feeds;
+use crate::error::{Error, Result};
+use crate::model::{TenantId, TenantRecord};
+use crate::net::egress::EgressPolicy;
+use crate::store::Database;
+use crate::tree::root::{Root, RootArgs, RootMsg, TenantDirectory};
+use crate::tree::tenant::SessionRegistry;
+
+impl Runtime {
+    /// Opens the database, applies migrations and starts the tree. `agents`
+    /// adds providers to the built-in `echo` (a later one of the same name wins).
+    pub async fn start(config: RuntimeConfig, agents: AgentRegistry) -> Result<Runtime> {
+        let endpoint = match &config.storage.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => Database::surrealkv_endpoint(std::path::Path::new(&config.storage.data_dir))?,
+        };
+        let durability = describe_durability(&endpoint);
+        let policy = check_config(&config)?;
+        tracing::info!(%endpoint, durability = %durability, "opening database");
+        let db = Database::open(
+            &endpoint,
+            &config.storage.namespace,
+            &config.storage.database,
+        )
+        .await?;
+        let ticket_secret = db.ticket_secret().await?;
+        let (stored_tenants, stored_keys) = db.load_access().await?;
+        let registry = agent_registry(&config, &policy, agents);
+        let mut agent_names: Vec<String> = registry.keys().cloned().collect();
+        agent_names.sort();
+        let (tenants, stored_at) = tenant_directory(&config, stored_tenants, &agent_names)?;
+        super::webhooks::check_configured(&config, &tenants, &policy)?;
+        let keys = stored_keys
+            .into_iter()
+            .map(|key| (key.hash.clone(), key))
+            .collect();
+        let sessions: SessionRegistry = Arc::new(DashMap::new());
+        let feeds = Feeds::default();
+        let args = RootArgs {
+            feeds: feeds.clone(),
+            db,
+            config: config.clone(),
+            tenants: tenants.clone(),
+            agents: registry,
+            registry: sessions.clone(),
+            policy: policy.clone(),
+        };
+        let (root, root_task) = Actor::spawn(None, Root, args).await.map_err(|error| {
+            Error::Startup(format!("the supervision tree did not start: {error}"))
+        })?;
+        let storage = ask_root(&root, RootMsg::Storage).await?;
+        let webhooks = ask_root(&root, RootMsg::Webhooks).await?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                root,
+                root_task: Mutex::new(Some(root_task)),
+                storage,
+                registry: sessions,
+                tenants,
+                keys,
+                stored_tenants: stored_at,
+                agents: agent_names,
+                admin: Mutex::new(()),
+                open_locks: (0..OPEN_LOCKS).map(|_| Mutex::new(())).collect(),
+                ticket_secret,
+                config,
+                durability,
+                webhooks,
+                policy,
+                feeds,
+            }),
+        })
+    }
+
+    /// Stops the tree: tenants hand over their last writes, persistence
+    /// drains, webhooks flush what they can.
+    pub async fn shutdown(&self) {
+        let _ = self
+            .inner
+            .root
+            .call(RootMsg::Shutdown, Some(Duration::from_secs(60)))
+            .await;
+        if let Some(task) = self.inner.root_task.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// What keeps this configuration from starting (before anything is opened):
+/// the egress allow-list, the webhook settings and endpoints, and every
+/// configured tenant's agent and URLs. Returns the egress policy.
+pub fn check_config(config: &RuntimeConfig) -> Result<EgressPolicy> {
+    let policy = EgressPolicy::new(&config.egress.allow).map_err(Error::Startup)?;
+    if let Some(problem) = config.webhooks.problem() {
+        return Err(Error::Startup(problem));
+    }
+    let tenants: TenantDirectory = Arc::new(DashMap::new());
+    for (id, settings) in &config.tenants {
+        if let Some(problem) = settings.agent_problem() {
+            return Err(Error::Startup(format!("tenant `{id}`: {problem}")));
+        }
+        tenants.insert(TenantId(id.clone()), Arc::new(settings.clone()));
+    }
+    super::webhooks::check_configured(config, &tenants, &policy)?;
+    Ok(policy)
+}
+
+fn describe_durability(endpoint: &str) -> String {
+    if endpoint.starts_with("mem:") {
+        "in memory: nothing survives a restart".into()
+    } else if endpoint.starts_with("surrealkv") && endpoint.contains("sync=every") {
+        "surrealkv, fsync on every commit (group-committed batches)".into()
+    } else {
+        format!("as configured by the endpoint ({endpoint})")
+    }
+}
+
+/// The built-in providers (`echo`, `external`, `openai`, `webhook`), then `agents`.
+fn agent_registry(
+    config: &RuntimeConfig,
+    policy: &EgressPolicy,
+    agents: AgentRegistry,
+) -> AgentRegistry {
+    let mut registry: AgentRegistry = HashMap::new();
+    let echo: Arc<dyn AgentProvider> = Arc::new(EchoAgent {
+        word_delay: Duration::from_millis(config.agents.echo.word_delay_ms),
+    });
+    registry.insert("echo".into(), echo);
+    registry.insert("external".into(), Arc::new(ExternalAgent));
+    registry.insert(
+        "openai".into(),
+        crate::agent::openai::provider(policy.clone()),
+    );
+    registry.insert(
+        "webhook".into(),
+        crate::agent::webhook::provider(policy.clone()),
+    );
+    registry.extend(agents);
+    registry
+}
+
+/// Every tenant, from the config file and the database (the file wins a
+/// clash), each checked against the agents there are; and when each stored
+/// tenant was made.
+fn tenant_directory(
+    config: &RuntimeConfig,
+    stored_tenants: Vec<TenantRecord>,
+    agent_names: &[String],
+) -> Result<(TenantDirectory, DashMap<TenantId, String>)> {
+    let tenants: TenantDirectory = Arc::new(DashMap::new());
+    let configured = config
+        .tenants
+        .iter()
+        .map(|(id, settings)| (TenantId(id.clone()), settings.clone()));
+    let stored_at: DashMap<TenantId, String> = stored_tenants
+        .iter()
+        .filter(|record| !config.tenants.contains_key(&record.tenant_id.0))
+        .map(|record| (record.tenant_id.clone(), record.created_at.clone()))
+        .collect();
+    let stored = stored_tenants
+        .into_iter()
+        .map(|record| (record.tenant_id, record.settings));
+    for (id, settings) in configured.chain(stored) {
+        if let Some(problem) = settings.agent_problem() {
+            return Err(Error::Startup(format!("tenant `{id}`: {problem}")));
+        }
+        if !agent_names.contains(&settings.agent) {
+            return Err(Error::Startup(format!(
+                "tenant `{id}` uses agent `{}`, which is not one of: {}",
+                settings.agent,
+                agent_names.join(", ")
+            )));
+        }
+        if tenants.contains_key(&id) {
+            tracing::warn!(tenant = %id, "tenant is both in the config file and stored; the config file wins");
+            continue;
+        }
+        tenants.insert(id, Arc::new(settings));
+    }
+    Ok((tenants, stored_at))
+}
+
+/// Asks the root supervisor for one of its handles.
+async fn ask_root<T: Send + 'static>(
+    root: &ractor::ActorRef<RootMsg>,
+    ask: impl FnOnce(ractor::RpcReplyPort<T>) -> RootMsg,
+) -> Result<T> {
+    match root.call(ask, Some(CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        _ => Err(Error::Startup("the root supervisor did not answer".into())),
+    }
+}

@@ -1,0 +1,288 @@
+//! The database handle: opening SurrealDB (embedded surrealkv, `mem://` in
+//! tests, or a server), the migrations, one read helper that shapes rows,
+//! and the transaction that writes one batch. Held by the persistence actor
+//! (for writes) and by `Storage` (for reads); nothing outside `store/` sees it
+//! but as an opaque handle.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+
+use super::write::Write;
+use crate::error::{Error, Result};
+use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantRecord};
+
+impl From<surrealdb::Error> for Error {
+    fn from(error: surrealdb::Error) -> Self {
+        Error::Storage(error.to_string())
+    }
+}
+
+/// Numbered migrations, applied in order at start and recorded in `migration`,
+/// so each runs once. A unit test checks this list against `schemas/migrations/`.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../../schemas/migrations/0001_init.surql"),
+    ),
+    (
+        2,
+        "0002_access",
+        include_str!("../../../schemas/migrations/0002_access.surql"),
+    ),
+    (
+        3,
+        "0003_client_scope",
+        include_str!("../../../schemas/migrations/0003_client_scope.surql"),
+    ),
+    (
+        4,
+        "0004_conversation_meta",
+        include_str!("../../../schemas/migrations/0004_conversation_meta.surql"),
+    ),
+    (
+        5,
+        "0005_message_roles",
+        include_str!("../../../schemas/migrations/0005_message_roles.surql"),
+    ),
+    (
+        6,
+        "0006_webchat",
+        include_str!("../../../schemas/migrations/0006_webchat.surql"),
+    ),
+    (
+        7,
+        "0007_answer_meta",
+        include_str!("../../../schemas/migrations/0007_answer_meta.surql"),
+    ),
+    (
+        8,
+        "0008_tool_calls",
+        include_str!("../../../schemas/migrations/0008_tool_calls.surql"),
+    ),
+    (
+        9,
+        "0009_webhooks",
+        include_str!("../../../schemas/migrations/0009_webhooks.surql"),
+    ),
+    (
+        10,
+        "0010_console",
+        include_str!("../../../schemas/migrations/0010_console.surql"),
+    ),
+];
+
+/// An open database handle. Opaque outside this file: only the persistence
+/// actor and its tasks run queries with it.
+#[derive(Clone)]
+pub struct Database {
+    db: Surreal<Any>,
+}
+
+impl Database {
+    /// Opens `endpoint` (`surrealkv://…?sync=every`, `mem://`, …), selects the
+    /// namespace and database, and applies pending migrations.
+    pub async fn open(endpoint: &str, namespace: &str, database: &str) -> Result<Database> {
+        let db = surrealdb::engine::any::connect(endpoint)
+            .await
+            .map_err(|error| {
+                Error::Startup(format!("cannot open database at {endpoint}: {error}"))
+            })?;
+        db.use_ns(namespace).use_db(database).await?;
+        let database = Database { db };
+        database.migrate().await?;
+        Ok(database)
+    }
+
+    /// The endpoint for an embedded surrealkv store under `data_dir`, syncing
+    /// every commit to disk, so an acknowledged message survives a crash.
+    pub fn surrealkv_endpoint(data_dir: &Path) -> Result<String> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            Error::Startup(format!(
+                "cannot create data directory {}: {error}",
+                data_dir.display()
+            ))
+        })?;
+        let absolute = std::fs::canonicalize(data_dir).map_err(|error| {
+            Error::Startup(format!(
+                "cannot resolve data directory {}: {error}",
+                data_dir.display()
+            ))
+        })?;
+        Ok(format!(
+            "surrealkv://{}/tertulia.db?sync=every",
+            absolute.display()
+        ))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.db
+            .query("DEFINE TABLE IF NOT EXISTS migration SCHEMALESS;")
+            .await?
+            .check()?;
+        let applied: Vec<Value> = self
+            .select("SELECT version FROM migration;", json!({}))
+            .await?;
+        let applied: Vec<u64> = applied
+            .iter()
+            .filter_map(|row| row["version"].as_u64())
+            .collect();
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(&u64::from(*version)) {
+                continue;
+            }
+            let statement = format!(
+                "BEGIN TRANSACTION;\n{sql}\nCREATE type::record('migration', $version) CONTENT {{ version: $version, name: $name, applied_at: $at }};\nCOMMIT TRANSACTION;"
+            );
+            self.db
+                .query(statement)
+                .bind(
+                    json!({"version": version, "name": name, "at": crate::model::now_timestamp()}),
+                )
+                .await?
+                .check()
+                .map_err(|error| Error::Startup(format!("migration {name} failed: {error}")))?;
+            tracing::info!(migration = name, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// The secret that signs WebSocket tickets: made once, kept in the
+    /// database, so tickets handed out before a restart still work after it.
+    pub async fn ticket_secret(&self) -> Result<Vec<u8>> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            secret: Vec<u8>,
+        }
+        let rows: Vec<Row> = self
+            .select(
+                "SELECT secret FROM type::record('setting', 'ticket_secret');",
+                json!({}),
+            )
+            .await?;
+        if let Some(row) = rows.into_iter().next().filter(|row| row.secret.len() >= 32) {
+            return Ok(row.secret);
+        }
+        let secret: [u8; 32] = rand::random();
+        self.db
+            .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { secret: $secret };")
+            .bind(json!({"secret": secret.to_vec()}))
+            .await?
+            .check()?;
+        Ok(secret.to_vec())
+    }
+
+    /// Every stored tenant, and every key that is not revoked: loaded once at
+    /// start into the runtime's in-memory maps, which admin calls keep current.
+    pub async fn load_access(&self) -> Result<(Vec<TenantRecord>, Vec<ApiKeyRecord>)> {
+        let tenants = self
+            .select("SELECT * OMIT id FROM tenant;", json!({}))
+            .await?;
+        let keys = self
+            .select(
+                "SELECT * OMIT id FROM api_key WHERE revoked_at = NONE;",
+                json!({}),
+            )
+            .await?;
+        Ok((tenants, keys))
+    }
+
+    /// The first row `query` selects, if any.
+    pub(super) async fn select_first<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        vars: Value,
+    ) -> Result<Option<T>> {
+        Ok(self.select(query, vars).await?.into_iter().next())
+    }
+
+    /// The rows `query` selects, each deserialised as `T`.
+    pub(super) async fn select<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        vars: Value,
+    ) -> Result<Vec<T>> {
+        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
+        let rows: surrealdb::types::Value = response.take(0)?;
+        let rows = match rows.into_json_value() {
+            Value::Array(rows) => rows,
+            Value::Null => Vec::new(),
+            other => vec![other],
+        };
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_value(row)
+                    .map_err(|error| Error::Storage(format!("unexpected row shape: {error}")))
+            })
+            .collect()
+    }
+
+    /// Deliveries selected by `query`, each with its event (deliveries whose
+    /// event is gone are left out).
+    pub(super) async fn deliveries_with_events(
+        &self,
+        query: &str,
+        vars: Value,
+    ) -> Result<Vec<(Delivery, EventRecord)>> {
+        let deliveries: Vec<Delivery> = self.select(query, vars).await?;
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut events = Map::new();
+        let targets: Vec<String> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(index, delivery)| {
+                events.insert(format!("e{index}"), json!(delivery.event_id));
+                format!("type::record('event', $e{index})")
+            })
+            .collect();
+        let found: Vec<EventRecord> = self
+            .select(
+                &format!("SELECT * OMIT id, dispatched FROM {};", targets.join(", ")),
+                Value::Object(events),
+            )
+            .await?;
+        let mut by_id: std::collections::HashMap<String, EventRecord> = found
+            .into_iter()
+            .map(|event| (event.event_id.clone(), event))
+            .collect();
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                let event = by_id.remove(&delivery.event_id).or_else(|| {
+                    tracing::error!(delivery = %delivery.delivery_id, "a delivery's event is missing");
+                    None
+                })?;
+                Some((delivery, event))
+            })
+            .collect())
+    }
+
+    pub(super) async fn write_batch(&self, writes: &[Write]) -> Result<()> {
+        let mut statement = String::from("BEGIN TRANSACTION;\n");
+        let mut vars = Map::new();
+        for (index, write) in writes.iter().enumerate() {
+            write.append_to(index, &mut statement, &mut vars);
+        }
+        statement.push_str("COMMIT TRANSACTION;");
+        let mut response = self.db.query(statement).bind(Value::Object(vars)).await?;
+        // Once one statement fails, every other reports only that the
+        // transaction failed: name the one that caused it.
+        let mut errors: Vec<(usize, surrealdb::Error)> =
+            response.take_errors().into_iter().collect();
+        errors.sort_by_key(|(index, _)| *index);
+        let cause = errors
+            .iter()
+            .find(|(_, error)| !error.to_string().contains("failed transaction"))
+            .or(errors.first());
+        match cause {
+            Some((index, error)) => Err(Error::Storage(format!("statement {index}: {error}"))),
+            None => Ok(()),
+        }
+    }
+}

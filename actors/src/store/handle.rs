@@ -1,0 +1,60 @@
+//! [`Storage`]: the typed way the rest of the runtime reaches the store.
+//! Writes go to the persistence actor (group commit); reads (`read.rs`) go
+//! straight to the database handle. Clones share one actor slot that `Root`
+//! re-points when it restarts the actor, so holders never keep a dead ref.
+
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use super::actor::PersistenceMsg;
+use super::database::Database;
+use super::write::{Durable, Write};
+use crate::error::{Error, Result};
+use crate::supervision::Slot;
+
+/// How long a flush may wait for the writes queued before it.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Storage {
+    actor: Slot<PersistenceMsg>,
+    pub(super) db: Database,
+}
+
+impl Storage {
+    pub(crate) fn new(actor: ActorRef<PersistenceMsg>, db: Database) -> Self {
+        Storage {
+            actor: Slot::new(actor),
+            db,
+        }
+    }
+
+    pub(crate) fn replace(&self, actor: ActorRef<PersistenceMsg>) {
+        self.actor.replace(actor);
+    }
+
+    /// Queues a write; `durable` fires when it is on disk or has failed. If the
+    /// actor is gone, the message is dropped and `durable` reports the failure.
+    pub fn write(&self, write: Write, durable: Durable) {
+        let _ = self.actor.get().cast(PersistenceMsg::Write(write, durable));
+    }
+
+    /// Writes and waits until it is durable.
+    pub async fn write_and_wait(&self, write: Write) -> Result<()> {
+        let (durable, outcome) = Durable::channel();
+        self.write(write, durable);
+        outcome
+            .await
+            .unwrap_or(Err(Error::Unavailable("persistence")))
+    }
+
+    /// Waits until every write queued so far has committed (or failed).
+    pub async fn flush(&self) {
+        let _ = self
+            .actor
+            .get()
+            .call(PersistenceMsg::Flush, Some(FLUSH_TIMEOUT))
+            .await;
+    }
+}

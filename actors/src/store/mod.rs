@@ -1,0 +1,30 @@
+//! The store: the only code that touches SurrealDB. The persistence actor
+//! (`actor.rs`, supervised by `Root`) group-commits every write; reads run
+//! on the database handle in the caller's task (`read.rs`); [`Storage`] is
+//! the one handle the rest of the runtime holds.
+//!
+//! ```text
+//! database.rs  open, migrations, row shaping, the batch transaction
+//! write.rs     Write (each change as SurrealQL) and Durable (its callback)
+//! actor.rs     Persistence: queues writes, one batch in flight at a time
+//! read.rs      every read, as Storage methods
+//! handle.rs    Storage
+//! ```
+//!
+//! Architecture Invariant: the only folder that names `surrealdb`; imports
+//! only `model/`, `config`, `error` and `supervision`.
+
+mod actor;
+mod database;
+mod handle;
+mod read;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use actor::{Persistence, PersistenceArgs, PersistenceMsg};
+pub use database::Database;
+pub use handle::Storage;
+pub use read::MessageQuery;
+pub use write::{Durable, Write};

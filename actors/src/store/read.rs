@@ -1,0 +1,231 @@
+//! Reads: every query the runtime asks of the stored state, as methods of
+//! [`Storage`]. A read runs in the caller's task on a clone of the database
+//! handle (never through the persistence actor's mailbox, so a burst of
+//! writes never delays it and it never delays them), bounded by a timeout.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::handle::Storage;
+use crate::error::{Error, Result};
+use crate::model::{
+    Contact, Delivery, DeliveryStatus, EventRecord, SessionId, SessionRecord, StoredMessage,
+    TenantId, WebhookEndpoint,
+};
+
+/// How long a read may take before the caller is told storage is unavailable.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which messages of a log to read.
+#[derive(Debug, Clone)]
+pub struct MessageQuery {
+    pub tenant: TenantId,
+    pub session: SessionId,
+    /// Only messages with `seq > after_seq`.
+    pub after_seq: u64,
+    /// At most this many: the oldest ones after `after_seq`, or the newest ones
+    /// when `newest` is set (still returned oldest first).
+    pub limit: usize,
+    pub newest: bool,
+}
+
+async fn bounded<T>(read: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(Error::Unavailable("persistence")))
+}
+
+impl Storage {
+    /// One conversation of a tenant, if it exists.
+    pub async fn load_session(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<Option<SessionRecord>> {
+        let query =
+            "SELECT * OMIT id FROM type::record('conversation', $sid) WHERE tenant = $tenant;";
+        let vars = json!({"sid": session.to_string(), "tenant": tenant});
+        bounded(self.db.select_first(query, vars)).await
+    }
+
+    /// A tenant's conversations (only this client's, if given), most recently updated first.
+    pub async fn list_sessions(
+        &self,
+        tenant: &TenantId,
+        client: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>> {
+        let mut filters = String::new();
+        if client.is_some() {
+            filters.push_str("AND client_id = $client ");
+        }
+        if status.is_some() {
+            filters.push_str("AND status = $status ");
+        }
+        let query = format!(
+            "SELECT * OMIT id FROM conversation WHERE tenant = $tenant {filters}\
+             ORDER BY updated_at DESC LIMIT $limit;"
+        );
+        let vars = json!({"tenant": tenant, "client": client, "status": status, "limit": limit});
+        bounded(self.db.select(&query, vars)).await
+    }
+
+    /// Part of one log, in `seq` order.
+    pub async fn load_messages(&self, query: MessageQuery) -> Result<Vec<StoredMessage>> {
+        let order = if query.newest { "DESC" } else { "ASC" };
+        let text = format!(
+            "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
+             AND seq > $after ORDER BY seq {order} LIMIT $limit;"
+        );
+        let vars = json!({
+            "tenant": query.tenant,
+            "sid": query.session.to_string(),
+            "after": query.after_seq,
+            "limit": query.limit,
+        });
+        let mut rows: Vec<StoredMessage> = bounded(self.db.select(&text, vars)).await?;
+        rows.sort_by_key(|message| message.seq);
+        Ok(rows)
+    }
+
+    /// The stored message a client sent with this `client_msg_id`, if any.
+    pub async fn find_client_message(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        client_msg_id: &str,
+    ) -> Result<Option<StoredMessage>> {
+        let query = "SELECT * OMIT id FROM message WHERE tenant = $tenant AND session_id = $sid \
+                     AND client_msg_id = $cid LIMIT 1;";
+        let vars = json!({"tenant": tenant, "sid": session.to_string(), "cid": client_msg_id});
+        bounded(self.db.select_first(query, vars)).await
+    }
+
+    /// The conversation a channel knows by this id, if any.
+    pub async fn find_external(
+        &self,
+        tenant: &TenantId,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<SessionRecord>> {
+        let query = "SELECT * OMIT id FROM conversation WHERE tenant = $tenant \
+                     AND channel = $channel AND external_id = $external LIMIT 1;";
+        let vars = json!({"tenant": tenant, "channel": channel, "external": external_id});
+        bounded(self.db.select_first(query, vars)).await
+    }
+
+    /// A conversation's contact, if one was captured.
+    pub async fn load_contact(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<Option<Contact>> {
+        let query = "SELECT * OMIT id FROM type::record('contact', $sid) WHERE tenant = $tenant;";
+        let vars = json!({"sid": session.to_string(), "tenant": tenant});
+        bounded(self.db.select_first(query, vars)).await
+    }
+
+    /// A tenant's newest recorded events (of one conversation, if given), newest first.
+    pub async fn list_events(
+        &self,
+        tenant: &TenantId,
+        conversation: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        let filter = match conversation {
+            Some(_) => "AND conversation_id = $sid ",
+            None => "",
+        };
+        let query = format!(
+            "SELECT * OMIT id FROM event WHERE tenant = $tenant {filter}\
+             ORDER BY created_at DESC LIMIT $limit;"
+        );
+        let vars = json!({
+            "tenant": tenant,
+            "sid": conversation.map(|id| id.to_string()),
+            "limit": limit,
+        });
+        bounded(self.db.select(&query, vars)).await
+    }
+
+    /// Every webhook endpoint, of every tenant.
+    pub async fn load_endpoints(&self) -> Result<Vec<WebhookEndpoint>> {
+        let query = "SELECT * OMIT id FROM webhook_endpoint ORDER BY tenant, endpoint_id;";
+        bounded(self.db.select(query, json!({}))).await
+    }
+
+    /// The oldest events not yet fanned out to endpoints.
+    pub async fn undispatched_events(&self, limit: usize) -> Result<Vec<EventRecord>> {
+        let query = "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false \
+                     ORDER BY event_id LIMIT $limit;";
+        bounded(self.db.select(query, json!({"limit": limit}))).await
+    }
+
+    /// An endpoint's pending deliveries (with ids after `after`), oldest
+    /// first, each with its event.
+    pub async fn pending_deliveries(
+        &self,
+        endpoint: &WebhookEndpoint,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, EventRecord)>> {
+        let filter = match after {
+            Some(_) => "AND delivery_id > $after ",
+            None => "",
+        };
+        let query = format!(
+            "SELECT * OMIT id FROM delivery WHERE tenant = $tenant AND endpoint_id = $endpoint \
+             AND status = 'pending' {filter}ORDER BY delivery_id LIMIT $limit;"
+        );
+        let vars = json!({
+            "tenant": endpoint.tenant,
+            "endpoint": endpoint.endpoint_id,
+            "after": after,
+            "limit": limit,
+        });
+        bounded(self.db.deliveries_with_events(&query, vars)).await
+    }
+
+    /// An endpoint's deliveries (in one status, if given), newest first.
+    pub async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let filter = match status {
+            Some(_) => "AND status = $status ",
+            None => "",
+        };
+        let query = format!(
+            "SELECT * OMIT id FROM delivery WHERE tenant = $tenant \
+             AND endpoint_id = $endpoint {filter}ORDER BY delivery_id DESC LIMIT $limit;"
+        );
+        let vars =
+            json!({"tenant": tenant, "endpoint": endpoint_id, "status": status, "limit": limit});
+        bounded(self.db.select(&query, vars)).await
+    }
+
+    /// These deliveries of an endpoint (`None`: every dead one), with their events.
+    pub async fn load_deliveries(
+        &self,
+        tenant: &TenantId,
+        endpoint_id: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<(Delivery, EventRecord)>> {
+        let filter = match ids {
+            Some(_) => "delivery_id IN $ids",
+            None => "status = 'dead'",
+        };
+        let query = format!(
+            "SELECT * OMIT id FROM delivery WHERE tenant = $tenant AND endpoint_id = $endpoint \
+             AND {filter} ORDER BY delivery_id;"
+        );
+        let vars = json!({"tenant": tenant, "endpoint": endpoint_id, "ids": ids});
+        bounded(self.db.deliveries_with_events(&query, vars)).await
+    }
+}

@@ -1,0 +1,171 @@
+//! The store's tests against the real embedded SurrealDB (`mem://`): group
+//! commit, a change and its events in one transaction, the migrations.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ractor::Actor;
+use ractor::rpc::CallResult;
+use serde_json::{Map, json};
+use tokio::sync::{Notify, oneshot};
+
+use super::database::MIGRATIONS;
+use super::*;
+use crate::model::{
+    EventRecord, MessageId, MessageStatus, Role, SessionId, SessionRecord, StoredMessage, TenantId,
+    now_timestamp,
+};
+use std::sync::Mutex;
+
+#[tokio::test]
+async fn concurrent_writes_share_batches_and_complete_in_order() {
+    let db = Database::open("mem://", "test", "test").await.unwrap();
+    let args = PersistenceArgs {
+        db: db.clone(),
+        events_committed: Arc::new(Notify::new()),
+        subscriptions: Default::default(),
+    };
+    let (actor, _) = Actor::spawn(None, Persistence, args).await.unwrap();
+    let storage = Storage::new(actor.clone(), db);
+    let tenant = TenantId("t".into());
+    let session = SessionId::new();
+    let completed = Arc::new(Mutex::new(Vec::new()));
+    let writes = 200u64;
+    let mut outcomes = Vec::new();
+    for seq in 1..=writes {
+        let message = StoredMessage {
+            id: MessageId::new(),
+            tenant: tenant.clone(),
+            session_id: session,
+            seq,
+            role: Role::User,
+            content: format!("message {seq}"),
+            status: MessageStatus::Complete,
+            client_msg_id: None,
+            created_at: now_timestamp(),
+            no_reply: false,
+            direction: Role::User.direction(),
+            author: None,
+            origin: None,
+            agent: None,
+            tool_calls: Vec::new(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let completed = completed.clone();
+        storage.write(
+            Write::AppendMessage(message),
+            Durable::new(move |outcome| {
+                completed.lock().unwrap().push(seq);
+                let _ = tx.send(outcome);
+            }),
+        );
+        outcomes.push(rx);
+    }
+    // A flush is a barrier: when it returns, every earlier write is done.
+    storage.flush().await;
+    assert_eq!(completed.lock().unwrap().len() as u64, writes);
+    for outcome in outcomes {
+        outcome.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        *completed.lock().unwrap(),
+        (1..=writes).collect::<Vec<_>>(),
+        "in submission order"
+    );
+    let stats = match actor.call(PersistenceMsg::Stats, None).await.unwrap() {
+        CallResult::Success(stats) => stats,
+        _ => panic!("no stats"),
+    };
+    assert_eq!(stats.writes, writes);
+    assert!(
+        stats.batches * 2 < writes,
+        "writes that queued together were committed together: {stats:?}"
+    );
+    let stored = storage
+        .load_messages(MessageQuery {
+            tenant,
+            session,
+            after_seq: 0,
+            limit: 1000,
+            newest: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=writes).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_change_and_its_events_commit_together_and_fan_out_once() {
+    let db = Database::open("mem://", "test", "test").await.unwrap();
+    let tenant = TenantId("t".into());
+    let record = SessionRecord {
+        id: SessionId::new(),
+        tenant: tenant.clone(),
+        status: "active".into(),
+        context: Map::new(),
+        created_at: now_timestamp(),
+        updated_at: now_timestamp(),
+        last_seq: 0,
+        message_count: 0,
+        client_id: None,
+        title: None,
+        version: 1,
+        channel: None,
+        external_id: None,
+        consent: None,
+        handoff: None,
+        human: None,
+    };
+    let event = crate::model::events::conversation_created(&record);
+    db.write_batch(&[Write::WithEvents(
+        Box::new(Write::CreateSession(Box::new(record))),
+        vec![event.clone()],
+    )])
+    .await
+    .unwrap();
+    let undispatched: Vec<EventRecord> = db
+        .select(
+            "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false ORDER BY event_id;",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(undispatched, vec![event.clone()]);
+    db.write_batch(&[Write::FanOut {
+        event_ids: vec![event.event_id.clone()],
+        deliveries: Vec::new(),
+    }])
+    .await
+    .unwrap();
+    let undispatched: Vec<EventRecord> = db
+        .select(
+            "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false;",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert!(undispatched.is_empty());
+}
+
+#[test]
+fn every_migration_file_is_listed_in_order() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/migrations");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".surql"))
+        .collect();
+    files.sort();
+    let listed: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|(_, name, _)| format!("{name}.surql"))
+        .collect();
+    assert_eq!(files, listed);
+    for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+        assert_eq!(*version as usize, index + 1);
+        assert!(name.starts_with(&format!("{version:04}_")), "{name}");
+    }
+}

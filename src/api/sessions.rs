@@ -1,0 +1,263 @@
+//! The frontend session API of the seed "Chat API – Documentación para el
+//! Frontend": create, list, history, context, tickets and deletion of
+//! sessions. Filters declare the shape; handlers call the runtime and shape
+//! its answer as JSON.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tertulia_actors::model::protocol::WireMessage;
+use tertulia_actors::model::{Scope, SessionId, SessionRecord, StoredMessage};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+
+use crate::app::AppState;
+use crate::auth::{Creator, caller, session_creator};
+use crate::http::error::ApiError;
+use crate::http::{optional_body, parse_limit, parse_object, parse_session, respond};
+
+/// The default page size of `GET /chat/sessions/{id}/history`, and its maximum.
+const DEFAULT_HISTORY: usize = 500;
+const MAX_HISTORY: usize = 5000;
+/// The default page size of `GET /chat/sessions`.
+const DEFAULT_SESSIONS: usize = 100;
+
+/// The session routes.
+pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let max_body = app.config.server.max_body_bytes;
+    let api_key = caller(app.runtime.clone(), app.limiter.clone());
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+
+    // POST /chat/sessions
+    let create = warp::path!("chat" / "sessions")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(session_creator(app.runtime.clone(), app.limiter.clone()))
+        .and(warp::header::optional::<String>("host"))
+        .and(optional_body(max_body))
+        .then(create_session);
+
+    // GET /chat/sessions
+    let list = warp::path!("chat" / "sessions")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_sessions);
+
+    // GET /chat/sessions/{id}/history
+    let history = warp::path!("chat" / "sessions" / String / "history")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(session_history);
+
+    // POST /chat/sessions/{id}/context
+    let context = warp::path!("chat" / "sessions" / String / "context")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(update_context);
+
+    // POST /chat/sessions/{id}/ticket
+    let ticket = warp::path!("chat" / "sessions" / String / "ticket")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(api_key.clone())
+        .and(warp::header::optional::<String>("host"))
+        .then(new_ticket);
+
+    // DELETE /chat/sessions/{id}
+    let delete = warp::path!("chat" / "sessions" / String)
+        .and(warp::delete())
+        .and(with_app.clone())
+        .and(api_key)
+        .then(delete_session);
+
+    create
+        .or(list)
+        .unify()
+        .or(history)
+        .unify()
+        .or(context)
+        .unify()
+        .or(ticket)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    session_id: SessionId,
+    status: String,
+    context: Map<String, Value>,
+    created_at: String,
+    updated_at: String,
+    message_count: u64,
+    last_seq: u64,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(record: SessionRecord) -> Self {
+        SessionView {
+            session_id: record.id,
+            status: record.status,
+            context: record.context,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            message_count: record.message_count,
+            last_seq: record.last_seq,
+        }
+    }
+}
+
+/// POST /chat/sessions: body optional, `{"context": {...}}`.
+async fn create_session(
+    app: AppState,
+    creator: Creator,
+    host: Option<String>,
+    body: Bytes,
+) -> warp::reply::Response {
+    let Creator {
+        scope,
+        widget_origin,
+    } = creator;
+    let result = async {
+        let context = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            match parse_object(&body, "the body")?.remove("context") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(context)) => context,
+                Some(_) => {
+                    return Err(ApiError::BadRequest(
+                        "`context` must be a JSON object".into(),
+                    ));
+                }
+            }
+        };
+        let record = app.runtime.create_session(&scope, context, None).await?;
+        let (url, expires) = app.websocket_url(host, &scope, record.id, widget_origin.is_some());
+        Ok(json!({
+            "session_id": record.id,
+            "status": "created",
+            "websocket_url": url,
+            "websocket_url_expires_at": expires,
+            "created_at": record.created_at,
+        }))
+    }
+    .await;
+    let mut response = respond(StatusCode::OK, result);
+    if let Some(origin) = widget_origin
+        && let Ok(origin) = origin.parse()
+    {
+        // The origin was checked against the tenant's list: let its page read this.
+        response
+            .headers_mut()
+            .insert("access-control-allow-origin", origin);
+        response
+            .headers_mut()
+            .insert("vary", "Origin".parse().expect("static header"));
+    }
+    response
+}
+
+/// GET /chat/sessions?limit=N
+async fn list_sessions(
+    app: AppState,
+    scope: Scope,
+    query: HashMap<String, String>,
+) -> warp::reply::Response {
+    let result = async {
+        let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
+        let sessions: Vec<SessionView> = app
+            .runtime
+            .list_sessions(&scope, None, limit)
+            .await?
+            .into_iter()
+            .map(SessionView::from)
+            .collect();
+        Ok(json!({"count": sessions.len(), "sessions": sessions}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// GET /chat/sessions/{id}/history?limit=N (the newest N, oldest first)
+async fn session_history(
+    session: String,
+    app: AppState,
+    scope: Scope,
+    query: HashMap<String, String>,
+) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        let limit = parse_limit(&query, DEFAULT_HISTORY, MAX_HISTORY)?;
+        let history: Vec<WireMessage> = app
+            .runtime
+            .history(&scope, session, limit)
+            .await?
+            .iter()
+            .map(|message: &StoredMessage| WireMessage::from(message))
+            .collect();
+        Ok(json!({"session_id": session, "count": history.len(), "history": history}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// POST /chat/sessions/{id}/context: the body's keys are merged into the context.
+async fn update_context(
+    session: String,
+    app: AppState,
+    scope: Scope,
+    body: Bytes,
+) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        let patch = parse_object(&body, "the context")?;
+        let context = app.runtime.update_context(&scope, session, patch).await?;
+        Ok(json!({"status": "updated", "session_id": session, "context": context}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// POST /chat/sessions/{id}/ticket: a fresh `websocket_url` once the old one expired.
+async fn new_ticket(
+    session: String,
+    app: AppState,
+    scope: Scope,
+    host: Option<String>,
+) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        app.runtime.session(&scope, session).await?;
+        let (url, expires) = app.websocket_url(host, &scope, session, false);
+        Ok(json!({"session_id": session, "websocket_url": url, "websocket_url_expires_at": expires}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}
+
+/// DELETE /chat/sessions/{id}: closes its sockets (close code 4004) and deletes it.
+async fn delete_session(session: String, app: AppState, scope: Scope) -> warp::reply::Response {
+    let result = async {
+        let session = parse_session(&session)?;
+        app.runtime.delete_session(&scope, session).await?;
+        Ok(json!({"status": "deleted", "session_id": session}))
+    }
+    .await;
+    respond(StatusCode::OK, result)
+}

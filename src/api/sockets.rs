@@ -1,0 +1,248 @@
+//! The socket routes: `WS /chat/ws/{session_id}` (an API key, or the ticket
+//! from `websocket_url`) and `WS /api/webchat/stream` (an API key or a
+//! widget key; the visitor's messages are stamped with their origin). Each
+//! checks its credentials, finds the conversation and hands an authorised
+//! [`SocketRequest`] to the server's socket pump.
+
+use serde::Deserialize;
+use tertulia_actors::model::{Participant, SessionId};
+use warp::filters::BoxedFilter;
+use warp::{Filter, Rejection, Reply};
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::{ClientIp, UpgradeSlot};
+use crate::server::socket::{SocketRequest, accept};
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    ticket: Option<String>,
+    after_seq: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebchatQuery {
+    session_id: Option<String>,
+    /// A widget key (a page cannot set headers on a WebSocket). API keys go in `X-API-Key`.
+    key: Option<String>,
+    after_seq: Option<u64>,
+    locale: Option<String>,
+}
+
+/// `GET /chat/ws/{session_id}` with `X-API-Key`, or `?ticket=` from `websocket_url`.
+pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    warp::path!("chat" / "ws" / String)
+        .and(warp::get())
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(warp::query::<WsQuery>())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |session: String,
+                  api_key,
+                  authorization,
+                  origin,
+                  websocket_key,
+                  query,
+                  slot,
+                  client_ip: Option<ClientIp>| {
+                let app = app.clone();
+                let request = UpgradeRequest {
+                    session,
+                    api_key,
+                    authorization,
+                    origin,
+                    websocket_key,
+                    query,
+                    slot,
+                    ip: client_ip.map(|client| client.0),
+                };
+                async move { Ok::<_, Rejection>(upgrade(app, request).await) }
+            },
+        )
+        .boxed()
+}
+
+/// What the upgrade handler needs from the request.
+struct UpgradeRequest {
+    session: String,
+    api_key: Option<String>,
+    authorization: Option<String>,
+    origin: Option<String>,
+    websocket_key: Option<String>,
+    query: WsQuery,
+    slot: Option<UpgradeSlot>,
+    ip: Option<std::net::IpAddr>,
+}
+
+async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Response {
+    let UpgradeRequest {
+        session,
+        api_key,
+        authorization,
+        origin,
+        websocket_key,
+        query,
+        slot,
+        ip,
+    } = request;
+    let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
+        return ApiError::NotWebSocket.into_response();
+    };
+    let Ok(session) = session.parse::<SessionId>() else {
+        return ApiError::UnknownSession.into_response();
+    };
+    // A back end sends its key (and maybe a client token); a browser, the
+    // ticket from `websocket_url`.
+    let claims = match (&api_key, query.ticket) {
+        (None, Some(ticket)) => match app.tickets.verify(&ticket, session) {
+            // A widget's page opens its socket from its own origin: check it again.
+            Some(claims) if claims.widget => {
+                crate::auth::allowed_origin(&app.runtime, &claims.scope.tenant, origin.as_deref())
+                    .map(|_| claims)
+            }
+            Some(claims) => Ok(claims),
+            None => Err(ApiError::InvalidTicket),
+        },
+        _ => crate::auth::resolve(&app.runtime, api_key.as_deref(), authorization.as_deref()).map(
+            |scope| crate::auth::tickets::TicketClaims {
+                scope,
+                widget: false,
+                staff: None,
+            },
+        ),
+    };
+    let (scope, participant) = match claims {
+        Ok(claims) => (
+            claims.scope,
+            match claims.staff {
+                Some(name) => Participant::Staff { name },
+                None => Participant::Visitor,
+            },
+        ),
+        Err(error) => return error.into_response(),
+    };
+    if let Err(error) = app.limiter.check(&scope.tenant, api_key.as_deref(), ip) {
+        return ApiError::from(error).into_response();
+    }
+    let socket = SocketRequest {
+        scope,
+        session,
+        after_seq: query.after_seq,
+        websocket_key,
+        slot,
+        origin: None,
+        participant,
+    };
+    accept(app, socket).await
+}
+
+/// `GET /api/webchat/stream?session_id=…` with `X-API-Key`, or a widget key in `?key=`.
+pub fn webchat_route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    warp::path!("api" / "webchat" / "stream")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(
+            warp::header::optional::<String>("user-agent")
+                .and(warp::header::optional::<String>("accept-language"))
+                .map(|user_agent, accept_language| crate::api::webchat::Client {
+                    user_agent,
+                    accept_language,
+                }),
+        )
+        .and(warp::query::<WebchatQuery>())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |api_key: Option<String>,
+                  origin: Option<String>,
+                  websocket_key: Option<String>,
+                  client: crate::api::webchat::Client,
+                  query: WebchatQuery,
+                  slot: Option<UpgradeSlot>,
+                  client_ip: Option<ClientIp>| {
+                let app = app.clone();
+                async move {
+                    let response = match webchat_socket(
+                        &app,
+                        api_key,
+                        origin,
+                        websocket_key,
+                        client,
+                        query,
+                        slot,
+                        client_ip.map(|client| client.0),
+                    )
+                    .await
+                    {
+                        Ok(socket) => accept(app, socket).await,
+                        Err(error) => error.into_response(),
+                    };
+                    Ok::<_, Rejection>(response)
+                }
+            },
+        )
+        .boxed()
+}
+
+/// Checks a webchat stream request and finds (or opens) its conversation.
+#[allow(clippy::too_many_arguments)]
+async fn webchat_socket(
+    app: &AppState,
+    api_key: Option<String>,
+    origin: Option<String>,
+    websocket_key: Option<String>,
+    client: crate::api::webchat::Client,
+    query: WebchatQuery,
+    slot: Option<UpgradeSlot>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<SocketRequest, ApiError> {
+    let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
+        return Err(ApiError::NotWebSocket);
+    };
+    if api_key.is_none()
+        && let Some(key) = &query.key
+        && matches!(
+            app.runtime.key_kind(key),
+            Some((_, tertulia_actors::model::KeyKind::Api))
+        )
+    {
+        return Err(ApiError::BadRequest(
+            "send API keys in the X-API-Key header, never in a URL; `key` is for widget keys"
+                .into(),
+        ));
+    }
+    let key = api_key.as_deref().or(query.key.as_deref());
+    let caller = crate::auth::resolve_webchat(&app.runtime, key, origin.as_deref(), ip)?;
+    app.limiter.check(&caller.tenant, key, ip)?;
+    let session_id = query
+        .session_id
+        .ok_or_else(|| ApiError::BadRequest("`session_id` is required in the query".into()))?;
+    crate::api::webchat::check_session_id(&session_id, &caller)?;
+    let locale = match query.locale.as_deref() {
+        None => None,
+        Some(text) => Some(crate::api::webchat::normalise_locale(text).ok_or_else(|| {
+            ApiError::BadRequest("`locale` must be a language tag such as es-MX".into())
+        })?),
+    };
+    let conversation = app
+        .runtime
+        .webchat_conversation(&caller.tenant, &session_id, true)
+        .await?;
+    let mut stamp = client.origin(&caller, locale);
+    stamp.geo = ip.and_then(|ip| app.geo.cached(ip));
+    Ok(SocketRequest {
+        scope: caller.scope(),
+        session: conversation.id,
+        after_seq: query.after_seq,
+        websocket_key,
+        slot,
+        origin: Some(stamp),
+        participant: Participant::Visitor,
+    })
+}

@@ -1,0 +1,382 @@
+//! Credentials at the edge, as warp filters that name the caller: the
+//! tenant's API key (`X-API-Key`) with an optional client token for REST and
+//! back-end sockets, widget keys from allowed origins, staff keys for the
+//! console. Tickets (`tickets.rs`) stand in for headers on browser sockets;
+//! rate limits (`limits.rs`) are checked as the caller is named.
+//!
+//! Architecture Invariant: imports only `http/` of this crate; knows the
+//! runtime only through `Runtime`'s key and tenant lookups.
+
+pub mod limits;
+pub mod tickets;
+pub mod tokens;
+
+use tertulia_actors::Runtime;
+use tertulia_actors::model::{KeyKind, Scope, TenantId};
+use warp::{Filter, Rejection};
+
+use self::limits::Limiter;
+use self::tokens::verify_client_token;
+use crate::http::ClientIp;
+use crate::http::error::ApiError;
+
+/// Who is calling: `X-API-Key` names the tenant (401 when missing or
+/// unknown) and is counted against the key's and the address's limits (429);
+/// an optional `Authorization: Bearer <client token>` narrows the call to that
+/// end user's conversations (401 when the token is bad or expired).
+pub fn caller(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |key: Option<String>,
+                  authorization: Option<String>,
+                  client_ip: Option<ClientIp>| {
+                let runtime = runtime.clone();
+                let limiter = limiter.clone();
+                async move {
+                    let scope = resolve(&runtime, key.as_deref(), authorization.as_deref())
+                        .map_err(warp::reject::custom)?;
+                    limiter
+                        .check(
+                            &scope.tenant,
+                            key.as_deref(),
+                            client_ip.map(|client| client.0),
+                        )
+                        .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                    Ok::<_, Rejection>(scope)
+                }
+            },
+        )
+}
+
+/// The scope of an API key and an optional `Authorization` header.
+pub fn resolve(
+    runtime: &Runtime,
+    key: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<Scope, ApiError> {
+    let key = key.ok_or(ApiError::MissingApiKey)?;
+    // A widget key is genuine but not allowed here: 403, not 401.
+    let tenant = match runtime.key_kind(key) {
+        Some((tenant, KeyKind::Api)) => tenant,
+        Some((_, KeyKind::Widget)) => return Err(ApiError::WidgetKeyNotAllowed),
+        Some((_, KeyKind::Staff)) => return Err(ApiError::StaffKeyNotAllowed),
+        None => return Err(ApiError::InvalidApiKey),
+    };
+    let Some(authorization) = authorization else {
+        return Ok(Scope::tenant(tenant));
+    };
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .ok_or(ApiError::InvalidClientToken)?;
+    let secret = runtime
+        .tenant_settings(&tenant)
+        .map(|settings| settings.client_token_secret.clone())
+        .unwrap_or_default();
+    let client = verify_client_token(&secret, token).ok_or(ApiError::InvalidClientToken)?;
+    Ok(Scope {
+        tenant,
+        client: Some(client),
+    })
+}
+
+/// Who may open a conversation: a caller as above, or a widget key used from
+/// one of its tenant's allowed origins (then `widget_origin` is that origin).
+pub struct Creator {
+    pub scope: Scope,
+    pub widget_origin: Option<String>,
+}
+
+/// `POST /chat/sessions` takes API keys and widget keys.
+pub fn session_creator(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (Creator,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |key: Option<String>,
+                  authorization: Option<String>,
+                  origin: Option<String>,
+                  client_ip: Option<ClientIp>| {
+                let runtime = runtime.clone();
+                let limiter = limiter.clone();
+                async move {
+                    let creator = match key.as_deref().and_then(|key| runtime.key_kind(key)) {
+                        Some((tenant, KeyKind::Widget)) => {
+                            let origin = allowed_origin(&runtime, &tenant, origin.as_deref())
+                                .map_err(warp::reject::custom)?;
+                            Creator {
+                                scope: Scope::tenant(tenant),
+                                widget_origin: Some(origin),
+                            }
+                        }
+                        _ => Creator {
+                            scope: resolve(&runtime, key.as_deref(), authorization.as_deref())
+                                .map_err(warp::reject::custom)?,
+                            widget_origin: None,
+                        },
+                    };
+                    limiter
+                        .check(
+                            &creator.scope.tenant,
+                            key.as_deref(),
+                            client_ip.map(|client| client.0),
+                        )
+                        .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                    Ok::<_, Rejection>(creator)
+                }
+            },
+        )
+}
+
+/// Who uses the webchat surface: a back end with the tenant's API key, or a
+/// landing page's widget with a widget key, from one of the tenant's allowed
+/// origins.
+#[derive(Debug, Clone)]
+pub struct WebchatCaller {
+    pub tenant: TenantId,
+    /// The page's origin when the key is a widget key (echoed for CORS).
+    pub widget_origin: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl WebchatCaller {
+    pub fn is_widget(&self) -> bool {
+        self.widget_origin.is_some()
+    }
+
+    pub fn scope(&self) -> Scope {
+        Scope::tenant(self.tenant.clone())
+    }
+}
+
+/// The webchat surface takes API keys and widget keys, in `X-API-Key`.
+pub fn webchat_caller(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (WebchatCaller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(
+            move |key: Option<String>, origin: Option<String>, client_ip: Option<ClientIp>| {
+                let runtime = runtime.clone();
+                let limiter = limiter.clone();
+                async move {
+                    let client_ip = client_ip.map(|client| client.0);
+                    let caller =
+                        resolve_webchat(&runtime, key.as_deref(), origin.as_deref(), client_ip)
+                            .map_err(warp::reject::custom)?;
+                    limiter
+                        .check(&caller.tenant, key.as_deref(), client_ip)
+                        .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                    Ok::<_, Rejection>(caller)
+                }
+            },
+        )
+}
+
+/// The webchat caller of a key (and, for a widget key, the page's origin).
+pub fn resolve_webchat(
+    runtime: &Runtime,
+    key: Option<&str>,
+    origin: Option<&str>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<WebchatCaller, ApiError> {
+    let key = key.ok_or(ApiError::MissingApiKey)?;
+    match runtime.key_kind(key) {
+        Some((tenant, KeyKind::Api)) => Ok(WebchatCaller {
+            tenant,
+            widget_origin: None,
+            client_ip,
+        }),
+        Some((tenant, KeyKind::Widget)) => {
+            let origin = allowed_origin(runtime, &tenant, origin)?;
+            Ok(WebchatCaller {
+                tenant,
+                widget_origin: Some(origin),
+                client_ip,
+            })
+        }
+        Some((_, KeyKind::Staff)) => Err(ApiError::StaffKeyNotAllowed),
+        None => Err(ApiError::InvalidApiKey),
+    }
+}
+
+/// The request's `Origin`, if the tenant allows it for widget keys.
+pub fn allowed_origin(
+    runtime: &Runtime,
+    tenant: &TenantId,
+    origin: Option<&str>,
+) -> Result<String, ApiError> {
+    let origin = origin.ok_or(ApiError::OriginNotAllowed)?;
+    let allowed = runtime.tenant_settings(tenant).is_some_and(|settings| {
+        settings
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+    });
+    allowed
+        .then(|| origin.to_owned())
+        .ok_or(ApiError::OriginNotAllowed)
+}
+
+/// A member of staff, signed in to the agent console with their staff key.
+#[derive(Debug, Clone)]
+pub struct Staff {
+    pub tenant: TenantId,
+    pub key_id: String,
+    pub name: String,
+}
+
+/// The console's API takes staff keys only, in `X-API-Key` (401 when missing
+/// or unknown, 403 for another kind of key); counted against the key's and
+/// the address's limits.
+pub fn staff_caller(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (Staff,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::ext::optional::<ClientIp>())
+        .and_then(move |key: Option<String>, client_ip: Option<ClientIp>| {
+            let runtime = runtime.clone();
+            let limiter = limiter.clone();
+            async move {
+                let key = key.ok_or_else(|| warp::reject::custom(ApiError::MissingApiKey))?;
+                let staff = staff_of(&runtime, &key).map_err(warp::reject::custom)?;
+                limiter
+                    .check(&staff.tenant, Some(&key), client_ip.map(|client| client.0))
+                    .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
+                Ok::<_, Rejection>(staff)
+            }
+        })
+}
+
+/// The staff member whose key this is.
+pub fn staff_of(runtime: &Runtime, key: &str) -> Result<Staff, ApiError> {
+    match runtime.key_kind(key) {
+        Some((tenant, KeyKind::Staff)) => {
+            let record = runtime.key_record(key).ok_or(ApiError::InvalidApiKey)?;
+            Ok(Staff {
+                tenant,
+                key_id: record.key_id,
+                name: record.name.unwrap_or_else(|| "Staff".into()),
+            })
+        }
+        Some(_) => Err(ApiError::NotStaffKey),
+        None => Err(ApiError::InvalidApiKey),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use tertulia_actors::model::SessionId;
+
+    use super::tickets::{TicketClaims, Tickets, unix_now};
+    use super::tokens::{ClientClaims, mint_client_token};
+    use super::*;
+
+    #[test]
+    fn client_tokens_round_trip_and_expire() {
+        let secret = "s".repeat(32);
+        let (token, _) = mint_client_token(&secret, "user-7", Duration::from_secs(60));
+        assert_eq!(
+            verify_client_token(&secret, &token).as_deref(),
+            Some("user-7")
+        );
+        assert_eq!(
+            verify_client_token(&"t".repeat(32), &token),
+            None,
+            "another tenant's secret"
+        );
+        assert_eq!(verify_client_token("", &token), None, "client tokens off");
+        let stale = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &ClientClaims {
+                sub: "user-7".into(),
+                exp: unix_now() - 60,
+                iat: None,
+            },
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(verify_client_token(&secret, &stale), None, "expired");
+        assert_eq!(verify_client_token(&secret, "not.a.jwt"), None);
+    }
+
+    #[test]
+    fn a_ticket_works_only_for_its_session_and_until_it_expires() {
+        let tickets = Tickets::new(b"secret", Duration::from_secs(60));
+        let session = SessionId::new();
+        let tenant = TenantId("acme".into());
+        let scope = Scope::tenant(tenant.clone());
+        let (ticket, _) = tickets.issue(&scope, session, false);
+        assert_eq!(
+            tickets.verify(&ticket, session),
+            Some(TicketClaims {
+                scope: scope.clone(),
+                widget: false,
+                staff: None
+            })
+        );
+        assert_eq!(tickets.verify(&ticket, SessionId::new()), None);
+        assert_eq!(tickets.verify_feed(&ticket), None, "not a feed ticket");
+
+        let staff = Staff {
+            tenant: tenant.clone(),
+            key_id: "key_1".into(),
+            name: "Ana".into(),
+        };
+        let (feed, _) = tickets.issue_staff(&staff.tenant, &staff.name, None);
+        assert_eq!(
+            tickets.verify_feed(&feed),
+            Some((tenant.clone(), "Ana".into()))
+        );
+        assert_eq!(tickets.verify(&feed, session), None, "not a session ticket");
+        let (watch, _) = tickets.issue_staff(&staff.tenant, &staff.name, Some(session));
+        assert_eq!(
+            tickets
+                .verify(&watch, session)
+                .and_then(|claims| claims.staff),
+            Some("Ana".into())
+        );
+        assert_eq!(
+            Tickets::new(b"other", Duration::from_secs(60)).verify(&ticket, session),
+            None
+        );
+
+        let expired = Tickets::new(b"secret", Duration::ZERO);
+        let (ticket, _) = expired.issue(&scope, session, false);
+        assert_eq!(expired.verify(&ticket, session), None);
+    }
+
+    #[test]
+    fn a_tampered_ticket_is_refused() {
+        let tickets = Tickets::new(b"secret", Duration::from_secs(60));
+        let session = SessionId::new();
+        let (ticket, _) = tickets.issue(&Scope::tenant(TenantId("acme".into())), session, true);
+        let (payload, signature) = ticket.split_once('.').unwrap();
+        let forged = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&serde_json::json!({"t": "other", "s": session, "e": u64::MAX}))
+                .unwrap(),
+        );
+        assert_eq!(
+            tickets.verify(&format!("{forged}.{signature}"), session),
+            None
+        );
+        assert_eq!(tickets.verify(payload, session), None);
+        assert_eq!(tickets.verify("", session), None);
+    }
+}

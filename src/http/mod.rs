@@ -1,0 +1,170 @@
+//! HTTP plumbing every surface shares: what a request carries (the client's
+//! address and the upgrade handle the accept loop puts in it), body and
+//! parameter parsing with errors that name the field, and the one way a
+//! handler's result becomes a reply.
+//!
+//! Architecture Invariant: imports nothing of this crate but `http/error.rs`;
+//! knows nothing of the runtime's actors.
+
+pub mod error;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hyper::upgrade::OnUpgrade;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tertulia_actors::model::SessionId;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use warp::http::{Response, StatusCode, header};
+use warp::{Filter, Reply};
+
+use self::error::ApiError;
+
+/// The client's address: the socket's peer, or what a trusted proxy forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// hyper's upgrade handle for this request, put there by the server loop.
+/// (warp's `ext` filters need `Clone`; `OnUpgrade` is not.)
+#[derive(Clone)]
+pub struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    pub fn new(upgrade: OnUpgrade) -> Self {
+        UpgradeSlot(Arc::new(Mutex::new(Some(upgrade))))
+    }
+
+    pub(crate) fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// The 101 answer to a WebSocket upgrade with this `Sec-WebSocket-Key`.
+pub(crate) fn switching_protocols(websocket_key: &str) -> warp::reply::Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(websocket_key.as_bytes()),
+        )
+        .body(Default::default())
+        .expect("a static 101 response is valid")
+}
+
+/// The answer to a CORS preflight for a route that takes `methods`.
+pub fn preflight(methods: &'static str, origin: Option<String>) -> warp::reply::Response {
+    let mut response = warp::http::Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header("access-control-allow-methods", methods)
+        .header("access-control-allow-headers", "x-api-key, content-type")
+        .header("access-control-max-age", "600")
+        .header("vary", "Origin");
+    if let Some(origin) = origin {
+        response = response.header("access-control-allow-origin", origin);
+    }
+    response
+        .body(Default::default())
+        .expect("a static preflight response is valid")
+}
+
+/// A body of at most `max` bytes, or none at all: a request with neither
+/// `Content-Length` nor `Transfer-Encoding` has an empty body.
+pub fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    let absent = warp::header::optional::<String>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(
+            |length: Option<String>, encoding: Option<String>| async move {
+                if length.is_none() && encoding.is_none() {
+                    Ok(Bytes::new())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            },
+        );
+    absent
+        .or(warp::body::content_length_limit(max).and(warp::body::bytes()))
+        .unify()
+}
+
+/// A handler's answer: a JSON body, or the error's JSON body and status.
+pub fn respond<T: Serialize>(
+    status: StatusCode,
+    result: Result<T, ApiError>,
+) -> warp::reply::Response {
+    match result {
+        Ok(body) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `201` for something new, `200` for what was there already (an open
+/// handoff request asked for again).
+pub fn created_or_ok<T: Serialize>(result: Result<(T, bool), ApiError>) -> warp::reply::Response {
+    match result {
+        Ok((body, true)) => respond(StatusCode::CREATED, Ok(body)),
+        Ok((body, false)) => respond(StatusCode::OK, Ok(body)),
+        Err(error) => error.to_response(),
+    }
+}
+
+/// Session ids that do not parse are reported like unknown ones.
+pub fn parse_session(text: &str) -> Result<SessionId, ApiError> {
+    text.parse().map_err(|_| ApiError::UnknownSession)
+}
+
+pub fn parse_object(body: &Bytes, what: &str) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::BadRequest(format!(
+            "{what} must be a JSON object"
+        ))),
+        Err(error) => Err(ApiError::BadRequest(format!("invalid JSON body: {error}"))),
+    }
+}
+
+/// A required text field of 1 to `max` bytes that is not only spaces; the
+/// error names the field.
+pub fn required_text(
+    body: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<String, ApiError> {
+    match body.get(field).and_then(Value::as_str) {
+        Some(text) if !text.trim().is_empty() && text.len() <= max => Ok(text.to_owned()),
+        _ => Err(ApiError::BadRequest(format!(
+            "`{field}` is required: text of 1 to {max} bytes"
+        ))),
+    }
+}
+
+pub fn parse_limit(
+    query: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::BadRequest(format!(
+                "`limit` must be a whole number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// Refuses a body with a field outside `allowed`, naming it.
+pub fn only_fields(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    match body.keys().find(|field| !allowed.contains(&field.as_str())) {
+        Some(field) => Err(ApiError::BadRequest(format!(
+            "unknown field `{field}`: send {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
