@@ -7,18 +7,19 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
 use tertulia_actors::model::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 
 use crate::app::AppState;
 use crate::auth::caller;
 use crate::http::error::ApiError;
 use crate::http::{
-    only_fields, optional_body, parse_limit, parse_object, parse_session, required_text, respond,
+    created, created_or_ok, ok, only_fields, optional_body, parse_limit, parse_object,
+    parse_session, required_text,
 };
 
 /// `GET /chat/conversations` returns this many unless `limit` says otherwise.
@@ -41,7 +42,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(who.clone())
         .and(optional_body(max_body))
-        .then(create_conversation);
+        .then(create_conversation)
+        .map(created);
 
     // GET /chat/conversations?limit=50&status_filter=active|archived
     let list = warp::path!("chat" / "conversations")
@@ -49,7 +51,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(who.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(list_conversations);
+        .then(list_conversations)
+        .map(ok);
 
     // GET /chat/{id}/messages?limit=N
     let messages = warp::path!("chat" / String / "messages")
@@ -57,7 +60,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(who.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(list_messages);
+        .then(list_messages)
+        .map(ok);
 
     // POST /chat/{id}/messages
     let post = warp::path!("chat" / String / "messages")
@@ -66,14 +70,16 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(who.clone())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(post_message);
+        .then(post_message)
+        .map(created);
 
     // GET /chat/{id}/contact
     let contact = warp::path!("chat" / String / "contact")
         .and(warp::get())
         .and(with_app.clone())
         .and(who.clone())
-        .then(get_contact);
+        .then(get_contact)
+        .map(ok);
 
     // POST /chat/{id}/handoff
     let handoff = warp::path!("chat" / String / "handoff")
@@ -81,7 +87,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(who.clone())
         .and(optional_body(max_body))
-        .then(request_handoff);
+        .then(request_handoff)
+        .map(created_or_ok);
 
     // PATCH /chat/{id}
     let update = warp::path!("chat" / String)
@@ -90,7 +97,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(who)
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(update_conversation);
+        .then(update_conversation)
+        .map(ok);
 
     create
         .or(list)
@@ -109,16 +117,16 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 }
 
 /// GET /chat/{id}/contact: the lead captured in a (webchat) conversation.
-async fn get_contact(conversation: String, app: AppState, scope: Scope) -> warp::reply::Response {
-    let result = async {
-        let conversation = parse_session(&conversation)?;
-        app.runtime
-            .contact(&scope, conversation)
-            .await?
-            .ok_or(ApiError::NoContact)
-    }
-    .await;
-    respond(StatusCode::OK, result)
+async fn get_contact(
+    conversation: String,
+    app: AppState,
+    scope: Scope,
+) -> Result<impl Serialize, ApiError> {
+    let conversation = parse_session(&conversation)?;
+    app.runtime
+        .contact(&scope, conversation)
+        .await?
+        .ok_or(ApiError::NoContact)
 }
 
 /// The longest handoff reason.
@@ -144,24 +152,20 @@ async fn request_handoff(
     app: AppState,
     scope: Scope,
     body: Bytes,
-) -> warp::reply::Response {
-    let result = async {
-        let conversation = parse_session(&conversation)?;
-        let body = if body.is_empty() {
-            Map::new()
-        } else {
-            parse_object(&body, "the body")?
-        };
-        only_fields(&body, &["reason"])?;
-        let reason = handoff_reason(&body)?;
-        let (handoff, new) = app
-            .runtime
-            .request_handoff(&scope, conversation, "api", reason)
-            .await?;
-        Ok::<_, ApiError>((json!({"handoff": handoff, "new": new}), new))
-    }
-    .await;
-    crate::http::created_or_ok(result)
+) -> Result<(impl Serialize, bool), ApiError> {
+    let conversation = parse_session(&conversation)?;
+    let body = if body.is_empty() {
+        Map::new()
+    } else {
+        parse_object(&body, "the body")?
+    };
+    only_fields(&body, &["reason"])?;
+    let reason = handoff_reason(&body)?;
+    let (handoff, new) = app
+        .runtime
+        .request_handoff(&scope, conversation, "api", reason)
+        .await?;
+    Ok((json!({"handoff": handoff, "new": new}), new))
 }
 
 /// A conversation as the seed shows it.
@@ -246,22 +250,22 @@ fn parse_status(value: Option<&str>, field: &str) -> Result<Option<String>, ApiE
 }
 
 /// POST /chat/conversation `{title?}` → 201
-async fn create_conversation(app: AppState, scope: Scope, body: Bytes) -> warp::reply::Response {
-    let result = async {
-        let body = if body.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
-        } else {
-            parse_object(&body, "the body")?
-        };
-        let title = parse_title(&body)?.flatten();
-        let record = app
-            .runtime
-            .create_session(&scope, Map::new(), title)
-            .await?;
-        Ok(conversation_view(&record))
-    }
-    .await;
-    respond(StatusCode::CREATED, result)
+async fn create_conversation(
+    app: AppState,
+    scope: Scope,
+    body: Bytes,
+) -> Result<impl Serialize, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        parse_object(&body, "the body")?
+    };
+    let title = parse_title(&body)?.flatten();
+    let record = app
+        .runtime
+        .create_session(&scope, Map::new(), title)
+        .await?;
+    Ok(conversation_view(&record))
 }
 
 /// GET /chat/conversations?limit=50&status_filter=active|archived (newest first)
@@ -269,28 +273,24 @@ async fn list_conversations(
     app: AppState,
     scope: Scope,
     query: HashMap<String, String>,
-) -> warp::reply::Response {
-    let result = async {
-        let limit = parse_limit(
-            &query,
-            DEFAULT_CONVERSATIONS,
-            tertulia_actors::runtime::MAX_LIST,
-        )?;
-        let status = parse_status(
-            query.get("status_filter").map(String::as_str),
-            "status_filter",
-        )?;
-        let conversations: Vec<Value> = app
-            .runtime
-            .list_sessions(&scope, status.as_deref(), limit)
-            .await?
-            .iter()
-            .map(conversation_view)
-            .collect();
-        Ok(Value::Array(conversations))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let limit = parse_limit(
+        &query,
+        DEFAULT_CONVERSATIONS,
+        tertulia_actors::runtime::MAX_LIST,
+    )?;
+    let status = parse_status(
+        query.get("status_filter").map(String::as_str),
+        "status_filter",
+    )?;
+    let conversations: Vec<Value> = app
+        .runtime
+        .list_sessions(&scope, status.as_deref(), limit)
+        .await?
+        .iter()
+        .map(conversation_view)
+        .collect();
+    Ok(Value::Array(conversations))
 }
 
 /// GET /chat/{id}/messages?limit=N (oldest first; with `limit`, the latest N)
@@ -299,21 +299,17 @@ async fn list_messages(
     app: AppState,
     scope: Scope,
     query: HashMap<String, String>,
-) -> warp::reply::Response {
-    let result = async {
-        let conversation = parse_session(&conversation)?;
-        let limit = parse_limit(&query, MAX_MESSAGES, MAX_MESSAGES)?;
-        let messages: Vec<Value> = app
-            .runtime
-            .history(&scope, conversation, limit)
-            .await?
-            .iter()
-            .map(message_view)
-            .collect();
-        Ok(Value::Array(messages))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let conversation = parse_session(&conversation)?;
+    let limit = parse_limit(&query, MAX_MESSAGES, MAX_MESSAGES)?;
+    let messages: Vec<Value> = app
+        .runtime
+        .history(&scope, conversation, limit)
+        .await?
+        .iter()
+        .map(message_view)
+        .collect();
+    Ok(Value::Array(messages))
 }
 
 /// POST /chat/{id}/messages `{role, content, respond?, client_msg_id?}` → 201.
@@ -325,78 +321,74 @@ async fn post_message(
     app: AppState,
     scope: Scope,
     body: Bytes,
-) -> warp::reply::Response {
-    let result = async {
-        let conversation = parse_session(&conversation)?;
-        let body = parse_object(&body, "the body")?;
-        only_fields(
-            &body,
-            &["role", "content", "respond", "client_msg_id", "author"],
-        )?;
-        let role = match body.get("role").and_then(Value::as_str) {
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            Some("system") => Role::System,
-            _ => {
-                return Err(ApiError::BadRequest(
-                    "`role` must be user, assistant or system".into(),
-                ));
-            }
-        };
-        let content = required_text(
-            &body,
-            "content",
-            app.runtime.config().limits.max_content_bytes,
-        )?;
-        let respond = match body.get("respond") {
-            None => true,
-            Some(Value::Bool(respond)) => *respond,
-            Some(_) => {
-                return Err(ApiError::BadRequest(
-                    "`respond` must be true or false".into(),
-                ));
-            }
-        };
-        let client_msg_id = match body.get("client_msg_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN => {
-                Some(id.clone())
-            }
-            Some(_) => {
-                return Err(ApiError::BadRequest(format!(
-                    "`client_msg_id` must be text of 1 to {MAX_CLIENT_MSG_ID_LEN} bytes"
-                )));
-            }
-        };
-        let author = parse_author(&body)?;
-        let message = NewMessage {
-            role,
-            respond,
-            client_msg_id,
-            author: author.clone(),
-            ..NewMessage::user(content.clone())
-        };
-        let ack = app
-            .runtime
-            .post_message(&scope, conversation, message)
-            .await?;
-        Ok(json!({
-            "id": ack.message_id,
-            "conversation_id": conversation,
-            "role": role,
-            "content": content,
-            "created_at": ack.created_at,
-            "updated_at": ack.created_at,
-            "version": 1,
-            "seq": ack.seq,
-            "status": "complete",
-            "client_msg_id": ack.client_msg_id,
-            "author": author,
-            "direction": role.direction(),
-        }))
-    }
-    .await;
-    respond(StatusCode::CREATED, result)
+) -> Result<impl Serialize, ApiError> {
+    let conversation = parse_session(&conversation)?;
+    let body = parse_object(&body, "the body")?;
+    only_fields(
+        &body,
+        &["role", "content", "respond", "client_msg_id", "author"],
+    )?;
+    let role = match body.get("role").and_then(Value::as_str) {
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("system") => Role::System,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "`role` must be user, assistant or system".into(),
+            ));
+        }
+    };
+    let content = required_text(
+        &body,
+        "content",
+        app.runtime.config().limits.max_content_bytes,
+    )?;
+    let respond = match body.get("respond") {
+        None => true,
+        Some(Value::Bool(respond)) => *respond,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`respond` must be true or false".into(),
+            ));
+        }
+    };
+    let client_msg_id = match body.get("client_msg_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN => {
+            Some(id.clone())
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "`client_msg_id` must be text of 1 to {MAX_CLIENT_MSG_ID_LEN} bytes"
+            )));
+        }
+    };
+    let author = parse_author(&body)?;
+    let message = NewMessage {
+        role,
+        respond,
+        client_msg_id,
+        author: author.clone(),
+        ..NewMessage::user(content.clone())
+    };
+    let ack = app
+        .runtime
+        .post_message(&scope, conversation, message)
+        .await?;
+    Ok(json!({
+        "id": ack.message_id,
+        "conversation_id": conversation,
+        "role": role,
+        "content": content,
+        "created_at": ack.created_at,
+        "updated_at": ack.created_at,
+        "version": 1,
+        "seq": ack.seq,
+        "status": "complete",
+        "client_msg_id": ack.client_msg_id,
+        "author": author,
+        "direction": role.direction(),
+    }))
 }
 
 /// PATCH /chat/{id} `{title?, status?, version}`: a stale `version` is 409
@@ -406,34 +398,30 @@ async fn update_conversation(
     app: AppState,
     scope: Scope,
     body: Bytes,
-) -> warp::reply::Response {
-    let result = async {
-        let conversation = parse_session(&conversation)?;
-        let body = parse_object(&body, "the body")?;
-        only_fields(&body, &["title", "status", "version"])?;
-        let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
-            ApiError::BadRequest("`version` is required: the version you last saw".into())
-        })?;
-        let status = match body.get("status") {
-            None => None,
-            Some(Value::String(status)) => parse_status(Some(status), "status")?,
-            Some(_) => {
-                return Err(ApiError::BadRequest(
-                    "`status` must be active or archived".into(),
-                ));
-            }
-        };
-        let change = MetaChange {
-            title: parse_title(&body)?,
-            status,
-            version,
-        };
-        let record = app
-            .runtime
-            .update_conversation(&scope, conversation, change)
-            .await?;
-        Ok(conversation_view(&record))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let conversation = parse_session(&conversation)?;
+    let body = parse_object(&body, "the body")?;
+    only_fields(&body, &["title", "status", "version"])?;
+    let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
+        ApiError::BadRequest("`version` is required: the version you last saw".into())
+    })?;
+    let status = match body.get("status") {
+        None => None,
+        Some(Value::String(status)) => parse_status(Some(status), "status")?,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`status` must be active or archived".into(),
+            ));
+        }
+    };
+    let change = MetaChange {
+        title: parse_title(&body)?,
+        status,
+        version,
+    };
+    let record = app
+        .runtime
+        .update_conversation(&scope, conversation, change)
+        .await?;
+    Ok(conversation_view(&record))
 }

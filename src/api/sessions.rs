@@ -12,12 +12,11 @@ use tertulia_actors::model::protocol::WireMessage;
 use tertulia_actors::model::{Scope, SessionId, SessionRecord, StoredMessage};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 
 use crate::app::AppState;
 use crate::auth::{Creator, caller, session_creator};
 use crate::http::error::ApiError;
-use crate::http::{optional_body, parse_limit, parse_object, parse_session, respond};
+use crate::http::{allow_origin, ok, optional_body, parse_limit, parse_object, parse_session};
 
 /// The default page size of `GET /chat/sessions/{id}/history`, and its maximum.
 const DEFAULT_HISTORY: usize = 500;
@@ -49,7 +48,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(api_key.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(list_sessions);
+        .then(list_sessions)
+        .map(ok);
 
     // GET /chat/sessions/{id}/history
     let history = warp::path!("chat" / "sessions" / String / "history")
@@ -57,7 +57,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(api_key.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .then(session_history);
+        .then(session_history)
+        .map(ok);
 
     // POST /chat/sessions/{id}/context
     let context = warp::path!("chat" / "sessions" / String / "context")
@@ -66,7 +67,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(api_key.clone())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(update_context);
+        .then(update_context)
+        .map(ok);
 
     // POST /chat/sessions/{id}/ticket
     let ticket = warp::path!("chat" / "sessions" / String / "ticket")
@@ -74,14 +76,16 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(api_key.clone())
         .and(warp::header::optional::<String>("host"))
-        .then(new_ticket);
+        .then(new_ticket)
+        .map(ok);
 
     // DELETE /chat/sessions/{id}
     let delete = warp::path!("chat" / "sessions" / String)
         .and(warp::delete())
         .and(with_app.clone())
         .and(api_key)
-        .then(delete_session);
+        .then(delete_session)
+        .map(ok);
 
     create
         .or(list)
@@ -122,55 +126,51 @@ impl From<SessionRecord> for SessionView {
     }
 }
 
-/// POST /chat/sessions: body optional, `{"context": {...}}`.
+/// POST /chat/sessions: body optional, `{"context": {...}}`. A widget's
+/// page (its origin checked against the tenant's list) may read the answer.
 async fn create_session(
     app: AppState,
     creator: Creator,
     host: Option<String>,
     body: Bytes,
 ) -> warp::reply::Response {
+    let origin = creator.widget_origin.clone();
+    let reply = ok(create(app, creator, host, body).await);
+    allow_origin(reply, origin.as_deref())
+}
+
+async fn create(
+    app: AppState,
+    creator: Creator,
+    host: Option<String>,
+    body: Bytes,
+) -> Result<impl Serialize, ApiError> {
     let Creator {
         scope,
         widget_origin,
     } = creator;
-    let result = async {
-        let context = if body.iter().all(u8::is_ascii_whitespace) {
-            Map::new()
-        } else {
-            match parse_object(&body, "the body")?.remove("context") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(context)) => context,
-                Some(_) => {
-                    return Err(ApiError::BadRequest(
-                        "`context` must be a JSON object".into(),
-                    ));
-                }
+    let context = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match parse_object(&body, "the body")?.remove("context") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(context)) => context,
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "`context` must be a JSON object".into(),
+                ));
             }
-        };
-        let record = app.runtime.create_session(&scope, context, None).await?;
-        let (url, expires) = app.websocket_url(host, &scope, record.id, widget_origin.is_some());
-        Ok(json!({
-            "session_id": record.id,
-            "status": "created",
-            "websocket_url": url,
-            "websocket_url_expires_at": expires,
-            "created_at": record.created_at,
-        }))
-    }
-    .await;
-    let mut response = respond(StatusCode::OK, result);
-    if let Some(origin) = widget_origin
-        && let Ok(origin) = origin.parse()
-    {
-        // The origin was checked against the tenant's list: let its page read this.
-        response
-            .headers_mut()
-            .insert("access-control-allow-origin", origin);
-        response
-            .headers_mut()
-            .insert("vary", "Origin".parse().expect("static header"));
-    }
-    response
+        }
+    };
+    let record = app.runtime.create_session(&scope, context, None).await?;
+    let (url, expires) = app.websocket_url(host, &scope, record.id, widget_origin.is_some());
+    Ok(json!({
+        "session_id": record.id,
+        "status": "created",
+        "websocket_url": url,
+        "websocket_url_expires_at": expires,
+        "created_at": record.created_at,
+    }))
 }
 
 /// GET /chat/sessions?limit=N
@@ -178,20 +178,16 @@ async fn list_sessions(
     app: AppState,
     scope: Scope,
     query: HashMap<String, String>,
-) -> warp::reply::Response {
-    let result = async {
-        let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
-        let sessions: Vec<SessionView> = app
-            .runtime
-            .list_sessions(&scope, None, limit)
-            .await?
-            .into_iter()
-            .map(SessionView::from)
-            .collect();
-        Ok(json!({"count": sessions.len(), "sessions": sessions}))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
+    let sessions: Vec<SessionView> = app
+        .runtime
+        .list_sessions(&scope, None, limit)
+        .await?
+        .into_iter()
+        .map(SessionView::from)
+        .collect();
+    Ok(json!({"count": sessions.len(), "sessions": sessions}))
 }
 
 /// GET /chat/sessions/{id}/history?limit=N (the newest N, oldest first)
@@ -200,21 +196,17 @@ async fn session_history(
     app: AppState,
     scope: Scope,
     query: HashMap<String, String>,
-) -> warp::reply::Response {
-    let result = async {
-        let session = parse_session(&session)?;
-        let limit = parse_limit(&query, DEFAULT_HISTORY, MAX_HISTORY)?;
-        let history: Vec<WireMessage> = app
-            .runtime
-            .history(&scope, session, limit)
-            .await?
-            .iter()
-            .map(|message: &StoredMessage| WireMessage::from(message))
-            .collect();
-        Ok(json!({"session_id": session, "count": history.len(), "history": history}))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let session = parse_session(&session)?;
+    let limit = parse_limit(&query, DEFAULT_HISTORY, MAX_HISTORY)?;
+    let history: Vec<WireMessage> = app
+        .runtime
+        .history(&scope, session, limit)
+        .await?
+        .iter()
+        .map(|message: &StoredMessage| WireMessage::from(message))
+        .collect();
+    Ok(json!({"session_id": session, "count": history.len(), "history": history}))
 }
 
 /// POST /chat/sessions/{id}/context: the body's keys are merged into the context.
@@ -223,15 +215,11 @@ async fn update_context(
     app: AppState,
     scope: Scope,
     body: Bytes,
-) -> warp::reply::Response {
-    let result = async {
-        let session = parse_session(&session)?;
-        let patch = parse_object(&body, "the context")?;
-        let context = app.runtime.update_context(&scope, session, patch).await?;
-        Ok(json!({"status": "updated", "session_id": session, "context": context}))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let session = parse_session(&session)?;
+    let patch = parse_object(&body, "the context")?;
+    let context = app.runtime.update_context(&scope, session, patch).await?;
+    Ok(json!({"status": "updated", "session_id": session, "context": context}))
 }
 
 /// POST /chat/sessions/{id}/ticket: a fresh `websocket_url` once the old one expired.
@@ -240,24 +228,20 @@ async fn new_ticket(
     app: AppState,
     scope: Scope,
     host: Option<String>,
-) -> warp::reply::Response {
-    let result = async {
-        let session = parse_session(&session)?;
-        app.runtime.session(&scope, session).await?;
-        let (url, expires) = app.websocket_url(host, &scope, session, false);
-        Ok(json!({"session_id": session, "websocket_url": url, "websocket_url_expires_at": expires}))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+) -> Result<impl Serialize, ApiError> {
+    let session = parse_session(&session)?;
+    app.runtime.session(&scope, session).await?;
+    let (url, expires) = app.websocket_url(host, &scope, session, false);
+    Ok(json!({"session_id": session, "websocket_url": url, "websocket_url_expires_at": expires}))
 }
 
 /// DELETE /chat/sessions/{id}: closes its sockets (close code 4004) and deletes it.
-async fn delete_session(session: String, app: AppState, scope: Scope) -> warp::reply::Response {
-    let result = async {
-        let session = parse_session(&session)?;
-        app.runtime.delete_session(&scope, session).await?;
-        Ok(json!({"status": "deleted", "session_id": session}))
-    }
-    .await;
-    respond(StatusCode::OK, result)
+async fn delete_session(
+    session: String,
+    app: AppState,
+    scope: Scope,
+) -> Result<impl Serialize, ApiError> {
+    let session = parse_session(&session)?;
+    app.runtime.delete_session(&scope, session).await?;
+    Ok(json!({"status": "deleted", "session_id": session}))
 }

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::protocol::MAX_AUTHOR_LEN;
 use tertulia_actors::model::{
@@ -25,13 +26,14 @@ use tertulia_actors::model::{
 use tertulia_actors::runtime::WEBCHAT;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 
 use crate::app::AppState;
 use crate::auth::{WebchatCaller, webchat_caller};
 use crate::http::error::{ApiError, ReplyProblem};
 use crate::http::only_fields;
-use crate::http::{parse_limit, parse_object, required_text, respond};
+use crate::http::{
+    allow_origin, created, created_or_ok, ok, parse_limit, parse_object, required_text,
+};
 
 /// The longest webchat `session_id`.
 pub const MAX_SESSION_ID_LEN: usize = 128;
@@ -197,24 +199,6 @@ fn locale_of(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Lets the widget's page read a response (its origin was checked).
-fn allow_origin(
-    mut response: warp::reply::Response,
-    caller: &WebchatCaller,
-) -> warp::reply::Response {
-    if let Some(origin) = &caller.widget_origin
-        && let Ok(origin) = origin.parse()
-    {
-        response
-            .headers_mut()
-            .insert("access-control-allow-origin", origin);
-        response
-            .headers_mut()
-            .insert("vary", "Origin".parse().expect("static header"));
-    }
-    response
-}
-
 /// A stored message as the webchat shows it. API keys also see where it came
 /// from (address, user agent, geolocation); a widget sees its own words only.
 fn message_view(message: &StoredMessage, full: bool) -> Value {
@@ -247,75 +231,81 @@ async fn post_message(
     client: Client,
     body: Bytes,
 ) -> warp::reply::Response {
-    let result = async {
-        let body = parse_object(&body, "the body")?;
-        only_fields(&body, &["session_id", "author", "content", "locale"])?;
-        let session_id = session_id_of(&body, &caller)?;
-        let author = required_text(&body, "author", MAX_AUTHOR_LEN)?
-            .trim()
-            .to_owned();
-        let content = required_text(
-            &body,
-            "content",
-            app.runtime.config().limits.max_content_bytes,
-        )?;
-        let locale = locale_of(&body)?;
-        app.limiter
-            .check_webchat(&caller.tenant, &session_id, caller.client_ip)?;
-        let conversation = app
-            .runtime
-            .webchat_conversation(&caller.tenant, &session_id, true)
-            .await?;
-        let mut origin = client.origin(&caller, locale);
-        let ip = caller.client_ip;
-        origin.geo = ip.and_then(|ip| app.geo.cached(ip));
-        let needs_geo = origin.geo.is_none() && ip.is_some_and(|ip| app.geo.wants(ip));
-        let message = NewMessage {
-            author: Some(author),
-            origin: Some(Box::new(origin)),
-            ..NewMessage::user(content)
-        };
-        let scope = caller.scope();
-        let (ack, answer) = app.runtime.ask(&scope, conversation.id, message).await?;
-        if needs_geo && let Some(ip) = ip {
-            let runtime = app.runtime.clone();
-            let tenant = caller.tenant.clone();
-            app.geo.lookup_later(ip, move |geo| async move {
-                if let Err(error) = runtime.set_message_geo(&tenant, ack.message_id, geo).await {
-                    tracing::warn!(%error, "geolocation not stored");
-                }
-            });
-        }
-        let problem = |problem, assistant_message_id| ApiError::Reply {
-            problem,
-            conversation_id: conversation.id,
-            last_message_id: ack.message_id,
-            assistant_message_id,
-        };
-        let wait = Duration::from_millis(app.config.webchat.reply_timeout_ms);
-        let reply = match tokio::time::timeout(wait, answer).await {
-            Err(_) => return Err(problem(ReplyProblem::Timeout, None)),
-            Ok(Err(_)) => return Err(problem(ReplyProblem::Restarted, None)),
-            Ok(Ok(Err(error))) => return Err(error.into()),
-            Ok(Ok(Ok(reply))) => reply,
-        };
-        if reply.status == MessageStatus::Failed {
-            return Err(problem(ReplyProblem::AgentFailed, Some(reply.id)));
-        }
-        Ok(json!({
-            "reply": reply.content,
-            "metadata": {
-                "session_id": session_id,
-                "conversation_id": conversation.id,
-                "last_message_id": ack.message_id,
-                "assistant_message_id": reply.id,
-                "assistant_response_id": reply.agent.as_ref().and_then(|meta| meta.response_id.clone()),
-                "status": reply.status,
-            },
-        }))
+    let origin = caller.widget_origin.clone();
+    allow_origin(ok(ask(app, caller, client, body).await), origin.as_deref())
+}
+
+async fn ask(
+    app: AppState,
+    caller: WebchatCaller,
+    client: Client,
+    body: Bytes,
+) -> Result<impl Serialize, ApiError> {
+    let body = parse_object(&body, "the body")?;
+    only_fields(&body, &["session_id", "author", "content", "locale"])?;
+    let session_id = session_id_of(&body, &caller)?;
+    let author = required_text(&body, "author", MAX_AUTHOR_LEN)?
+        .trim()
+        .to_owned();
+    let content = required_text(
+        &body,
+        "content",
+        app.runtime.config().limits.max_content_bytes,
+    )?;
+    let locale = locale_of(&body)?;
+    app.limiter
+        .check_webchat(&caller.tenant, &session_id, caller.client_ip)?;
+    let conversation = app
+        .runtime
+        .webchat_conversation(&caller.tenant, &session_id, true)
+        .await?;
+    let mut origin = client.origin(&caller, locale);
+    let ip = caller.client_ip;
+    origin.geo = ip.and_then(|ip| app.geo.cached(ip));
+    let needs_geo = origin.geo.is_none() && ip.is_some_and(|ip| app.geo.wants(ip));
+    let message = NewMessage {
+        author: Some(author),
+        origin: Some(Box::new(origin)),
+        ..NewMessage::user(content)
+    };
+    let scope = caller.scope();
+    let (ack, answer) = app.runtime.ask(&scope, conversation.id, message).await?;
+    if needs_geo && let Some(ip) = ip {
+        let runtime = app.runtime.clone();
+        let tenant = caller.tenant.clone();
+        app.geo.lookup_later(ip, move |geo| async move {
+            if let Err(error) = runtime.set_message_geo(&tenant, ack.message_id, geo).await {
+                tracing::warn!(%error, "geolocation not stored");
+            }
+        });
     }
-    .await;
-    allow_origin(respond(StatusCode::OK, result), &caller)
+    let problem = |problem, assistant_message_id| ApiError::Reply {
+        problem,
+        conversation_id: conversation.id,
+        last_message_id: ack.message_id,
+        assistant_message_id,
+    };
+    let wait = Duration::from_millis(app.config.webchat.reply_timeout_ms);
+    let reply = match tokio::time::timeout(wait, answer).await {
+        Err(_) => return Err(problem(ReplyProblem::Timeout, None)),
+        Ok(Err(_)) => return Err(problem(ReplyProblem::Restarted, None)),
+        Ok(Ok(Err(error))) => return Err(error.into()),
+        Ok(Ok(Ok(reply))) => reply,
+    };
+    if reply.status == MessageStatus::Failed {
+        return Err(problem(ReplyProblem::AgentFailed, Some(reply.id)));
+    }
+    Ok(json!({
+        "reply": reply.content,
+        "metadata": {
+            "session_id": session_id,
+            "conversation_id": conversation.id,
+            "last_message_id": ack.message_id,
+            "assistant_message_id": reply.id,
+            "assistant_response_id": reply.agent.as_ref().and_then(|meta| meta.response_id.clone()),
+            "status": reply.status,
+        },
+    }))
 }
 
 /// GET /api/webchat/history/{session_id}?limit=N: the newest N messages, oldest first.
@@ -325,29 +315,38 @@ async fn history(
     caller: WebchatCaller,
     query: HashMap<String, String>,
 ) -> warp::reply::Response {
-    let result = async {
-        check_session_id(&session_id, &caller)?;
-        let limit = parse_limit(&query, MAX_HISTORY, MAX_HISTORY)?;
-        let conversation = app
-            .runtime
-            .webchat_conversation(&caller.tenant, &session_id, false)
-            .await?;
-        let messages: Vec<Value> = app
-            .runtime
-            .history(&caller.scope(), conversation.id, limit)
-            .await?
-            .iter()
-            .map(|message| message_view(message, !caller.is_widget()))
-            .collect();
-        Ok(json!({
-            "session_id": session_id,
-            "conversation_id": conversation.id,
-            "count": messages.len(),
-            "messages": messages,
-        }))
-    }
-    .await;
-    allow_origin(respond(StatusCode::OK, result), &caller)
+    let origin = caller.widget_origin.clone();
+    allow_origin(
+        ok(load_history(session_id, app, caller, query).await),
+        origin.as_deref(),
+    )
+}
+
+async fn load_history(
+    session_id: String,
+    app: AppState,
+    caller: WebchatCaller,
+    query: HashMap<String, String>,
+) -> Result<impl Serialize, ApiError> {
+    check_session_id(&session_id, &caller)?;
+    let limit = parse_limit(&query, MAX_HISTORY, MAX_HISTORY)?;
+    let conversation = app
+        .runtime
+        .webchat_conversation(&caller.tenant, &session_id, false)
+        .await?;
+    let messages: Vec<Value> = app
+        .runtime
+        .history(&caller.scope(), conversation.id, limit)
+        .await?
+        .iter()
+        .map(|message| message_view(message, !caller.is_widget()))
+        .collect();
+    Ok(json!({
+        "session_id": session_id,
+        "conversation_id": conversation.id,
+        "count": messages.len(),
+        "messages": messages,
+    }))
 }
 
 /// POST /api/webchat/consent `{session_id, granted, text_version}` → 201:
@@ -358,43 +357,52 @@ async fn record_consent(
     client: Client,
     body: Bytes,
 ) -> warp::reply::Response {
-    let result = async {
-        let body = parse_object(&body, "the body")?;
-        only_fields(&body, &["session_id", "granted", "text_version"])?;
-        let session_id = session_id_of(&body, &caller)?;
-        let granted = body
-            .get("granted")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| ApiError::BadRequest("`granted` is required: true or false".into()))?;
-        let text_version = required_text(&body, "text_version", MAX_TEXT_VERSION_LEN)?
-            .trim()
-            .to_owned();
-        let conversation = app
-            .runtime
-            .webchat_conversation(&caller.tenant, &session_id, true)
-            .await?;
-        let origin = client.origin(&caller, None);
-        let consent = Consent {
-            granted,
-            text_version,
-            subject: session_id.clone(),
-            recorded_at: now_timestamp(),
-            ip: origin.ip,
-            user_agent: origin.user_agent,
-        };
-        app.runtime
-            .record_consent(&caller.scope(), conversation.id, consent.clone())
-            .await?;
-        Ok(json!({
-            "session_id": session_id,
-            "conversation_id": conversation.id,
-            "granted": consent.granted,
-            "text_version": consent.text_version,
-            "recorded_at": consent.recorded_at,
-        }))
-    }
-    .await;
-    allow_origin(respond(StatusCode::CREATED, result), &caller)
+    let origin = caller.widget_origin.clone();
+    allow_origin(
+        created(store_consent(app, caller, client, body).await),
+        origin.as_deref(),
+    )
+}
+
+async fn store_consent(
+    app: AppState,
+    caller: WebchatCaller,
+    client: Client,
+    body: Bytes,
+) -> Result<impl Serialize, ApiError> {
+    let body = parse_object(&body, "the body")?;
+    only_fields(&body, &["session_id", "granted", "text_version"])?;
+    let session_id = session_id_of(&body, &caller)?;
+    let granted = body
+        .get("granted")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| ApiError::BadRequest("`granted` is required: true or false".into()))?;
+    let text_version = required_text(&body, "text_version", MAX_TEXT_VERSION_LEN)?
+        .trim()
+        .to_owned();
+    let conversation = app
+        .runtime
+        .webchat_conversation(&caller.tenant, &session_id, true)
+        .await?;
+    let origin = client.origin(&caller, None);
+    let consent = Consent {
+        granted,
+        text_version,
+        subject: session_id.clone(),
+        recorded_at: now_timestamp(),
+        ip: origin.ip,
+        user_agent: origin.user_agent,
+    };
+    app.runtime
+        .record_consent(&caller.scope(), conversation.id, consent.clone())
+        .await?;
+    Ok(json!({
+        "session_id": session_id,
+        "conversation_id": conversation.id,
+        "granted": consent.granted,
+        "text_version": consent.text_version,
+        "recorded_at": consent.recorded_at,
+    }))
 }
 
 /// The visitor asks for a person: flags their conversation (once while a
@@ -404,26 +412,34 @@ async fn request_handoff(
     caller: WebchatCaller,
     body: Bytes,
 ) -> warp::reply::Response {
-    let result = async {
-        let body = parse_object(&body, "the body")?;
-        only_fields(&body, &["session_id", "reason"])?;
-        let session_id = session_id_of(&body, &caller)?;
-        let reason = crate::api::conversations::handoff_reason(&body)?;
-        let conversation = app
-            .runtime
-            .webchat_conversation(&caller.tenant, &session_id, false)
-            .await?;
-        let (handoff, new) = app
-            .runtime
-            .request_handoff(&caller.scope(), conversation.id, "visitor", reason)
-            .await?;
-        Ok::<_, ApiError>((
-            json!({"session_id": session_id, "handoff": handoff, "new": new}),
-            new,
-        ))
-    }
-    .await;
-    allow_origin(crate::http::created_or_ok(result), &caller)
+    let origin = caller.widget_origin.clone();
+    allow_origin(
+        created_or_ok(open_handoff(app, caller, body).await),
+        origin.as_deref(),
+    )
+}
+
+async fn open_handoff(
+    app: AppState,
+    caller: WebchatCaller,
+    body: Bytes,
+) -> Result<(impl Serialize, bool), ApiError> {
+    let body = parse_object(&body, "the body")?;
+    only_fields(&body, &["session_id", "reason"])?;
+    let session_id = session_id_of(&body, &caller)?;
+    let reason = crate::api::conversations::handoff_reason(&body)?;
+    let conversation = app
+        .runtime
+        .webchat_conversation(&caller.tenant, &session_id, false)
+        .await?;
+    let (handoff, new) = app
+        .runtime
+        .request_handoff(&caller.scope(), conversation.id, "visitor", reason)
+        .await?;
+    Ok((
+        json!({"session_id": session_id, "handoff": handoff, "new": new}),
+        new,
+    ))
 }
 
 #[cfg(test)]

@@ -91,8 +91,13 @@ pub fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::
         .unify()
 }
 
-/// A handler's answer: a JSON body, or the error's JSON body and status.
-pub fn respond<T: Serialize>(
+// Handlers return `Result<T, ApiError>` and write no reply themselves; the
+// route maps the result with one of these, so a success status and the
+// error mapping are each written once.
+
+/// The reply to a handler's result: its value as JSON with `status`, or the
+/// error's status and JSON body.
+pub fn reply_with<T: Serialize>(
     status: StatusCode,
     result: Result<T, ApiError>,
 ) -> warp::reply::Response {
@@ -102,14 +107,46 @@ pub fn respond<T: Serialize>(
     }
 }
 
+/// `200 OK` with the handler's value.
+pub fn ok<T: Serialize>(result: Result<T, ApiError>) -> warp::reply::Response {
+    reply_with(StatusCode::OK, result)
+}
+
+/// `201 Created` with the handler's value.
+pub fn created<T: Serialize>(result: Result<T, ApiError>) -> warp::reply::Response {
+    reply_with(StatusCode::CREATED, result)
+}
+
+/// `202 Accepted`: the work is queued (a webhook delivery).
+pub fn accepted<T: Serialize>(result: Result<T, ApiError>) -> warp::reply::Response {
+    reply_with(StatusCode::ACCEPTED, result)
+}
+
 /// `201` for something new, `200` for what was there already (an open
 /// handoff request asked for again).
 pub fn created_or_ok<T: Serialize>(result: Result<(T, bool), ApiError>) -> warp::reply::Response {
     match result {
-        Ok((body, true)) => respond(StatusCode::CREATED, Ok(body)),
-        Ok((body, false)) => respond(StatusCode::OK, Ok(body)),
-        Err(error) => error.to_response(),
+        Ok((body, true)) => created(Ok(body)),
+        Ok((body, false)) => ok(Ok(body)),
+        Err(error) => error.into_response(),
     }
+}
+
+/// Lets the page at `origin` (already checked against the tenant's allowed
+/// origins) read this reply.
+pub fn allow_origin(
+    mut response: warp::reply::Response,
+    origin: Option<&str>,
+) -> warp::reply::Response {
+    if let Some(origin) = origin.and_then(|origin| origin.parse().ok()) {
+        response
+            .headers_mut()
+            .insert("access-control-allow-origin", origin);
+        response
+            .headers_mut()
+            .insert("vary", header::HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 /// Session ids that do not parse are reported like unknown ones.

@@ -11,7 +11,9 @@
 //! `X-Forwarded-For` is ignored, so a client cannot pick its own address
 //! (and with it, its rate-limit bucket or the address recorded with its messages).
 
+pub mod feed;
 pub mod socket;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use ractor::ActorRef;
 use tertulia_actors::model::protocol::{Frame, ServerFrame, parse_client_frame};
 use tertulia_actors::model::{ClientCommand, Origin, Participant, Role, Scope, SessionId};
@@ -28,13 +27,13 @@ use tertulia_actors::runtime::Attached;
 use tertulia_actors::runtime::ConnectionMsg;
 use tertulia_actors::runtime::{CloseReason, OutboundReceiver, Outgoing};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as SocketRole, WebSocketConfig};
 use warp::Reply;
 
+use super::upgrade::{Socket, websocket};
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::{UpgradeSlot, switching_protocols};
@@ -82,19 +81,10 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
         return ApiError::NotWebSocket.into_response();
     };
     let settings = app.config.websocket.clone();
-    let socket_config = WebSocketConfig::default()
-        .read_buffer_size(settings.read_buffer_bytes)
-        .max_message_size(Some(settings.max_message_bytes))
-        .max_frame_size(Some(settings.max_message_bytes));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    SocketRole::Server,
-                    Some(socket_config),
-                )
-                .await;
+                let socket = websocket(upgraded, &settings).await;
                 let peer = Peer {
                     scope,
                     session,
@@ -111,8 +101,6 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
     });
     switching_protocols(&websocket_key)
 }
-
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Milliseconds since the socket opened at which the peer was last heard.
 struct Heard {

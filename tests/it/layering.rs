@@ -63,7 +63,7 @@ const EDGE_LAYERS: &[(&str, &[&str])] = &[
     ("http", &[]),
     ("auth", &["http"]),
     ("app", &["config", "geo", "auth"]),
-    ("server", &["http", "app"]),
+    ("server", &["config", "http", "app"]),
     ("api", &["config", "geo", "http", "auth", "app", "server"]),
     ("cli", &["config"]),
 ];

@@ -5,12 +5,12 @@
 pub mod webhooks;
 
 use serde::Deserialize;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tertulia_actors::model::TenantSettings;
 use tertulia_actors::model::{ApiKeyRecord, KeyKind, TenantId};
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
 use std::time::Duration;
@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::app::AppState;
 use crate::auth::tokens::{MAX_CLIENT_ID_LEN, mint_client_token};
 use crate::http::error::ApiError;
-use crate::http::respond;
+use crate::http::{created, ok};
 
 /// Passes requests that carry the admin token; 403 when the admin API is off.
 fn admin_auth(token: String) -> impl Filter<Extract = (), Error = Rejection> + Clone {
@@ -242,37 +242,16 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(|app: AppState, body: bytes::Bytes| async move {
-            let result = async {
-                let new: NewTenant = parse_json(&body)?;
-                let settings = new.settings.into_settings(&new.id);
-                let record = app.runtime.create_tenant(&new.id, settings).await?;
-                let mut view = tenant_view(&record.tenant_id, &record.settings);
-                // Shown this once, so the tenant's back end can mint client tokens.
-                view["client_token_secret"] = json!(record.settings.client_token_secret);
-                Ok(view)
-            }
-            .await;
-            respond(StatusCode::CREATED, result)
-        });
+        .then(create_tenant)
+        .map(created);
 
     // GET /admin/tenants
     let list_tenants = warp::path!("admin" / "tenants")
         .and(admin.clone())
         .and(warp::get())
         .and(with_app.clone())
-        .map(|app: AppState| {
-            let tenants: Vec<_> = app
-                .runtime
-                .list_tenants()
-                .iter()
-                .map(|(id, settings)| tenant_view(id, settings))
-                .collect();
-            respond(
-                StatusCode::OK,
-                Ok::<_, ApiError>(json!({"count": tenants.len(), "tenants": tenants})),
-            )
-        });
+        .map(list_tenants)
+        .map(ok);
 
     // POST /admin/tenants/{id}/keys
     let create_key = warp::path!("admin" / "tenants" / String / "keys")
@@ -281,23 +260,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(
-            |tenant: String, app: AppState, body: bytes::Bytes| async move {
-                let result = async {
-                    let new: NewKey = parse_json(&body)?;
-                    let name = new.name()?;
-                    let (record, key) = app
-                        .runtime
-                        .create_key(&TenantId(tenant), new.kind, name)
-                        .await?;
-                    let mut view = key_view(&record);
-                    view["key"] = json!(key);
-                    Ok(view)
-                }
-                .await;
-                respond(StatusCode::CREATED, result)
-            },
-        );
+        .then(create_key)
+        .map(created);
 
     // PATCH /admin/tenants/{id}
     let update_tenant = warp::path!("admin" / "tenants" / String)
@@ -306,25 +270,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(
-            |tenant: String, app: AppState, body: bytes::Bytes| async move {
-                let result = async {
-                    let patch: TenantSettingsInput = parse_json(&body)?;
-                    let tenant = TenantId(tenant);
-                    let current = app
-                        .runtime
-                        .tenant_settings(&tenant)
-                        .ok_or_else(|| tertulia_actors::Error::TenantNotFound(tenant.clone()))?;
-                    let record = app
-                        .runtime
-                        .update_tenant(&tenant, patch.patch((*current).clone()))
-                        .await?;
-                    Ok(tenant_view(&record.tenant_id, &record.settings))
-                }
-                .await;
-                respond(StatusCode::OK, result)
-            },
-        );
+        .then(update_tenant)
+        .map(ok);
 
     // POST /admin/tenants/{id}/client-tokens
     let mint_client_token = warp::path!("admin" / "tenants" / String / "client-tokens")
@@ -333,74 +280,24 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(
-            |tenant: String, app: AppState, body: bytes::Bytes| async move {
-                let result = async {
-                    let new: NewClientToken = parse_json(&body)?;
-                    let tenant = TenantId(tenant);
-                    app.runtime.known_tenant(&tenant)?;
-                    let client_id = new.client_id.trim();
-                    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN {
-                        let message = format!("`client_id` must be 1 to {MAX_CLIENT_ID_LEN} bytes");
-                        return Err(ApiError::BadRequest(message));
-                    }
-                    let ttl = new.ttl_secs.unwrap_or(3600);
-                    if !(1..=MAX_CLIENT_TOKEN_TTL_SECS).contains(&ttl) {
-                        let message =
-                            format!("`ttl_secs` must be 1 to {MAX_CLIENT_TOKEN_TTL_SECS}");
-                        return Err(ApiError::BadRequest(message));
-                    }
-                    let secret = app
-                        .runtime
-                        .tenant_settings(&tenant)
-                        .map(|settings| settings.client_token_secret.clone())
-                        .unwrap_or_default();
-                    if secret.is_empty() {
-                        return Err(ApiError::BadRequest(
-                            "this tenant has no client_token_secret: set one to use client tokens"
-                                .into(),
-                        ));
-                    }
-                    let (token, expires_at) =
-                        mint_client_token(&secret, client_id, Duration::from_secs(ttl));
-                    Ok(json!({"token": token, "client_id": client_id, "expires_at": expires_at}))
-                }
-                .await;
-                respond(StatusCode::CREATED, result)
-            },
-        );
+        .then(new_client_token)
+        .map(created);
 
     // GET /admin/tenants/{id}/keys
     let list_keys = warp::path!("admin" / "tenants" / String / "keys")
         .and(admin.clone())
         .and(warp::get())
         .and(with_app.clone())
-        .map(|tenant: String, app: AppState| {
-            let result = app.runtime.list_keys(&TenantId(tenant)).map(|keys| {
-                let keys: Vec<_> = keys.iter().map(key_view).collect();
-                json!({"count": keys.len(), "keys": keys})
-            });
-            respond(StatusCode::OK, result.map_err(ApiError::from))
-        });
+        .map(list_keys)
+        .map(ok);
 
     // DELETE /admin/keys/{key_id}
     let revoke_key = warp::path!("admin" / "keys" / String)
         .and(admin.clone())
         .and(warp::delete())
         .and(with_app)
-        .then(|key_id: String, app: AppState| async move {
-            let result = app
-                .runtime
-                .revoke_key(&key_id)
-                .await
-                .map(|record| {
-                    let mut view = key_view(&record);
-                    view["status"] = json!("revoked");
-                    view
-                })
-                .map_err(ApiError::from);
-            respond(StatusCode::OK, result)
-        });
+        .then(revoke_key)
+        .map(ok);
 
     create_tenant
         .or(list_tenants)
@@ -415,7 +312,113 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .unify()
         .or(revoke_key)
         .unify()
-        .or(crate::api::admin::webhooks::routes(app, admin))
+        .or(webhooks::routes(app, admin.boxed()))
         .unify()
         .boxed()
+}
+
+/// POST /admin/tenants
+async fn create_tenant(app: AppState, body: bytes::Bytes) -> Result<impl Serialize, ApiError> {
+    let new: NewTenant = parse_json(&body)?;
+    let settings = new.settings.into_settings(&new.id);
+    let record = app.runtime.create_tenant(&new.id, settings).await?;
+    let mut view = tenant_view(&record.tenant_id, &record.settings);
+    // Shown this once, so the tenant's back end can mint client tokens.
+    view["client_token_secret"] = json!(record.settings.client_token_secret);
+    Ok(view)
+}
+
+/// POST /admin/tenants/{id}/keys
+async fn create_key(
+    tenant: String,
+    app: AppState,
+    body: bytes::Bytes,
+) -> Result<impl Serialize, ApiError> {
+    let new: NewKey = parse_json(&body)?;
+    let name = new.name()?;
+    let (record, key) = app
+        .runtime
+        .create_key(&TenantId(tenant), new.kind, name)
+        .await?;
+    let mut view = key_view(&record);
+    view["key"] = json!(key);
+    Ok(view)
+}
+
+/// PATCH /admin/tenants/{id}
+async fn update_tenant(
+    tenant: String,
+    app: AppState,
+    body: bytes::Bytes,
+) -> Result<impl Serialize, ApiError> {
+    let patch: TenantSettingsInput = parse_json(&body)?;
+    let tenant = TenantId(tenant);
+    let current = app
+        .runtime
+        .tenant_settings(&tenant)
+        .ok_or_else(|| tertulia_actors::Error::TenantNotFound(tenant.clone()))?;
+    let record = app
+        .runtime
+        .update_tenant(&tenant, patch.patch((*current).clone()))
+        .await?;
+    Ok(tenant_view(&record.tenant_id, &record.settings))
+}
+
+/// POST /admin/tenants/{id}/client-tokens
+async fn new_client_token(
+    tenant: String,
+    app: AppState,
+    body: bytes::Bytes,
+) -> Result<impl Serialize, ApiError> {
+    let new: NewClientToken = parse_json(&body)?;
+    let tenant = TenantId(tenant);
+    app.runtime.known_tenant(&tenant)?;
+    let client_id = new.client_id.trim();
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN {
+        let message = format!("`client_id` must be 1 to {MAX_CLIENT_ID_LEN} bytes");
+        return Err(ApiError::BadRequest(message));
+    }
+    let ttl = new.ttl_secs.unwrap_or(3600);
+    if !(1..=MAX_CLIENT_TOKEN_TTL_SECS).contains(&ttl) {
+        let message = format!("`ttl_secs` must be 1 to {MAX_CLIENT_TOKEN_TTL_SECS}");
+        return Err(ApiError::BadRequest(message));
+    }
+    let secret = app
+        .runtime
+        .tenant_settings(&tenant)
+        .map(|settings| settings.client_token_secret.clone())
+        .unwrap_or_default();
+    if secret.is_empty() {
+        return Err(ApiError::BadRequest(
+            "this tenant has no client_token_secret: set one to use client tokens".into(),
+        ));
+    }
+    let (token, expires_at) = mint_client_token(&secret, client_id, Duration::from_secs(ttl));
+    Ok(json!({"token": token, "client_id": client_id, "expires_at": expires_at}))
+}
+
+/// GET /admin/tenants
+fn list_tenants(app: AppState) -> Result<Value, ApiError> {
+    let tenants: Vec<_> = app
+        .runtime
+        .list_tenants()
+        .iter()
+        .map(|(id, settings)| tenant_view(id, settings))
+        .collect();
+    Ok(json!({"count": tenants.len(), "tenants": tenants}))
+}
+
+/// GET /admin/tenants/{id}/keys
+fn list_keys(tenant: String, app: AppState) -> Result<Value, ApiError> {
+    let keys = app.runtime.list_keys(&TenantId(tenant))?;
+    let keys: Vec<_> = keys.iter().map(key_view).collect();
+    Ok(json!({"count": keys.len(), "keys": keys}))
+}
+
+/// DELETE /admin/keys/{key_id}
+async fn revoke_key(key_id: String, app: AppState) -> Result<Value, ApiError> {
+    let record = app.runtime.revoke_key(&key_id).await?;
+    let mut view = key_view(&record);
+    view["status"] = json!("revoked");
+    Ok(view)
 }
