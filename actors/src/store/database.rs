@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 
+use super::statements::Statements;
 use super::write::Write;
 use crate::error::{Error, Result};
 use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantRecord};
@@ -267,7 +268,7 @@ impl Database {
         let mut statement = String::from("BEGIN TRANSACTION;\n");
         let mut vars = Map::new();
         for (index, write) in writes.iter().enumerate() {
-            write.append_to(index, &mut statement, &mut vars);
+            write.append_to(&mut Statements::new(&mut statement, &mut vars, index));
         }
         statement.push_str("COMMIT TRANSACTION;");
         let mut response = self.db.query(statement).bind(Value::Object(vars)).await?;

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! database.rs  open, migrations, row shaping, the batch transaction
-//! write.rs     Write (each change as SurrealQL) and Durable (its callback)
+//! write.rs       Write (each change) and Durable (its callback)
+//! statements.rs  each write as SurrealQL statements of a batch
 //! actor.rs     Persistence: queues writes, one batch in flight at a time
 //! read.rs      every read, as Storage methods
 //! handle.rs    Storage
@@ -18,6 +19,7 @@ mod actor;
 mod database;
 mod handle;
 mod read;
+mod statements;
 mod write;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
+use super::statements::{self, Statements};
 use crate::error::{Error, Result};
 use crate::model::{
     ApiKeyRecord, Attendant, Consent, Contact, Delivery, EventRecord, Handoff, MessageId,
@@ -98,37 +99,17 @@ pub enum Write {
 }
 
 impl Write {
-    /// Appends this write's statements, with variables prefixed by its index.
-    pub(super) fn append_to(
-        &self,
-        index: usize,
-        statement: &mut String,
-        vars: &mut Map<String, Value>,
-    ) {
-        let p = format!("w{index}_");
-        let mut bind = |name: &str, value: Value| {
-            vars.insert(format!("{p}{name}"), value);
-        };
+    /// Appends this write's statements to a batch.
+    pub(super) fn append_to(&self, out: &mut Statements) {
         match self {
             Write::CreateSession(record) => {
-                bind("id", json!(record.id.to_string()));
-                bind(
-                    "doc",
-                    serde_json::to_value(record).expect("records serialise"),
-                );
-                statement.push_str(&format!(
-                    "CREATE type::record('conversation', ${p}id) CONTENT ${p}doc;\n"
-                ));
+                out.create("conversation", record.id.to_string(), record)
             }
-            Write::AppendMessage(message) => append_message(&p, message, statement, &mut bind),
+            Write::AppendMessage(message) => statements::append_message(out, message),
             Write::WithEvents(write, events) => {
-                write.append_to(index, statement, vars);
+                write.append_to(out);
                 for (number, event) in events.iter().enumerate() {
-                    let prefix = format!("{p}e{number}_");
-                    let mut bind = |name: &str, value: Value| {
-                        vars.insert(format!("{prefix}{name}"), value);
-                    };
-                    append_event(&prefix, event, statement, &mut bind);
+                    statements::record_event(&mut out.nested(&format!("e{number}_")), event);
                 }
             }
             Write::SetContext {
@@ -136,16 +117,7 @@ impl Write {
                 session,
                 context,
                 updated_at,
-            } => {
-                bind("sid", json!(session.to_string()));
-                bind("tenant", json!(tenant));
-                bind("context", Value::Object(context.clone()));
-                bind("at", json!(updated_at));
-                statement.push_str(&format!(
-                    "UPDATE type::record('conversation', ${p}sid) SET context = ${p}context, \
-                     updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
-                ));
-            }
+            } => statements::set_context(out, (tenant, *session), context, updated_at),
             Write::SetMeta {
                 tenant,
                 session,
@@ -154,231 +126,52 @@ impl Write {
                 version,
                 updated_at,
             } => {
-                bind("sid", json!(session.to_string()));
-                bind("tenant", json!(tenant));
-                // NONE, not null: an absent title must satisfy option<string>.
-                let title = match title {
-                    Some(title) => {
-                        bind("title", json!(title));
-                        format!("${p}title")
-                    }
-                    None => "NONE".to_owned(),
-                };
-                bind("status", json!(status));
-                bind("version", json!(version));
-                bind("at", json!(updated_at));
-                statement.push_str(&format!(
-                    "UPDATE type::record('conversation', ${p}sid) SET title = {title}, status = ${p}status, \
-                     version = ${p}version, updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
-                ));
+                let meta = (title.as_deref(), status.as_str(), *version);
+                statements::set_meta(out, (tenant, *session), meta, updated_at)
             }
-            Write::PutTenant(record) => {
-                bind("id", json!(record.tenant_id));
-                bind(
-                    "doc",
-                    serde_json::to_value(record).expect("tenants serialise"),
-                );
-                statement.push_str(&format!(
-                    "UPSERT type::record('tenant', ${p}id) CONTENT ${p}doc;\n"
-                ));
-            }
-            Write::PutKey(record) => {
-                bind("id", json!(record.key_id));
-                bind("doc", serde_json::to_value(record).expect("keys serialise"));
-                statement.push_str(&format!(
-                    "UPSERT type::record('api_key', ${p}id) CONTENT ${p}doc;\n"
-                ));
-            }
+            Write::PutTenant(record) => out.upsert("tenant", &record.tenant_id, record),
+            Write::PutKey(record) => out.upsert("api_key", &record.key_id, record),
             Write::RevokeKey { key_id, revoked_at } => {
-                bind("id", json!(key_id));
-                bind("at", json!(revoked_at));
-                statement.push_str(&format!(
-                    "UPDATE type::record('api_key', ${p}id) SET revoked_at = ${p}at WHERE revoked_at = NONE;\n"
-                ));
+                statements::revoke_key(out, key_id, revoked_at)
             }
             Write::DeleteSession { tenant, session } => {
-                bind("sid", json!(session.to_string()));
-                bind("tenant", json!(tenant));
-                // The consent log and recorded events stay: they are the audit trail.
-                statement.push_str(&format!(
-                    "DELETE message WHERE tenant = ${p}tenant AND session_id = ${p}sid;\n\
-                     DELETE type::record('contact', ${p}sid) WHERE tenant = ${p}tenant;\n\
-                     DELETE type::record('conversation', ${p}sid) WHERE tenant = ${p}tenant;\n"
-                ));
+                statements::delete_session(out, (tenant, *session))
             }
             Write::RecordConsent {
                 tenant,
                 session,
                 consent,
-            } => {
-                bind("sid", json!(session.to_string()));
-                bind("tenant", json!(tenant));
-                let consent = serde_json::to_value(consent).expect("consents serialise");
-                let mut logged = consent.clone();
-                logged["tenant"] = json!(tenant);
-                logged["conversation_id"] = json!(session.to_string());
-                bind("consent", consent);
-                bind("logged", logged);
-                statement.push_str(&format!(
-                    "UPDATE type::record('conversation', ${p}sid) SET consent = ${p}consent \
-                     WHERE tenant = ${p}tenant;\n\
-                     CREATE consent CONTENT ${p}logged;\n"
-                ));
-            }
+            } => statements::record_consent(out, (tenant, *session), consent),
             Write::PutContact(contact) => {
-                bind("id", json!(contact.conversation_id.to_string()));
-                bind(
-                    "doc",
-                    serde_json::to_value(contact).expect("contacts serialise"),
-                );
-                statement.push_str(&format!(
-                    "UPSERT type::record('contact', ${p}id) CONTENT ${p}doc;\n"
-                ));
+                out.upsert("contact", contact.conversation_id.to_string(), contact)
             }
             Write::SetAttendance {
                 tenant,
                 session,
                 handoff,
                 human,
-            } => {
-                bind("sid", json!(session.to_string()));
-                bind("tenant", json!(tenant));
-                // NONE, not null, for an absent one (option<object>).
-                let mut field = |name: &str, value: Option<Value>| match value {
-                    Some(value) => {
-                        bind(name, value);
-                        format!("${p}{name}")
-                    }
-                    None => "NONE".to_owned(),
-                };
-                let handoff = field(
-                    "handoff",
-                    handoff
-                        .as_ref()
-                        .map(|handoff| serde_json::to_value(handoff).expect("handoffs serialise")),
-                );
-                let human = field(
-                    "human",
-                    human
-                        .as_ref()
-                        .map(|human| serde_json::to_value(human).expect("attendants serialise")),
-                );
-                statement.push_str(&format!(
-                    "UPDATE type::record('conversation', ${p}sid) SET handoff = {handoff}, \
-                     human = {human} WHERE tenant = ${p}tenant;\n"
-                ));
-            }
+            } => statements::set_attendance(out, (tenant, *session), handoff, human),
             Write::PutEndpoint(endpoint) => {
-                bind("key", json!([endpoint.tenant, endpoint.endpoint_id]));
-                bind(
-                    "doc",
-                    serde_json::to_value(endpoint).expect("endpoints serialise"),
-                );
-                statement.push_str(&format!(
-                    "UPSERT type::record('webhook_endpoint', ${p}key) CONTENT ${p}doc;\n"
-                ));
+                let key = json!([endpoint.tenant, endpoint.endpoint_id]);
+                out.upsert("webhook_endpoint", key, endpoint)
             }
             Write::DeleteEndpoint {
                 tenant,
                 endpoint_id,
-            } => {
-                bind("key", json!([tenant, endpoint_id]));
-                bind("tenant", json!(tenant));
-                bind("endpoint", json!(endpoint_id));
-                statement.push_str(&format!(
-                    "DELETE delivery WHERE tenant = ${p}tenant AND endpoint_id = ${p}endpoint;\n\
-                     DELETE type::record('webhook_endpoint', ${p}key);\n"
-                ));
-            }
+            } => statements::delete_endpoint(out, tenant, endpoint_id),
             Write::FanOut {
                 event_ids,
                 deliveries,
-            } => {
-                bind("events", json!(event_ids));
-                bind(
-                    "deliveries",
-                    serde_json::to_value(deliveries).expect("deliveries serialise"),
-                );
-                statement.push_str(&format!(
-                    "FOR $event IN ${p}events {{ UPDATE type::record('event', $event) SET dispatched = true; }};\n\
-                     FOR $delivery IN ${p}deliveries {{ CREATE type::record('delivery', $delivery.delivery_id) CONTENT $delivery; }};\n"
-                ));
-            }
-            Write::SendTest { event, delivery } => {
-                append_event(&p, event, statement, &mut bind);
-                bind("did", json!(delivery.delivery_id));
-                bind(
-                    "delivery",
-                    serde_json::to_value(delivery).expect("deliveries serialise"),
-                );
-                statement.push_str(&format!(
-                    "UPDATE type::record('event', ${p}eid) SET dispatched = true;\n\
-                     CREATE type::record('delivery', ${p}did) CONTENT ${p}delivery;\n"
-                ));
-            }
-            Write::PutDelivery(delivery) => {
-                bind("did", json!(delivery.delivery_id));
-                bind(
-                    "delivery",
-                    serde_json::to_value(delivery).expect("deliveries serialise"),
-                );
-                statement.push_str(&format!(
-                    "UPDATE type::record('delivery', ${p}did) CONTENT ${p}delivery;\n"
-                ));
-            }
+            } => statements::fan_out(out, event_ids, deliveries),
+            Write::SendTest { event, delivery } => statements::send_test(out, event, delivery),
+            Write::PutDelivery(delivery) => statements::put_delivery(out, delivery),
             Write::SetMessageGeo {
                 tenant,
                 message,
                 geo,
-            } => {
-                bind("id", json!(message.to_string()));
-                bind("tenant", json!(tenant));
-                bind("geo", geo.clone());
-                statement.push_str(&format!(
-                    "UPDATE type::record('message', ${p}id) SET origin.geo = ${p}geo \
-                     WHERE tenant = ${p}tenant AND origin != NONE;\n"
-                ));
-            }
+            } => statements::set_message_geo(out, tenant, *message, geo),
         }
     }
-}
-
-fn append_message(
-    p: &str,
-    message: &StoredMessage,
-    statement: &mut String,
-    bind: &mut impl FnMut(&str, Value),
-) {
-    bind("id", json!(message.id.to_string()));
-    bind(
-        "doc",
-        serde_json::to_value(message).expect("messages serialise"),
-    );
-    bind("sid", json!(message.session_id.to_string()));
-    bind("tenant", json!(message.tenant));
-    bind("seq", json!(message.seq));
-    bind("at", json!(message.created_at));
-    statement.push_str(&format!(
-        "CREATE type::record('message', ${p}id) CONTENT ${p}doc;\n\
-         UPDATE type::record('conversation', ${p}sid) SET last_seq = ${p}seq, \
-         message_count += 1, updated_at = ${p}at WHERE tenant = ${p}tenant;\n"
-    ));
-}
-
-fn append_event(
-    p: &str,
-    event: &EventRecord,
-    statement: &mut String,
-    bind: &mut impl FnMut(&str, Value),
-) {
-    bind("eid", json!(event.event_id));
-    bind(
-        "event",
-        serde_json::to_value(event).expect("events serialise"),
-    );
-    statement.push_str(&format!(
-        "CREATE type::record('event', ${p}eid) CONTENT ${p}event;\n"
-    ));
 }
 
 /// Called once when a write is durable (or has failed). If it is dropped
