@@ -12,7 +12,7 @@
 //!   it arrives;
 //! - anything else: plain text, shown as it arrives.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::agent::{AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use crate::model::WebhookAgentSettings;
 use crate::model::{AnswerMeta, Role};
+use crate::net::post::{AGENT_USER_AGENT, SignedPost, header_if_set};
 use crate::net::signing::Signer;
 
 /// The longest error body quoted back, in characters.
@@ -122,29 +123,21 @@ async fn call(
         "history": history,
     })
     .to_string();
-    let mut post = client
-        .post(&settings.url)
-        .header("content-type", "application/json")
-        .header(
-            "accept",
-            "application/json, application/x-ndjson, text/plain",
-        );
-    if let Some(signer) = Signer::new(&settings.secret) {
-        let id = format!("msg_{}", request.question_id.0.simple());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let signed = signer.sign(&id, now, body.as_bytes());
-        post = post
-            .header("webhook-id", signed.id)
-            .header("webhook-timestamp", signed.timestamp)
-            .header("webhook-signature", signed.signature);
-    }
-    if !settings.header_name.is_empty() {
-        post = post.header(&settings.header_name, &settings.header_value);
-    }
-    let response = post.body(body).send().await.map_err(|error| {
-        AgentError(if crate::agent::openai::refused_by_guard(&error) {
+    let url = reqwest::Url::parse(&settings.url)
+        .map_err(|_| AgentError("`webhook_agent.url` is not a valid URL".into()))?;
+    let message_id = format!("msg_{}", request.question_id.0.simple());
+    let post = SignedPost {
+        url,
+        body: body.into_bytes(),
+        message_id: &message_id,
+        signers: Signer::new(&settings.secret).into_iter().collect(),
+        header: header_if_set(&settings.header_name, &settings.header_value),
+        timeout: None,
+        accept: Some("application/json, application/x-ndjson, text/plain"),
+        user_agent: AGENT_USER_AGENT,
+    };
+    let response = post.request(client).send().await.map_err(|error| {
+        AgentError(if crate::net::egress::refused_by_guard(&error) {
             "the workflow's address is refused by the egress guard (`egress.allow`)".into()
         } else if error.is_connect() {
             "cannot connect to the workflow".into()

@@ -175,6 +175,18 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// Whether a request failed because the egress guard refused its address.
+pub fn refused_by_guard(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<EgressError>().is_some() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,4 +5,5 @@
 //! Architecture Invariant: imports only `model/` and `config`.
 
 pub mod egress;
+pub mod post;
 pub mod signing;

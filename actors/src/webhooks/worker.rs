@@ -24,6 +24,7 @@ use crate::model::{
     Delivery, DeliveryStatus, EventRecord, TenantId, WebhookEndpoint, now_timestamp,
 };
 use crate::net::egress::EgressPolicy;
+use crate::net::post::{SignedPost, WEBHOOK_USER_AGENT};
 use crate::net::signing::Signer;
 use crate::store::{Durable, Storage, Write};
 
@@ -493,29 +494,23 @@ pub async fn attempt(
         Err(error) => return failed(error.to_string()),
     };
     let body = crate::model::events::body(event, endpoint.format);
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
-    let signature = match signatures(endpoint, &event.event_id, timestamp, &body) {
-        Some(signature) => signature,
-        None => return failed("the endpoint's secret is not `whsec_` + base64".into()),
+    let Some(signers) = signers(endpoint) else {
+        return failed("the endpoint's secret is not `whsec_` + base64".into());
     };
-    let mut request = client
-        .post(url)
-        .timeout(timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(
-            reqwest::header::USER_AGENT,
-            concat!("tertulia-webhooks/", env!("CARGO_PKG_VERSION")),
-        )
-        .header("webhook-id", &event.event_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature);
-    if let (Some(name), Some(value)) = (&endpoint.header_name, &endpoint.header_value) {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    match request.body(body).send().await {
+    let post = SignedPost {
+        url,
+        body,
+        message_id: &event.event_id,
+        signers,
+        header: endpoint
+            .header_name
+            .as_deref()
+            .zip(endpoint.header_value.as_deref()),
+        timeout: Some(timeout),
+        accept: None,
+        user_agent: WEBHOOK_USER_AGENT,
+    };
+    match post.request(client).send().await {
         Ok(response) => {
             let status = response.status();
             if status.is_success() {
@@ -540,12 +535,10 @@ pub async fn attempt(
 }
 
 /// `v1,<sig>`, and the previous secret's signature too while it is valid.
-fn signatures(endpoint: &WebhookEndpoint, id: &str, timestamp: u64, body: &[u8]) -> Option<String> {
-    let mut signatures = vec![
-        Signer::new(&endpoint.secret)?
-            .sign(id, timestamp, body)
-            .signature,
-    ];
+/// The endpoint's signers: its secret, and the previous one while the
+/// rotation overlap lasts. `None` if the secret is not in the right form.
+fn signers(endpoint: &WebhookEndpoint) -> Option<Vec<Signer>> {
+    let mut signers = vec![Signer::new(&endpoint.secret)?];
     let previous_valid = endpoint
         .previous_secret_expires_at
         .as_deref()
@@ -553,9 +546,9 @@ fn signatures(endpoint: &WebhookEndpoint, id: &str, timestamp: u64, body: &[u8])
     if previous_valid
         && let Some(previous) = endpoint.previous_secret.as_deref().and_then(Signer::new)
     {
-        signatures.push(previous.sign(id, timestamp, body).signature);
+        signers.push(previous);
     }
-    Some(signatures.join(" "))
+    Some(signers)
 }
 
 /// The start of an error response's body, for `last_error`.
