@@ -32,6 +32,14 @@ const STATUSES: [&str; 2] = ["active", "archived"];
 
 /// Every Conversation API route.
 pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    conversation_routes(app.clone())
+        .or(message_routes(app))
+        .unify()
+        .boxed()
+}
+
+/// Conversations: made, listed, changed.
+fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let who = caller(app.runtime.clone(), app.limiter.clone());
     let with_app = warp::any().map(move || app.clone());
@@ -44,7 +52,6 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(optional_body(max_body))
         .then(create_conversation)
         .map(created);
-
     // GET /chat/conversations?limit=50&status_filter=active|archived
     let list = warp::path!("chat" / "conversations")
         .and(warp::get())
@@ -53,43 +60,6 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::query::<HashMap<String, String>>())
         .then(list_conversations)
         .map(ok);
-
-    // GET /chat/{id}/messages?limit=N
-    let messages = warp::path!("chat" / String / "messages")
-        .and(warp::get())
-        .and(with_app.clone())
-        .and(who.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_messages)
-        .map(ok);
-
-    // POST /chat/{id}/messages
-    let post = warp::path!("chat" / String / "messages")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(who.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
-        .then(post_message)
-        .map(created);
-
-    // GET /chat/{id}/contact
-    let contact = warp::path!("chat" / String / "contact")
-        .and(warp::get())
-        .and(with_app.clone())
-        .and(who.clone())
-        .then(get_contact)
-        .map(ok);
-
-    // POST /chat/{id}/handoff
-    let handoff = warp::path!("chat" / String / "handoff")
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(who.clone())
-        .and(optional_body(max_body))
-        .then(request_handoff)
-        .map(created_or_ok);
-
     // PATCH /chat/{id}
     let update = warp::path!("chat" / String)
         .and(warp::patch())
@@ -99,19 +69,53 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::body::bytes())
         .then(update_conversation)
         .map(ok);
+    create.or(list).unify().or(update).unify().boxed()
+}
 
-    create
-        .or(list)
-        .unify()
-        .or(messages)
-        .unify()
+/// A conversation's messages, contact and handoff.
+fn message_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let max_body = app.config.server.max_body_bytes;
+    let who = caller(app.runtime.clone(), app.limiter.clone());
+    let with_app = warp::any().map(move || app.clone());
+
+    // GET /chat/{id}/messages?limit=N
+    let messages = warp::path!("chat" / String / "messages")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_messages)
+        .map(ok);
+    // POST /chat/{id}/messages
+    let post = warp::path!("chat" / String / "messages")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(post_message)
+        .map(created);
+    // GET /chat/{id}/contact
+    let contact = warp::path!("chat" / String / "contact")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(who.clone())
+        .then(get_contact)
+        .map(ok);
+    // POST /chat/{id}/handoff
+    let handoff = warp::path!("chat" / String / "handoff")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(who.clone())
+        .and(optional_body(max_body))
+        .then(request_handoff)
+        .map(created_or_ok);
+    messages
         .or(post)
         .unify()
         .or(contact)
         .unify()
         .or(handoff)
-        .unify()
-        .or(update)
         .unify()
         .boxed()
 }

@@ -16,6 +16,7 @@ pub mod webchat;
 use std::convert::Infallible;
 
 use serde_json::json;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
@@ -27,6 +28,34 @@ use crate::http::preflight;
 pub fn routes(
     app: AppState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    health_routes(app.clone())
+        .or(preflight_routes())
+        .unify()
+        // Boxed groups keep warp's nested filter types small: unboxed, one
+        // chain of every route took rustc five minutes to compile.
+        .boxed()
+        .or(pages::routes(app.clone()))
+        .unify()
+        .or(sessions::routes(app.clone()))
+        .unify()
+        .or(admin::routes(app.clone()))
+        .unify()
+        .or(conversations::routes(app.clone()))
+        .unify()
+        .or(webchat::routes(app.clone()))
+        .unify()
+        .or(console::routes(app.clone()))
+        .unify()
+        .or(sockets::webchat_route(app.clone()))
+        .unify()
+        .or(sockets::route(app))
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+/// `GET /healthz` (the process answers) and `GET /readyz` (the runtime is up).
+fn health_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let with_app = {
         let app = app.clone();
         warp::any().map(move || app.clone())
@@ -52,7 +81,11 @@ pub fn routes(
                 )
             }
         });
+    healthz.or(readyz).unify().boxed()
+}
 
+/// The CORS preflight of what a widget calls from another origin.
+fn preflight_routes() -> BoxedFilter<(warp::reply::Response,)> {
     // OPTIONS on what a widget calls from another origin: the CORS preflight.
     // It carries no key, so it cannot be checked here; the request that
     // follows is (its Origin against the tenant's allowed origins).
@@ -76,32 +109,7 @@ pub fn routes(
             .map(|_| "GET"))
         .unify()
         .and(warp::header::optional::<String>("origin"))
-        .map(preflight);
-
-    healthz
-        .or(readyz)
-        .unify()
-        .or(preflight)
-        .unify()
-        // Boxed groups keep warp's nested filter types small: unboxed, one
-        // chain of every route took rustc five minutes to compile.
-        .boxed()
-        .or(pages::routes(app.clone()))
-        .unify()
-        .or(sessions::routes(app.clone()))
-        .unify()
-        .or(admin::routes(app.clone()))
-        .unify()
-        .or(conversations::routes(app.clone()))
-        .unify()
-        .or(webchat::routes(app.clone()))
-        .unify()
-        .or(console::routes(app.clone()))
-        .unify()
-        .or(sockets::webchat_route(app.clone()))
-        .unify()
-        .or(sockets::route(app))
-        .unify()
-        .recover(handle_rejection)
-        .unify()
+        .map(preflight)
+        .map(Reply::into_response);
+    preflight.boxed()
 }

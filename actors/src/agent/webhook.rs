@@ -98,31 +98,7 @@ async fn call(
     settings: &WebhookAgentSettings,
     request: &AgentRequest,
 ) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
-    let history: Vec<Value> = request
-        .history
-        .iter()
-        .rev()
-        .take(settings.history_messages.max(1))
-        .rev()
-        .map(|turn| {
-            let role = match turn.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-                Role::System => "system",
-            };
-            json!({"role": role, "content": turn.content})
-        })
-        .collect();
-    let body = json!({
-        "type": "agent.request",
-        "tenant": request.tenant,
-        "conversation_id": request.session,
-        "message_id": request.question_id,
-        "content": request.question(),
-        "context": request.context,
-        "history": history,
-    })
-    .to_string();
+    let body = request_body(settings, request);
     let url = reqwest::Url::parse(&settings.url)
         .map_err(|_| AgentError("`webhook_agent.url` is not a valid URL".into()))?;
     let message_id = format!("msg_{}", request.question_id.0.simple());
@@ -145,6 +121,44 @@ async fn call(
             format!("the workflow request failed: {}", error.without_url())
         })
     })?;
+    read_reply(response, settings).await
+}
+
+/// The question as the workflow receives it, with the newest history.
+fn request_body(settings: &WebhookAgentSettings, request: &AgentRequest) -> String {
+    let history: Vec<Value> = request
+        .history
+        .iter()
+        .rev()
+        .take(settings.history_messages.max(1))
+        .rev()
+        .map(|turn| {
+            let role = match turn.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::System => "system",
+            };
+            json!({"role": role, "content": turn.content})
+        })
+        .collect();
+    json!({
+        "type": "agent.request",
+        "tenant": request.tenant,
+        "conversation_id": request.session,
+        "message_id": request.question_id,
+        "content": request.question(),
+        "context": request.context,
+        "history": history,
+    })
+    .to_string()
+}
+
+/// The workflow's answer as a stream of events: NDJSON as it arrives,
+/// a JSON object's `reply`/`output` text, or plain text in chunks.
+async fn read_reply(
+    response: reqwest::Response,
+    settings: &WebhookAgentSettings,
+) -> Result<BoxStream<'static, Result<AgentEvent, AgentError>>, AgentError> {
     let status = response.status();
     let kind = response
         .headers()

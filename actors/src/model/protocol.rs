@@ -251,48 +251,9 @@ pub fn parse_client_frame(
     let value: Value = serde_json::from_str(text).map_err(|error| {
         FrameError::new("invalid_json", format!("frame is not valid JSON: {error}"))
     })?;
-    let Some(object) = value.as_object() else {
-        return Err(FrameError::new(
-            "invalid_frame",
-            "a frame must be a JSON object",
-        ));
-    };
-    let kind = match object.get("type") {
-        Some(Value::String(kind)) => kind.clone(),
-        Some(_) => return Err(FrameError::new("invalid_frame", "`type` must be a string")),
-        None => return Err(FrameError::new("missing_type", "the frame has no `type`")),
-    };
-    if !KNOWN_TYPES.contains(&kind.as_str()) {
-        return Err(FrameError::new(
-            "unknown_type",
-            format!(
-                "unknown frame type `{kind}`; expected one of {}",
-                KNOWN_TYPES.join(", ")
-            ),
-        ));
-    }
+    let kind = frame_type(&value)?;
     if kind == "message" {
-        match object.get("content") {
-            None | Some(Value::Null) => {
-                return Err(FrameError::new(
-                    "missing_content",
-                    "a message needs `content`",
-                ));
-            }
-            Some(Value::String(content)) if content.trim().is_empty() => {
-                return Err(FrameError::new("empty_content", "`content` is empty"));
-            }
-            Some(Value::String(content)) if content.len() > max_content_bytes => {
-                return Err(FrameError::new(
-                    "content_too_large",
-                    format!(
-                        "`content` is {} bytes; the limit is {max_content_bytes}",
-                        content.len()
-                    ),
-                ));
-            }
-            _ => {}
-        }
+        check_content(value.get("content"), max_content_bytes)?;
     }
     let frame: ClientFrame = serde_json::from_value(value).map_err(|error| {
         FrameError::new("invalid_frame", format!("bad `{kind}` frame: {error}"))
@@ -333,6 +294,52 @@ pub fn parse_client_frame(
         ClientFrame::Context { context } => ClientCommand::Context(context),
         ClientFrame::Ping {} => ClientCommand::Ping,
     })
+}
+
+/// The frame's `type`, if it is an object with a known one.
+fn frame_type(value: &Value) -> Result<String, FrameError> {
+    let Some(object) = value.as_object() else {
+        return Err(FrameError::new(
+            "invalid_frame",
+            "a frame must be a JSON object",
+        ));
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        Some(_) => return Err(FrameError::new("invalid_frame", "`type` must be a string")),
+        None => return Err(FrameError::new("missing_type", "the frame has no `type`")),
+    };
+    if !KNOWN_TYPES.contains(&kind.as_str()) {
+        return Err(FrameError::new(
+            "unknown_type",
+            format!(
+                "unknown frame type `{kind}`; expected one of {}",
+                KNOWN_TYPES.join(", ")
+            ),
+        ));
+    }
+    Ok(kind)
+}
+
+/// A message's `content`: present, not blank, within the limit.
+fn check_content(content: Option<&Value>, max_content_bytes: usize) -> Result<(), FrameError> {
+    match content {
+        None | Some(Value::Null) => Err(FrameError::new(
+            "missing_content",
+            "a message needs `content`",
+        )),
+        Some(Value::String(content)) if content.trim().is_empty() => {
+            Err(FrameError::new("empty_content", "`content` is empty"))
+        }
+        Some(Value::String(content)) if content.len() > max_content_bytes => Err(FrameError::new(
+            "content_too_large",
+            format!(
+                "`content` is {} bytes; the limit is {max_content_bytes}",
+                content.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

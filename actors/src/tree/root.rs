@@ -130,57 +130,14 @@ impl Actor for Root {
             RootMsg::Webhooks(reply) => {
                 let _ = reply.send(state.webhooks.clone());
             }
-            RootMsg::RestartWebhooks => {
-                if state.shutting_down {
-                    return Ok(());
-                }
-                match spawn_webhooks(
-                    &myself,
-                    &state.args,
-                    &state.storage,
-                    &state.events_committed,
-                    &state.subscriptions,
-                )
-                .await
-                {
-                    Ok(webhooks) => {
-                        state.webhooks.replace(webhooks);
-                        tracing::info!("webhooks restarted");
-                    }
-                    Err(error) => {
-                        let delay = state.webhooks_backoff.next_delay();
-                        tracing::error!(%error, ?delay, "webhooks did not restart; trying again");
-                        myself.send_after(delay, || RootMsg::RestartWebhooks);
-                    }
-                }
+            RootMsg::RestartWebhooks if !state.shutting_down => {
+                restart_webhooks(&myself, state).await;
             }
             RootMsg::Tenant { id, reply } => {
                 let _ = reply.send(tenant(&myself, state, id).await);
             }
-            RootMsg::Reconfigure(id) => {
-                let settings = state
-                    .args
-                    .tenants
-                    .get(&id)
-                    .map(|entry| entry.value().clone());
-                if let (Some(tenant), Some(settings)) = (state.tenants.get(&id), settings) {
-                    match state.args.agents.get(&settings.agent) {
-                        Some(provider) => {
-                            let _ = tenant.cast(TenantMsg::Reconfigure {
-                                settings,
-                                provider: provider.clone(),
-                            });
-                        }
-                        None => {
-                            tracing::error!(tenant = %id, agent = %settings.agent, "no such agent; settings not applied")
-                        }
-                    }
-                }
-            }
-            RootMsg::RestartPersistence => {
-                if state.shutting_down {
-                    return Ok(());
-                }
+            RootMsg::Reconfigure(id) => reconfigure(state, &id),
+            RootMsg::RestartPersistence if !state.shutting_down => {
                 let args = PersistenceArgs {
                     db: state.args.db.clone(),
                     events_committed: state.events_committed.clone(),
@@ -192,25 +149,9 @@ impl Actor for Root {
                 state.persistence = persistence;
                 tracing::info!("persistence restarted");
             }
+            RootMsg::RestartWebhooks | RootMsg::RestartPersistence => {}
             RootMsg::Shutdown(reply) => {
-                state.shutting_down = true;
-                let tenants: Vec<ActorRef<TenantMsg>> = state.tenants.values().cloned().collect();
-                let stops = tenants
-                    .iter()
-                    .map(|tenant| tenant.call(TenantMsg::Shutdown, Some(TENANT_SHUTDOWN_TIMEOUT)));
-                futures_util::future::join_all(stops).await;
-                let _ = state
-                    .webhooks
-                    .actor()
-                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
-                    .await;
-                // Drain, not stop: a stop would outrank the writes still queued.
-                state.storage.flush().await;
-                // Then stop it and wait, so its database handle is dropped now.
-                let _ = state
-                    .persistence
-                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
-                    .await;
+                shut_down(state).await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -268,6 +209,72 @@ async fn spawn_webhooks(
     let (webhooks, _) =
         Actor::spawn_linked(None, Webhooks, webhooks_args, myself.get_cell()).await?;
     Ok(webhooks)
+}
+
+async fn restart_webhooks(myself: &ActorRef<RootMsg>, state: &mut RootState) {
+    let spawned = spawn_webhooks(
+        myself,
+        &state.args,
+        &state.storage,
+        &state.events_committed,
+        &state.subscriptions,
+    )
+    .await;
+    match spawned {
+        Ok(webhooks) => {
+            state.webhooks.replace(webhooks);
+            tracing::info!("webhooks restarted");
+        }
+        Err(error) => {
+            let delay = state.webhooks_backoff.next_delay();
+            tracing::error!(%error, ?delay, "webhooks did not restart; trying again");
+            myself.send_after(delay, || RootMsg::RestartWebhooks);
+        }
+    }
+}
+
+/// Hands a tenant's live actor its new settings and agent.
+fn reconfigure(state: &RootState, id: &TenantId) {
+    let settings = state
+        .args
+        .tenants
+        .get(id)
+        .map(|entry| entry.value().clone());
+    let (Some(tenant), Some(settings)) = (state.tenants.get(id), settings) else {
+        return;
+    };
+    match state.args.agents.get(&settings.agent) {
+        Some(provider) => {
+            let provider = provider.clone();
+            let _ = tenant.cast(TenantMsg::Reconfigure { settings, provider });
+        }
+        None => {
+            tracing::error!(tenant = %id, agent = %settings.agent, "no such agent; settings not applied")
+        }
+    }
+}
+
+/// Tenants stop and hand over their last writes, webhooks stop, persistence
+/// drains and stops.
+async fn shut_down(state: &mut RootState) {
+    state.shutting_down = true;
+    let tenants: Vec<ActorRef<TenantMsg>> = state.tenants.values().cloned().collect();
+    let stops = tenants
+        .iter()
+        .map(|tenant| tenant.call(TenantMsg::Shutdown, Some(TENANT_SHUTDOWN_TIMEOUT)));
+    futures_util::future::join_all(stops).await;
+    let _ = state
+        .webhooks
+        .actor()
+        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+        .await;
+    // Drain, not stop: a stop would outrank the writes still queued.
+    state.storage.flush().await;
+    // Then stop it and wait, so its database handle is dropped now.
+    let _ = state
+        .persistence
+        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+        .await;
 }
 
 async fn tenant(

@@ -136,30 +136,7 @@ impl Actor for Tenant {
                 let _ = reply.send(delete(state, session).await);
             }
             TenantMsg::Shutdown(reply) => {
-                state.shutting_down = true;
-                for waiting in state.restarting.drain() {
-                    for reply in waiting.1 {
-                        let _ = reply.send(Err(Error::ShuttingDown));
-                    }
-                }
-                let sessions: Vec<ActorRef<SessionMsg>> = state.live.values().cloned().collect();
-                let terminations = sessions.iter().map(|session| {
-                    session.call(
-                        |reply| SessionMsg::Terminate {
-                            reason: CloseReason::shutting_down(),
-                            keep_partial: true,
-                            reply,
-                        },
-                        Some(TERMINATE_TIMEOUT),
-                    )
-                });
-                futures_util::future::join_all(terminations).await;
-                for session in state.live.keys() {
-                    state
-                        .args
-                        .registry
-                        .remove(&(state.args.id.clone(), *session));
-                }
+                shut_down(state).await;
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -217,6 +194,35 @@ impl Actor for Tenant {
 }
 
 /// The live session, or a newly started one if it exists in the database.
+/// Every live session stores an answer in progress as `interrupted` and
+/// closes its sockets; whoever waits for a restarting one is told.
+async fn shut_down(state: &mut TenantState) {
+    state.shutting_down = true;
+    for waiting in state.restarting.drain() {
+        for reply in waiting.1 {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+    }
+    let sessions: Vec<ActorRef<SessionMsg>> = state.live.values().cloned().collect();
+    let terminations = sessions.iter().map(|session| {
+        session.call(
+            |reply| SessionMsg::Terminate {
+                reason: CloseReason::shutting_down(),
+                keep_partial: true,
+                reply,
+            },
+            Some(TERMINATE_TIMEOUT),
+        )
+    });
+    futures_util::future::join_all(terminations).await;
+    for session in state.live.keys() {
+        state
+            .args
+            .registry
+            .remove(&(state.args.id.clone(), *session));
+    }
+}
+
 async fn live_session(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,

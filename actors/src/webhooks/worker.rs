@@ -391,28 +391,7 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
         Attempt::Failed { status, error } => {
             delivery.last_status_code = status;
             delivery.last_error = Some(error);
-            match state
-                .args
-                .settings
-                .delays
-                .get(delivery.attempts as usize - 1)
-            {
-                Some(delay) => {
-                    let wait = jittered(*delay, state.args.settings.jitter);
-                    head.due = Instant::now() + wait;
-                    delivery.next_attempt_at = Some(
-                        (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
-                            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                            .to_string(),
-                    );
-                }
-                None => {
-                    delivery.status = DeliveryStatus::Dead;
-                    delivery.next_attempt_at = None;
-                    done = true;
-                    tracing::warn!(delivery = %delivery.delivery_id, endpoint = %delivery.endpoint_id, "delivery dead after its last attempt");
-                }
-            }
+            done = !retry_later(head, &state.args.settings);
         }
     }
     let record = head.delivery.clone();
@@ -432,6 +411,26 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
             }
         }),
     );
+}
+
+/// Schedules the next attempt of a failed delivery, if its schedule has
+/// one left; otherwise it is dead. Whether it will be tried again.
+fn retry_later(head: &mut Queued, settings: &DeliverySettings) -> bool {
+    let delivery = &mut head.delivery;
+    let Some(delay) = settings.delays.get(delivery.attempts as usize - 1) else {
+        delivery.status = DeliveryStatus::Dead;
+        delivery.next_attempt_at = None;
+        tracing::warn!(delivery = %delivery.delivery_id, endpoint = %delivery.endpoint_id, "delivery dead after its last attempt");
+        return false;
+    };
+    let wait = jittered(*delay, settings.jitter);
+    head.due = Instant::now() + wait;
+    delivery.next_attempt_at = Some(
+        (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+    );
+    true
 }
 
 /// `delay`, spread by up to `jitter` of itself either way.

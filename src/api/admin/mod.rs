@@ -228,6 +228,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 
 /// Every admin route, behind the admin token.
 pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let admin = admin_auth(app.config.auth.admin_token.clone()).boxed();
+    tenant_routes(app.clone())
+        .or(key_routes(app.clone()))
+        .unify()
+        .or(webhooks::routes(app, admin))
+        .unify()
+        .boxed()
+}
+
+/// Tenants: made, listed, changed; client tokens minted.
+fn tenant_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let with_app = {
         let app = app.clone();
@@ -244,7 +255,6 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::body::bytes())
         .then(create_tenant)
         .map(created);
-
     // GET /admin/tenants
     let list_tenants = warp::path!("admin" / "tenants")
         .and(admin.clone())
@@ -252,6 +262,42 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .map(list_tenants)
         .map(ok);
+    // PATCH /admin/tenants/{id}
+    let update_tenant = warp::path!("admin" / "tenants" / String)
+        .and(admin.clone())
+        .and(warp::patch())
+        .and(with_app.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(update_tenant)
+        .map(ok);
+    // POST /admin/tenants/{id}/client-tokens
+    let mint_client_token = warp::path!("admin" / "tenants" / String / "client-tokens")
+        .and(admin.clone())
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(new_client_token)
+        .map(created);
+    create_tenant
+        .or(list_tenants)
+        .unify()
+        .or(update_tenant)
+        .unify()
+        .or(mint_client_token)
+        .unify()
+        .boxed()
+}
+
+/// Keys: made, listed, revoked.
+fn key_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let max_body = app.config.server.max_body_bytes;
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let admin = admin_auth(app.config.auth.admin_token.clone());
 
     // POST /admin/tenants/{id}/keys
     let create_key = warp::path!("admin" / "tenants" / String / "keys")
@@ -262,27 +308,6 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::body::bytes())
         .then(create_key)
         .map(created);
-
-    // PATCH /admin/tenants/{id}
-    let update_tenant = warp::path!("admin" / "tenants" / String)
-        .and(admin.clone())
-        .and(warp::patch())
-        .and(with_app.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
-        .then(update_tenant)
-        .map(ok);
-
-    // POST /admin/tenants/{id}/client-tokens
-    let mint_client_token = warp::path!("admin" / "tenants" / String / "client-tokens")
-        .and(admin.clone())
-        .and(warp::post())
-        .and(with_app.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
-        .then(new_client_token)
-        .map(created);
-
     // GET /admin/tenants/{id}/keys
     let list_keys = warp::path!("admin" / "tenants" / String / "keys")
         .and(admin.clone())
@@ -290,7 +315,6 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .map(list_keys)
         .map(ok);
-
     // DELETE /admin/keys/{key_id}
     let revoke_key = warp::path!("admin" / "keys" / String)
         .and(admin.clone())
@@ -298,21 +322,10 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app)
         .then(revoke_key)
         .map(ok);
-
-    create_tenant
-        .or(list_tenants)
-        .unify()
-        .or(update_tenant)
-        .unify()
-        .or(create_key)
-        .unify()
+    create_key
         .or(list_keys)
         .unify()
-        .or(mint_client_token)
-        .unify()
         .or(revoke_key)
-        .unify()
-        .or(webhooks::routes(app, admin.boxed()))
         .unify()
         .boxed()
 }

@@ -141,6 +141,13 @@ impl SessionState {
         }
     }
 
+    /// A socket went away: the others are told who is left.
+    pub fn detach(&mut self, conn: ConnId) {
+        if self.subscribers.remove(conn) {
+            self.attendance_changed(crate::conversation::feed::Change::Presence);
+        }
+    }
+
     /// A command from a socket, via its `Connection`.
     pub async fn command(
         &mut self,

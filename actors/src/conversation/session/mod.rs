@@ -242,11 +242,7 @@ impl Actor for Session {
                 let _ = reply.send(attached);
                 state.attendance_changed(Change::Presence);
             }
-            SessionMsg::Connection(ConnectionReport::Detached { conn }) => {
-                if state.subscribers.remove(conn) {
-                    state.attendance_changed(Change::Presence);
-                }
-            }
+            SessionMsg::Connection(ConnectionReport::Detached { conn }) => state.detach(conn),
             SessionMsg::Connection(ConnectionReport::Command { conn, command }) => {
                 state.command(&myself, conn, command).await;
             }
@@ -279,18 +275,16 @@ impl Actor for Session {
             SessionMsg::UpdateContext { patch, reply } => state.update_context(patch, reply),
             SessionMsg::Durable { seq, outcome } => state.on_durable(&myself, seq, outcome),
             SessionMsg::Agent(report) => state.on_agent_report(&myself, report),
-            SessionMsg::RestartAgent => {
-                if !state.terminating && state.agent.is_none() {
-                    state.start_agent(&myself).await?;
-                    state.maybe_start_generation();
-                }
+            SessionMsg::RestartAgent if !state.terminating && state.agent.is_none() => {
+                state.start_agent(&myself).await?;
+                state.maybe_start_generation();
             }
-            SessionMsg::IdleCheck => {
-                if state.is_idle() {
-                    tracing::debug!(session = %state.id(), "passivating idle session");
-                    myself.stop(Some("idle".into()));
-                }
+            SessionMsg::RestartAgent => {}
+            SessionMsg::IdleCheck if state.is_idle() => {
+                tracing::debug!(session = %state.id(), "passivating idle session");
+                myself.stop(Some("idle".into()));
             }
+            SessionMsg::IdleCheck => {}
             SessionMsg::Terminate {
                 reason,
                 keep_partial,
@@ -317,9 +311,7 @@ impl Actor for Session {
             return Ok(());
         };
         if let Some(conn) = state.subscribers.conn_of_actor(cell.get_id()) {
-            if state.subscribers.remove(conn) {
-                state.attendance_changed(Change::Presence);
-            }
+            state.detach(conn);
             return Ok(());
         }
         let is_agent = state
