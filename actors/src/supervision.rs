@@ -82,6 +82,31 @@ pub fn exit_of(event: ractor::SupervisionEvent) -> Option<(ractor::ActorCell, Op
     }
 }
 
+/// A child's report type converts into its parent's message (as the variant
+/// `$parent::$variant`) and back, so the parent hands the child a
+/// `DerivedActorRef<Report>` and the child never names the parent's enum.
+macro_rules! reports_to {
+    ($report:ty => $parent:ident :: $variant:ident) => {
+        impl From<$report> for $parent {
+            fn from(report: $report) -> Self {
+                $parent::$variant(report)
+            }
+        }
+
+        impl TryFrom<$parent> for $report {
+            type Error = ();
+
+            fn try_from(message: $parent) -> std::result::Result<Self, ()> {
+                match message {
+                    $parent::$variant(report) => Ok(report),
+                    _ => Err(()),
+                }
+            }
+        }
+    };
+}
+pub(crate) use reports_to;
+
 #[cfg(test)]
 mod tests {
     use super::*;

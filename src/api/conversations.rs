@@ -287,14 +287,12 @@ async fn list_conversations(
         query.get("status_filter").map(String::as_str),
         "status_filter",
     )?;
-    let conversations: Vec<Value> = app
-        .runtime
-        .list_sessions(&scope, status.as_deref(), limit)
+    let conversations = app.runtime.list_sessions(&scope, status.as_deref(), limit);
+    Ok(conversations
         .await?
         .iter()
         .map(conversation_view)
-        .collect();
-    Ok(Value::Array(conversations))
+        .collect::<Value>())
 }
 
 /// GET /chat/{id}/messages?limit=N (oldest first; with `limit`, the latest N)
@@ -306,14 +304,8 @@ async fn list_messages(
 ) -> Result<impl Serialize, ApiError> {
     let conversation = parse_session(&conversation)?;
     let limit = parse_limit(&query, MAX_MESSAGES, MAX_MESSAGES)?;
-    let messages: Vec<Value> = app
-        .runtime
-        .history(&scope, conversation, limit)
-        .await?
-        .iter()
-        .map(message_view)
-        .collect();
-    Ok(Value::Array(messages))
+    let messages = app.runtime.history(&scope, conversation, limit);
+    Ok(messages.await?.iter().map(message_view).collect::<Value>())
 }
 
 /// POST /chat/{id}/messages `{role, content, respond?, client_msg_id?}` → 201.

@@ -79,65 +79,63 @@ struct UpgradeRequest {
 }
 
 async fn upgrade(app: AppState, request: UpgradeRequest) -> warp::reply::Response {
-    let UpgradeRequest {
-        session,
-        api_key,
-        authorization,
-        origin,
-        websocket_key,
-        query,
-        slot,
-        ip,
-    } = request;
-    let (Some(websocket_key), Some(slot)) = (websocket_key, slot) else {
-        return ApiError::NotWebSocket.into_response();
+    match authorise(&app, request) {
+        Ok(socket) => accept(app, socket).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Checks a `/chat/ws/{id}` request: a WebSocket upgrade, a well-formed id,
+/// a ticket for it (from an allowed origin, for a widget's) or an API key,
+/// and the caller's rate limits.
+fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, ApiError> {
+    let (Some(websocket_key), Some(slot)) = (request.websocket_key, request.slot) else {
+        return Err(ApiError::NotWebSocket);
     };
-    let Ok(session) = session.parse::<SessionId>() else {
-        return ApiError::UnknownSession.into_response();
-    };
+    let session = request
+        .session
+        .parse::<SessionId>()
+        .map_err(|_| ApiError::UnknownSession)?;
+    let api_key = request.api_key.as_deref();
     // A back end sends its key (and maybe a client token); a browser, the
     // ticket from `websocket_url`.
-    let claims = match (&api_key, query.ticket) {
-        (None, Some(ticket)) => match app.tickets.verify(&ticket, session) {
-            // A widget's page opens its socket from its own origin: check it again.
-            Some(claims) if claims.widget => {
-                crate::auth::allowed_origin(&app.runtime, &claims.scope.tenant, origin.as_deref())
-                    .map(|_| claims)
+    let claims = match (api_key, request.query.ticket) {
+        (None, Some(ticket)) => {
+            let claims = app
+                .tickets
+                .verify(&ticket, session)
+                .ok_or(ApiError::InvalidTicket)?;
+            if claims.widget {
+                // A widget's page opens its socket from its own origin: check it again.
+                let origin = request.origin.as_deref();
+                crate::auth::allowed_origin(&app.runtime, &claims.scope.tenant, origin)?;
             }
-            Some(claims) => Ok(claims),
-            None => Err(ApiError::InvalidTicket),
-        },
-        _ => crate::auth::resolve(&app.runtime, api_key.as_deref(), authorization.as_deref()).map(
-            |scope| crate::auth::tickets::TicketClaims {
+            claims
+        }
+        _ => {
+            let authorization = request.authorization.as_deref();
+            let scope = crate::auth::resolve(&app.runtime, api_key, authorization)?;
+            crate::auth::tickets::TicketClaims {
                 scope,
                 widget: false,
                 staff: None,
-            },
-        ),
+            }
+        }
     };
-    let (scope, participant) = match claims {
-        Ok(claims) => (
-            claims.scope,
-            match claims.staff {
-                Some(name) => Participant::Staff { name },
-                None => Participant::Visitor,
-            },
-        ),
-        Err(error) => return error.into_response(),
-    };
-    if let Err(error) = app.limiter.check(&scope.tenant, api_key.as_deref(), ip) {
-        return ApiError::from(error).into_response();
-    }
-    let socket = SocketRequest {
-        scope,
+    app.limiter
+        .check(&claims.scope.tenant, api_key, request.ip)?;
+    Ok(SocketRequest {
+        scope: claims.scope,
         session,
-        after_seq: query.after_seq,
+        after_seq: request.query.after_seq,
         websocket_key,
         slot,
         origin: None,
-        participant,
-    };
-    accept(app, socket).await
+        participant: match claims.staff {
+            Some(name) => Participant::Staff { name },
+            None => Participant::Visitor,
+        },
+    })
 }
 
 /// `GET /api/webchat/stream?session_id=…` with `X-API-Key`, or a widget key in `?key=`.

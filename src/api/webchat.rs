@@ -231,13 +231,13 @@ async fn post_message(
     client: Client,
     body: Bytes,
 ) -> warp::reply::Response {
-    let origin = caller.widget_origin.clone();
-    allow_origin(ok(ask(app, caller, client, body).await), origin.as_deref())
+    let reply = ok(ask(app, &caller, client, body).await);
+    allow_origin(reply, caller.widget_origin.as_deref())
 }
 
 async fn ask(
     app: AppState,
-    caller: WebchatCaller,
+    caller: &WebchatCaller,
     client: Client,
     body: Bytes,
 ) -> Result<impl Serialize, ApiError> {
@@ -315,17 +315,14 @@ async fn history(
     caller: WebchatCaller,
     query: HashMap<String, String>,
 ) -> warp::reply::Response {
-    let origin = caller.widget_origin.clone();
-    allow_origin(
-        ok(load_history(session_id, app, caller, query).await),
-        origin.as_deref(),
-    )
+    let reply = ok(load_history(session_id, app, &caller, query).await);
+    allow_origin(reply, caller.widget_origin.as_deref())
 }
 
 async fn load_history(
     session_id: String,
     app: AppState,
-    caller: WebchatCaller,
+    caller: &WebchatCaller,
     query: HashMap<String, String>,
 ) -> Result<impl Serialize, ApiError> {
     check_session_id(&session_id, &caller)?;
@@ -357,16 +354,13 @@ async fn record_consent(
     client: Client,
     body: Bytes,
 ) -> warp::reply::Response {
-    let origin = caller.widget_origin.clone();
-    allow_origin(
-        created(store_consent(app, caller, client, body).await),
-        origin.as_deref(),
-    )
+    let reply = created(store_consent(app, &caller, client, body).await);
+    allow_origin(reply, caller.widget_origin.as_deref())
 }
 
 async fn store_consent(
     app: AppState,
-    caller: WebchatCaller,
+    caller: &WebchatCaller,
     client: Client,
     body: Bytes,
 ) -> Result<impl Serialize, ApiError> {
@@ -412,16 +406,13 @@ async fn request_handoff(
     caller: WebchatCaller,
     body: Bytes,
 ) -> warp::reply::Response {
-    let origin = caller.widget_origin.clone();
-    allow_origin(
-        created_or_ok(open_handoff(app, caller, body).await),
-        origin.as_deref(),
-    )
+    let reply = created_or_ok(open_handoff(app, &caller, body).await);
+    allow_origin(reply, caller.widget_origin.as_deref())
 }
 
 async fn open_handoff(
     app: AppState,
-    caller: WebchatCaller,
+    caller: &WebchatCaller,
     body: Bytes,
 ) -> Result<(impl Serialize, bool), ApiError> {
     let body = parse_object(&body, "the body")?;

@@ -178,6 +178,16 @@ impl ServerFrame {
             seq: ack.seq,
         }
     }
+
+    /// The end of a stored answer, whole or cut short.
+    pub fn done(answer: &StoredMessage) -> ServerFrame {
+        ServerFrame::Done {
+            content: answer.content.clone(),
+            message_id: answer.id,
+            seq: answer.seq,
+            status: answer.status,
+        }
+    }
 }
 
 /// Who answers a conversation, in `presence` frames.

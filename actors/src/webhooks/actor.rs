@@ -436,19 +436,4 @@ fn fan_out(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState) {
     });
 }
 
-impl From<WorkerReport> for WebhooksMsg {
-    fn from(report: WorkerReport) -> Self {
-        WebhooksMsg::Worker(report)
-    }
-}
-
-impl TryFrom<WebhooksMsg> for WorkerReport {
-    type Error = ();
-
-    fn try_from(message: WebhooksMsg) -> std::result::Result<Self, ()> {
-        match message {
-            WebhooksMsg::Worker(report) => Ok(report),
-            _ => Err(()),
-        }
-    }
-}
+crate::supervision::reports_to!(WorkerReport => WebhooksMsg::Worker);

@@ -214,13 +214,7 @@ impl SessionState {
             return;
         };
         let question = generation.question;
-        let frame = ServerFrame::Done {
-            content: message.content.clone(),
-            message_id: message.id,
-            seq: message.seq,
-            status: message.status,
-        }
-        .encode();
+        let frame = ServerFrame::done(&message).encode();
         let write = self.append_with_events(message.clone(), None);
         match self.storage.write_and_wait(write).await {
             Ok(()) => {

@@ -345,36 +345,5 @@ impl SessionMsg {
     }
 }
 
-impl From<AgentReport> for SessionMsg {
-    fn from(report: AgentReport) -> Self {
-        SessionMsg::Agent(report)
-    }
-}
-
-impl TryFrom<SessionMsg> for AgentReport {
-    type Error = ();
-
-    fn try_from(message: SessionMsg) -> std::result::Result<Self, ()> {
-        match message {
-            SessionMsg::Agent(report) => Ok(report),
-            _ => Err(()),
-        }
-    }
-}
-
-impl From<ConnectionReport> for SessionMsg {
-    fn from(report: ConnectionReport) -> Self {
-        SessionMsg::Connection(report)
-    }
-}
-
-impl TryFrom<SessionMsg> for ConnectionReport {
-    type Error = ();
-
-    fn try_from(message: SessionMsg) -> std::result::Result<Self, ()> {
-        match message {
-            SessionMsg::Connection(report) => Ok(report),
-            _ => Err(()),
-        }
-    }
-}
+crate::supervision::reports_to!(AgentReport => SessionMsg::Agent);
+crate::supervision::reports_to!(ConnectionReport => SessionMsg::Connection);

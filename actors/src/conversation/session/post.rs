@@ -278,13 +278,7 @@ impl SessionState {
         match outcome {
             Ok(()) => {
                 self.answering.answered(question, &Ok(message.clone()));
-                let frame = ServerFrame::Done {
-                    content: message.content.clone(),
-                    message_id: message.id,
-                    seq: message.seq,
-                    status: message.status,
-                }
-                .encode();
+                let frame = ServerFrame::done(&message).encode();
                 self.broadcast(&frame);
                 self.remember(message);
                 self.publish(Change::Message);
