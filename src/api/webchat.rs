@@ -243,7 +243,7 @@ async fn ask(
 ) -> Result<impl Serialize, ApiError> {
     let body = parse_object(&body, "the body")?;
     only_fields(&body, &["session_id", "author", "content", "locale"])?;
-    let session_id = session_id_of(&body, &caller)?;
+    let session_id = session_id_of(&body, caller)?;
     let author = required_text(&body, "author", MAX_AUTHOR_LEN)?
         .trim()
         .to_owned();
@@ -259,7 +259,7 @@ async fn ask(
         .runtime
         .webchat_conversation(&caller.tenant, &session_id, true)
         .await?;
-    let mut origin = client.origin(&caller, locale);
+    let mut origin = client.origin(caller, locale);
     let ip = caller.client_ip;
     origin.geo = ip.and_then(|ip| app.geo.cached(ip));
     let needs_geo = origin.geo.is_none() && ip.is_some_and(|ip| app.geo.wants(ip));
@@ -325,7 +325,7 @@ async fn load_history(
     caller: &WebchatCaller,
     query: HashMap<String, String>,
 ) -> Result<impl Serialize, ApiError> {
-    check_session_id(&session_id, &caller)?;
+    check_session_id(&session_id, caller)?;
     let limit = parse_limit(&query, MAX_HISTORY, MAX_HISTORY)?;
     let conversation = app
         .runtime
@@ -366,7 +366,7 @@ async fn store_consent(
 ) -> Result<impl Serialize, ApiError> {
     let body = parse_object(&body, "the body")?;
     only_fields(&body, &["session_id", "granted", "text_version"])?;
-    let session_id = session_id_of(&body, &caller)?;
+    let session_id = session_id_of(&body, caller)?;
     let granted = body
         .get("granted")
         .and_then(Value::as_bool)
@@ -378,7 +378,7 @@ async fn store_consent(
         .runtime
         .webchat_conversation(&caller.tenant, &session_id, true)
         .await?;
-    let origin = client.origin(&caller, None);
+    let origin = client.origin(caller, None);
     let consent = Consent {
         granted,
         text_version,
@@ -417,7 +417,7 @@ async fn open_handoff(
 ) -> Result<(impl Serialize, bool), ApiError> {
     let body = parse_object(&body, "the body")?;
     only_fields(&body, &["session_id", "reason"])?;
-    let session_id = session_id_of(&body, &caller)?;
+    let session_id = session_id_of(&body, caller)?;
     let reason = crate::api::conversations::handoff_reason(&body)?;
     let conversation = app
         .runtime
