@@ -27,9 +27,18 @@ pub const DEVELOPMENT_KEY: &str = "tk_dev_default_change_me";
 const INDEX: &str = include_str!("../static/index.html");
 const CONSOLE: &str = include_str!("../static/console.html");
 const MARKDOWN_JS: &str = include_str!("../static/markdown.js");
+const CHAT_JS: &str = include_str!("../static/chat.js");
 const DEMO_JS: &str = include_str!("../static/demo.js");
 const CONSOLE_JS: &str = include_str!("../static/console.js");
-const WIDGET_JS: &str = include_str!("../static/widget.js");
+/// One self-contained file for a landing page to include, assembled once at
+/// compile time: the renderer, the shared transcript and socket, the widget.
+const WIDGET_JS: &str = concat!(
+    include_str!("../static/markdown.js"),
+    "\n",
+    include_str!("../static/chat.js"),
+    "\n",
+    include_str!("../static/widget.js"),
+);
 
 /// Scripts from this server only; sockets and fetches to it.
 const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
@@ -45,23 +54,27 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .map(|| page(CONSOLE.to_owned()));
     let widget = warp::path!("widget.js")
         .and(warp::get())
-        // One file for the landing page to include: the renderer, then the widget.
-        .map(|| script(format!("{MARKDOWN_JS}\n{WIDGET_JS}")));
+        .map(|| script(WIDGET_JS));
     let markdown = warp::path!("assets" / "markdown.js")
         .and(warp::get())
-        .map(|| script(MARKDOWN_JS.to_owned()));
+        .map(|| script(MARKDOWN_JS));
+    let chat = warp::path!("assets" / "chat.js")
+        .and(warp::get())
+        .map(|| script(CHAT_JS));
     let demo = warp::path!("assets" / "demo.js")
         .and(warp::get())
-        .map(|| script(DEMO_JS.to_owned()));
+        .map(|| script(DEMO_JS));
     let console_js = warp::path!("assets" / "console.js")
         .and(warp::get())
-        .map(|| script(CONSOLE_JS.to_owned()));
+        .map(|| script(CONSOLE_JS));
     index
         .or(console)
         .unify()
         .or(widget)
         .unify()
         .or(markdown)
+        .unify()
+        .or(chat)
         .unify()
         .or(demo)
         .unify()
@@ -91,7 +104,7 @@ fn page(html: String) -> warp::reply::Response {
         .expect("a page response is valid")
 }
 
-fn script(text: String) -> warp::reply::Response {
+fn script(text: &'static str) -> warp::reply::Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")

@@ -6,11 +6,10 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const md = window.tertuliaMarkdown;
+  const log = window.tertuliaChat.transcript($("log"));
   let staffKey = sessionStorage.getItem("tertulia.staffKey") || "";
-  let me = null, feed = null, chat = null, openId = null, lastSeq = 0, human = null;
+  let me = null, feed = null, chat = null, openId = null, human = null;
   const rows = new Map();      // session_id -> summary
-  const streaming = new Map(); // message_id -> bubble
 
   function api(path, options = {}) {
     const headers = Object.assign({ "X-API-Key": staffKey }, options.body ? { "Content-Type": "application/json" } : {});
@@ -21,9 +20,6 @@
     });
   }
   function status(text) { $("status").textContent = text; }
-  function uid() {
-    return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
-  }
 
   // ---- the list ----
   function label(c) { return c.title || (c.channel ? `${c.channel} · ` : "") + c.session_id.slice(-8); }
@@ -82,25 +78,6 @@
   }
 
   // ---- one conversation ----
-  function bubble(m) {
-    const el = document.createElement("div");
-    el.className = "msg " + m.role;
-    if (m.id) el.dataset.id = m.id;
-    if (m.author && m.role === "assistant") {
-      el.classList.add("human");
-      const a = document.createElement("span"); a.className = "author"; a.textContent = m.author; el.appendChild(a);
-    }
-    const body = document.createElement("div");
-    body.className = "body";
-    el.appendChild(body);
-    el.dataset.text = m.content;
-    md.render(m.content, body);
-    if (m.status === "interrupted") el.classList.add("interrupted");
-    $("log").appendChild(el);
-    $("log").scrollTop = $("log").scrollHeight;
-    return el;
-  }
-  function byId(id) { return $("log").querySelector(`[data-id="${CSS.escape(id)}"]`); }
   function showAttendance(who) {
     human = who || null;
     const mine = human && me && human.key_id === me.key_id;
@@ -109,66 +86,36 @@
     $("text").disabled = !mine; $("send").disabled = !mine;
     $("text").placeholder = mine ? "Answer as " + me.name : human ? `${human.name} is answering` : "Take over to answer";
   }
+  // The frames only the console shows; the transcript draws the rest.
   function onChatFrame(frame) {
     switch (frame.type) {
-      case "message": {
-        lastSeq = Math.max(lastSeq, frame.message.seq);
-        if (!byId(frame.message.id)) bubble(frame.message);
-        break;
-      }
-      case "ack": {
-        lastSeq = Math.max(lastSeq, frame.seq);
-        const mine = $("log").querySelector(`[data-client="${CSS.escape(frame.client_msg_id || "")}"]`);
-        if (mine) mine.dataset.id = frame.message_id;
-        break;
-      }
-      case "chunk": {
-        let el = streaming.get(frame.message_id);
-        if (!el) { el = bubble({ role: "assistant", content: "", id: frame.message_id }); streaming.set(frame.message_id, el); }
-        el.dataset.text = frame.snapshot ? frame.content : el.dataset.text + frame.content;
-        md.render(el.dataset.text, el.querySelector(".body"));
-        break;
-      }
-      case "done": {
-        lastSeq = Math.max(lastSeq, frame.seq);
-        const el = streaming.get(frame.message_id) || byId(frame.message_id) || bubble({ role: "assistant", content: "", id: frame.message_id });
-        el.dataset.text = frame.content;
-        md.render(frame.content, el.querySelector(".body"));
-        if (frame.status === "interrupted") el.classList.add("interrupted");
-        streaming.delete(frame.message_id);
-        break;
-      }
       case "presence": {
         const parts = [`${frame.visitors} visitor${frame.visitors === 1 ? "" : "s"} connected`];
         if (frame.staff.length) parts.push("staff: " + frame.staff.join(", "));
         parts.push(frame.agent.kind === "human" ? `${frame.agent.name} is answering` : "the AI is answering");
         if (frame.handoff_requested) parts.push("a person was asked for");
         $("presence").textContent = parts.join(" · ");
-        break;
+        return true;
       }
-      case "typing": $("presence").dataset.typing = "1"; break;
-      case "error": { const e = document.createElement("div"); e.className = "error"; e.textContent = `${frame.content} (${frame.code})`; $("log").appendChild(e); break; }
+      case "typing": $("presence").dataset.typing = "1"; return true;
+      case "error": log.note("error", `${frame.content} (${frame.code})`); return true;
+      case "system": return true;
+      default: return false;
     }
   }
   async function open(id) {
-    if (chat) { const old = chat; chat = null; old.close(); }
-    openId = id; lastSeq = 0; streaming.clear();
+    if (chat) { chat.close(); chat = null; }
+    openId = id;
+    log.clear();
     drawList();
-    $("log").replaceChildren();
     const body = await api(`/console/api/conversations/${id}/messages`);
     $("title").textContent = label(body.conversation);
     showAttendance(body.conversation.human);
-    for (const m of body.messages) { bubble(m); lastSeq = Math.max(lastSeq, m.seq); }
-    attach(id);
-  }
-  async function attach(id) {
-    const { websocket_url } = await api(`/console/api/conversations/${id}/socket`, { method: "POST" });
-    const url = new URL(websocket_url);
-    url.searchParams.set("after_seq", String(lastSeq));
-    const ws = new WebSocket(url);
-    chat = ws;
-    ws.onmessage = (event) => onChatFrame(JSON.parse(event.data));
-    ws.onclose = () => { if (chat === ws && openId === id) setTimeout(() => chat === ws && attach(id).catch(() => {}), 1000); };
+    for (const m of body.messages) log.show(m);
+    // A staff ticket for the conversation's own socket, asked again on every reconnect.
+    const url = () => api(`/console/api/conversations/${id}/socket`, { method: "POST" }).then((r) => r.websocket_url);
+    chat = window.tertuliaChat.connect({ url, transcript: log, onFrame: onChatFrame, maxDelay: 1000 });
+    chat.open(true);
   }
 
   $("takeover").onclick = async () => {
@@ -182,14 +129,11 @@
   $("reply").onsubmit = (event) => {
     event.preventDefault();
     const content = $("text").value.trim();
-    if (!content || !chat || chat.readyState !== WebSocket.OPEN) return;
-    const id = uid();
-    const el = bubble({ role: "assistant", content, author: me.name });
-    el.dataset.client = id;
-    chat.send(JSON.stringify({ type: "message", content, client_msg_id: id }));
+    if (!content || !chat || !chat.isOpen()) return;
+    chat.send(log.outgoing(content, "assistant", me.name));
     $("text").value = "";
   };
-  $("text").oninput = () => chat && chat.readyState === WebSocket.OPEN && chat.send(JSON.stringify({ type: "typing" }));
+  $("text").oninput = () => chat && chat.send({ type: "typing" });
 
   async function signIn() {
     try {

@@ -35,17 +35,10 @@
   const consentVersion = script.dataset.consentVersion || "tertulia-widget-1";
   const store = "tertulia:" + widgetKey.slice(0, 11) + ":";
 
-  function uuid() {
-    if (crypto.randomUUID) return crypto.randomUUID();
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
   function remember(name, value) { try { localStorage.setItem(store + name, value); } catch (_) { /* private mode */ } }
   function recall(name) { try { return localStorage.getItem(store + name); } catch (_) { return null; } }
   let sessionId = recall("session");
-  if (!sessionId) { sessionId = uuid(); remember("session", sessionId); }
+  if (!sessionId) { sessionId = window.tertuliaChat.newId(); remember("session", sessionId); }
 
   // ---- drawing ----
   const host = document.createElement("div");
@@ -98,77 +91,27 @@
   q(".panel").setAttribute("aria-label", title);
   (document.body || document.documentElement).appendChild(host);
 
-  const md = window.tertuliaMarkdown;
-  let socket = null, lastSeq = 0, started = false, usable = false, agentName = null, retry = 500;
-  const streaming = new Map();
-  const pending = new Map();
+  const chat = window.tertuliaChat;
+  const log = chat.transcript(q(".log"));
+  let socket = null, started = false, usable = false, agentName = null;
 
-  function scroll() { const log = q(".log"); log.scrollTop = log.scrollHeight; }
-  function byId(id) { return q(`.log [data-id="${CSS.escape(id)}"]`); }
-  function bubble(role, content, options = {}) {
-    const el = document.createElement("div");
-    el.className = "msg " + role;
-    if (options.id) el.dataset.id = options.id;
-    if (role === "assistant" && options.author) {
-      el.classList.add("human");
-      const a = document.createElement("span"); a.className = "author"; a.textContent = options.author; el.appendChild(a);
-    }
-    const body = document.createElement("div");
-    el.appendChild(body);
-    el.dataset.text = content;
-    md.render(content, body);
-    q(".log").appendChild(el);
-    scroll();
-    return el;
-  }
-  function setText(el, content) { el.dataset.text = content; md.render(content, el.lastChild); scroll(); }
-  function note(kind, content) {
-    const el = document.createElement("div"); el.className = kind; el.textContent = content;
-    q(".log").appendChild(el); scroll();
-  }
   function enable(on) { for (const s of [".text", ".send", ".person"]) q(s).disabled = !on; }
   function presence(content) { q(".presence").textContent = content; }
 
+  // The frames only the widget shows; the transcript draws the rest.
   function onFrame(frame) {
     switch (frame.type) {
-      case "system": if (!q(".log .system")) note("system", frame.content); break;
-      case "ack": {
-        lastSeq = Math.max(lastSeq, frame.seq);
-        const mine = pending.get(frame.client_msg_id);
-        if (mine) { mine.el.dataset.id = frame.message_id; pending.delete(frame.client_msg_id); }
-        break;
-      }
-      case "message": {
-        const m = frame.message;
-        lastSeq = Math.max(lastSeq, m.seq);
-        if (byId(m.id)) break;
-        const mine = m.client_msg_id && pending.get(m.client_msg_id);
-        if (mine) { mine.el.dataset.id = m.id; pending.delete(m.client_msg_id); break; }
-        bubble(m.role, m.content, { id: m.id, author: m.author });
-        break;
-      }
-      case "chunk": {
-        let el = streaming.get(frame.message_id);
-        if (!el) { el = bubble("assistant", "", { id: frame.message_id }); streaming.set(frame.message_id, el); }
-        setText(el, frame.snapshot ? frame.content : el.dataset.text + frame.content);
-        break;
-      }
-      case "done": {
-        lastSeq = Math.max(lastSeq, frame.seq);
-        const el = streaming.get(frame.message_id) || byId(frame.message_id) || bubble("assistant", "", { id: frame.message_id });
-        setText(el, frame.content);
-        streaming.delete(frame.message_id);
-        break;
-      }
+      case "system": if (!q(".log .system")) log.note("system", frame.content); return true;
       case "presence": {
         const before = agentName;
         agentName = frame.agent.kind === "human" ? frame.agent.name : null;
         presence(agentName ? text.joined(agentName) : frame.handoff_requested ? text.asked : "");
         if (agentName && agentName !== before) q(".person").disabled = true;
-        break;
+        return true;
       }
-      case "typing": presence((agentName ? agentName + ": " : "") + text.typing); break;
-      case "error": note("error", frame.content); break;
+      case "typing": presence((agentName ? agentName + ": " : "") + text.typing); return true;
+      case "error": log.note("error", frame.content); return true;
+      default: return false;
     }
   }
 
@@ -177,24 +120,15 @@
     url.searchParams.set("session_id", sessionId);
     url.searchParams.set("key", widgetKey);
     url.searchParams.set("locale", locale);
-    url.searchParams.set("after_seq", String(lastSeq));
-    const ws = new WebSocket(url);
-    socket = ws;
-    ws.onopen = () => {
-      retry = 500;
-      enable(usable);
-      for (const el of streaming.values()) el.remove();
-      streaming.clear();
-      for (const [id, mine] of pending) ws.send(JSON.stringify({ type: "message", content: mine.content, client_msg_id: id }));
-    };
-    ws.onmessage = (event) => onFrame(JSON.parse(event.data));
-    ws.onclose = () => {
-      if (socket !== ws) return;
-      enable(false);
-      presence(text.reconnecting);
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 10000);
-    };
+    socket = chat.connect({
+      url: () => Promise.resolve(url.href),
+      transcript: log,
+      onFrame,
+      onOpen: () => enable(usable),
+      onClose: () => { enable(false); presence(text.reconnecting); return true; },
+      maxDelay: 10000,
+    });
+    socket.open(true);
   }
 
   async function call(path, options) {
@@ -210,15 +144,12 @@
     try {
       history = await call(`/api/webchat/history/${encodeURIComponent(sessionId)}`);
     } catch (_) {
-      note("error", text.unavailable);
+      log.note("error", text.unavailable);
       return;
     }
-    if (history.status === 403 || history.status === 401) { note("error", text.unavailable); return; }
+    if (history.status === 403 || history.status === 401) { log.note("error", text.unavailable); return; }
     if (history.ok) {
-      for (const m of (await history.json()).messages || []) {
-        bubble(m.role, m.content, { id: m.id, author: m.author });
-        if (m.seq > lastSeq) lastSeq = m.seq;
-      }
+      for (const m of (await history.json()).messages || []) log.show(m);
     }
     if (recall("consent") === null) {
       q(".consent").hidden = false;
@@ -241,7 +172,7 @@
       connect();
     } catch (_) {
       q(".yes").disabled = false; q(".no").disabled = false;
-      note("error", text.unavailable);
+      log.note("error", text.unavailable);
     }
   }
 
@@ -258,10 +189,8 @@
   q("form").onsubmit = (event) => {
     event.preventDefault();
     const content = q(".text").value.trim();
-    if (!content || !socket || socket.readyState !== WebSocket.OPEN) return;
-    const id = uuid();
-    pending.set(id, { content, el: bubble("user", content) });
-    socket.send(JSON.stringify({ type: "message", content, client_msg_id: id }));
+    if (!content || !socket || !socket.isOpen()) return;
+    socket.send(log.outgoing(content));
     q(".text").value = "";
   };
   q(".person").onclick = async () => {
@@ -269,6 +198,6 @@
     const r = await call("/api/webchat/handoff", {
       method: "POST", body: JSON.stringify({ session_id: sessionId, reason: "The visitor pressed “" + text.person + "”" }),
     }).catch(() => null);
-    if (r && r.ok) presence(text.asked); else { q(".person").disabled = false; note("error", text.unavailable); }
+    if (r && r.ok) presence(text.asked); else { q(".person").disabled = false; log.note("error", text.unavailable); }
   };
 })();

@@ -43,6 +43,7 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /console", Expect::Public),
     ("GET /widget.js", Expect::Public),
     ("GET /assets/markdown.js", Expect::Public),
+    ("GET /assets/chat.js", Expect::Public),
     ("GET /assets/demo.js", Expect::Public),
     ("GET /assets/console.js", Expect::Public),
     ("GET /console/api/me", Expect::Console),
