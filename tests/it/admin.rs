@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::server::*;
 
 const ADMIN: &str = "adm_test_token";
 

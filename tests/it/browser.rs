@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::Filter;
 
-use crate::common::*;
+use crate::support::server::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -49,7 +49,7 @@ impl Browser {
                  Install it with `apt-get install -y chromium chromium-driver` (.ci/run does this)."
             );
         }
-        let port = crate::reliability::free_port();
+        let port = crate::support::binary::free_port();
         let mut driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -330,8 +330,8 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
     let config = dir.path().join("tertulia.toml");
     std::fs::write(&config, "[agents.echo]\nword_delay_ms = 40\n").unwrap();
     let data = dir.path().join("data");
-    let port = crate::reliability::free_port();
-    let mut server = crate::reliability::start(&config, &data, port).await;
+    let port = crate::support::binary::free_port();
+    let mut server = crate::support::binary::start(&config, &data, port).await;
     let browser = Browser::start().await;
     let outcome = async {
         browser.goto(&format!("http://127.0.0.1:{port}/")).await;
@@ -351,14 +351,14 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
                 &format!("{LAST_ANSWER}.dataset.text.includes('w1')"),
             )
             .await;
-        crate::reliability::kill(&mut server);
+        crate::support::binary::kill(&mut server);
         browser
             .until(
                 "the page notices",
                 "document.getElementById('status').textContent.includes('reconnecting')",
             )
             .await;
-        server = crate::reliability::start(&config, &data, port).await;
+        server = crate::support::binary::start(&config, &data, port).await;
         browser.until("reconnected", CONNECTED).await;
         // The restarted server answers the stored question again, from scratch.
         browser
@@ -411,7 +411,7 @@ async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_mess
     };
     // The server is a child process: stop it whatever the outcome.
     let result = tokio::time::timeout(DEADLINE * 6, outcome).await;
-    crate::reliability::kill(&mut server);
+    crate::support::binary::kill(&mut server);
     browser.close().await;
     result.expect("the resume test finishes in time");
 }

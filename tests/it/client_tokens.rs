@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::server::*;
 
 async fn create_as(server: &TestServer, token: Option<&str>) -> (u16, Value) {
     let mut request = server

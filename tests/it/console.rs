@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::server::*;
 
 async fn console_server() -> TestServer {
     let mut config = config();
@@ -319,6 +319,6 @@ async fn the_feed_carries_its_own_tenants_conversations_messages_and_handoff_req
         .url("/console/ws?ticket=forged.ticket")
         .replacen("http", "ws", 1);
     let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
-    crate::session_api::assert_http_status(refused, 401);
+    crate::support::sockets::assert_http_status(refused, 401);
     server.stop().await;
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::server::*;
 
 #[tokio::test]
 async fn history_survives_a_full_server_restart_on_surrealkv() {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::server::*;
 
 /// How a route must treat another tenant's credentials.
 #[derive(Clone, Copy, Debug)]
@@ -276,14 +276,15 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                     );
                 }
                 Expect::ForeignSessionIsNotFound if template.starts_with("/chat/ws/") => {
-                    let mut request = crate::session_api::socket_request(&server, &session, key);
+                    let mut request =
+                        crate::support::sockets::socket_request(&server, &session, key);
                     if let Some(token) = token {
                         request
                             .headers_mut()
                             .insert("authorization", format!("Bearer {token}").parse().unwrap());
                     }
                     let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
-                    crate::session_api::assert_http_status(refused, 404);
+                    crate::support::sockets::assert_http_status(refused, 404);
                 }
                 Expect::ForeignSessionIsNotFound => {
                     let (status, body) = call(&server, method.clone(), &path, key, token).await;
@@ -307,7 +308,7 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                 // Webchat callers are tenants (API or widget keys); client tokens play no part.
                 Expect::Webchat if token.is_some() => {}
                 Expect::Webchat if template == "/api/webchat/stream" => {
-                    let request = crate::webchat::stream_request(
+                    let request = crate::support::sockets::stream_request(
                         &server,
                         &format!("session_id={WEBCHAT_ID}"),
                         &[("x-api-key", key)],
@@ -382,7 +383,7 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                         .url(&format!("/console/ws?ticket={key}"))
                         .replacen("http", "ws", 1);
                     let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
-                    crate::session_api::assert_http_status(refused, 401);
+                    crate::support::sockets::assert_http_status(refused, 401);
                 }
                 Expect::AdminOnly => {
                     // A tenant key or a client token is not an admin token.

@@ -192,3 +192,22 @@ fn the_edge_reaches_the_runtime_only_through_its_public_api() {
         }
     }
 }
+
+#[test]
+fn test_modules_share_helpers_only_through_support() {
+    for file in rust_files("tests/it") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            if !rest.starts_with(|c: char| c.is_ascii_lowercase()) {
+                continue; // not a path (this test's own text)
+            }
+            assert!(
+                rest.starts_with("support"),
+                "{} imports `crate::{}`: move the helper to tests/it/support/",
+                file.display(),
+                rest.lines().next().unwrap_or_default()
+            );
+        }
+    }
+}

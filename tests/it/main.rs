@@ -4,7 +4,6 @@
 mod admin;
 mod browser;
 mod client_tokens;
-mod common;
 mod console;
 mod conversations;
 mod durability;
@@ -14,7 +13,6 @@ mod layout;
 mod llm;
 mod process;
 mod rate_limits;
-mod receiver;
 mod reliability;
 mod schemas;
 mod session_api;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::server::*;
 
 #[tokio::test]
 async fn the_binary_serves_and_exits_zero_on_sigterm() {
@@ -178,7 +178,7 @@ async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server()
     assert_eq!(refused.status(), 401);
 
     // Webhooks: an endpoint made, tested and listed from the command line.
-    let receiver = crate::receiver::Receiver::start().await;
+    let receiver = crate::support::receiver::Receiver::start().await;
     let hook_url = receiver.url("/hook");
     let (ok, out, err) = cli(connection(vec![
         "webhook",
@@ -209,7 +209,10 @@ async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server()
     .await;
     assert!(ok, "{err}");
     let received = receiver.wait_for("the test event", |r| r.len() == 1).await;
-    assert!(crate::receiver::signed_with(hook_secret, &received[0]));
+    assert!(crate::support::receiver::signed_with(
+        hook_secret,
+        &received[0]
+    ));
     let (ok, out, _) = cli(connection(vec![
         "webhook",
         "deliveries",

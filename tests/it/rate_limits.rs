@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::server::*;
 
 fn limited(api_key: u32, ip: u32, messages: u32) -> tertulia::config::Config {
     let mut config = config();
@@ -85,7 +85,7 @@ async fn over_the_address_limit_refuses_requests_and_sockets() {
     // Creating the session spent one of the 30.
     until_refused(&server, KEY, 30, 1).await;
     let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
-    crate::session_api::assert_http_status(refused, 429);
+    crate::support::sockets::assert_http_status(refused, 429);
     server.stop().await;
 }
 

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use crate::support::server::*;
+use crate::support::sockets::*;
 
 #[tokio::test]
 async fn the_seeds_whole_flow_works() {
@@ -202,21 +203,6 @@ async fn unknown_and_malformed_session_ids_are_a_json_404() {
     server.stop().await;
 }
 
-/// A socket request for `session` that carries `key` in `X-API-Key`.
-pub fn socket_request(
-    server: &TestServer,
-    session: &str,
-    key: &str,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!("ws://{}/chat/ws/{session}", server.server.addr);
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", key.parse().unwrap());
-    request
-}
-
 /// Opens a socket expecting the handshake to be refused with `status` and a JSON error.
 async fn assert_refused<R>(request: R, status: u16)
 where
@@ -226,18 +212,6 @@ where
         tokio_tungstenite::connect_async(request).await.unwrap_err(),
         status,
     );
-}
-
-pub fn assert_http_status(error: tokio_tungstenite::tungstenite::Error, expected: u16) {
-    match error {
-        tokio_tungstenite::tungstenite::Error::Http(response) => {
-            assert_eq!(response.status().as_u16(), expected);
-            let body: Value =
-                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
-            assert!(body["code"].is_string(), "{body}");
-        }
-        other => panic!("expected an HTTP {expected}, got {other}"),
-    }
 }
 
 #[tokio::test]
@@ -376,7 +350,7 @@ async fn an_expired_ticket_is_refused_and_a_new_one_works() {
     assert_refused(expired, 401).await;
     server.stop().await;
 
-    let server = TestServer::start(crate::common::config()).await;
+    let server = TestServer::start(crate::support::server::config()).await;
     let (session_2, _) = server.create_session().await;
     let (status, body) = call(
         &server,

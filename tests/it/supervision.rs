@@ -9,7 +9,7 @@ use serde_json::json;
 use tertulia_actors::model::TenantId;
 use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream, EchoAgent};
 
-use crate::common::*;
+use crate::support::server::*;
 
 /// A test-only agent: echoes, except that "boom" panics inside the stream and
 /// "kaboom" panics before it starts (inside the agent actor's handler).

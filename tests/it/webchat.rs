@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use tertulia_actors::model::TenantId;
 use tertulia_actors::runtime::{AgentError, AgentProvider, AgentRequest, AgentStream, EchoAgent};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::*;
+use crate::support::server::*;
+use crate::support::sockets::*;
 
 /// A visitor id as a widget would make it.
 const VISITOR: &str = "visitor-7d1c2f0e-4b8a";
@@ -55,20 +55,6 @@ async fn consent(server: &TestServer, session_id: &str, granted: bool) -> Value 
         post_as(server, "/api/webchat/consent", body, &[("X-API-Key", KEY)]).await;
     assert_eq!(status, 201, "{body}");
     body
-}
-
-/// A request for `/api/webchat/stream?{query}` with these headers.
-pub fn stream_request(
-    server: &TestServer,
-    query: &str,
-    headers: &[(&'static str, &str)],
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let url = format!("ws://{}/api/webchat/stream?{query}", server.server.addr);
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(*name, value.parse().unwrap());
-    }
-    request
 }
 
 async fn webchat_history(server: &TestServer, session_id: &str) -> Value {
@@ -173,7 +159,7 @@ async fn a_webchat_message_reaches_every_socket_and_both_streams_share_the_frame
         .as_str()
         .unwrap()
         .to_owned();
-    let console = crate::session_api::socket_request(&server, &conversation, KEY);
+    let console = crate::support::sockets::socket_request(&server, &conversation, KEY);
     let (mut console, _) = tokio_tungstenite::connect_async(console).await.unwrap();
     assert_eq!(next_frame(&mut console).await["type"], "system");
 
@@ -749,10 +735,10 @@ async fn a_widget_key_works_from_allowed_origins_only_and_needs_a_long_session_i
     let (mut ws, _) = stream(&widget, "https://shop.example").await.unwrap();
     assert_eq!(next_frame(&mut ws).await["type"], "system");
     let refused = stream(&widget, "https://evil.example").await.unwrap_err();
-    crate::session_api::assert_http_status(refused, 403);
+    crate::support::sockets::assert_http_status(refused, 403);
     // An API key in a URL would be logged everywhere: refused.
     let refused = stream(KEY, "https://shop.example").await.unwrap_err();
-    crate::session_api::assert_http_status(refused, 400);
+    crate::support::sockets::assert_http_status(refused, 400);
     server.stop().await;
 }
 

@@ -14,8 +14,8 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::*;
-use crate::llm::{read_request, respond_as};
+use crate::support::fake_llm::{read_request, respond_as};
+use crate::support::server::*;
 
 const SECRET_BYTES: &[u8] = b"a-32-byte-secret-for-the-tests!!";
 

@@ -12,8 +12,8 @@ use tertulia_actors::config::WebhookEndpointConfig;
 use tertulia_actors::model::TenantSettings;
 use tertulia_actors::model::{EVENT_TYPES, WebhookFormat};
 
-use crate::common::*;
-use crate::receiver::{Received, Receiver, signed_with};
+use crate::support::receiver::{Received, Receiver, signed_with};
+use crate::support::server::*;
 
 const ADMIN: &str = "adm_webhooks";
 const FAILING_KEY: &str = "tk_test_failing";

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::*;
+use crate::support::server::*;
 
 /// A message whose echo streams in many pieces.
 fn long_message(words: usize) -> String {

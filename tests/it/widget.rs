@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::common::*;
+use crate::support::server::*;
 
 const SHOP: &str = "https://shop.example";
 
@@ -100,7 +100,7 @@ async fn a_widget_key_from_another_origin_or_none_is_refused() {
         .headers_mut()
         .insert("origin", "https://evil.example".parse().unwrap());
     let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
-    crate::session_api::assert_http_status(refused, 403);
+    crate::support::sockets::assert_http_status(refused, 403);
     let (_, listed) = server.get("/chat/sessions", Some(KEY)).await;
     assert_eq!(
         listed["count"], 1,
@@ -144,12 +144,12 @@ async fn a_widget_key_is_refused_everywhere_but_session_creation() {
         assert_eq!(status, 403, "{method} {path}: {body}");
         assert_eq!(body["code"], "widget_key_not_allowed", "{method} {path}");
     }
-    let refused = tokio_tungstenite::connect_async(crate::session_api::socket_request(
+    let refused = tokio_tungstenite::connect_async(crate::support::sockets::socket_request(
         &server, &session, &key,
     ))
     .await
     .unwrap_err();
-    crate::session_api::assert_http_status(refused, 403);
+    crate::support::sockets::assert_http_status(refused, 403);
     assert_eq!(server.history(&session).await.len(), 0);
     server.stop().await;
 }

@@ -1,6 +1,12 @@
 //! Helpers the integration tests share: the server under test, the fake
-//! model server, the webhook receiver, processes, browsers, and reading the
-//! project's own source. Test modules import from here, never from each other.
+//! model server, the webhook receiver, the binary as a child process, socket
+//! requests, and reading the project's own source. Test modules import from
+//! here, never from each other.
 
+pub mod binary;
+pub mod fake_llm;
 pub mod modules;
+pub mod receiver;
+pub mod server;
+pub mod sockets;
 pub mod source;

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use warp::Filter;
 use warp::http::HeaderMap;
 
-use crate::common::DEADLINE;
+use crate::support::server::DEADLINE;
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]

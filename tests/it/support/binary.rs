@@ -1,0 +1,59 @@
+//! The real `tertulia` binary as a child process on a loopback port: started
+//! with a config file and a data folder, waited for until it answers, and
+//! killed with SIGKILL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::server::DEADLINE;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary and waits until it answers `/readyz`.
+pub async fn start(config: &std::path::Path, data: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if !ready(port).await {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not start");
+    }
+    child
+}
+
+pub async fn ready(port: u16) -> bool {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE * 3;
+    while tokio::time::Instant::now() < deadline {
+        let answered = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        if answered {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+pub fn kill(child: &mut Child) {
+    // SIGKILL: no shutdown, no flush; only what was acknowledged as durable counts.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
