@@ -8,7 +8,7 @@
 //! widget key from an allowed origin. For a widget, the `session_id` is the
 //! visitor's only credential, so it must be long enough to be unguessable.
 //!
-//! Each visitor message records its origin: address (see `server.rs` for
+//! Each visitor message records its origin: address (see `server/mod.rs` for
 //! trusted proxies), user agent, locale and, when a provider is configured,
 //! geolocation, looked up beside the reply and never before it. Handlers call
 //! the runtime; nothing here touches the database.
@@ -48,7 +48,7 @@ const MAX_TEXT_VERSION_LEN: usize = 64;
 /// `GET /api/webchat/history/{id}` returns at most this many (the newest).
 const MAX_HISTORY: usize = 1000;
 
-/// Every webchat REST route (the stream is in `ws.rs`).
+/// Every webchat REST route (the stream is in `sockets.rs`).
 pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let who = webchat_caller(app.runtime.clone(), app.limiter.clone());

@@ -1,7 +1,7 @@
 //! The accept loop. We bind the listener ourselves (socket2, so the accept
 //! backlog is ours to set: tokio's 128 gave a 1 s connect p99 under 256
 //! simultaneous handshakes) and serve each connection with hyper, warp's
-//! filters as the service. Serving it ourselves is also what lets `ws.rs` do
+//! filters as the service. Serving it ourselves is also what lets `socket.rs` do
 //! its own WebSocket upgrade: each request carries its upgrade handle and its
 //! client's address as extensions.
 //!

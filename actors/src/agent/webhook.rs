@@ -3,7 +3,7 @@
 //! so dropping it (on `cancel`) drops the request.
 //!
 //! The question, the conversation's context and its recent history are POSTed
-//! as JSON, signed per Standard Webhooks (`signing.rs`) and, for n8n's Header
+//! as JSON, signed per Standard Webhooks (`net/post.rs`) and, for n8n's Header
 //! Auth, with an optional static header. The reply may be:
 //! - JSON: the field `reply` or `output` (n8n's usual name), of the object or
 //!   of the first element of an array; or a JSON string;

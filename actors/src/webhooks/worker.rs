@@ -1,4 +1,4 @@
-//! One endpoint's delivery worker, supervised by `Webhooks` (webhooks.rs),
+//! One endpoint's delivery worker, supervised by `Webhooks` (actor.rs),
 //! which starts one per endpoint. The worker owns its endpoint's pending
 //! deliveries: it sends them, signed, records every attempt, retries on the
 //! configured schedule and declares a delivery dead when the schedule is used
