@@ -10,10 +10,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
-use tertulia_actors::model::{MetaChange, NewMessage, Role, Scope, SessionRecord, StoredMessage};
+use tertulia_actors::model::{MetaChange, NewMessage, Role, Scope};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
+use super::views::{ConversationMessage, ConversationView};
 use crate::app::AppState;
 use crate::auth::caller;
 use crate::http::error::ApiError;
@@ -172,45 +173,6 @@ async fn request_handoff(
     Ok((json!({"handoff": handoff, "new": new}), new))
 }
 
-/// A conversation as the seed shows it.
-fn conversation_view(record: &SessionRecord) -> Value {
-    json!({
-        "id": record.id,
-        "title": record.title,
-        "client_id": record.client_id,
-        "status": record.status,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "version": record.version,
-        "message_count": record.message_count,
-        "context": record.context,
-        "channel": record.channel,
-        "consent": record.consent,
-        "handoff": record.handoff,
-    })
-}
-
-/// A message as the seed shows it; stored messages never change, so their
-/// `version` is 1 and `updated_at` is `created_at`.
-fn message_view(message: &StoredMessage) -> Value {
-    json!({
-        "id": message.id,
-        "conversation_id": message.session_id,
-        "role": message.role,
-        "content": message.content,
-        "created_at": message.created_at,
-        "updated_at": message.created_at,
-        "version": 1,
-        "seq": message.seq,
-        "status": message.status,
-        "client_msg_id": message.client_msg_id,
-        "author": message.author,
-        "direction": message.direction,
-        "agent": message.agent,
-        "tool_calls": message.tool_calls,
-    })
-}
-
 /// `author` from a body: absent, or 1 to 100 bytes of text.
 pub fn parse_author(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     match body.get("author") {
@@ -269,7 +231,7 @@ async fn create_conversation(
         .runtime
         .create_session(&scope, Map::new(), title)
         .await?;
-    Ok(conversation_view(&record))
+    Ok(json!(ConversationView::from(&record)))
 }
 
 /// GET /chat/conversations?limit=50&status_filter=active|archived (newest first)
@@ -288,11 +250,9 @@ async fn list_conversations(
         "status_filter",
     )?;
     let conversations = app.runtime.list_sessions(&scope, status.as_deref(), limit);
-    Ok(conversations
-        .await?
-        .iter()
-        .map(conversation_view)
-        .collect::<Value>())
+    let conversations = conversations.await?;
+    let views = conversations.iter().map(ConversationView::from);
+    Ok(views.map(|view| json!(view)).collect::<Value>())
 }
 
 /// GET /chat/{id}/messages?limit=N (oldest first; with `limit`, the latest N)
@@ -305,7 +265,9 @@ async fn list_messages(
     let conversation = parse_session(&conversation)?;
     let limit = parse_limit(&query, MAX_MESSAGES, MAX_MESSAGES)?;
     let messages = app.runtime.history(&scope, conversation, limit);
-    Ok(messages.await?.iter().map(message_view).collect::<Value>())
+    let messages = messages.await?;
+    let views = messages.iter().map(ConversationMessage::from);
+    Ok(views.map(|view| json!(view)).collect::<Value>())
 }
 
 /// POST /chat/{id}/messages `{role, content, respond?, client_msg_id?}` → 201.
@@ -419,5 +381,5 @@ async fn update_conversation(
         .runtime
         .update_conversation(&scope, conversation, change)
         .await?;
-    Ok(conversation_view(&record))
+    Ok(json!(ConversationView::from(&record)))
 }

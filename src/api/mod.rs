@@ -11,6 +11,7 @@ pub mod conversations;
 pub mod pages;
 pub mod sessions;
 pub mod sockets;
+pub mod views;
 pub mod webchat;
 
 use std::convert::Infallible;

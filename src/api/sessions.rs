@@ -9,10 +9,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::protocol::WireMessage;
-use tertulia_actors::model::{Scope, SessionId, SessionRecord, StoredMessage};
+use tertulia_actors::model::{Scope, StoredMessage};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
+use super::views::SessionView;
 use crate::app::AppState;
 use crate::auth::{Creator, caller, session_creator};
 use crate::http::error::ApiError;
@@ -99,31 +100,6 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(delete)
         .unify()
         .boxed()
-}
-
-#[derive(Serialize)]
-struct SessionView {
-    session_id: SessionId,
-    status: String,
-    context: Map<String, Value>,
-    created_at: String,
-    updated_at: String,
-    message_count: u64,
-    last_seq: u64,
-}
-
-impl From<SessionRecord> for SessionView {
-    fn from(record: SessionRecord) -> Self {
-        SessionView {
-            session_id: record.id,
-            status: record.status,
-            context: record.context,
-            created_at: record.created_at,
-            updated_at: record.updated_at,
-            message_count: record.message_count,
-            last_seq: record.last_seq,
-        }
-    }
 }
 
 /// POST /chat/sessions: body optional, `{"context": {...}}`. A widget's

@@ -20,13 +20,12 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::protocol::MAX_AUTHOR_LEN;
-use tertulia_actors::model::{
-    Consent, MessageStatus, NewMessage, Origin, StoredMessage, now_timestamp,
-};
+use tertulia_actors::model::{Consent, MessageStatus, NewMessage, Origin, now_timestamp};
 use tertulia_actors::runtime::WEBCHAT;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
+use super::views::WebchatMessage;
 use crate::app::AppState;
 use crate::auth::{WebchatCaller, webchat_caller};
 use crate::http::error::{ApiError, ReplyProblem};
@@ -199,30 +198,6 @@ fn locale_of(body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// A stored message as the webchat shows it. API keys also see where it came
-/// from (address, user agent, geolocation); a widget sees its own words only.
-fn message_view(message: &StoredMessage, full: bool) -> Value {
-    let origin = message.origin.as_ref();
-    let mut view = json!({
-        "id": message.id,
-        "conversation_id": message.session_id,
-        "seq": message.seq,
-        "role": message.role,
-        "author": message.author,
-        "content": message.content,
-        "status": message.status,
-        "direction": message.direction,
-        "locale": origin.and_then(|origin| origin.locale.clone()),
-        "created_at": message.created_at,
-    });
-    if full {
-        view["ip"] = json!(origin.and_then(|origin| origin.ip.clone()));
-        view["user_agent"] = json!(origin.and_then(|origin| origin.user_agent.clone()));
-        view["geo"] = json!(origin.and_then(|origin| origin.geo.clone()));
-    }
-    view
-}
-
 /// POST /api/webchat/messages `{session_id, author, content, locale?}`: stores
 /// the visitor's message and waits for the agent's whole reply.
 async fn post_message(
@@ -336,7 +311,7 @@ async fn load_history(
         .history(&caller.scope(), conversation.id, limit)
         .await?
         .iter()
-        .map(|message| message_view(message, !caller.is_widget()))
+        .map(|message| json!(WebchatMessage::of(message, !caller.is_widget())))
         .collect();
     Ok(json!({
         "session_id": session_id,
