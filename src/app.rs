@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use tertulia_actors::Runtime;
 use tertulia_actors::model::{Scope, SessionId};
+use warp::Filter;
+use warp::filters::BoxedFilter;
 
 use crate::auth::limits::Limiter;
 use crate::auth::tickets::Tickets;
@@ -26,6 +28,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A filter that hands every request this state.
+    pub fn filter(&self) -> BoxedFilter<(AppState,)> {
+        let app = self.clone();
+        warp::any().map(move || app.clone()).boxed()
+    }
+
     /// The `websocket_url` of a new or listed session: its socket with a ticket
     /// for `scope`, and when the ticket expires (Unix seconds).
     pub fn websocket_url(

@@ -43,7 +43,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let staff = staff_caller(app.runtime.clone(), app.limiter.clone());
-    let with_app = warp::any().map(move || app.clone());
+    let with_app = app.filter();
     // GET /console/api/me
     let me = warp::path!("console" / "api" / "me")
         .and(warp::get())
@@ -105,7 +105,7 @@ fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// Tickets for the sockets the console opens, and the feed socket itself.
 fn ticket_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let staff = staff_caller(app.runtime.clone(), app.limiter.clone());
-    let with_app = warp::any().map(move || app.clone());
+    let with_app = app.filter();
     // POST /console/api/conversations/{id}/socket: a staff ticket for the
     // conversation's own socket.
     let socket = warp::path!("console" / "api" / "conversations" / String / "socket")

@@ -14,7 +14,7 @@ use tertulia_actors::model::{MetaChange, NewMessage, Role, Scope};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use super::views::{ConversationMessage, ConversationView};
+use super::views::{ConversationMessage, ConversationView, array};
 use crate::app::AppState;
 use crate::auth::caller;
 use crate::http::error::ApiError;
@@ -39,35 +39,37 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .boxed()
 }
 
+/// The state and the caller: every route here takes both.
+fn app_and_caller(app: &AppState) -> BoxedFilter<(AppState, Scope)> {
+    let who = caller(app.runtime.clone(), app.limiter.clone());
+    app.filter().and(who).boxed()
+}
+
 /// Conversations: made, listed, changed.
 fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
-    let who = caller(app.runtime.clone(), app.limiter.clone());
-    let with_app = warp::any().map(move || app.clone());
+    let app_and_caller = app_and_caller(&app);
+    let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
 
     // POST /chat/conversation
     let create = warp::path!("chat" / "conversation")
         .and(warp::post())
-        .and(with_app.clone())
-        .and(who.clone())
+        .and(app_and_caller.clone())
         .and(optional_body(max_body))
         .then(create_conversation)
         .map(created);
     // GET /chat/conversations?limit=50&status_filter=active|archived
     let list = warp::path!("chat" / "conversations")
         .and(warp::get())
-        .and(with_app.clone())
-        .and(who.clone())
+        .and(app_and_caller.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(list_conversations)
         .map(ok);
     // PATCH /chat/{id}
     let update = warp::path!("chat" / String)
         .and(warp::patch())
-        .and(with_app)
-        .and(who)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(app_and_caller.clone())
+        .and(body)
         .then(update_conversation)
         .map(ok);
     create.or(list).unify().or(update).unify().boxed()
@@ -76,38 +78,33 @@ fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// A conversation's messages, contact and handoff.
 fn message_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
-    let who = caller(app.runtime.clone(), app.limiter.clone());
-    let with_app = warp::any().map(move || app.clone());
+    let app_and_caller = app_and_caller(&app);
+    let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
 
     // GET /chat/{id}/messages?limit=N
     let messages = warp::path!("chat" / String / "messages")
         .and(warp::get())
-        .and(with_app.clone())
-        .and(who.clone())
+        .and(app_and_caller.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(list_messages)
         .map(ok);
     // POST /chat/{id}/messages
     let post = warp::path!("chat" / String / "messages")
         .and(warp::post())
-        .and(with_app.clone())
-        .and(who.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(app_and_caller.clone())
+        .and(body)
         .then(post_message)
         .map(created);
     // GET /chat/{id}/contact
     let contact = warp::path!("chat" / String / "contact")
         .and(warp::get())
-        .and(with_app.clone())
-        .and(who.clone())
+        .and(app_and_caller.clone())
         .then(get_contact)
         .map(ok);
     // POST /chat/{id}/handoff
     let handoff = warp::path!("chat" / String / "handoff")
         .and(warp::post())
-        .and(with_app.clone())
-        .and(who.clone())
+        .and(app_and_caller.clone())
         .and(optional_body(max_body))
         .then(request_handoff)
         .map(created_or_ok);
@@ -250,9 +247,7 @@ async fn list_conversations(
         "status_filter",
     )?;
     let conversations = app.runtime.list_sessions(&scope, status.as_deref(), limit);
-    let conversations = conversations.await?;
-    let views = conversations.iter().map(ConversationView::from);
-    Ok(views.map(|view| json!(view)).collect::<Value>())
+    Ok(array::<_, ConversationView>(&conversations.await?))
 }
 
 /// GET /chat/{id}/messages?limit=N (oldest first; with `limit`, the latest N)
@@ -264,10 +259,8 @@ async fn list_messages(
 ) -> Result<impl Serialize, ApiError> {
     let conversation = parse_session(&conversation)?;
     let limit = parse_limit(&query, MAX_MESSAGES, MAX_MESSAGES)?;
-    let messages = app.runtime.history(&scope, conversation, limit);
-    let messages = messages.await?;
-    let views = messages.iter().map(ConversationMessage::from);
-    Ok(views.map(|view| json!(view)).collect::<Value>())
+    let messages = app.runtime.history(&scope, conversation, limit).await?;
+    Ok(array::<_, ConversationMessage>(&messages))
 }
 
 /// POST /chat/{id}/messages `{role, content, respond?, client_msg_id?}` → 201.

@@ -57,10 +57,7 @@ pub fn routes(
 
 /// `GET /healthz` (the process answers) and `GET /readyz` (the runtime is up).
 fn health_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
+    let with_app = app.filter();
 
     // GET /healthz
     let healthz = warp::path!("healthz")

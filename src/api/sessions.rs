@@ -29,10 +29,7 @@ const DEFAULT_SESSIONS: usize = 100;
 pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let api_key = caller(app.runtime.clone(), app.limiter.clone());
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
+    let with_app = app.filter();
 
     // POST /chat/sessions
     let create = warp::path!("chat" / "sessions")

@@ -6,11 +6,19 @@
 //! `null`, as the seeds show them.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tertulia_actors::model::{
     AnswerMeta, Consent, Direction, Handoff, MessageId, MessageStatus, Role, SessionId,
     SessionRecord, StoredMessage, ToolCallRecord,
 };
+
+/// A JSON array of the views `V` of `items`.
+pub fn array<'a, T, V>(items: &'a [T]) -> Value
+where
+    V: Serialize + From<&'a T>,
+{
+    Value::Array(items.iter().map(|item| json!(V::from(item))).collect())
+}
 
 /// A session as the frontend session API lists it.
 #[derive(Serialize)]

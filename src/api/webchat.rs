@@ -51,7 +51,7 @@ const MAX_HISTORY: usize = 1000;
 pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let who = webchat_caller(app.runtime.clone(), app.limiter.clone());
-    let with_app = warp::any().map(move || app.clone());
+    let with_app = app.filter();
     let client = warp::header::optional::<String>("user-agent")
         .and(warp::header::optional::<String>("accept-language"))
         .map(|user_agent, accept_language| Client {

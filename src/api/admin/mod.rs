@@ -240,10 +240,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// Tenants: made, listed, changed; client tokens minted.
 fn tenant_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
+    let with_app = app.filter();
     let admin = admin_auth(app.config.auth.admin_token.clone());
 
     // POST /admin/tenants
@@ -293,10 +290,7 @@ fn tenant_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// Keys: made, listed, revoked.
 fn key_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
+    let with_app = app.filter();
     let admin = admin_auth(app.config.auth.admin_token.clone());
 
     // POST /admin/tenants/{id}/keys

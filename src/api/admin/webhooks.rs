@@ -76,7 +76,7 @@ pub fn routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply::Resp
 /// Endpoints: made, listed, read, changed, deleted, their secret rotated.
 fn endpoint_routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
-    let with_app = warp::any().map(move || app.clone());
+    let with_app = app.filter();
     let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
     // POST /admin/tenants/{id}/webhooks
     let create = warp::path!("admin" / "tenants" / String / "webhooks")
@@ -140,7 +140,7 @@ fn endpoint_routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply:
 
 /// Deliveries: a test event, the list, replays.
 fn delivery_routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply::Response,)> {
-    let with_app = warp::any().map(move || app.clone());
+    let with_app = app.filter();
     // POST /admin/tenants/{id}/webhooks/{endpoint}/test
     let test = warp::path!("admin" / "tenants" / String / "webhooks" / String / "test")
         .and(admin.clone())
