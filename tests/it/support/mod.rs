@@ -4,6 +4,7 @@
 //! here, never from each other.
 
 pub mod binary;
+pub mod browser;
 pub mod fake_llm;
 pub mod modules;
 pub mod receiver;
