@@ -97,7 +97,7 @@ pub fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::
 
 /// The reply to a handler's result: its value as JSON with `status`, or the
 /// error's status and JSON body.
-pub fn reply_with<T: Serialize>(
+fn reply_with<T: Serialize>(
     status: StatusCode,
     result: Result<T, ApiError>,
 ) -> warp::reply::Response {

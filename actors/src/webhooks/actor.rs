@@ -23,8 +23,8 @@ use crate::supervision::Backoff;
 /// How often undispatched events are looked for even without a wake-up
 /// (a wake-up is lost if persistence restarts between commit and notify).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// How long an admin call waits for this actor.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an admin call waits for this actor (and it for a worker).
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Changes an endpoint (or makes it, from `None`): runs inside the actor,
 /// so it never races the actor's own changes (a receiver's `410 Gone`).

@@ -1,16 +1,11 @@
 //! [`WebhooksHandle`]: how the runtime reaches the webhook actor.
 
-use std::time::Duration;
-
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::actor::WebhooksMsg;
+use super::actor::{CALL_TIMEOUT, WebhooksMsg};
 use crate::error::{Error, Result};
 use crate::supervision::Slot;
-
-/// How long an admin call waits for the webhook actor.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The typed way to reach the webhook actor; `Root` re-points it when it
 /// restarts the actor.
