@@ -48,3 +48,9 @@ pub(crate) mod webhooks;
 
 pub use error::{Error, Result};
 pub use runtime::Runtime;
+
+/// The store's write path and SurrealDB's floor beside it, for
+/// `benches/store.rs` (feature `bench-internals`; not an API).
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub use store::bench as store_bench;

@@ -139,7 +139,7 @@ impl Runtime {
         self.known_tenant(&scope.tenant)?;
         self.inner
             .storage
-            .load_session(&scope.tenant, session)
+            .load_settled_session(&scope.tenant, session)
             .await?
             .filter(|record| scope.may_see(record))
             .ok_or_else(|| Error::SessionNotFound {

@@ -7,12 +7,18 @@
 //! so one fsync (surrealkv with `sync=every`). Batches run in a spawned task,
 //! so new writes are never stuck behind the disk. Reads do not pass through
 //! here at all (`read.rs`).
+//!
+//! The conversation counters that committed messages owe are kept here and
+//! written a little later, many messages' worth at once (`counters.rs`); a
+//! flush writes them at once, so a reader that flushes sees them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::Notify;
 
+use super::counters::{Counters, PendingCounters, touches_of};
 use super::database::Database;
 use super::write::{Durable, Write};
 use crate::error::{Error, Result};
@@ -20,17 +26,27 @@ use crate::error::{Error, Result};
 /// The most writes one transaction carries; more wait for the next batch.
 const MAX_BATCH: usize = 512;
 
+/// How long owed counters wait to be written with others: long enough that
+/// a question and its answer usually share one update.
+const COUNTERS_DELAY: Duration = Duration::from_millis(200);
+
 pub enum PersistenceMsg {
     /// Stores a change; `Durable` fires once it is on disk (or failed).
     Write(Write, Durable),
     /// A barrier: answers once every write queued before it has committed or
     /// failed. Writes queued after it do not delay it.
     Flush(RpcReplyPort<()>),
-    /// Writes and batches committed so far: writes per batch is the group-commit gain.
+    /// Writes and batches committed so far: writes per batch is the
+    /// group-commit gain (the actor's own counters writes are not counted).
     #[cfg(test)]
     Stats(RpcReplyPort<WriteStats>),
-    /// The batch in flight (of this many writes) finished; start the next one.
-    BatchDone(u64),
+    /// The batch in flight (of this many writes) finished; start the next
+    /// one. A committed batch with messages owes their counters.
+    BatchDone { writes: u64, owed: Option<Counters> },
+    /// Time to write the counters owed.
+    WriteCounters,
+    /// A counters write failed: owed again.
+    CountersFailed(Counters),
 }
 
 /// Counters of committed work since the actor started.
@@ -62,6 +78,8 @@ pub struct PersistenceState {
     received: u64,
     finished: u64,
     flush_waiters: Vec<(u64, RpcReplyPort<()>)>,
+    counters: PendingCounters,
+    counters_due: bool,
 }
 
 pub struct Persistence;
@@ -76,6 +94,15 @@ impl Actor for Persistence {
         _myself: ActorRef<Self::Msg>,
         args: PersistenceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Counters a predecessor owed (it crashed, or the process did) are
+        // recomputed from the logs before any new write.
+        let repaired = args.db.repair_counters().await?;
+        if repaired > 0 {
+            tracing::info!(
+                conversations = repaired,
+                "recomputed conversation counters left unwritten"
+            );
+        }
         Ok(PersistenceState {
             db: args.db,
             events_committed: args.events_committed,
@@ -86,6 +113,8 @@ impl Actor for Persistence {
             received: 0,
             finished: 0,
             flush_waiters: Vec::new(),
+            counters: PendingCounters::default(),
+            counters_due: false,
         })
     }
 
@@ -110,13 +139,24 @@ impl Actor for Persistence {
                 state.queued.push((write, durable));
                 start_batch(&myself, state);
             }
-            PersistenceMsg::BatchDone(count) => {
+            PersistenceMsg::BatchDone { writes, owed } => {
                 state.batch_in_flight = false;
-                state.finished += count;
+                state.finished += writes;
+                if let Some(owed) = owed {
+                    owe(&myself, state, owed);
+                }
                 start_batch(&myself, state);
             }
+            PersistenceMsg::WriteCounters => {
+                state.counters_due = false;
+                queue_counters(&myself, state);
+                start_batch(&myself, state);
+            }
+            PersistenceMsg::CountersFailed(counters) => owe(&myself, state, counters),
             PersistenceMsg::Flush(reply) => {
+                queue_counters(&myself, state);
                 state.flush_waiters.push((state.received, reply));
+                start_batch(&myself, state);
             }
             #[cfg(test)]
             PersistenceMsg::Stats(reply) => {
@@ -134,6 +174,33 @@ impl Actor for Persistence {
     }
 }
 
+/// Adds counters owed, and makes sure they are written before long.
+fn owe(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState, counters: Counters) {
+    state.counters.add(counters);
+    if !state.counters_due {
+        state.counters_due = true;
+        myself.send_after(COUNTERS_DELAY, || PersistenceMsg::WriteCounters);
+    }
+}
+
+/// Queues the counters owed as a write of their own; if it fails, they are
+/// owed again (the markers keep the debt on disk meanwhile).
+fn queue_counters(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) {
+    let Some(counters) = state.counters.take() else {
+        return;
+    };
+    let retry = counters.clone();
+    let write = Write::Counters(counters);
+    let myself = myself.clone();
+    let durable = Durable::new(move |outcome| {
+        if outcome.is_err() {
+            let _ = myself.cast(PersistenceMsg::CountersFailed(retry));
+        }
+    });
+    state.received += 1;
+    state.queued.push((write, durable));
+}
+
 /// Sends everything queued (up to `MAX_BATCH`) as one transaction, unless a
 /// batch is already in flight: then it waits for `BatchDone`.
 fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) {
@@ -143,7 +210,11 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
     let take = state.queued.len().min(MAX_BATCH);
     let batch: Vec<(Write, Durable)> = state.queued.drain(..take).collect();
     state.batch_in_flight = true;
-    state.stats.writes += batch.len() as u64;
+    let own = batch
+        .iter()
+        .filter(|(write, _)| matches!(write, Write::Counters(_)))
+        .count();
+    state.stats.writes += (batch.len() - own) as u64;
     state.stats.batches += 1;
     let db = state.db.clone();
     let events_committed = state.events_committed.clone();
@@ -151,7 +222,10 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
     tokio::spawn(async move {
         let count = batch.len() as u64;
         let (writes, waiters): (Vec<Write>, Vec<Durable>) = batch.into_iter().unzip();
-        let outcome = db.write_batch(&writes).await;
+        let touches = touches_of(writes.iter().filter_map(Write::appended));
+        let marker = (!touches.is_empty()).then(|| uuid::Uuid::now_v7().to_string());
+        let owed = marker.as_deref().map(|marker| (marker, touches.as_slice()));
+        let outcome = db.write_batch(&writes, owed).await;
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
             Ok(())
@@ -169,7 +243,18 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
                 Err(error) => Err(Error::Storage(error.to_string())),
             });
         }
-        // If the actor is gone, its successor starts with an empty queue.
-        let _ = myself.cast(PersistenceMsg::BatchDone(count));
+        let owed = match (outcome, marker) {
+            (Ok(()), Some(marker)) => Some(Counters {
+                touches,
+                markers: vec![marker],
+            }),
+            _ => None,
+        };
+        // If the actor is gone, its successor starts with an empty queue (and
+        // repairs the counters this batch owed).
+        let _ = myself.cast(PersistenceMsg::BatchDone {
+            writes: count,
+            owed,
+        });
     });
 }

@@ -11,10 +11,11 @@ use serde_json::{Map, Value, json};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 
-use super::statements::Statements;
+use super::counters::Touch;
+use super::statements::{self, Batch};
 use super::write::Write;
 use crate::error::{Error, Result};
-use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantRecord};
+use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantId, TenantRecord};
 
 impl From<surrealdb::Error> for Error {
     fn from(error: surrealdb::Error) -> Self {
@@ -74,6 +75,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         10,
         "0010_console",
         include_str!("../../../schemas/migrations/0010_console.surql"),
+    ),
+    (
+        11,
+        "0011_lazy_counters",
+        include_str!("../../../schemas/migrations/0011_lazy_counters.surql"),
     ),
 ];
 
@@ -264,13 +270,27 @@ impl Database {
             .collect())
     }
 
-    pub(super) async fn write_batch(&self, writes: &[Write]) -> Result<()> {
-        let mut statement = String::from("BEGIN TRANSACTION;\n");
-        let mut vars = Map::new();
+    /// Runs statements that return nothing the caller needs.
+    pub(super) async fn run(&self, query: &str, vars: Value) -> Result<()> {
+        self.db.query(query.to_owned()).bind(vars).await?.check()?;
+        Ok(())
+    }
+
+    /// Writes a batch in one transaction. `owed` names the marker that
+    /// records the conversations whose counters the batch's messages change.
+    pub(super) async fn write_batch(
+        &self,
+        writes: &[Write],
+        owed: Option<(&str, &[Touch])>,
+    ) -> Result<()> {
+        let mut batch = Batch::new();
         for (index, write) in writes.iter().enumerate() {
-            write.append_to(&mut Statements::new(&mut statement, &mut vars, index));
+            write.append_to(&mut batch.write(index));
         }
-        statement.push_str("COMMIT TRANSACTION;");
+        if let Some((marker, touches)) = owed {
+            statements::owe_counters(&mut batch.write(writes.len()), marker, touches);
+        }
+        let (statement, vars) = batch.finish();
         let mut response = self.db.query(statement).bind(Value::Object(vars)).await?;
         // Once one statement fails, every other reports only that the
         // transaction failed: name the one that caused it.
@@ -285,5 +305,41 @@ impl Database {
             Some((index, error)) => Err(Error::Storage(format!("statement {index}: {error}"))),
             None => Ok(()),
         }
+    }
+
+    /// Recomputes the counters of every conversation a marker names (left
+    /// by a process that stopped before writing them), then drops the
+    /// markers. Runs at start, before the store is used.
+    pub(super) async fn repair_counters(&self) -> Result<usize> {
+        #[derive(serde::Deserialize)]
+        struct Marker {
+            conversations: Vec<(TenantId, String)>,
+        }
+        let markers: Vec<Marker> = self
+            .select("SELECT conversations FROM pending_count;", json!({}))
+            .await?;
+        let mut owed: Vec<(TenantId, String)> = markers
+            .into_iter()
+            .flat_map(|marker| marker.conversations)
+            .collect();
+        owed.sort();
+        owed.dedup();
+        for (tenant, session) in &owed {
+            self.run(
+                "LET $newest = (SELECT seq, created_at FROM message \
+                   WHERE tenant = $tenant AND session_id = $sid ORDER BY seq DESC LIMIT 1)[0];\n\
+                 LET $count = (SELECT count() AS n FROM message \
+                   WHERE tenant = $tenant AND session_id = $sid GROUP ALL)[0].n;\n\
+                 UPDATE type::record('conversation', $sid) SET \
+                   last_seq = $newest.seq ?? 0, message_count = $count ?? 0, \
+                   updated_at = array::max([updated_at, $newest.created_at ?? updated_at]) \
+                   WHERE tenant = $tenant RETURN NONE;",
+                json!({"tenant": tenant, "sid": session}),
+            )
+            .await?;
+        }
+        self.run("DELETE pending_count RETURN NONE;", json!({}))
+            .await?;
+        Ok(owed.len())
     }
 }

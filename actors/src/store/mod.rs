@@ -16,6 +16,9 @@
 //! only `model/`, `config`, `error` and `supervision`.
 
 mod actor;
+#[cfg(feature = "bench-internals")]
+pub mod bench;
+mod counters;
 mod database;
 mod handle;
 mod read;

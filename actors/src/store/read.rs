@@ -38,7 +38,19 @@ async fn bounded<T>(read: impl Future<Output = Result<T>>) -> Result<T> {
 }
 
 impl Storage {
-    /// One conversation of a tenant, if it exists.
+    /// One conversation of a tenant, if it exists, with the counters its
+    /// acknowledged messages owe written first.
+    pub async fn load_settled_session(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<Option<SessionRecord>> {
+        self.flush().await;
+        self.load_session(tenant, session).await
+    }
+
+    /// One conversation of a tenant, if it exists. Its counters may lag its
+    /// log by the messages of the last moments (`store/counters.rs`).
     pub async fn load_session(
         &self,
         tenant: &TenantId,
@@ -50,7 +62,9 @@ impl Storage {
         bounded(self.db.select_first(query, vars)).await
     }
 
-    /// A tenant's conversations (only this client's, if given), most recently updated first.
+    /// A tenant's conversations (only this client's, if given), most recently
+    /// updated first. Counters are written lazily, so the persistence actor
+    /// first writes those owed: the listing reflects every acknowledged message.
     pub async fn list_sessions(
         &self,
         tenant: &TenantId,
@@ -70,6 +84,7 @@ impl Storage {
              ORDER BY updated_at DESC LIMIT $limit;"
         );
         let vars = json!({"tenant": tenant, "client": client, "status": status, "limit": limit});
+        self.flush().await;
         bounded(self.db.select(&query, vars)).await
     }
 

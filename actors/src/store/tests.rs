@@ -33,23 +33,7 @@ async fn concurrent_writes_share_batches_and_complete_in_order() {
     let writes = 200u64;
     let mut outcomes = Vec::new();
     for seq in 1..=writes {
-        let message = StoredMessage {
-            id: MessageId::new(),
-            tenant: tenant.clone(),
-            session_id: session,
-            seq,
-            role: Role::User,
-            content: format!("message {seq}"),
-            status: MessageStatus::Complete,
-            client_msg_id: None,
-            created_at: now_timestamp(),
-            no_reply: false,
-            direction: Role::User.direction(),
-            author: None,
-            origin: None,
-            agent: None,
-            tool_calls: Vec::new(),
-        };
+        let message = message(&tenant, session, seq);
         let (tx, rx) = oneshot::channel();
         let completed = completed.clone();
         storage.write(
@@ -101,7 +85,66 @@ async fn concurrent_writes_share_batches_and_complete_in_order() {
 async fn a_change_and_its_events_commit_together_and_fan_out_once() {
     let db = Database::open("mem://", "test", "test").await.unwrap();
     let tenant = TenantId("t".into());
-    let record = SessionRecord {
+    let record = conversation(&tenant);
+    let event = crate::model::events::conversation_created(&record);
+    db.write_batch(
+        &[Write::WithEvents(
+            Box::new(Write::CreateSession(Box::new(record))),
+            vec![event.clone()],
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let undispatched: Vec<EventRecord> = db
+        .select(
+            "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false ORDER BY event_id;",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(undispatched, vec![event.clone()]);
+    db.write_batch(
+        &[Write::FanOut {
+            event_ids: vec![event.event_id.clone()],
+            deliveries: Vec::new(),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let undispatched: Vec<EventRecord> = db
+        .select(
+            "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false;",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert!(undispatched.is_empty());
+}
+
+fn message(tenant: &TenantId, session: SessionId, seq: u64) -> StoredMessage {
+    StoredMessage {
+        id: MessageId::new(),
+        tenant: tenant.clone(),
+        session_id: session,
+        seq,
+        role: Role::User,
+        content: format!("message {seq}"),
+        status: MessageStatus::Complete,
+        client_msg_id: None,
+        created_at: now_timestamp(),
+        no_reply: false,
+        direction: Role::User.direction(),
+        author: None,
+        origin: None,
+        agent: None,
+        tool_calls: Vec::new(),
+    }
+}
+
+fn conversation(tenant: &TenantId) -> SessionRecord {
+    SessionRecord {
         id: SessionId::new(),
         tenant: tenant.clone(),
         status: "active".into(),
@@ -118,36 +161,82 @@ async fn a_change_and_its_events_commit_together_and_fan_out_once() {
         consent: None,
         handoff: None,
         human: None,
+    }
+}
+
+async fn persistence(db: &Database) -> (ractor::ActorRef<PersistenceMsg>, Storage) {
+    let args = PersistenceArgs {
+        db: db.clone(),
+        events_committed: Arc::new(Notify::new()),
+        subscriptions: Default::default(),
     };
-    let event = crate::model::events::conversation_created(&record);
-    db.write_batch(&[Write::WithEvents(
-        Box::new(Write::CreateSession(Box::new(record))),
-        vec![event.clone()],
-    )])
-    .await
-    .unwrap();
-    let undispatched: Vec<EventRecord> = db
-        .select(
-            "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false ORDER BY event_id;",
-            json!({}),
-        )
+    let (actor, _) = Actor::spawn(None, Persistence, args).await.unwrap();
+    (actor.clone(), Storage::new(actor, db.clone()))
+}
+
+/// Counters written lazily: a flush writes them; a persistence actor that
+/// stops owing them leaves markers, and its successor recomputes them from
+/// the log before anything else.
+#[tokio::test]
+async fn counters_follow_the_log_lazily_and_are_repaired_after_a_crash() {
+    let db = Database::open("mem://", "test", "test").await.unwrap();
+    let tenant = TenantId("t".into());
+    let (first, storage) = persistence(&db).await;
+    let record = conversation(&tenant);
+    let session = record.id;
+    storage
+        .write_and_wait(Write::CreateSession(Box::new(record)))
         .await
         .unwrap();
-    assert_eq!(undispatched, vec![event.clone()]);
-    db.write_batch(&[Write::FanOut {
-        event_ids: vec![event.event_id.clone()],
-        deliveries: Vec::new(),
-    }])
-    .await
-    .unwrap();
-    let undispatched: Vec<EventRecord> = db
-        .select(
-            "SELECT * OMIT id, dispatched FROM event WHERE dispatched = false;",
-            json!({}),
-        )
+    for seq in 1..=3 {
+        storage
+            .write_and_wait(Write::AppendMessage(message(&tenant, session, seq)))
+            .await
+            .unwrap();
+    }
+    let settled = storage
+        .load_settled_session(&tenant, session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((settled.last_seq, settled.message_count), (3, 3));
+
+    let newest = message(&tenant, session, 5);
+    for message in [message(&tenant, session, 4), newest.clone()] {
+        storage
+            .write_and_wait(Write::AppendMessage(message))
+            .await
+            .unwrap();
+    }
+    // Stopped at once, within the delay before it writes what it owes.
+    first.stop(None);
+    let owed = storage
+        .load_session(&tenant, session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (owed.last_seq, owed.message_count),
+        (3, 3),
+        "owed, not yet written"
+    );
+
+    let (_second, storage) = persistence(&db).await;
+    let repaired = storage
+        .load_session(&tenant, session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((repaired.last_seq, repaired.message_count), (5, 5));
+    assert_eq!(repaired.updated_at, newest.created_at);
+    let markers: Vec<serde_json::Value> = db
+        .select("SELECT * FROM pending_count;", json!({}))
         .await
         .unwrap();
-    assert!(undispatched.is_empty());
+    assert!(
+        markers.is_empty(),
+        "repaired markers are dropped: {markers:?}"
+    );
 }
 
 #[test]

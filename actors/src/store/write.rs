@@ -8,6 +8,7 @@
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
+use super::counters::Counters;
 use super::statements::{self, Statements};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -96,9 +97,21 @@ pub enum Write {
         message: MessageId,
         geo: Value,
     },
+    /// Conversation counters owed by committed batches (the persistence
+    /// actor's own write; see `counters.rs`).
+    Counters(Counters),
 }
 
 impl Write {
+    /// The message this write appends to a log, if it does.
+    pub(super) fn appended(&self) -> Option<&StoredMessage> {
+        match self {
+            Write::AppendMessage(message) => Some(message),
+            Write::WithEvents(write, _) => write.appended(),
+            _ => None,
+        }
+    }
+
     /// Appends this write's statements to a batch.
     pub(super) fn append_to(&self, out: &mut Statements) {
         match self {
@@ -108,10 +121,11 @@ impl Write {
             Write::AppendMessage(message) => statements::append_message(out, message),
             Write::WithEvents(write, events) => {
                 write.append_to(out);
-                for (number, event) in events.iter().enumerate() {
-                    statements::record_event(&mut out.nested(&format!("e{number}_")), event);
+                for event in events {
+                    statements::record_event(out, event);
                 }
             }
+            Write::Counters(counters) => statements::pay_counters(out, counters),
             Write::SetContext {
                 tenant,
                 session,

@@ -66,9 +66,12 @@ pub struct Log {
 }
 
 impl Log {
-    /// The log as rehydrated: the newest stored messages (oldest first), the
-    /// last `seq` the conversation record knows, and how many it holds.
-    pub fn new(recent: VecDeque<StoredMessage>, last_seq: u64, stored: u64, keep: usize) -> Log {
+    /// The log as rehydrated: the newest stored messages (oldest first, at
+    /// most `keep` were asked for) and the last `seq` the conversation record
+    /// knows. The record's counters are written lazily, so the log's own
+    /// newest message has the last word, and a window that came back short
+    /// of `keep` is the whole log.
+    pub fn new(recent: VecDeque<StoredMessage>, last_seq: u64, keep: usize) -> Log {
         let last_seq = recent.back().map_or(0, |message| message.seq).max(last_seq);
         let acked = recent
             .iter()
@@ -76,7 +79,7 @@ impl Log {
             .collect();
         Log {
             next_seq: last_seq + 1,
-            complete: recent.len() as u64 >= stored,
+            complete: recent.len() < keep.max(1),
             recent,
             keep: keep.max(1),
             acked,
@@ -227,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_repeated_client_msg_id_finds_its_ack_until_it_leaves_the_window() {
-        let mut log = Log::new(VecDeque::new(), 0, 0, 2);
+        let mut log = Log::new(VecDeque::new(), 0, 2);
         let mut first = stored(log.take_seq(), Role::User, "hola");
         first.client_msg_id = Some("c-1".into());
         log.remember(first.clone());
@@ -250,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_client_msg_id_in_flight_collects_the_sockets_that_repeat_it() {
-        let mut log = Log::new(VecDeque::new(), 0, 0, 10);
+        let mut log = Log::new(VecDeque::new(), 0, 10);
         let mut message = stored(log.take_seq(), Role::User, "hola");
         message.client_msg_id = Some("c-1".into());
         log.hand_over(
@@ -275,7 +278,7 @@ mod tests {
         let recent: VecDeque<StoredMessage> = (11..=15)
             .map(|seq| stored(seq, Role::User, &format!("m{seq}")))
             .collect();
-        let log = Log::new(recent, 15, 15, 5);
+        let log = Log::new(recent, 15, 5);
         assert_eq!(log.last_seq(), 15);
         match log.missed_since(12) {
             Missed::Cached(messages) => {
@@ -293,7 +296,7 @@ mod tests {
 
     #[test]
     fn an_answer_sees_the_history_up_to_its_question_and_no_later() {
-        let mut log = Log::new(VecDeque::new(), 0, 0, 10);
+        let mut log = Log::new(VecDeque::new(), 0, 10);
         for (role, text) in [
             (Role::User, "one"),
             (Role::Assistant, "1"),

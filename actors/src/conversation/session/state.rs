@@ -101,7 +101,7 @@ impl SessionState {
             })
             .await?
             .into();
-        let log = Log::new(recent, record.last_seq, record.message_count, keep);
+        let log = Log::new(recent, record.last_seq, keep);
         let answers = args.provider.answers() && record.human.is_none();
         let unanswered: VecDeque<StoredMessage> = log
             .trailing_questions()

@@ -1,0 +1,199 @@
+//! What `benches/store.rs` drives: the real write path (the persistence
+//! actor, its batches and lazy counters) beside the floor SurrealDB itself
+//! sets for the same documents, and the shape the store used to write.
+//! Compiled only with the `bench-internals` feature; nothing in the runtime
+//! uses it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::actor::{Persistence, PersistenceArgs};
+use super::database::Database;
+use super::handle::Storage;
+use super::write::{Durable, Write};
+use crate::model::{
+    MessageId, MessageStatus, Role, SessionId, SessionRecord, StoredMessage, TenantId,
+    now_timestamp,
+};
+
+/// One database and the persistence actor writing to it.
+pub struct StoreBench {
+    db: Database,
+    storage: Storage,
+    tenant: TenantId,
+    conversations: Vec<SessionId>,
+    next_seq: u64,
+}
+
+impl StoreBench {
+    /// Opens `endpoint` (migrated, as the server does) with `conversations`
+    /// empty conversations.
+    pub async fn open(endpoint: &str, conversations: usize) -> StoreBench {
+        let db = Database::open(endpoint, "bench", "bench")
+            .await
+            .expect("the bench database opens");
+        let args = PersistenceArgs {
+            db: db.clone(),
+            events_committed: Default::default(),
+            subscriptions: Default::default(),
+        };
+        let (actor, _) = ractor::Actor::spawn(None, Persistence, args)
+            .await
+            .expect("the persistence actor starts");
+        let storage = Storage::new(actor, db.clone());
+        let tenant = TenantId("bench".into());
+        let mut ids = Vec::new();
+        for _ in 0..conversations {
+            let record = record(&tenant);
+            ids.push(record.id);
+            storage
+                .write_and_wait(Write::CreateSession(Box::new(record)))
+                .await
+                .expect("a conversation is stored");
+        }
+        StoreBench {
+            db,
+            storage,
+            tenant,
+            conversations: ids,
+            next_seq: 0,
+        }
+    }
+
+    /// Removes an index, to measure what it costs.
+    pub async fn remove_index(&self, index: &str, table: &str) {
+        self.db
+            .run(&format!("REMOVE INDEX {index} ON {table};"), json!({}))
+            .await
+            .expect("the index is removed");
+    }
+
+    /// One message for each conversation, as a session would store them.
+    pub fn messages(&mut self) -> Vec<StoredMessage> {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.conversations
+            .iter()
+            .map(|session| message(&self.tenant, *session, seq))
+            .collect()
+    }
+
+    /// The real path: every message handed to the persistence actor at
+    /// once, timed until the last is durable.
+    pub async fn append(&self, messages: Vec<StoredMessage>) -> Duration {
+        let started = Instant::now();
+        let waiting: Vec<oneshot::Receiver<crate::error::Result<()>>> = messages
+            .into_iter()
+            .map(|message| {
+                let (durable, outcome) = Durable::channel();
+                self.storage.write(Write::AppendMessage(message), durable);
+                outcome
+            })
+            .collect();
+        for outcome in waiting {
+            outcome
+                .await
+                .expect("answered")
+                .expect("the message is stored");
+        }
+        started.elapsed()
+    }
+
+    /// Writes the counters owed now (a reader's flush), timed.
+    pub async fn settle(&self) -> Duration {
+        let started = Instant::now();
+        self.storage.flush().await;
+        started.elapsed()
+    }
+
+    /// The floor: the same documents in one `INSERT` of one transaction.
+    pub async fn raw_insert(&self, messages: &[StoredMessage]) -> Duration {
+        let rows: Vec<Value> = messages.iter().map(row).collect();
+        let started = Instant::now();
+        self.db
+            .run(
+                "BEGIN TRANSACTION; INSERT INTO message $rows; COMMIT TRANSACTION;",
+                json!({ "rows": rows }),
+            )
+            .await
+            .expect("the floor batch commits");
+        started.elapsed()
+    }
+
+    /// The shape before bulk writes: per message a `CREATE` and an `UPDATE`
+    /// of its conversation, in one transaction.
+    pub async fn per_message_statements(&self, messages: &[StoredMessage]) -> Duration {
+        let mut sql = String::from("BEGIN TRANSACTION;\n");
+        let mut vars = serde_json::Map::new();
+        for (index, message) in messages.iter().enumerate() {
+            vars.insert(format!("id{index}"), json!(message.id.to_string()));
+            vars.insert(format!("doc{index}"), json!(message));
+            vars.insert(format!("sid{index}"), json!(message.session_id.to_string()));
+            vars.insert(format!("seq{index}"), json!(message.seq));
+            vars.insert(format!("at{index}"), json!(message.created_at));
+            sql.push_str(&format!(
+                "CREATE type::record('message', $id{index}) CONTENT $doc{index};\n\
+                 UPDATE type::record('conversation', $sid{index}) SET last_seq = $seq{index}, \
+                 message_count += 1, updated_at = $at{index} WHERE tenant = $tenant;\n"
+            ));
+        }
+        vars.insert("tenant".into(), json!(self.tenant));
+        sql.push_str("COMMIT TRANSACTION;");
+        let started = Instant::now();
+        self.db
+            .run(&sql, Value::Object(vars))
+            .await
+            .expect("the per-message batch commits");
+        started.elapsed()
+    }
+}
+
+fn row(message: &StoredMessage) -> Value {
+    let mut row = json!(message);
+    row["id"] = json!(message.id.to_string());
+    row
+}
+
+fn record(tenant: &TenantId) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::new(),
+        tenant: tenant.clone(),
+        status: "active".into(),
+        context: Default::default(),
+        created_at: now_timestamp(),
+        updated_at: now_timestamp(),
+        last_seq: 0,
+        message_count: 0,
+        client_id: None,
+        title: None,
+        version: 1,
+        channel: None,
+        external_id: None,
+        consent: None,
+        handoff: None,
+        human: None,
+    }
+}
+
+/// A user message of typical chat length.
+fn message(tenant: &TenantId, session: SessionId, seq: u64) -> StoredMessage {
+    StoredMessage {
+        id: MessageId::new(),
+        tenant: tenant.clone(),
+        session_id: session,
+        seq,
+        role: Role::User,
+        content: format!("Hello, I would like to know when my order {seq} will arrive."),
+        status: MessageStatus::Complete,
+        client_msg_id: Some(format!("c-{seq}")),
+        created_at: now_timestamp(),
+        no_reply: false,
+        direction: Role::User.direction(),
+        author: None,
+        origin: None,
+        agent: None,
+        tool_calls: Vec::new(),
+    }
+}
