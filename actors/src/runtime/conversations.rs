@@ -103,6 +103,10 @@ impl Runtime {
                 vec![event],
             ))
             .await?;
+        // Its first socket or message then starts it with no read at all.
+        if let Ok(tenant) = self.tenant_actor(&record.tenant).await {
+            let _ = tenant.cast(TenantMsg::Created(Box::new(record.clone())));
+        }
         self.inner
             .feeds
             .publish(&record.tenant, || FeedFrame::Conversation {

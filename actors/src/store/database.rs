@@ -272,8 +272,20 @@ impl Database {
 
     /// Runs statements that return nothing the caller needs.
     pub(super) async fn run(&self, query: &str, vars: Value) -> Result<()> {
-        self.db.query(query.to_owned()).bind(vars).await?.check()?;
-        Ok(())
+        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
+        // Once one statement of a transaction fails, every other reports
+        // only that the transaction failed: name the one that caused it.
+        let mut errors: Vec<(usize, surrealdb::Error)> =
+            response.take_errors().into_iter().collect();
+        errors.sort_by_key(|(index, _)| *index);
+        let cause = errors
+            .iter()
+            .find(|(_, error)| !error.to_string().contains("failed transaction"))
+            .or(errors.first());
+        match cause {
+            Some((index, error)) => Err(Error::Storage(format!("statement {index}: {error}"))),
+            None => Ok(()),
+        }
     }
 
     /// Writes a batch in one transaction. `owed` names the marker that
@@ -291,20 +303,7 @@ impl Database {
             statements::owe_counters(&mut batch.write(writes.len()), marker, touches);
         }
         let (statement, vars) = batch.finish();
-        let mut response = self.db.query(statement).bind(Value::Object(vars)).await?;
-        // Once one statement fails, every other reports only that the
-        // transaction failed: name the one that caused it.
-        let mut errors: Vec<(usize, surrealdb::Error)> =
-            response.take_errors().into_iter().collect();
-        errors.sort_by_key(|(index, _)| *index);
-        let cause = errors
-            .iter()
-            .find(|(_, error)| !error.to_string().contains("failed transaction"))
-            .or(errors.first());
-        match cause {
-            Some((index, error)) => Err(Error::Storage(format!("statement {index}: {error}"))),
-            None => Ok(()),
-        }
+        self.run(&statement, Value::Object(vars)).await
     }
 
     /// Recomputes the counters of every conversation a marker names (left

@@ -1,13 +1,19 @@
 //! One tenant. Supervised by `Root`, started on first use; supervises the
 //! tenant's live `Session`s.
 //!
-//! Starts a session on demand (rehydrating it from the database), restarts a
-//! session that panicked after a capped backoff (so a crash loop cannot spin),
-//! lets a session that passivated or was deleted go, and restarts nothing once
-//! shutdown has begun. Keeps the shared registry of live sessions current so
-//! the runtime's fast path can skip this actor.
+//! Starts a session on demand, restarts a session that panicked after a
+//! capped backoff (so a crash loop cannot spin), lets a session that
+//! passivated or was deleted go, and restarts nothing once shutdown has
+//! begun. Keeps the shared registry of live sessions current so the
+//! runtime's fast path can skip this actor.
+//!
+//! A session starts in a task of its own (reading its record, rehydrating),
+//! never in this actor's handler, so many sessions start side by side; the
+//! task reports back with `Started`, and callers asking meanwhile wait for
+//! it. A conversation created a moment ago is started from the record the
+//! runtime handed over (`Created`), with no read at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use crate::conversation::outbound::CloseReason;
 use crate::conversation::session::{Session, SessionArgs, SessionMsg};
 use crate::error::{Error, Result};
 use crate::model::TenantSettings;
-use crate::model::{SessionId, TenantId};
+use crate::model::{SessionId, SessionRecord, TenantId};
 use crate::store::{Storage, Write};
 use crate::supervision::Backoff;
 
@@ -44,6 +50,13 @@ pub enum TenantMsg {
     },
     /// Restarts a session that crashed, once its backoff has passed.
     Restart(SessionId),
+    /// A start task finished.
+    Started {
+        session: SessionId,
+        started: Result<ActorRef<SessionMsg>>,
+    },
+    /// A conversation was just created: kept so its first use needs no read.
+    Created(Box<SessionRecord>),
     /// Terminates every live session (storing answers in progress), then stops.
     Shutdown(RpcReplyPort<()>),
     /// The tenant's settings changed: new sessions and every live one use them.
@@ -73,10 +86,20 @@ pub struct TenantState {
     live: HashMap<SessionId, ActorRef<SessionMsg>>,
     by_actor: HashMap<ActorId, SessionId>,
     backoffs: HashMap<SessionId, Backoff>,
-    /// Sessions waiting out a restart backoff, with the callers waiting for them.
-    restarting: HashMap<SessionId, Vec<RpcReplyPort<Result<ActorRef<SessionMsg>>>>>,
+    /// Sessions waiting out a restart backoff, or being started, with the
+    /// callers waiting for them.
+    restarting: HashMap<SessionId, Vec<Waiter>>,
+    starting: HashMap<SessionId, Vec<Waiter>>,
+    /// Records of conversations created and not yet started, oldest first.
+    fresh: HashMap<SessionId, SessionRecord>,
+    fresh_order: VecDeque<SessionId>,
     shutting_down: bool,
 }
+
+type Waiter = RpcReplyPort<Result<ActorRef<SessionMsg>>>;
+
+/// New conversations' records kept for their first start; older ones are read.
+const MAX_FRESH: usize = 4096;
 
 pub struct Tenant;
 
@@ -96,6 +119,9 @@ impl Actor for Tenant {
             by_actor: HashMap::new(),
             backoffs: HashMap::new(),
             restarting: HashMap::new(),
+            starting: HashMap::new(),
+            fresh: HashMap::new(),
+            fresh_order: VecDeque::new(),
             shutting_down: false,
         })
     }
@@ -110,28 +136,22 @@ impl Actor for Tenant {
             TenantMsg::Session { session, reply } => {
                 if state.shutting_down {
                     let _ = reply.send(Err(Error::ShuttingDown));
+                } else if let Some(actor) = state.live.get(&session) {
+                    let _ = reply.send(Ok(actor.clone()));
                 } else if let Some(waiting) = state.restarting.get_mut(&session) {
                     waiting.push(reply);
                 } else {
-                    let _ = reply.send(live_session(&myself, state, session).await);
+                    start(&myself, state, session, vec![reply]);
                 }
             }
             TenantMsg::Restart(session) => {
                 let waiting = state.restarting.remove(&session).unwrap_or_default();
-                if state.shutting_down {
-                    return Ok(());
-                }
-                let started = live_session(&myself, state, session).await;
-                if let Err(error) = &started {
-                    tracing::warn!(%session, %error, "session not restarted");
-                }
-                for reply in waiting {
-                    let _ = reply.send(match &started {
-                        Ok(actor) => Ok(actor.clone()),
-                        Err(_) => Err(Error::Unavailable("session")),
-                    });
+                if !state.shutting_down {
+                    start(&myself, state, session, waiting);
                 }
             }
+            TenantMsg::Started { session, started } => started_one(state, session, started),
+            TenantMsg::Created(record) => remember_fresh(state, *record),
             TenantMsg::Delete { session, reply } => {
                 let _ = reply.send(delete(state, session).await);
             }
@@ -193,7 +213,6 @@ impl Actor for Tenant {
     }
 }
 
-/// The live session, or a newly started one if it exists in the database.
 /// Every live session stores an answer in progress as `interrupted` and
 /// closes its sockets; whoever waits for a restarting one is told.
 async fn shut_down(state: &mut TenantState) {
@@ -223,41 +242,113 @@ async fn shut_down(state: &mut TenantState) {
     }
 }
 
-async fn live_session(
+/// Starts `session` in a task (unless it is already starting), reading its
+/// record unless it was just created; `waiting` are told when it is live.
+fn start(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,
     session: SessionId,
-) -> Result<ActorRef<SessionMsg>> {
-    if let Some(actor) = state.live.get(&session) {
-        return Ok(actor.clone());
+    waiting: Vec<Waiter>,
+) {
+    if let Some(already) = state.starting.get_mut(&session) {
+        already.extend(waiting);
+        return;
     }
-    let tenant = state.args.id.clone();
-    let record = state
-        .args
-        .storage
-        .load_session(&tenant, session)
-        .await?
-        .ok_or(Error::SessionNotFound {
-            tenant: tenant.clone(),
-            session,
-        })?;
-    let args = SessionArgs {
-        record,
-        settings: state.args.settings.clone(),
-        provider: state.args.provider.clone(),
-        storage: state.args.storage.clone(),
-        sessions: state.args.sessions.clone(),
-        limits: state.args.limits.clone(),
-        supervision: state.args.supervision.clone(),
-        feeds: state.args.feeds.clone(),
+    state.starting.insert(session, waiting);
+    let fresh = state.fresh.remove(&session);
+    let args = &state.args;
+    let (tenant, storage) = (args.id.clone(), args.storage.clone());
+    let (settings, provider) = (args.settings.clone(), args.provider.clone());
+    let (sessions, limits) = (args.sessions.clone(), args.limits.clone());
+    let (supervision, feeds) = (args.supervision.clone(), args.feeds.clone());
+    let tenant_actor = myself.clone();
+    tokio::spawn(async move {
+        let started = async {
+            let is_fresh = fresh.is_some();
+            let record = match fresh {
+                Some(record) => record,
+                None => storage
+                    .load_session(&tenant, session)
+                    .await?
+                    .ok_or(Error::SessionNotFound { tenant, session })?,
+            };
+            let session_args = SessionArgs {
+                record,
+                fresh: is_fresh,
+                settings,
+                provider,
+                storage,
+                sessions,
+                limits,
+                supervision,
+                feeds,
+            };
+            let supervisor = tenant_actor.get_cell();
+            let (actor, _) = Actor::spawn_linked(None, Session, session_args, supervisor)
+                .await
+                .map_err(|error| {
+                    Error::Storage(format!("session {session} could not start: {error}"))
+                })?;
+            Ok(actor)
+        }
+        .await;
+        if let Err(ractor::MessagingErr::SendErr(TenantMsg::Started {
+            started: Ok(actor), ..
+        })) = tenant_actor.cast(TenantMsg::Started { session, started })
+        {
+            actor.stop(Some("its tenant is gone".into()));
+        }
+    });
+}
+
+/// A start task finished: the session is live (or not), and whoever
+/// waited for it is told.
+fn started_one(state: &mut TenantState, session: SessionId, started: Result<ActorRef<SessionMsg>>) {
+    let waiting = state.starting.remove(&session).unwrap_or_default();
+    let started = match started {
+        Ok(actor) if state.shutting_down => {
+            actor.stop(Some("shutdown".into()));
+            Err(Error::ShuttingDown)
+        }
+        Ok(actor) => {
+            state.live.insert(session, actor.clone());
+            state.by_actor.insert(actor.get_id(), session);
+            let key = (state.args.id.clone(), session);
+            state.args.registry.insert(key, actor.clone());
+            Ok(actor)
+        }
+        Err(error) => {
+            tracing::warn!(%session, %error, "session not started");
+            Err(error)
+        }
     };
-    let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
-        .await
-        .map_err(|error| Error::Storage(format!("session {session} could not start: {error}")))?;
-    state.live.insert(session, actor.clone());
-    state.by_actor.insert(actor.get_id(), session);
-    state.args.registry.insert((tenant, session), actor.clone());
-    Ok(actor)
+    for reply in waiting {
+        let _ = reply.send(match &started {
+            Ok(actor) => Ok(actor.clone()),
+            Err(Error::SessionNotFound { tenant, session }) => Err(Error::SessionNotFound {
+                tenant: tenant.clone(),
+                session: *session,
+            }),
+            Err(Error::ShuttingDown) => Err(Error::ShuttingDown),
+            Err(Error::Storage(why)) => Err(Error::Storage(why.clone())),
+            Err(_) => Err(Error::Unavailable("session")),
+        });
+    }
+}
+
+/// Keeps a new conversation's record for its first start, forgetting the
+/// oldest beyond `MAX_FRESH` (those are read from the database instead).
+fn remember_fresh(state: &mut TenantState, record: SessionRecord) {
+    if state.shutting_down || state.live.contains_key(&record.id) {
+        return;
+    }
+    state.fresh_order.push_back(record.id);
+    state.fresh.insert(record.id, record);
+    while state.fresh_order.len() > MAX_FRESH {
+        if let Some(oldest) = state.fresh_order.pop_front() {
+            state.fresh.remove(&oldest);
+        }
+    }
 }
 
 async fn delete(state: &mut TenantState, session: SessionId) -> Result<()> {
@@ -289,6 +380,7 @@ async fn delete(state: &mut TenantState, session: SessionId) -> Result<()> {
         }
     }
     state.restarting.remove(&session);
+    state.fresh.remove(&session);
     state
         .args
         .storage

@@ -2,13 +2,20 @@
 //! answer (in order, one answer at a time), the answer in progress (its
 //! text, metadata and tool calls as they stream in), and who waits for the
 //! stored answer to which question. Plain state with no actor and no I/O.
+//!
+//! An answer may begin while its question is still being written: it is
+//! then *held*. Its frames and its end are kept back until the question is
+//! durable (`release`), and dropped with it if the write fails (`abandon`),
+//! so nothing of an answer reaches anyone before its question is on disk.
 
 use std::collections::{HashMap, VecDeque};
 
 use tokio::sync::oneshot;
 
 use super::log::AnswerReceiver;
+use crate::agent::actor::AgentOutcome;
 use crate::error::{Error, Result};
+use crate::model::protocol::Frame;
 use crate::model::{AnswerMeta, MessageId, StoredMessage, ToolCallRecord};
 
 /// The answer being generated.
@@ -23,9 +30,32 @@ pub struct Generation {
     pub text: String,
     /// Generation is over and the answer is being stored: chunks are ignored.
     pub storing: bool,
+    /// Set while the question is not yet durable.
+    pub held: Option<Held>,
+}
+
+/// What an answer produced before its question was durable.
+#[derive(Default)]
+pub struct Held {
+    /// Frames for every subscriber, in order.
+    pub frames: Vec<Frame>,
+    /// How generation ended, if it already has.
+    pub ended: Option<AgentOutcome>,
 }
 
 impl Generation {
+    fn new(message_id: MessageId, question: MessageId, held: Option<Held>) -> Generation {
+        Generation {
+            message_id,
+            meta: AnswerMeta::default(),
+            tool_calls: Vec::new(),
+            question,
+            text: String::new(),
+            storing: false,
+            held,
+        }
+    }
+
     /// What is worth keeping of the metadata (nothing, if nothing was reported).
     pub fn kept_meta(&self) -> Option<Box<AnswerMeta>> {
         (self.meta != AnswerMeta::default()).then(|| Box::new(self.meta.clone()))
@@ -88,15 +118,38 @@ impl Answering {
         }
         let question = self.queue.pop_front()?;
         let message_id = MessageId::new();
-        self.current = Some(Generation {
-            message_id,
-            meta: AnswerMeta::default(),
-            tool_calls: Vec::new(),
-            question: question.id,
-            text: String::new(),
-            storing: false,
-        });
+        self.current = Some(Generation::new(message_id, question.id, None));
         Some((question, message_id))
+    }
+
+    /// Begins answering a question that is still being written, when nothing
+    /// else is queued or in progress; its answer is held until `release`.
+    pub fn begin_held(&mut self, question: &StoredMessage) -> Option<MessageId> {
+        if !self.is_idle() {
+            return None;
+        }
+        let message_id = MessageId::new();
+        let held = Some(Held::default());
+        self.current = Some(Generation::new(message_id, question.id, held));
+        Some(message_id)
+    }
+
+    /// The question is durable: what its answer held back, if it was held.
+    pub fn release(&mut self, question: MessageId) -> Option<Held> {
+        self.current
+            .as_mut()
+            .filter(|generation| generation.question == question)?
+            .held
+            .take()
+    }
+
+    /// The question could not be stored: its held answer is dropped, and
+    /// its id returned (to cancel the generation).
+    pub fn abandon(&mut self, question: MessageId) -> Option<MessageId> {
+        let generation = self
+            .current
+            .take_if(|generation| generation.question == question && generation.held.is_some())?;
+        Some(generation.message_id)
     }
 
     /// The answer in progress, whether or not it is being stored.
@@ -208,6 +261,32 @@ mod tests {
         assert!(answering.is_idle());
     }
 
+    #[test]
+    fn a_held_answer_is_released_by_its_question_or_abandoned_with_it() {
+        let mut answering = Answering::default();
+        let question = stored(1, Role::User, "x");
+        let answer = answering.begin_held(&question).expect("idle: it begins");
+        assert!(answering.begin_held(&question).is_none(), "one at a time");
+        assert!(
+            answering.release(MessageId::new()).is_none(),
+            "another question"
+        );
+        let held = answering.release(question.id).expect("held until now");
+        assert!(held.frames.is_empty() && held.ended.is_none());
+        assert!(answering.release(question.id).is_none(), "released once");
+        assert!(
+            answering.abandon(question.id).is_none(),
+            "a released answer is no longer abandoned with its question"
+        );
+        answering.finished();
+
+        let question = stored(2, Role::User, "y");
+        let held = answering.begin_held(&question).unwrap();
+        assert_eq!(answering.abandon(question.id), Some(held));
+        assert!(answering.is_idle());
+        assert!(answer != held);
+    }
+
     #[tokio::test]
     async fn every_waiter_gets_the_stored_answer() {
         let mut answering = Answering::default();
@@ -222,14 +301,7 @@ mod tests {
 
     #[test]
     fn a_tool_result_replaces_its_call() {
-        let mut generation = Generation {
-            message_id: MessageId::new(),
-            meta: AnswerMeta::default(),
-            tool_calls: Vec::new(),
-            question: MessageId::new(),
-            text: String::new(),
-            storing: false,
-        };
+        let mut generation = Generation::new(MessageId::new(), MessageId::new(), None);
         let call = ToolCallRecord {
             call_id: "c1".into(),
             name: "create_estimate".into(),

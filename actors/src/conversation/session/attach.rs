@@ -130,7 +130,11 @@ impl SessionState {
 
     /// The text so far of an answer in progress, for a socket that just joined.
     fn send_snapshot(&mut self, conn: ConnId) {
-        if let Some(generation) = self.answering.current() {
+        let shown = self
+            .answering
+            .current()
+            .filter(|answer| answer.held.is_none());
+        if let Some(generation) = shown {
             let frame = ServerFrame::Chunk {
                 content: generation.text.clone(),
                 message_id: generation.message_id,

@@ -1,5 +1,6 @@
 //! Answering: starting the session's `Agent`, beginning the next queued
-//! question, fanning the agent's reports out as frames, storing the answer
+//! question (or a question still being written, its output held until it is
+//! durable), fanning the agent's reports out as frames, storing the answer
 //! with the status its end calls for, and keeping a partial answer when the
 //! session terminates.
 
@@ -11,9 +12,9 @@ use super::state::SessionState;
 use crate::agent::actor::{Agent, AgentArgs, AgentMsg, AgentOutcome, AgentReport};
 use crate::agent::{AgentError, AgentRequest};
 use crate::conversation::outbound::CloseReason;
-use crate::model::protocol::ServerFrame;
+use crate::model::protocol::{Frame, ServerFrame};
 use crate::model::{
-    Handoff, MessageStatus, REQUEST_HUMAN, Role, StoredMessage, ToolCallRecord, events,
+    Handoff, MessageId, MessageStatus, REQUEST_HUMAN, Role, StoredMessage, ToolCallRecord, events,
     now_timestamp,
 };
 
@@ -32,19 +33,39 @@ impl SessionState {
 
     /// Starts answering the next queued user message, if nothing is in progress.
     pub fn maybe_start_generation(&mut self) {
-        if self.terminating || self.attendance.is_human() {
+        if !self.may_generate() {
             return;
         }
-        let Some(agent) = self.agent.clone() else {
+        let Some((question, message_id)) = self.answering.begin_next() else {
             return;
         };
-        let Some((question, message_id)) = self.answering.begin_next() else {
+        self.generate(&question, message_id);
+    }
+
+    /// Starts answering a user message that is still being written, so the
+    /// model's own latency overlaps the write; its output is held until the
+    /// message is durable (`release_held`). Only when nothing else waits.
+    pub fn start_held_generation(&mut self, question: &StoredMessage) {
+        if !self.may_generate() || !self.wants_answer(question) {
+            return;
+        }
+        if let Some(message_id) = self.answering.begin_held(question) {
+            self.generate(question, message_id);
+        }
+    }
+
+    fn may_generate(&self) -> bool {
+        !self.terminating && !self.attendance.is_human() && self.agent.is_some()
+    }
+
+    fn generate(&mut self, question: &StoredMessage, message_id: MessageId) {
+        let Some(agent) = self.agent.clone() else {
             return;
         };
         let request = AgentRequest {
             tenant: self.facts.tenant.clone(),
             session: self.id(),
-            history: self.log.history_until(&question, self.config.history_turns),
+            history: self.log.history_until(question, self.config.history_turns),
             context: self.facts.context.clone(),
             settings: self.settings.clone(),
             question_id: question.id,
@@ -60,6 +81,59 @@ impl SessionState {
         }
     }
 
+    /// The question `question` is durable: what its answer held back goes out,
+    /// and an answer that already ended is stored. False if it was not held.
+    pub fn release_held(&mut self, myself: &ActorRef<SessionMsg>, question: MessageId) -> bool {
+        let Some(held) = self.answering.release(question) else {
+            return false;
+        };
+        for frame in &held.frames {
+            self.broadcast(frame);
+        }
+        if let Some(outcome) = held.ended {
+            self.finish_generation(myself, outcome);
+        }
+        true
+    }
+
+    /// The question `question` could not be stored: its held answer is
+    /// cancelled and forgotten, and the next question may begin.
+    pub fn abandon_held(&mut self, question: MessageId) {
+        let Some(message_id) = self.answering.abandon(question) else {
+            return;
+        };
+        if let Some(agent) = &self.agent {
+            let _ = agent.cast(AgentMsg::Cancel { message_id });
+        }
+        self.maybe_start_generation();
+    }
+
+    /// Generation ended: the answer is stored, or, while its question is
+    /// still being written, the end is kept for `release_held`.
+    fn end_generation(&mut self, myself: &ActorRef<SessionMsg>, outcome: AgentOutcome) {
+        let Some(message_id) = self.answering.streaming_id() else {
+            return;
+        };
+        let Some(generation) = self.answering.streaming(message_id) else {
+            return;
+        };
+        match &mut generation.held {
+            Some(held) => held.ended = Some(outcome),
+            None => self.finish_generation(myself, outcome),
+        }
+    }
+
+    /// Sends a frame of the answer in progress, or holds it with the answer.
+    fn answer_frame(&mut self, message_id: MessageId, frame: Frame) {
+        if let Some(generation) = self.answering.streaming(message_id)
+            && let Some(held) = &mut generation.held
+        {
+            held.frames.push(frame);
+            return;
+        }
+        self.broadcast(&frame);
+    }
+
     /// A report from the agent on the answer in progress.
     pub fn on_agent_report(&mut self, myself: &ActorRef<SessionMsg>, report: AgentReport) {
         match report {
@@ -73,7 +147,7 @@ impl SessionState {
                     message_id,
                     snapshot: false,
                 };
-                self.broadcast(&frame.encode());
+                self.answer_frame(message_id, frame.encode());
             }
             AgentReport::Meta { message_id, meta } => {
                 if let Some(generation) = self.answering.any_with_id(message_id) {
@@ -86,7 +160,7 @@ impl SessionState {
                 outcome,
             } => {
                 if self.answering.streaming(message_id).is_some() {
-                    self.finish_generation(myself, outcome);
+                    self.end_generation(myself, outcome);
                 }
             }
         }
@@ -97,7 +171,7 @@ impl SessionState {
     fn on_tool(
         &mut self,
         myself: &ActorRef<SessionMsg>,
-        message_id: crate::model::MessageId,
+        message_id: MessageId,
         call: ToolCallRecord,
     ) {
         let Some(generation) = self.answering.streaming(message_id) else {
@@ -124,7 +198,7 @@ impl SessionState {
             .then(|| crate::agent::request_human_reason(&call.arguments))
             .flatten();
         generation.record_tool(call);
-        self.broadcast(&frame.encode());
+        self.answer_frame(message_id, frame.encode());
         if asks_for_a_person {
             let handoff = Handoff {
                 requested_at: now_timestamp(),
@@ -178,13 +252,12 @@ impl SessionState {
             return;
         }
         tracing::error!(session = %self.id(), error = %why, "agent failed; restarting it");
-        if self.answering.streaming_id().is_some() {
-            self.broadcast_error(
-                "agent_crashed",
-                "the agent crashed; the partial answer was kept",
-            );
+        if let Some(message_id) = self.answering.streaming_id() {
+            let content = "the agent crashed; the partial answer was kept";
+            let frame = ServerFrame::error("agent_crashed", content).encode();
+            self.answer_frame(message_id, frame);
             let error = AgentError(format!("the agent crashed: {why}"));
-            self.finish_generation(myself, AgentOutcome::Failed(error));
+            self.end_generation(myself, AgentOutcome::Failed(error));
         }
         let delay = self.agent_backoff.next_delay();
         myself.send_after(delay, || SessionMsg::RestartAgent);
@@ -205,7 +278,13 @@ impl SessionState {
     }
 
     async fn keep_partial_answer(&mut self) {
-        if self.answering.streaming_id().is_none() {
+        // An answer whose question is not yet durable is not kept: the
+        // question, once stored, is answered again after the restart.
+        let held = self
+            .answering
+            .current()
+            .is_some_and(|generation| generation.held.is_some());
+        if self.answering.streaming_id().is_none() || held {
             return;
         }
         let seq = self.log.take_seq();

@@ -1,7 +1,8 @@
 //! Posting to the log: a new message is checked (empty, too large, a
 //! repeated `client_msg_id`, the rate limit), given its `seq` and handed to
-//! storage with its `message.created` event; only once it is durable is it
-//! acknowledged, broadcast, fed to the contact and queued for an answer.
+//! storage with its `message.created` event, and its answer begun at once
+//! (held back); only once it is durable is it acknowledged, broadcast, fed
+//! to the contact, and its answer let through.
 
 use ractor::ActorRef;
 
@@ -43,6 +44,7 @@ impl SessionState {
         }
         let stored = self.new_stored(message);
         self.persist(myself, stored.clone(), None);
+        self.start_held_generation(&stored);
         self.log.hand_over(
             stored.seq,
             PendingWrite::User {
@@ -217,8 +219,16 @@ impl SessionState {
                 },
                 Ok(()),
             ) => self.user_message_stored(myself, message, asker, repeats),
-            (PendingWrite::User { asker, repeats, .. }, Err(error)) => {
+            (
+                PendingWrite::User {
+                    message,
+                    asker,
+                    repeats,
+                },
+                Err(error),
+            ) => {
                 tracing::error!(session = %self.id(), seq, %error, "user message not stored");
+                self.abandon_held(message.id);
                 for conn in repeats {
                     self.send_error_to(conn, error.code(), "the message was not stored");
                 }
@@ -268,7 +278,7 @@ impl SessionState {
                 self.request_handoff(myself, handoff, None);
             }
         }
-        if self.wants_answer(&message) {
+        if !self.release_held(myself, message.id) && self.wants_answer(&message) {
             self.answering.enqueue(message);
             self.maybe_start_generation();
         }

@@ -33,6 +33,9 @@ use crate::supervision::Backoff;
 
 pub struct SessionArgs {
     pub record: SessionRecord,
+    /// Created a moment ago and never started: it has no log, contact or
+    /// queued writes to read.
+    pub fresh: bool,
     pub settings: Arc<TenantSettings>,
     pub provider: Arc<dyn AgentProvider>,
     pub storage: Storage,
@@ -80,27 +83,36 @@ pub struct SessionState {
     pub terminating: bool,
 }
 
+/// The newest `keep` messages of the log, oldest first.
+async fn newest_messages(
+    storage: &Storage,
+    record: &SessionRecord,
+    keep: usize,
+) -> Result<VecDeque<StoredMessage>> {
+    // After a crash, this session's predecessor may still have writes in
+    // the persistence queue: wait for them, or the `seq` read below could
+    // be handed out twice.
+    storage.flush().await;
+    let query = MessageQuery {
+        tenant: record.tenant.clone(),
+        session: record.id,
+        after_seq: 0,
+        limit: keep,
+        newest: true,
+    };
+    Ok(storage.load_messages(query).await?.into())
+}
+
 impl SessionState {
     /// Rehydrates from the database: context, the newest messages, the next
     /// `seq`, and user messages left unanswered by a crash or a shutdown.
     pub async fn rehydrate(args: SessionArgs) -> Result<SessionState> {
         let record = args.record;
-        // After a crash, this session's predecessor may still have writes in
-        // the persistence queue: wait for them, or the `seq` read below could
-        // be handed out twice.
-        args.storage.flush().await;
         let keep = args.sessions.recent_messages.max(1);
-        let recent: VecDeque<StoredMessage> = args
-            .storage
-            .load_messages(MessageQuery {
-                tenant: record.tenant.clone(),
-                session: record.id,
-                after_seq: 0,
-                limit: keep,
-                newest: true,
-            })
-            .await?
-            .into();
+        let recent = match args.fresh {
+            true => VecDeque::new(),
+            false => newest_messages(&args.storage, &record, keep).await?,
+        };
         let log = Log::new(recent, record.last_seq, keep);
         let answers = args.provider.answers() && record.human.is_none();
         let unanswered: VecDeque<StoredMessage> = log
@@ -109,8 +121,8 @@ impl SessionState {
             .cloned()
             .collect();
         let contact = match record.channel {
-            Some(_) => args.storage.load_contact(&record.tenant, record.id).await?,
-            None => None,
+            Some(_) if !args.fresh => args.storage.load_contact(&record.tenant, record.id).await?,
+            _ => None,
         };
         let limit = args.settings.rate_limits.session_messages_per_minute;
         Ok(SessionState {
