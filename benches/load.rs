@@ -455,6 +455,8 @@ async fn idle(storage: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(server.pid());
     let sessions = server.conversations(IDLE_SOCKETS).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let created = rss_kib(server.pid());
     let started = Instant::now();
     let sockets: Vec<Socket> = futures_util::stream::iter(&sessions)
         .map(|session| async {
@@ -468,10 +470,13 @@ async fn idle(storage: &str) {
     let accepting = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(server.pid());
+    let per = |from: u64| after.saturating_sub(from) as f64 / sockets.len() as f64;
     println!(
-        "idle: {IDLE_SOCKETS} sockets, one conversation each: {:.1} KiB per socket (RSS {before} → {after} KiB); \
+        "idle: {IDLE_SOCKETS} sockets, one conversation each: {:.1} KiB per socket and its live \
+         conversation ({:.1} KiB counting the conversations' creation; RSS {before} → {created} → {after} KiB); \
          {:.0} connections accepted per second",
-        after.saturating_sub(before) as f64 / sockets.len() as f64,
+        per(created),
+        per(before),
         sockets.len() as f64 / accepting.as_secs_f64()
     );
 }
