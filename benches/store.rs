@@ -91,8 +91,7 @@ async fn measure(name: &str, endpoint: &str, rounds: usize, without: Option<(&st
         totals[3] += shapes[3].append(messages).await + shapes[3].settle().await;
     }
     totals[2] += shapes[2].settle().await;
-    let per_message =
-        |total: Duration| total.as_secs_f64() * 1e6 / (rounds * CONVERSATIONS) as f64;
+    let per_message = |total: Duration| total.as_secs_f64() * 1e6 / (rounds * CONVERSATIONS) as f64;
     let [floor, before, now, eager] = totals.map(per_message);
     println!(
         "{:<40} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10.2} {:>10.2}",
