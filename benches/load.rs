@@ -41,6 +41,7 @@ const SENDERS: usize = 500;
 const SUBSCRIBERS: usize = 1000;
 const FANOUT_QUESTIONS: usize = 20;
 const BURST_QUESTIONS: usize = 200;
+/// Sockets of the `idle` cell (`LOAD_IDLE_SOCKETS` changes it).
 const IDLE_SOCKETS: usize = 5000;
 
 fn main() {
@@ -96,21 +97,36 @@ fn pin_to_core(pid: u32, cores: &str) {
 
 /// A running server and its data directory.
 struct Server {
-    child: Child,
+    /// None for a server started by hand (`LOAD_SERVER`).
+    child: Option<Child>,
+    pid: u32,
     addr: String,
     _data: tempfile::TempDir,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl Server {
-    /// Starts the binary on core 0 with the echo agent pausing `word_delay_ms`.
+    /// Starts the binary on core 0 with the echo agent pausing `word_delay_ms`;
+    /// or, with `LOAD_SERVER=address,pid`, uses a server started by hand (under
+    /// a profiler, say) with the same settings.
     async fn start(storage: &str, word_delay_ms: u64) -> Server {
+        if let Ok(given) = std::env::var("LOAD_SERVER") {
+            let (addr, pid) = given.split_once(',').expect("LOAD_SERVER=address,pid");
+            return Server {
+                child: None,
+                pid: pid.parse().expect("a pid"),
+                addr: addr.to_owned(),
+                _data: tempfile::tempdir().expect("a directory"),
+            };
+        }
         let data = tempfile::tempdir().expect("a data directory");
         let mut command = Command::new("taskset");
         command
@@ -155,14 +171,15 @@ impl Server {
         .await
         .expect("the address");
         Server {
-            child,
+            pid: child.id(),
+            child: Some(child),
             addr,
             _data: data,
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// A new conversation's socket URL.
@@ -454,7 +471,11 @@ async fn idle(storage: &str) {
     until(&mut warm_socket, "system").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(server.pid());
-    let sessions = server.conversations(IDLE_SOCKETS).await;
+    let count = std::env::var("LOAD_IDLE_SOCKETS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(IDLE_SOCKETS);
+    let sessions = server.conversations(count).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let created = rss_kib(server.pid());
     let started = Instant::now();
@@ -472,7 +493,7 @@ async fn idle(storage: &str) {
     let after = rss_kib(server.pid());
     let per = |from: u64| after.saturating_sub(from) as f64 / sockets.len() as f64;
     println!(
-        "idle: {IDLE_SOCKETS} sockets, one conversation each: {:.1} KiB per socket and its live \
+        "idle: {count} sockets, one conversation each: {:.1} KiB per socket and its live \
          conversation ({:.1} KiB counting the conversations' creation; RSS {before} → {created} → {after} KiB); \
          {:.0} connections accepted per second",
         per(created),

@@ -5,6 +5,7 @@
 //! but as an opaque handle.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -85,9 +86,14 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
 
 /// An open database handle. Opaque outside this file: only the persistence
 /// actor and its tasks run queries with it.
+///
+/// Clones share one SurrealDB client session: cloning a `Surreal` itself
+/// opens a new session in the engine (about 50 KiB of maps each, and a
+/// message through the engine's router), which every live conversation's
+/// `Storage` and every batch would otherwise pay.
 #[derive(Clone)]
 pub struct Database {
-    db: Surreal<Any>,
+    db: Arc<Surreal<Any>>,
 }
 
 impl Database {
@@ -100,7 +106,7 @@ impl Database {
                 Error::Startup(format!("cannot open database at {endpoint}: {error}"))
             })?;
         db.use_ns(namespace).use_db(database).await?;
-        let database = Database { db };
+        let database = Database { db: Arc::new(db) };
         database.migrate().await?;
         Ok(database)
     }
