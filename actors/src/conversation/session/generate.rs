@@ -28,7 +28,20 @@ impl SessionState {
         };
         let (agent, _) = Actor::spawn_linked(None, Agent, args, myself.get_cell()).await?;
         self.agent = Some(agent);
+        self.agent_down = false;
         Ok(())
+    }
+
+    /// Starts the Agent if an answer is about to be needed and it is not
+    /// running (nor waiting out a crash's backoff). A conversation that is
+    /// only watched never starts one: an idle socket costs one actor fewer.
+    pub async fn ensure_agent(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.agent.is_some() || self.agent_down || self.terminating {
+            return;
+        }
+        if let Err(error) = self.start_agent(myself).await {
+            tracing::error!(session = %self.id(), %error, "the agent could not start");
+        }
     }
 
     /// Starts answering the next queued user message, if nothing is in progress.
@@ -248,6 +261,7 @@ impl SessionState {
     /// agent restarts after its backoff.
     pub fn agent_crashed(&mut self, myself: &ActorRef<SessionMsg>, why: String) {
         self.agent = None;
+        self.agent_down = true;
         if self.terminating {
             return;
         }

@@ -200,7 +200,9 @@ impl Actor for Session {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.start_agent(&myself).await?;
+        if state.answering.queued() > 0 {
+            state.start_agent(&myself).await?;
+        }
         let every = (state.config.idle_timeout() / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(30));
         state.idle_timer = Some(myself.send_interval(every, || SessionMsg::IdleCheck));

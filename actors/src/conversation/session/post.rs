@@ -43,6 +43,9 @@ impl SessionState {
             );
         }
         let stored = self.new_stored(message);
+        if self.wants_answer(&stored) {
+            self.ensure_agent(myself).await;
+        }
         self.persist(myself, stored.clone(), None);
         self.start_held_generation(&stored);
         self.log.hand_over(

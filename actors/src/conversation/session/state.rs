@@ -74,7 +74,10 @@ pub struct SessionState {
     pub answering: Answering,
     pub attendance: Attendance,
     pub capture: ContactCapture,
+    /// Started when the first answer is needed (`ensure_agent`).
     pub agent: Option<ActorRef<AgentMsg>>,
+    /// It crashed and waits out its backoff before `RestartAgent`.
+    pub agent_down: bool,
     pub agent_backoff: Backoff,
     /// Messages into this conversation, per the tenant's limit.
     pub message_limiter: governor::DefaultDirectRateLimiter,
@@ -156,6 +159,7 @@ impl SessionState {
                 contact,
             },
             agent: None,
+            agent_down: false,
             agent_backoff: Backoff::new(&args.supervision),
             message_limiter: governor::RateLimiter::direct(RateLimits::quota(limit)),
             last_activity: Instant::now(),
