@@ -138,3 +138,31 @@ async fn a_panicking_session_is_restarted_and_its_sockets_carry_on() {
     assert_eq!(server.history(&session).await.len(), 4);
     server.stop().await;
 }
+
+/// The answer starts while its question is being written; when the write
+/// fails, the client is told, and nothing of that answer is ever sent or
+/// stored. The conversation carries on.
+#[tokio::test]
+async fn a_question_that_cannot_be_stored_is_refused_and_its_early_answer_dropped() {
+    let server = TestServer::start(config()).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+
+    server.server.runtime.inject_storage_failures(1).await;
+    send(&mut ws, json!({"type": "message", "content": "lost"})).await;
+    let refused = next_frame(&mut ws).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "storage_failed", "{refused}");
+
+    say(&mut ws, "kept").await;
+    let (done, before) = frames_until(&mut ws, "done").await;
+    assert_eq!(chunk_text(&before), "You said: kept", "{before:?}");
+    assert_eq!(done["content"], "You said: kept");
+    let history = server.history(&session).await;
+    let contents: Vec<&str> = history
+        .iter()
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, vec!["kept", "You said: kept"]);
+    server.stop().await;
+}

@@ -387,6 +387,13 @@ impl Runtime {
         .await
     }
 
+    /// Test hook: the next `batches` write batches fail, to exercise what a
+    /// failed write does to its waiters.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_storage_failures(&self, batches: u32) {
+        self.inner.storage.inject_failures(batches);
+    }
+
     /// Test hook: panics the live session's handler, to exercise supervision.
     #[cfg(feature = "fault-injection")]
     pub async fn inject_session_panic(&self, tenant: &TenantId, session: SessionId) -> Result<()> {

@@ -47,6 +47,9 @@ pub enum PersistenceMsg {
     WriteCounters,
     /// A counters write failed: owed again.
     CountersFailed(Counters),
+    /// Test hook: the next `n` batches fail as a full disk would make them.
+    #[cfg(feature = "fault-injection")]
+    InjectFailures(u32),
 }
 
 /// Counters of committed work since the actor started.
@@ -80,6 +83,9 @@ pub struct PersistenceState {
     flush_waiters: Vec<(u64, RpcReplyPort<()>)>,
     counters: PendingCounters,
     counters_due: bool,
+    /// Batches still to fail on purpose (`InjectFailures`).
+    #[cfg(feature = "fault-injection")]
+    injected_failures: u32,
 }
 
 pub struct Persistence;
@@ -115,6 +121,8 @@ impl Actor for Persistence {
             flush_waiters: Vec::new(),
             counters: PendingCounters::default(),
             counters_due: false,
+            #[cfg(feature = "fault-injection")]
+            injected_failures: 0,
         })
     }
 
@@ -153,6 +161,8 @@ impl Actor for Persistence {
                 start_batch(&myself, state);
             }
             PersistenceMsg::CountersFailed(counters) => owe(&myself, state, counters),
+            #[cfg(feature = "fault-injection")]
+            PersistenceMsg::InjectFailures(batches) => state.injected_failures = batches,
             PersistenceMsg::Flush(reply) => {
                 queue_counters(&myself, state);
                 state.flush_waiters.push((state.received, reply));
@@ -172,6 +182,19 @@ impl Actor for Persistence {
         }
         Ok(())
     }
+}
+
+/// Whether this batch is to fail on purpose (test builds only).
+#[cfg(feature = "fault-injection")]
+fn injected_failure(state: &mut PersistenceState) -> bool {
+    let fail = state.injected_failures > 0;
+    state.injected_failures = state.injected_failures.saturating_sub(1);
+    fail
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn injected_failure(_state: &mut PersistenceState) -> bool {
+    false
 }
 
 /// Adds counters owed, and makes sure they are written before long.
@@ -216,6 +239,7 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         .count();
     state.stats.writes += (batch.len() - own) as u64;
     state.stats.batches += 1;
+    let fail = injected_failure(state);
     let db = state.db.clone();
     let events_committed = state.events_committed.clone();
     let myself = myself.clone();
@@ -225,7 +249,10 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         let touches = touches_of(writes.iter().filter_map(Write::appended));
         let marker = (!touches.is_empty()).then(|| uuid::Uuid::now_v7().to_string());
         let owed = marker.as_deref().map(|marker| (marker, touches.as_slice()));
-        let outcome = db.write_batch(&writes, owed).await;
+        let outcome = match fail {
+            true => Err(Error::Storage("injected storage fault".into())),
+            false => db.write_batch(&writes, owed).await,
+        };
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
             Ok(())

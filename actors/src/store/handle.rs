@@ -49,6 +49,16 @@ impl Storage {
             .unwrap_or(Err(Error::Unavailable("persistence")))
     }
 
+    /// Test hook: the next `batches` write batches fail, as a full disk
+    /// would make them.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_failures(&self, batches: u32) {
+        let _ = self
+            .actor
+            .get()
+            .cast(PersistenceMsg::InjectFailures(batches));
+    }
+
     /// Waits until every write queued so far has committed (or failed).
     pub async fn flush(&self) {
         let _ = self
