@@ -4,6 +4,7 @@
 //! stored with its event in one transaction.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
 use serde_json::{Map, Value};
@@ -195,6 +196,25 @@ impl SessionState {
     }
 
     /// Whether nothing is going on and nothing has for the idle timeout.
+    /// Runs the idle check (passivation) only while no socket is attached:
+    /// an attached socket keeps the session live anyway, so a conversation
+    /// with a socket pays no timer task.
+    pub fn watch_idleness(&mut self, myself: &ActorRef<SessionMsg>) {
+        match (self.subscribers.is_empty(), &self.idle_timer) {
+            (true, None) => {
+                let every = (self.config.idle_timeout() / 4)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(30));
+                self.idle_timer = Some(myself.send_interval(every, || SessionMsg::IdleCheck));
+            }
+            (false, Some(_)) => {
+                if let Some(timer) = self.idle_timer.take() {
+                    timer.abort();
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn is_idle(&self) -> bool {
         self.subscribers.is_empty()
             && self.answering.is_idle()

@@ -44,7 +44,7 @@ mod subscribers;
 mod testing;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::{Map, Value};
@@ -203,9 +203,7 @@ impl Actor for Session {
         if state.answering.queued() > 0 {
             state.start_agent(&myself).await?;
         }
-        let every = (state.config.idle_timeout() / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(30));
-        state.idle_timer = Some(myself.send_interval(every, || SessionMsg::IdleCheck));
+        state.watch_idleness(&myself);
         if state.answering.queued() > 0 {
             tracing::info!(session = %state.id(), waiting = state.answering.queued(), "answering messages left unanswered");
         }
@@ -300,6 +298,7 @@ impl Actor for Session {
             #[cfg(feature = "fault-injection")]
             SessionMsg::InjectPanic => panic!("injected panic in session {}", state.id()),
         }
+        state.watch_idleness(&myself);
         Ok(())
     }
 
