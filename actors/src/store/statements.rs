@@ -29,6 +29,7 @@ pub struct Batch {
 struct Bulk {
     messages: Vec<Value>,
     events: Vec<Value>,
+    deliveries: Vec<Value>,
     /// Bulk inserts written so far: each binds its own variable.
     written: usize,
 }
@@ -106,6 +107,7 @@ impl<'a> Statements<'a> {
         for (table, rows) in [
             ("message", std::mem::take(&mut self.bulk.messages)),
             ("event", std::mem::take(&mut self.bulk.events)),
+            ("delivery", std::mem::take(&mut self.bulk.deliveries)),
         ] {
             if rows.is_empty() {
                 continue;
@@ -138,7 +140,7 @@ impl<'a> Statements<'a> {
         let id = self.doc("id", &id);
         let document = self.doc("doc", document);
         self.push(format!(
-            "CREATE type::record('{table}', {id}) CONTENT {document};"
+            "CREATE type::record('{table}', {id}) CONTENT {document} RETURN NONE;"
         ));
     }
 
@@ -147,7 +149,7 @@ impl<'a> Statements<'a> {
         let id = self.doc("id", &id);
         let document = self.doc("doc", document);
         self.push(format!(
-            "UPSERT type::record('{table}', {id}) CONTENT {document};"
+            "UPSERT type::record('{table}', {id}) CONTENT {document} RETURN NONE;"
         ));
     }
 }
@@ -197,7 +199,7 @@ pub fn set_context(
     let at = out.var("at", json!(updated_at));
     out.push(format!(
         "UPDATE type::record('conversation', {sid}) SET context = {context}, \
-         updated_at = {at} WHERE tenant = {tenant};"
+         updated_at = {at} WHERE tenant = {tenant} RETURN NONE;"
     ));
 }
 
@@ -215,7 +217,7 @@ pub fn set_meta(
     let at = out.var("at", json!(updated_at));
     out.push(format!(
         "UPDATE type::record('conversation', {sid}) SET title = {title}, status = {status}, \
-         version = {version}, updated_at = {at} WHERE tenant = {tenant};"
+         version = {version}, updated_at = {at} WHERE tenant = {tenant} RETURN NONE;"
     ));
 }
 
@@ -223,7 +225,7 @@ pub fn revoke_key(out: &mut Statements, key_id: &str, revoked_at: &str) {
     let id = out.var("id", json!(key_id));
     let at = out.var("at", json!(revoked_at));
     out.push(format!(
-        "UPDATE type::record('api_key', {id}) SET revoked_at = {at} WHERE revoked_at = NONE;"
+        "UPDATE type::record('api_key', {id}) SET revoked_at = {at} WHERE revoked_at = NONE RETURN NONE;"
     ));
 }
 
@@ -250,8 +252,8 @@ pub fn record_consent(out: &mut Statements, conversation: Conversation<'_>, cons
     let logged = out.var("logged", logged);
     out.push(format!(
         "UPDATE type::record('conversation', {sid}) SET consent = {decision} \
-         WHERE tenant = {tenant_var};\n\
-         CREATE consent CONTENT {logged};"
+         WHERE tenant = {tenant_var} RETURN NONE;\n\
+         CREATE consent CONTENT {logged} RETURN NONE;"
     ));
 }
 
@@ -269,7 +271,7 @@ pub fn set_attendance(
     let human = out.optional("human", human);
     out.push(format!(
         "UPDATE type::record('conversation', {sid}) SET handoff = {handoff}, \
-         human = {human} WHERE tenant = {tenant};"
+         human = {human} WHERE tenant = {tenant} RETURN NONE;"
     ));
 }
 
@@ -287,11 +289,13 @@ pub fn delete_endpoint(out: &mut Statements, tenant: &TenantId, endpoint_id: &st
 /// Events marked dispatched and their deliveries created, in one step.
 pub fn fan_out(out: &mut Statements, event_ids: &[String], deliveries: &[Delivery]) {
     let events = out.var("events", json!(event_ids));
-    let deliveries = out.doc("deliveries", &deliveries);
     out.push(format!(
-        "FOR $event IN {events} {{ UPDATE type::record('event', $event) SET dispatched = true; }};\n\
-         FOR $delivery IN {deliveries} {{ CREATE type::record('delivery', $delivery.delivery_id) CONTENT $delivery; }};"
+        "FOR $event IN {events} {{ UPDATE type::record('event', $event) SET dispatched = true RETURN NONE; }};"
     ));
+    for delivery in deliveries {
+        let row = Statements::row(&delivery.delivery_id, delivery);
+        out.bulk.deliveries.push(row);
+    }
 }
 
 /// A test event, already dispatched, and its one delivery.
@@ -301,8 +305,8 @@ pub fn send_test(out: &mut Statements, event: &EventRecord, delivery: &Delivery)
     let id = out.var("did", json!(delivery.delivery_id));
     let delivery = out.doc("delivery", delivery);
     out.push(format!(
-        "UPDATE type::record('event', {event}) SET dispatched = true;\n\
-         CREATE type::record('delivery', {id}) CONTENT {delivery};"
+        "UPDATE type::record('event', {event}) SET dispatched = true RETURN NONE;\n\
+         CREATE type::record('delivery', {id}) CONTENT {delivery} RETURN NONE;"
     ));
 }
 
@@ -312,7 +316,7 @@ pub fn put_delivery(out: &mut Statements, delivery: &Delivery) {
     let id = out.var("did", json!(delivery.delivery_id));
     let delivery = out.doc("delivery", delivery);
     out.push(format!(
-        "UPDATE type::record('delivery', {id}) CONTENT {delivery};"
+        "UPDATE type::record('delivery', {id}) CONTENT {delivery} RETURN NONE;"
     ));
 }
 
@@ -322,6 +326,6 @@ pub fn set_message_geo(out: &mut Statements, tenant: &TenantId, message: Message
     let geo = out.var("geo", geo.clone());
     out.push(format!(
         "UPDATE type::record('message', {id}) SET origin.geo = {geo} \
-         WHERE tenant = {tenant} AND origin != NONE;"
+         WHERE tenant = {tenant} AND origin != NONE RETURN NONE;"
     ));
 }
