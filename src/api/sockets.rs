@@ -96,7 +96,12 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
         .session
         .parse::<SessionId>()
         .map_err(|_| ApiError::UnknownSession)?;
-    let api_key = request.api_key.as_deref();
+    let (api_key, authorization) = crate::auth::bearer_api_key(
+        &app.runtime,
+        request.api_key.clone(),
+        request.authorization.clone(),
+    );
+    let api_key = api_key.as_deref();
     // A back end sends its key (and maybe a client token); a browser, the
     // ticket from `websocket_url`.
     let claims = match (api_key, request.query.ticket) {
@@ -113,8 +118,7 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
             claims
         }
         _ => {
-            let authorization = request.authorization.as_deref();
-            let scope = crate::auth::resolve(&app.runtime, api_key, authorization)?;
+            let scope = crate::auth::resolve(&app.runtime, api_key, authorization.as_deref())?;
             crate::auth::tickets::TicketClaims {
                 scope,
                 widget: false,

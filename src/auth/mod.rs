@@ -20,10 +20,11 @@ use self::tokens::verify_client_token;
 use crate::http::ClientIp;
 use crate::http::error::ApiError;
 
-/// Who is calling: `X-API-Key` names the tenant (401 when missing or
-/// unknown) and is counted against the key's and the address's limits (429);
-/// an optional `Authorization: Bearer <client token>` narrows the call to that
-/// end user's conversations (401 when the token is bad or expired).
+/// Who is calling: `X-API-Key` (or `Authorization: Bearer <API key>`, as the
+/// Chat Endpoints seed's clients send it) names the tenant (401 when missing
+/// or unknown) and is counted against the key's and the address's limits
+/// (429); an optional `Authorization: Bearer <client token>` narrows the call
+/// to that end user's conversations (401 when the token is bad or expired).
 pub fn caller(
     runtime: Runtime,
     limiter: Limiter,
@@ -38,6 +39,7 @@ pub fn caller(
                 let runtime = runtime.clone();
                 let limiter = limiter.clone();
                 async move {
+                    let (key, authorization) = bearer_api_key(&runtime, key, authorization);
                     let scope = resolve(&runtime, key.as_deref(), authorization.as_deref())
                         .map_err(warp::reject::custom)?;
                     limiter
@@ -51,6 +53,30 @@ pub fn caller(
                 }
             },
         )
+}
+
+/// An API key sent as `Authorization: Bearer tk_…` is the caller's key (the
+/// same one, if `X-API-Key` names it too), not a client token. Anything else
+/// is left as it came: a client token, or a bad Bearer that `resolve` turns
+/// into the usual 401.
+pub fn bearer_api_key(
+    runtime: &Runtime,
+    key: Option<String>,
+    authorization: Option<String>,
+) -> (Option<String>, Option<String>) {
+    let bearer = authorization
+        .as_deref()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer {
+        Some(bearer)
+            if matches!(runtime.key_kind(bearer), Some((_, KeyKind::Api)))
+                && key.as_deref().is_none_or(|key| key == bearer) =>
+        {
+            (Some(bearer.to_owned()), None)
+        }
+        _ => (key, authorization),
+    }
 }
 
 /// The scope of an API key and an optional `Authorization` header.
@@ -108,6 +134,7 @@ pub fn session_creator(
                 let runtime = runtime.clone();
                 let limiter = limiter.clone();
                 async move {
+                    let (key, authorization) = bearer_api_key(&runtime, key, authorization);
                     let creator = match key.as_deref().and_then(|key| runtime.key_kind(key)) {
                         Some((tenant, KeyKind::Widget)) => {
                             let origin = allowed_origin(&runtime, &tenant, origin.as_deref())

@@ -3,6 +3,7 @@
 //! alone, the whole tenant's.
 
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::server::*;
 
@@ -209,5 +210,78 @@ async fn the_admin_api_mints_client_tokens_with_the_tenants_secret() {
         let response = admin(path, body.clone()).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{path} {body}");
     }
+    server.stop().await;
+}
+
+/// The Chat Endpoints seed's clients send their API key as
+/// `Authorization: Bearer tk_…`: it names the tenant as `X-API-Key` does, on
+/// REST and on back-end sockets. An unknown Bearer, or a Bearer key that
+/// disagrees with `X-API-Key`, gets the same 401 as ever.
+#[tokio::test]
+async fn an_api_key_is_accepted_as_a_bearer_token() {
+    let server = TestServer::start(config()).await;
+    let bearer = |key: &str| format!("Bearer {key}");
+    let created = server
+        .http
+        .post(server.url("/chat/sessions"))
+        .header("Authorization", bearer(KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let session = created.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let listed = server
+        .http
+        .get(server.url("/chat/sessions"))
+        .header("Authorization", bearer(KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 200);
+    assert_eq!(list_as(&server, KEY, Some(&bearer(KEY))).await.0, 200);
+
+    // Another tenant's key as Bearer sees only its own tenant: not acme's conversation.
+    let other = server
+        .http
+        .get(server.url(&format!("/chat/sessions/{session}/history")))
+        .header("Authorization", bearer(OTHER_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+
+    for (key, authorization) in [
+        (None, bearer("tk_nobody")),
+        (Some(KEY), bearer(OTHER_KEY)),
+        (Some(KEY), "Bearer ".to_owned()),
+    ] {
+        let mut request = server.http.get(server.url("/chat/sessions"));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request
+            .header("Authorization", &authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{key:?} {authorization}");
+    }
+
+    // A back-end socket with the key as Bearer.
+    let mut request = server
+        .url(&format!("/chat/ws/{session}"))
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", bearer(KEY).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let greeting = next_frame(&mut ws).await;
+    assert_eq!(greeting["type"], "system");
     server.stop().await;
 }
