@@ -85,8 +85,7 @@ fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::post())
         .and(with_app)
         .and(staff)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(answer)
         .map(created);
     me.or(list)

@@ -49,7 +49,7 @@ fn app_and_caller(app: &AppState) -> BoxedFilter<(AppState, Scope)> {
 fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let app_and_caller = app_and_caller(&app);
-    let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
+    let body = crate::http::body(max_body);
 
     // POST /chat/conversation
     let create = warp::path!("chat" / "conversation")
@@ -69,7 +69,7 @@ fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let update = warp::path!("chat" / String)
         .and(warp::patch())
         .and(app_and_caller.clone())
-        .and(body)
+        .and(body.clone())
         .then(update_conversation)
         .map(ok);
     create.or(list).unify().or(update).unify().boxed()
@@ -79,7 +79,7 @@ fn conversation_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 fn message_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let app_and_caller = app_and_caller(&app);
-    let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
+    let body = crate::http::body(max_body);
 
     // GET /chat/{id}/messages?limit=N
     let messages = warp::path!("chat" / String / "messages")
@@ -92,7 +92,7 @@ fn message_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let post = warp::path!("chat" / String / "messages")
         .and(warp::post())
         .and(app_and_caller.clone())
-        .and(body)
+        .and(body.clone())
         .then(post_message)
         .map(created);
     // GET /chat/{id}/contact

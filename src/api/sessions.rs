@@ -63,8 +63,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::post())
         .and(with_app.clone())
         .and(api_key.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(update_context)
         .map(ok);
 

@@ -65,8 +65,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(who.clone())
         .and(client)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(post_message);
 
     // GET /api/webchat/history/{session_id}
@@ -83,8 +82,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_app.clone())
         .and(who.clone())
         .and(client)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(record_consent);
 
     // POST /api/webchat/handoff: the widget's "talk to a person" button.
@@ -92,8 +90,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::post())
         .and(with_app)
         .and(who)
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(request_handoff);
 
     post.or(history)

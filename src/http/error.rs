@@ -19,6 +19,10 @@ pub enum ApiError {
     Runtime(#[from] RuntimeError),
     #[error("missing credentials: send the tenant's key in X-API-Key")]
     MissingApiKey,
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request body could not be read")]
+    UnreadableBody,
     #[error("invalid credentials")]
     InvalidApiKey,
     #[error("the WebSocket ticket is invalid or expired; ask for a new websocket_url")]
@@ -135,7 +139,10 @@ impl ApiError {
             | ApiError::StaffKeyNotAllowed
             | ApiError::NotStaffKey
             | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
-            ApiError::BadRequest(_) | ApiError::NotWebSocket => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::NotWebSocket | ApiError::UnreadableBody => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnknownSession | ApiError::NoContact => StatusCode::NOT_FOUND,
             ApiError::Reply { problem, .. } => match problem {
                 ReplyProblem::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -149,6 +156,8 @@ impl ApiError {
         match self {
             ApiError::Runtime(error) => error.code(),
             ApiError::MissingApiKey => "missing_api_key",
+            ApiError::BodyTooLarge { .. } => "payload_too_large",
+            ApiError::UnreadableBody => "unreadable_body",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::InvalidTicket => "invalid_ticket",
             ApiError::InvalidClientToken => "invalid_client_token",
@@ -273,12 +282,6 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Respo
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed".into(),
-        )
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        (
-            StatusCode::LENGTH_REQUIRED,
-            "length_required",
-            "send Content-Length".into(),
         )
     } else {
         tracing::error!(?rejection, "unhandled rejection");

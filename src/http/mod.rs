@@ -86,9 +86,47 @@ pub fn optional_body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::
                 }
             },
         );
-    absent
-        .or(warp::body::content_length_limit(max).and(warp::body::bytes()))
-        .unify()
+    absent.or(body(max)).unify()
+}
+
+/// A request body of at most `max` bytes, whether its length is declared
+/// (`Content-Length`) or not (`Transfer-Encoding: chunked`, as some HTTP
+/// clients and n8n's HTTP node send it): 413 as soon as it is known to be
+/// over, without reading the rest.
+pub fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, stream| async move {
+            if declared.is_some_and(|length| length > max) {
+                return Err(warp::reject::custom(ApiError::BodyTooLarge { limit: max }));
+            }
+            read_bounded(stream, max)
+                .await
+                .map_err(warp::reject::custom)
+        })
+}
+
+async fn read_bounded<S, B>(stream: S, max: u64) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let mut body = bytes::BytesMut::new();
+    futures_util::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| ApiError::UnreadableBody)?;
+        if (body.len() + chunk.remaining()) as u64 > max {
+            return Err(ApiError::BodyTooLarge { limit: max });
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            let taken = piece.len();
+            body.extend_from_slice(piece);
+            chunk.advance(taken);
+        }
+    }
+    Ok(body.freeze())
 }
 
 // Handlers return `Result<T, ApiError>` and write no reply themselves; the

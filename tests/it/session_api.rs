@@ -388,3 +388,66 @@ async fn health_and_readiness_answer() {
     );
     server.stop().await;
 }
+
+/// A body sent with `Transfer-Encoding: chunked` (no `Content-Length`), as
+/// some HTTP clients and n8n's HTTP node send it, is read up to the same
+/// limit as any other; beyond it, 413.
+#[tokio::test]
+async fn chunked_bodies_are_accepted_up_to_the_body_limit() {
+    let server = TestServer::start(config()).await;
+    let context = json!({"context": {"plan": "pro", "source": "n8n"}}).to_string();
+    let (status, body) = chunked_post(&server, "/chat/sessions", &context).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["session_id"].as_str().unwrap().to_owned();
+    let (status, listed) = server.get("/chat/conversations", Some(KEY)).await;
+    assert_eq!(status, 200, "{listed}");
+    let stored = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|conversation| conversation.to_string().contains(&session))
+        .cloned()
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(stored["context"]["source"], "n8n", "{stored}");
+
+    let huge = json!({"context": {"blob": "x".repeat(200_000)}}).to_string();
+    let (status, body) = chunked_post(&server, "/chat/sessions", &huge).await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    server.stop().await;
+}
+
+/// POSTs `body` in 1 KiB chunks over a raw connection; the status and JSON.
+async fn chunked_post(server: &TestServer, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.server.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {KEY}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for piece in body.as_bytes().chunks(1024) {
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        // The server may answer 413 and close before the rest is sent.
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    let status = response[9..12].parse().unwrap();
+    let (_, payload) = response.split_once("\r\n\r\n").unwrap();
+    let json = payload
+        .find('{')
+        .and_then(|start| serde_json::from_str(payload[start..].lines().next()?).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}

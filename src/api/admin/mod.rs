@@ -248,8 +248,7 @@ fn tenant_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(create_tenant)
         .map(created);
     // GET /admin/tenants
@@ -264,8 +263,7 @@ fn tenant_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(admin.clone())
         .and(warp::patch())
         .and(with_app.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(update_tenant)
         .map(ok);
     // POST /admin/tenants/{id}/client-tokens
@@ -273,8 +271,7 @@ fn tenant_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(new_client_token)
         .map(created);
     create_tenant
@@ -298,8 +295,7 @@ fn key_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
-        .and(warp::body::content_length_limit(max_body))
-        .and(warp::body::bytes())
+        .and(crate::http::body(max_body))
         .then(create_key)
         .map(created);
     // GET /admin/tenants/{id}/keys

@@ -77,13 +77,13 @@ pub fn routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply::Resp
 fn endpoint_routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply::Response,)> {
     let max_body = app.config.server.max_body_bytes;
     let with_app = app.filter();
-    let body = warp::body::content_length_limit(max_body).and(warp::body::bytes());
+    let body = crate::http::body(max_body);
     // POST /admin/tenants/{id}/webhooks
     let create = warp::path!("admin" / "tenants" / String / "webhooks")
         .and(admin.clone())
         .and(warp::post())
         .and(with_app.clone())
-        .and(body)
+        .and(body.clone())
         .then(create_endpoint)
         .map(created);
     // GET /admin/tenants/{id}/webhooks
@@ -105,7 +105,7 @@ fn endpoint_routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply:
         .and(admin.clone())
         .and(warp::patch())
         .and(with_app.clone())
-        .and(body)
+        .and(body.clone())
         .then(update_endpoint)
         .map(ok);
     // DELETE /admin/tenants/{id}/webhooks/{endpoint}
