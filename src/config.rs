@@ -154,37 +154,94 @@ impl Default for GeolocationConfig {
     }
 }
 
+/// The keys (`server.bindd`, as the environment provider names them) of
+/// every unknown field that came from a `TERTULIA_…` variable.
+fn unknown_env_keys(error: &figment::Error) -> Vec<String> {
+    let mut keys: Vec<String> = error
+        .clone()
+        .into_iter()
+        .filter(|error| {
+            let from_env = error.metadata.as_ref();
+            from_env.is_some_and(|metadata| metadata.name.contains("environment"))
+        })
+        .filter_map(|error| match &error.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                let mut path = error.path.clone();
+                if path.last() != Some(field) {
+                    path.push(field.clone());
+                }
+                Some(path.join(".").to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
+    keys.dedup();
+    keys
+}
+
 impl Config {
     /// Defaults, then `file` (if given), then the environment. With no tenant
     /// configured anywhere, the development `default` tenant is used (and
     /// `main` warns): a configured tenant list replaces it entirely, so its
     /// well-known key never lingers in production.
+    ///
+    /// A `TERTULIA_…` variable that names no setting (`TERTULIA_URL`, which
+    /// the CLI reads, or a misspelt key) is ignored with a warning naming it;
+    /// a misspelt key in a config *file* stays an error.
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let mut ignored: Vec<String> = Vec::new();
+        loop {
+            match Config::figment(file, &ignored).extract::<Config>() {
+                Ok(config) => return Ok(Config::with_development_tenant(config)),
+                Err(error) => {
+                    let unknown = unknown_env_keys(&error);
+                    // Bounded: each round drops at least one variable.
+                    if unknown.is_empty() || ignored.len() > 256 {
+                        return Err(Box::new(error));
+                    }
+                    for key in unknown {
+                        let variable =
+                            format!("TERTULIA_{}", key.replace('.', "__")).to_uppercase();
+                        tracing::warn!(%variable, "ignoring an environment variable that names no setting");
+                        ignored.push(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Defaults, the file, and the environment without the `ignored` keys.
+    fn figment(file: Option<&Path>, ignored: &[String]) -> Figment {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment
-            .merge(Env::prefixed("TERTULIA_").split("__"))
-            .extract::<Config>()
-            .map(|mut config| {
-                if config.tenants.is_empty() {
-                    config.tenants = RuntimeConfig::default().tenants;
-                    if let Some(default) = config.tenants.get_mut("default") {
-                        use_openai_from_env(default, |name| std::env::var(name).ok());
-                        // A local model server (Ollama) named by the operator is
-                        // meant to be reached, whatever the egress guard says.
-                        if is_loopback_url(&default.openai.base_url) {
-                            config
-                                .egress
-                                .allow
-                                .extend(["127.0.0.0/8".to_owned(), "::1".to_owned()]);
-                        }
-                    }
+        let ignored = ignored.to_vec();
+        let env = Env::prefixed("TERTULIA_").split("__").filter(move |key| {
+            !ignored
+                .iter()
+                .any(|name| key.as_str().eq_ignore_ascii_case(name))
+        });
+        figment.merge(env)
+    }
+
+    /// With no tenant configured anywhere, the development one.
+    fn with_development_tenant(mut config: Config) -> Config {
+        if config.tenants.is_empty() {
+            config.tenants = RuntimeConfig::default().tenants;
+            if let Some(default) = config.tenants.get_mut("default") {
+                use_openai_from_env(default, |name| std::env::var(name).ok());
+                // A local model server (Ollama) named by the operator is
+                // meant to be reached, whatever the egress guard says.
+                if is_loopback_url(&default.openai.base_url) {
+                    config
+                        .egress
+                        .allow
+                        .extend(["127.0.0.0/8".to_owned(), "::1".to_owned()]);
                 }
-                config
-            })
-            .map_err(Box::new)
+            }
+        }
+        config
     }
 
     /// The defaults, with the `default` tenant that `config/default.toml` declares.

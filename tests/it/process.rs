@@ -236,3 +236,64 @@ async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server()
     assert!(!ok && err.contains("`id`"), "{err}");
     server.stop().await;
 }
+
+/// `TERTULIA_URL` is the CLI's (the README tells CLI users to set it), and a
+/// misspelt variable is a mistake to point out, not a reason to refuse to
+/// start: the server warns, naming each, and serves. A misspelt key in a
+/// config file is still refused.
+#[tokio::test]
+async fn unknown_tertulia_variables_are_warned_about_and_a_misspelt_file_key_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TERTULIA_URL", "http://127.0.0.1:2000")
+        .env("TERTULIA_SERVER__BINDD", "0.0.0.0:1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut before = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let listening = line.contains("is listening");
+            before.push(line);
+            if listening {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        before
+    });
+    let lines = tokio::time::timeout(DEADLINE, lines)
+        .await
+        .expect("the server starts")
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines.last().unwrap().contains("is listening"), "{lines:?}");
+    for variable in ["TERTULIA_URL", "TERTULIA_SERVER__BINDD"] {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains(variable) && line.contains("WARN")),
+            "{variable}: {lines:?}"
+        );
+    }
+
+    let file = dir.path().join("misspelt.toml");
+    std::fs::write(&file, "[server]\nbindd = \"127.0.0.1:0\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env_remove("TERTULIA_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bindd"), "{stderr}");
+}
