@@ -12,36 +12,15 @@ use crate::support::server::*;
 #[tokio::test]
 async fn the_binary_serves_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("TERTULIA_AGENTS__ECHO__WORD_DELAY_MS", "20")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let mut banner = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.contains("development API key");
-            banner.push(line);
-            if done {
-                break;
-            }
-        }
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        banner
-    });
-    let banner = tokio::time::timeout(DEADLINE, banner)
-        .await
-        .expect("the server starts")
-        .unwrap();
-    let addr = banner[0]
+    let (mut child, banner) = start_binary(
+        dir.path(),
+        &[("TERTULIA_AGENTS__ECHO__WORD_DELAY_MS", "20")],
+    )
+    .await;
+    let addr = banner
+        .iter()
+        .find(|line| line.contains("is listening"))
+        .unwrap()
         .rsplit("http://")
         .next()
         .unwrap()
@@ -92,6 +71,45 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         .expect("the server exits")
         .unwrap();
     assert!(exit.success(), "exit status {exit}");
+}
+
+/// Starts `tertulia serve` on a free port with a data folder and these
+/// variables; returns it and its output up to the development key's line
+/// (the end of its start-up banner).
+async fn start_binary(
+    data: &std::path::Path,
+    variables: &[(&str, &str)],
+) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .envs(variables.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.contains("development API key");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        banner
+    });
+    let banner = tokio::time::timeout(DEADLINE, banner)
+        .await
+        .expect("the server starts")
+        .unwrap();
+    (child, banner)
 }
 
 /// Runs the CLI with these arguments; returns its exit success, stdout and stderr.
@@ -244,38 +262,13 @@ async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server()
 #[tokio::test]
 async fn unknown_tertulia_variables_are_warned_about_and_a_misspelt_file_key_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("TERTULIA_URL", "http://127.0.0.1:2000")
-        .env("TERTULIA_SERVER__BINDD", "0.0.0.0:1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let mut before = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let listening = line.contains("is listening");
-            before.push(line);
-            if listening {
-                break;
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        before
-    });
-    let lines = tokio::time::timeout(DEADLINE, lines)
-        .await
-        .expect("the server starts")
-        .unwrap();
+    let variables = [
+        ("TERTULIA_URL", "http://127.0.0.1:2000"),
+        ("TERTULIA_SERVER__BINDD", "0.0.0.0:1"),
+    ];
+    let (mut child, lines) = start_binary(dir.path(), &variables).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(lines.last().unwrap().contains("is listening"), "{lines:?}");
     for variable in ["TERTULIA_URL", "TERTULIA_SERVER__BINDD"] {
         assert!(
             lines
