@@ -150,16 +150,28 @@ async fn list_sessions(
     app: AppState,
     scope: Scope,
     query: HashMap<String, String>,
-) -> Result<impl Serialize, ApiError> {
+) -> Result<Value, ApiError> {
     let limit = parse_limit(&query, DEFAULT_SESSIONS, tertulia_actors::runtime::MAX_LIST)?;
-    let sessions: Vec<SessionView> = app
-        .runtime
-        .list_sessions(&scope, None, limit)
-        .await?
-        .into_iter()
-        .map(SessionView::from)
-        .collect();
-    Ok(json!({"count": sessions.len(), "sessions": sessions}))
+    let detailed = match query.get("detail").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::BadRequest("`detail` is true or false".into())),
+    };
+    // The seed's shape: the ids of the active conversations. `detail=true`
+    // lists every conversation as an object.
+    let status = (!detailed).then_some("active");
+    let records = app.runtime.list_sessions(&scope, status, limit).await?;
+    let count = records.len();
+    let sessions = match detailed {
+        true => json!(
+            records
+                .into_iter()
+                .map(SessionView::from)
+                .collect::<Vec<_>>()
+        ),
+        false => json!(records.iter().map(|record| record.id).collect::<Vec<_>>()),
+    };
+    Ok(json!({"count": count, "sessions": sessions}))
 }
 
 /// GET /chat/sessions/{id}/history?limit=N (the newest N, oldest first)

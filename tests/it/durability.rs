@@ -30,7 +30,7 @@ async fn history_survives_a_full_server_restart_on_surrealkv() {
     let mut ws = server.connect(&url).await;
     let ack = say(&mut ws, "tercero").await;
     assert_eq!(ack["seq"], 5);
-    let (_, listed) = server.get("/chat/sessions", Some(KEY)).await;
+    let (_, listed) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
     assert_eq!(listed["sessions"][0]["context"], json!({"plan": "pro"}));
     server.stop().await;
 }

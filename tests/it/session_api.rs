@@ -89,7 +89,7 @@ async fn the_seeds_whole_flow_works() {
     );
 
     // GET /chat/sessions lists it with its context and counts.
-    let (status, listed) = server.get("/chat/sessions", Some(KEY)).await;
+    let (status, listed) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
     assert_eq!(status, 200);
     assert_eq!(listed["count"], 1);
     assert_eq!(listed["sessions"][0]["session_id"], session.as_str());
@@ -335,7 +335,7 @@ async fn malformed_and_oversized_bodies_are_refused_and_change_nothing() {
     assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
 
     // Only the session created above exists, with its original context.
-    let (_, listed) = server.get("/chat/sessions", Some(KEY)).await;
+    let (_, listed) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
     assert_eq!(listed["count"], 1);
     assert_eq!(listed["sessions"][0]["context"], json!({"plan": "pro"}));
     server.stop().await;
@@ -450,4 +450,52 @@ async fn chunked_post(server: &TestServer, path: &str, body: &str) -> (u16, Valu
         .and_then(|start| serde_json::from_str(payload[start..].lines().next()?).ok())
         .unwrap_or(Value::Null);
     (status, json)
+}
+
+/// The Frontend API seed's listing: `{"sessions": ["uuid1", "uuid2"], "count": 2}`,
+/// the ids of the active conversations; `detail=true` lists every one as an object.
+#[tokio::test]
+async fn the_session_list_has_the_seeds_shape_and_details_on_request() {
+    let server = TestServer::start(config()).await;
+    let (first, _) = server.create_session().await;
+    let (second, _) = server.create_session().await;
+    let (archived, _) = server.create_session().await;
+    let (status, body) = call(
+        &server,
+        reqwest::Method::PATCH,
+        &format!("/chat/{archived}"),
+        Some(json!({"status": "archived", "version": 1})),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, listed) = server.get("/chat/sessions", Some(KEY)).await;
+    assert_eq!(status, 200);
+    let mut ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().expect("an id string"))
+        .collect();
+    ids.sort();
+    let mut active = vec![first.as_str(), second.as_str()];
+    active.sort();
+    assert_eq!(ids, active, "{listed}");
+    assert_eq!(listed["count"], 2);
+    assert_eq!(
+        listed.as_object().unwrap().len(),
+        2,
+        "exactly the seed's keys"
+    );
+
+    let (_, detailed) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
+    assert_eq!(detailed["count"], 3);
+    assert!(
+        detailed["sessions"][0]["session_id"].is_string(),
+        "{detailed}"
+    );
+    let (status, body) = server.get("/chat/sessions?detail=maybe", Some(KEY)).await;
+    assert_eq!((status, body["code"].clone()), (400, json!("bad_request")));
+    server.stop().await;
 }

@@ -117,7 +117,7 @@ async fn a_context_frame_merges_into_the_conversations_context() {
     )
     .await;
     frames_until(&mut ws, "done").await;
-    let (_, listed) = server.get("/chat/sessions", Some(KEY)).await;
+    let (_, listed) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
     assert_eq!(listed["sessions"][0]["session_id"], session.as_str());
     assert_eq!(
         listed["sessions"][0]["context"],
