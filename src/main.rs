@@ -118,9 +118,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
         );
     }
     if dev_key_in_use {
+        use tertulia::api::pages::{DEVELOPMENT_KEY, DEVELOPMENT_STAFF_KEY};
+        // Only the shipped development tenant, alone, gets a staff key.
+        if config.tenants.len() == 1 && config.tenants.contains_key("default") {
+            server.runtime.allow_development_staff_key(
+                &tertulia_actors::model::TenantId("default".into()),
+                DEVELOPMENT_STAFF_KEY,
+                "Developer",
+            );
+            println!(
+                "  development staff key: {DEVELOPMENT_STAFF_KEY} (for /console; gone once tenants are configured)"
+            );
+        }
         println!(
-            "  development API key: {} (set your own in a config file before going live)",
-            tertulia::api::pages::DEVELOPMENT_KEY
+            "  development API key: {DEVELOPMENT_KEY} (set your own in a config file before going live)"
         );
     }
     wait_for_signal().await;

@@ -24,6 +24,10 @@ use crate::app::AppState;
 /// The development key shipped in `config/default.toml`.
 pub const DEVELOPMENT_KEY: &str = "tk_dev_default_change_me";
 
+/// The development tenant's staff key, for `/console` on a first run: let in
+/// for that run only, and only while no tenant is configured.
+pub const DEVELOPMENT_STAFF_KEY: &str = "sk_dev_default_change_me";
+
 const INDEX: &str = include_str!("../static/index.html");
 const CONSOLE: &str = include_str!("../static/console.html");
 const MARKDOWN_JS: &str = include_str!("../static/markdown.js");

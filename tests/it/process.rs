@@ -32,6 +32,23 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
             .any(|line| line.contains("tk_dev_default_change_me")),
         "{banner:?}"
     );
+    // The console works on a first run: the development staff key is let in.
+    assert!(
+        banner
+            .iter()
+            .any(|line| line.contains("sk_dev_default_change_me")),
+        "{banner:?}"
+    );
+    let me: Value = reqwest::Client::new()
+        .get(format!("http://{addr}/console/api/me"))
+        .header("X-API-Key", "sk_dev_default_change_me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "Developer", "{me}");
 
     let http = reqwest::Client::new();
     let created: Value = http
@@ -289,4 +306,26 @@ async fn unknown_tertulia_variables_are_warned_about_and_a_misspelt_file_key_ref
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bindd"), "{stderr}");
+}
+
+/// Once tenants are configured, the development staff key opens nothing.
+#[tokio::test]
+async fn the_development_staff_key_is_refused_once_tenants_are_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    std::fs::write(
+        &config,
+        "[tenants.acme]\nname = \"Acme\"\napi_keys = [\"tk_acme_configured\"]\n",
+    )
+    .unwrap();
+    let port = crate::support::binary::free_port();
+    let mut server = crate::support::binary::start(&config, &dir.path().join("data"), port).await;
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/console/api/me"))
+        .header("X-API-Key", "sk_dev_default_change_me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    crate::support::binary::kill(&mut server);
 }

@@ -234,6 +234,23 @@ impl Runtime {
         Ok((record, key))
     }
 
+    /// Lets `key` in as a staff key of `tenant` named `name`, for this run
+    /// only (nothing is stored). For the development tenant, so the console
+    /// works on a first `cargo run`; never called once tenants are configured.
+    pub fn allow_development_staff_key(&self, tenant: &TenantId, key: &str, name: &str) {
+        let record = ApiKeyRecord {
+            key_id: "key_development_staff".into(),
+            tenant: tenant.clone(),
+            kind: KeyKind::Staff,
+            name: Some(name.to_owned()),
+            prefix: key.chars().take(11).collect(),
+            hash: sha256_hex(key),
+            created_at: now_timestamp(),
+            revoked_at: None,
+        };
+        self.inner.keys.insert(record.hash.clone(), record);
+    }
+
     /// The tenant's stored keys that are not revoked (never their secrets).
     pub fn list_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRecord>> {
         self.known_tenant(tenant)?;
