@@ -26,7 +26,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         let mut tenants = BTreeMap::new();
-        tenants.insert("default".to_string(), TenantSettings::default());
+        tenants.insert("default".to_string(), TenantSettings::development());
         RuntimeConfig {
             storage: StorageConfig::default(),
             sessions: SessionConfig::default(),

@@ -135,8 +135,20 @@ pub fn session_creator(
                 let limiter = limiter.clone();
                 async move {
                     let (key, authorization) = bearer_api_key(&runtime, key, authorization);
-                    let creator = match key.as_deref().and_then(|key| runtime.key_kind(key)) {
-                        Some((tenant, KeyKind::Widget)) => {
+                    let keyless = key.is_none() && authorization.is_none();
+                    let keyless_tenant = origin
+                        .as_deref()
+                        .filter(|_| keyless)
+                        .and_then(|origin| runtime.keyless_tenant(origin));
+                    let kind = key.as_deref().and_then(|key| runtime.key_kind(key));
+                    let creator = match (kind, keyless_tenant) {
+                        // A page of a tenant that takes keyless sessions: as a
+                        // widget would (its origin checked, its socket by ticket).
+                        (None, Some(tenant)) => Creator {
+                            scope: Scope::tenant(tenant),
+                            widget_origin: origin.clone(),
+                        },
+                        (Some((tenant, KeyKind::Widget)), _) => {
                             let origin = allowed_origin(&runtime, &tenant, origin.as_deref())
                                 .map_err(warp::reject::custom)?;
                             Creator {

@@ -198,3 +198,83 @@ async fn widget_keys_are_rate_limited_and_origins_are_validated() {
     assert_eq!(create_from(&server, key, Some(SHOP)).await.status(), 429);
     server.stop().await;
 }
+
+/// The Frontend API seed's page creates a conversation with no key at all
+/// (`fetch(".../chat/sessions", {method: "POST"})`). A tenant that opts in
+/// (`keyless_sessions`) accepts that from its allowed origins only; the
+/// conversation is then reachable with its ticket, from that origin. Every
+/// other tenant, and any other origin, still gets 401.
+#[tokio::test]
+async fn a_keyless_page_from_an_allowed_origin_opens_a_conversation_only_where_allowed() {
+    let mut config = config();
+    let acme = config.tenants.get_mut("acme").unwrap();
+    acme.allowed_origins = vec![SHOP.into()];
+    acme.keyless_sessions = true;
+    let server = TestServer::start(config).await;
+    let keyless = |origin: Option<&str>| {
+        let mut request = server.http.post(server.url("/chat/sessions"));
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        request.send()
+    };
+
+    let created = keyless(Some(SHOP)).await.unwrap();
+    assert_eq!(created.status(), 200);
+    assert_eq!(created.headers()["access-control-allow-origin"], SHOP);
+    let created: Value = created.json().await.unwrap();
+    let url = created["websocket_url"].as_str().unwrap().to_owned();
+    let with_origin = |origin: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        request
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(with_origin(SHOP))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "system");
+    say(&mut ws, "sin llave").await;
+    let (done, _) = frames_until(&mut ws, "done").await;
+    assert_eq!(done["content"], "You said: sin llave");
+    assert!(
+        tokio_tungstenite::connect_async(with_origin("https://evil.example"))
+            .await
+            .is_err(),
+        "the ticket works from the page's origin only"
+    );
+
+    for origin in [None, Some("https://evil.example")] {
+        let refused = keyless(origin).await.unwrap();
+        assert_eq!(refused.status(), 401, "{origin:?}");
+    }
+    // The conversation is not listed to anyone without the tenant's key.
+    let (status, _) = server.get("/chat/sessions", None).await;
+    assert_eq!(status, 401);
+    server.stop().await;
+}
+
+/// A tenant that has not opted in takes no keyless sessions, even from its
+/// allowed origins.
+#[tokio::test]
+async fn keyless_sessions_are_off_unless_a_tenant_opts_in() {
+    let mut config = config();
+    config.tenants.get_mut("acme").unwrap().allowed_origins = vec![SHOP.into()];
+    let server = TestServer::start(config).await;
+    let refused = server
+        .http
+        .post(server.url("/chat/sessions"))
+        .header("Origin", SHOP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let made: tertulia_actors::model::TenantSettings =
+        serde_json::from_value(json!({"name": "From a file"})).unwrap();
+    assert!(
+        !made.keyless_sessions,
+        "a tenant from a config file starts with it off"
+    );
+    server.stop().await;
+}

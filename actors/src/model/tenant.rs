@@ -28,6 +28,11 @@ pub struct TenantSettings {
     /// Origins (`https://shop.example`) whose pages may use the tenant's
     /// widget keys. Empty: widget keys are refused everywhere.
     pub allowed_origins: Vec<String>,
+    /// A page from one of `allowed_origins` may create a conversation with no
+    /// key at all (the Frontend API seed's `fetch(…, {method: "POST"})`); it
+    /// is then reachable only with its ticket, and the per-IP limit applies.
+    /// Off unless a tenant opts in; on only for the shipped development tenant.
+    pub keyless_sessions: bool,
     pub rate_limits: RateLimits,
     /// The `openai` agent: any OpenAI-compatible chat completions server.
     pub openai: OpenAiSettings,
@@ -330,6 +335,21 @@ impl OpenAiSettings {
     }
 }
 
+impl TenantSettings {
+    /// The shipped development tenant: the defaults, plus keyless sessions
+    /// from a local Next.js dev server (the Frontend API seed's setup).
+    pub fn development() -> Self {
+        TenantSettings {
+            allowed_origins: vec![
+                "http://localhost:3000".into(),
+                "http://127.0.0.1:3000".into(),
+            ],
+            keyless_sessions: true,
+            ..TenantSettings::default()
+        }
+    }
+}
+
 impl Default for TenantSettings {
     fn default() -> Self {
         TenantSettings {
@@ -339,6 +359,7 @@ impl Default for TenantSettings {
             agent: "echo".into(),
             client_token_secret: String::new(),
             allowed_origins: Vec::new(),
+            keyless_sessions: false,
             rate_limits: RateLimits::default(),
             openai: OpenAiSettings::default(),
             webhook_agent: WebhookAgentSettings::default(),

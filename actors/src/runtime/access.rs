@@ -48,6 +48,18 @@ impl Runtime {
         })
     }
 
+    /// The tenant that lets a page from `origin` create conversations with
+    /// no key (`keyless_sessions`), if exactly one does.
+    pub fn keyless_tenant(&self, origin: &str) -> Option<TenantId> {
+        let mut found = self.inner.tenants.iter().filter(|entry| {
+            let settings = entry.value();
+            settings.keyless_sessions && settings.allowed_origins.iter().any(|o| o == origin)
+        });
+        let tenant = found.next()?.key().clone();
+        // Two tenants claiming one origin: nobody can tell which is meant.
+        found.next().is_none().then_some(tenant)
+    }
+
     /// The stored record of a key (staff keys carry their owner's name).
     pub fn key_record(&self, key: &str) -> Option<ApiKeyRecord> {
         self.inner
