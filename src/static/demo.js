@@ -12,7 +12,11 @@
 
   function key() { return $("key").value.trim(); }
   function status(text) { $("status").textContent = text; }
-  function ready(on) { for (const id of ["text", "send", "stop", "person"]) $(id).disabled = !on; }
+  // Before any conversation, typing is allowed: the first message starts one.
+  function ready(on) {
+    for (const id of ["stop", "person"]) $(id).disabled = !on;
+    for (const id of ["text", "send"]) $(id).disabled = !on && socket !== null;
+  }
   function typing(text) {
     clearTimeout(typingTimer);
     $("typing").textContent = text || "";
@@ -100,10 +104,19 @@
   }
 
   $("new").onclick = startNew;
-  $("form").onsubmit = (event) => {
+  $("form").onsubmit = async (event) => {
     event.preventDefault();
     const content = $("text").value.trim();
-    if (!content || !socket || !socket.isOpen()) return;
+    if (!content) return;
+    if (!socket) {
+      // The first message starts a conversation; it is sent once the socket
+      // opens (the transcript sends every unacknowledged message then).
+      $("text").value = "";
+      await startNew();
+      if (socket) socket.send(log.outgoing(content));
+      return;
+    }
+    if (!socket.isOpen()) return;
     socket.send(log.outgoing(content));
     $("text").value = "";
   };
@@ -125,4 +138,5 @@
 
   const opened = /^#session=([0-9a-f-]{36})$/.exec(location.hash);
   if (opened && key()) reopen(opened[1]);
+  else ready(false);
 })();

@@ -184,6 +184,41 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
     server.stop().await;
 }
 
+/// On `/`, typing a first message starts a conversation by itself: no
+/// "New conversation" click needed.
+#[tokio::test]
+async fn the_first_message_on_the_demo_page_starts_a_conversation() {
+    let server = TestServer::start(demo_config(0)).await;
+    let browser = Browser::start().await;
+    browser.goto(&server.url("/")).await;
+    say_on_page(&browser, "hola sin pulsar nada").await;
+    browser
+        .until(
+            "the answer",
+            &answer_shown("You said: hola sin pulsar nada"),
+        )
+        .await;
+    let session = conversation_in_address(&browser).await;
+    let (_, stored) = server
+        .get(
+            &format!("/chat/sessions/{session}/history"),
+            Some(tertulia::api::pages::DEVELOPMENT_KEY),
+        )
+        .await;
+    let contents: Vec<&str> = stored["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        vec!["hola sin pulsar nada", "You said: hola sin pulsar nada"]
+    );
+    browser.close().await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_demo_page_resumes_after_a_sigkill_without_losing_or_doubling_a_message() {
     let dir = tempfile::tempdir().unwrap();
