@@ -18,6 +18,8 @@ use crate::server::socket::{SocketRequest, accept};
 struct WsQuery {
     ticket: Option<String>,
     after_seq: Option<u64>,
+    /// The visitor's language (`es-MX`), for the greeting; else `Accept-Language`.
+    locale: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +39,7 @@ pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
+        .and(warp::header::optional::<String>("accept-language"))
         .and(warp::query::<WsQuery>())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and(warp::ext::optional::<ClientIp>())
@@ -46,6 +49,7 @@ pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
                   authorization,
                   origin,
                   websocket_key,
+                  accept_language,
                   query,
                   slot,
                   client_ip: Option<ClientIp>| {
@@ -56,6 +60,7 @@ pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
                     authorization,
                     origin,
                     websocket_key,
+                    accept_language,
                     query,
                     slot,
                     ip: client_ip.map(|client| client.0),
@@ -73,6 +78,7 @@ struct UpgradeRequest {
     authorization: Option<String>,
     origin: Option<String>,
     websocket_key: Option<String>,
+    accept_language: Option<String>,
     query: WsQuery,
     slot: Option<UpgradeSlot>,
     ip: Option<std::net::IpAddr>,
@@ -128,10 +134,17 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
     };
     app.limiter
         .check(&claims.scope.tenant, api_key, request.ip)?;
+    let locale = match request.query.locale.as_deref() {
+        Some(text) => Some(crate::api::webchat::normalise_locale(text).ok_or_else(|| {
+            ApiError::BadRequest("`locale` must be a language tag such as es-MX".into())
+        })?),
+        None => (request.accept_language.as_deref()).and_then(crate::api::webchat::first_language),
+    };
     Ok(SocketRequest {
         scope: claims.scope,
         session,
         after_seq: request.query.after_seq,
+        locale,
         websocket_key,
         slot,
         origin: None,
@@ -242,6 +255,7 @@ async fn webchat_socket(
         scope: caller.scope(),
         session: conversation.id,
         after_seq: query.after_seq,
+        locale: stamp.locale.clone(),
         websocket_key,
         slot,
         origin: Some(stamp),

@@ -123,9 +123,14 @@ impl Client {
 
     /// The first language of `Accept-Language`, when the client sent no locale.
     fn preferred_locale(&self) -> Option<String> {
-        let first = self.accept_language.as_deref()?.split(',').next()?;
-        normalise_locale(first.split(';').next()?.trim())
+        first_language(self.accept_language.as_deref()?)
     }
+}
+
+/// The first language of an `Accept-Language` header, as a clean tag.
+pub fn first_language(accept_language: &str) -> Option<String> {
+    let first = accept_language.split(',').next()?;
+    normalise_locale(first.split(';').next()?.trim())
 }
 
 fn cut_user_agent(user_agent: &str) -> String {

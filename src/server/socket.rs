@@ -49,6 +49,8 @@ pub struct SocketRequest {
     pub scope: Scope,
     pub session: SessionId,
     pub after_seq: Option<u64>,
+    /// The visitor's language, for the greeting.
+    pub locale: Option<String>,
     pub websocket_key: String,
     pub slot: UpgradeSlot,
     /// Stamped on every message the socket sends (webchat).
@@ -62,6 +64,7 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
         scope,
         session,
         after_seq,
+        locale,
         websocket_key,
         slot,
         origin,
@@ -70,7 +73,7 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
     // Attach before answering 101, so a missing session is a plain 404.
     let attached = match app
         .runtime
-        .connect(&scope, session, after_seq, participant.clone())
+        .connect(&scope, session, after_seq, participant.clone(), locale)
         .await
     {
         Ok(attached) => attached,

@@ -502,3 +502,42 @@ async fn a_message_posted_by_a_back_end_reaches_every_socket_and_is_answered() {
     assert_eq!(server.history(&session).await.len(), 2);
     server.stop().await;
 }
+
+/// A tenant that greets by language greets each socket in its own: the
+/// `locale` in the socket's query, else its `Accept-Language`, else English.
+#[tokio::test]
+async fn the_greeting_follows_the_sockets_language() {
+    let mut config = config();
+    config.tenants.get_mut("acme").unwrap().greeting = serde_json::from_value(json!({
+        "es": "¡Hola! ¿En qué te ayudo?",
+        "en": "Hello! How can I help?",
+    }))
+    .unwrap();
+    let server = TestServer::start(config).await;
+    let (_, url) = server.create_session().await;
+    let greeting = |url: String, language: Option<&'static str>| async move {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        if let Some(language) = language {
+            request
+                .headers_mut()
+                .insert("accept-language", language.parse().unwrap());
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let frame = next_frame(&mut ws).await;
+        assert_eq!(frame["type"], "system");
+        frame["content"].as_str().unwrap().to_owned()
+    };
+    let spanish = "¡Hola! ¿En qué te ayudo?";
+    let english = "Hello! How can I help?";
+    assert_eq!(greeting(url.clone(), Some("es-MX,es;q=0.9")).await, spanish);
+    assert_eq!(greeting(url.clone(), Some("de-DE")).await, english);
+    assert_eq!(greeting(url.clone(), None).await, english);
+    assert_eq!(
+        greeting(format!("{url}&locale=es"), Some("en")).await,
+        spanish
+    );
+    let refused = tokio_tungstenite::connect_async(format!("{url}&locale=%3Cscript%3E")).await;
+    assert!(refused.is_err(), "a malformed locale is a 400");
+    server.stop().await;
+}

@@ -29,7 +29,7 @@ pub use message::{
     StoredMessage, ToolCallRecord,
 };
 pub use tenant::{
-    OpenAiSettings, REQUEST_HUMAN, RateLimits, Tenant, TenantSettings, ToolSettings,
+    Greeting, OpenAiSettings, REQUEST_HUMAN, RateLimits, Tenant, TenantSettings, ToolSettings,
     WebhookAgentSettings, is_web_origin,
 };
 pub use webhook::{

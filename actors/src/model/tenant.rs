@@ -18,8 +18,10 @@ pub struct TenantSettings {
     pub name: String,
     /// Keys accepted in `X-API-Key` for this tenant. Several may be valid at once.
     pub api_keys: Vec<String>,
-    /// The `system` frame sent when a socket connects.
-    pub greeting: String,
+    /// The `system` frame sent when a socket connects: one text, or a table
+    /// by language (`{ es = "¡Hola!", en = "Hello!" }`) chosen by the
+    /// socket's locale.
+    pub greeting: Greeting,
     /// Which agent answers: a name from the agent registry (`echo` built in).
     pub agent: String,
     /// Signs the tenant's client tokens (HS256): `Authorization: Bearer` names
@@ -335,6 +337,60 @@ impl OpenAiSettings {
     }
 }
 
+/// A tenant's greeting: one text for everyone, or one per language.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Greeting {
+    One(String),
+    /// BCP 47 tags (`es`, `es-MX`, `en`) to texts.
+    ByLanguage(std::collections::BTreeMap<String, String>),
+}
+
+impl From<&str> for Greeting {
+    fn from(text: &str) -> Self {
+        Greeting::One(text.to_owned())
+    }
+}
+
+impl Greeting {
+    /// The text for a socket with this locale: the exact tag, else its
+    /// language (`es` for `es-MX`), else English, else the first entry.
+    pub fn for_locale(&self, locale: Option<&str>) -> &str {
+        let table = match self {
+            Greeting::One(text) => return text,
+            Greeting::ByLanguage(table) => table,
+        };
+        let find = |tag: &str| {
+            table
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(tag))
+                .map(|(_, text)| text.as_str())
+        };
+        let language = locale.and_then(|tag| tag.split(['-', '_']).next());
+        locale
+            .and_then(find)
+            .or_else(|| language.and_then(find))
+            .or_else(|| find("en"))
+            .or_else(|| table.values().next().map(String::as_str))
+            .unwrap_or_default()
+    }
+
+    /// Why it cannot be used, if it cannot.
+    pub fn invalid(&self) -> Option<String> {
+        let texts: Vec<&String> = match self {
+            Greeting::One(text) => vec![text],
+            Greeting::ByLanguage(table) if table.is_empty() => {
+                return Some("`greeting` as a table needs at least one language".into());
+            }
+            Greeting::ByLanguage(table) => table.values().collect(),
+        };
+        texts
+            .iter()
+            .any(|text| text.len() > 2000)
+            .then(|| "`greeting` must be at most 2000 bytes (per language)".into())
+    }
+}
+
 impl TenantSettings {
     /// The shipped development tenant: the defaults, plus keyless sessions
     /// from a local Next.js dev server (the Frontend API seed's setup).
@@ -355,7 +411,7 @@ impl Default for TenantSettings {
         TenantSettings {
             name: "Default".into(),
             api_keys: vec!["tk_dev_default_change_me".into()],
-            greeting: "Hello! How can I help you today?".into(),
+            greeting: Greeting::from("Hello! How can I help you today?"),
             agent: "echo".into(),
             client_token_secret: String::new(),
             allowed_origins: Vec::new(),
@@ -461,6 +517,32 @@ pub struct Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_greeting_by_language_follows_the_locale() {
+        let table: Greeting = serde_json::from_value(
+            serde_json::json!({"es": "¡Hola!", "en": "Hello!", "pt-BR": "Olá!"}),
+        )
+        .unwrap();
+        assert_eq!(table.for_locale(Some("es-MX")), "¡Hola!", "by language");
+        assert_eq!(
+            table.for_locale(Some("pt-br")),
+            "Olá!",
+            "exact tag, any case"
+        );
+        assert_eq!(table.for_locale(Some("fr")), "Hello!", "English otherwise");
+        assert_eq!(table.for_locale(None), "Hello!");
+        let one: Greeting = serde_json::from_value(serde_json::json!("Hi")).unwrap();
+        assert_eq!(one.for_locale(Some("es")), "Hi", "one text for everyone");
+        assert_eq!(serde_json::to_value(&one).unwrap(), serde_json::json!("Hi"));
+        let empty: Greeting = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(empty.invalid().is_some());
+        assert!(
+            Greeting::from("x".repeat(2001).as_str())
+                .invalid()
+                .is_some()
+        );
+    }
 
     #[test]
     fn web_origins_are_scheme_host_and_port_only() {

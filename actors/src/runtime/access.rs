@@ -197,10 +197,8 @@ impl Runtime {
                 )));
             }
         }
-        if settings.greeting.len() > 2000 {
-            return Err(Error::InvalidInput(
-                "`greeting` must be at most 2000 bytes".into(),
-            ));
+        if let Some(problem) = settings.greeting.invalid() {
+            return Err(Error::InvalidInput(problem));
         }
         if !settings.api_keys.is_empty() {
             return Err(Error::InvalidInput(

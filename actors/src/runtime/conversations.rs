@@ -332,7 +332,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Attaches a socket to a conversation. With `after_seq`, what was stored
+    /// Attaches a socket to a conversation and greets it (in its `locale`,
+    /// when the tenant greets by language). With `after_seq`, what was stored
     /// after it is replayed first.
     pub async fn connect(
         &self,
@@ -340,9 +341,11 @@ impl Runtime {
         session: SessionId,
         after_seq: Option<u64>,
         participant: Participant,
+        locale: Option<String>,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        self.attach(&scope.tenant, session, after_seq, true, participant)
+        let greet = Some(locale);
+        self.attach(&scope.tenant, session, after_seq, greet, participant)
             .await
     }
 
@@ -356,7 +359,7 @@ impl Runtime {
         participant: Participant,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        self.attach(&scope.tenant, session, Some(after_seq), false, participant)
+        self.attach(&scope.tenant, session, Some(after_seq), None, participant)
             .await
     }
 
@@ -365,17 +368,20 @@ impl Runtime {
         tenant: &TenantId,
         session: SessionId,
         after_seq: Option<u64>,
-        greet: bool,
+        // Greet in this locale (None: a re-attach, no greeting).
+        greet: Option<Option<String>>,
         participant: Participant,
     ) -> Result<Attached> {
         self.with_session(tenant, session, |actor| {
             let participant = participant.clone();
+            let (greet, locale) = (greet.is_some(), greet.clone().flatten());
             async move {
                 actor
                     .call(
                         |reply| SessionMsg::Attach {
                             after_seq,
                             greet,
+                            locale,
                             participant,
                             reply,
                         },

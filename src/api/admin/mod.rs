@@ -57,7 +57,7 @@ struct NewTenant {
 #[serde(default, deny_unknown_fields)]
 struct TenantSettingsInput {
     name: Option<String>,
-    greeting: Option<String>,
+    greeting: Option<tertulia_actors::model::Greeting>,
     agent: Option<String>,
     api_keys: Option<Vec<String>>,
     rate_limits: Option<tertulia_actors::model::RateLimits>,

@@ -11,6 +11,7 @@ use super::state::SessionState;
 use super::{Attached, SessionMsg};
 use crate::agent::actor::AgentMsg;
 use crate::conversation::connection::{ConnId, Connection, ConnectionArgs};
+use crate::conversation::feed::Change;
 use crate::conversation::outbound::outbound_queue;
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
@@ -20,11 +21,31 @@ use crate::store::{Durable, MessageQuery};
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 impl SessionState {
+    /// A socket joins: attached, greeted in its language (unless `greeting`
+    /// is None: a re-attach after a restart), and presence told.
+    pub async fn join(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        after_seq: Option<u64>,
+        greeting: Option<Option<String>>,
+        participant: Participant,
+    ) -> Result<Attached> {
+        let greeting = greeting.map(|locale| {
+            let text = self.settings.greeting.for_locale(locale.as_deref());
+            text.to_owned()
+        });
+        let attached = self.attach(myself, after_seq, greeting, participant).await;
+        self.attendance_changed(Change::Presence);
+        attached
+    }
+
+    /// Attaches a socket: its Connection, the greeting (if given), what it
+    /// missed, and the answer in progress.
     pub async fn attach(
         &mut self,
         myself: &ActorRef<SessionMsg>,
         after_seq: Option<u64>,
-        greet: bool,
+        greeting: Option<String>,
         participant: Participant,
     ) -> Result<Attached> {
         if self.terminating {
@@ -49,11 +70,8 @@ impl SessionState {
         .map_err(|error| Error::Storage(format!("cannot start connection: {error}")))?;
         self.subscribers
             .add(conn, outbound, connection.get_cell(), participant);
-        if greet {
-            let greeting = ServerFrame::System {
-                content: self.settings.greeting.clone(),
-            }
-            .encode();
+        if let Some(content) = greeting {
+            let greeting = ServerFrame::System { content }.encode();
             self.subscribers.send_to(conn, greeting);
         }
         match after_seq {

@@ -74,6 +74,8 @@ pub enum SessionMsg {
         after_seq: Option<u64>,
         /// Send the greeting (not on a re-attach after a restart).
         greet: bool,
+        /// The socket's language (`es-MX`): picks the greeting.
+        locale: Option<String>,
         /// Who is on the socket, for `presence` frames.
         participant: Participant,
         reply: RpcReplyPort<Result<Attached>>,
@@ -235,12 +237,13 @@ impl Actor for Session {
             SessionMsg::Attach {
                 after_seq,
                 greet,
+                locale,
                 participant,
                 reply,
             } => {
-                let attached = state.attach(&myself, after_seq, greet, participant).await;
+                let greeting = greet.then_some(locale);
+                let attached = state.join(&myself, after_seq, greeting, participant).await;
                 let _ = reply.send(attached);
-                state.attendance_changed(Change::Presence);
             }
             SessionMsg::Connection(ConnectionReport::Detached { conn }) => state.detach(conn),
             SessionMsg::Connection(ConnectionReport::Command { conn, command }) => {
