@@ -40,9 +40,10 @@ pub enum PersistenceMsg {
     /// group-commit gain (the actor's own counters writes are not counted).
     #[cfg(test)]
     Stats(RpcReplyPort<WriteStats>),
-    /// The batch in flight (of this many writes) finished; start the next
-    /// one. A committed batch with messages owes their counters.
-    BatchDone { writes: u64, owed: Option<Counters> },
+    /// The batch in flight (of this many writes) finished; start the next one.
+    BatchDone(u64),
+    /// A committed batch's messages owe their conversations' counters.
+    Owed(Counters),
     /// Time to write the counters owed.
     WriteCounters,
     /// A counters write failed: owed again.
@@ -147,14 +148,12 @@ impl Actor for Persistence {
                 state.queued.push((write, durable));
                 start_batch(&myself, state);
             }
-            PersistenceMsg::BatchDone { writes, owed } => {
+            PersistenceMsg::BatchDone(writes) => {
                 state.batch_in_flight = false;
                 state.finished += writes;
-                if let Some(owed) = owed {
-                    owe(&myself, state, owed);
-                }
                 start_batch(&myself, state);
             }
+            PersistenceMsg::Owed(counters) => owe(&myself, state, counters),
             PersistenceMsg::WriteCounters => {
                 state.counters_due = false;
                 queue_counters(&myself, state);
@@ -264,24 +263,21 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
             }
             Ok(()) => {}
         }
+        // The actor hears of the counters a committed batch owes before any
+        // waiter hears of the commit, so a flush asked by someone who saw an
+        // ack writes them too.
+        if let (Ok(()), Some(marker)) = (&outcome, marker) {
+            let markers = vec![marker];
+            let _ = myself.cast(PersistenceMsg::Owed(Counters { touches, markers }));
+        }
         for waiter in waiters {
             waiter.complete(match &outcome {
                 Ok(()) => Ok(()),
                 Err(error) => Err(Error::Storage(error.to_string())),
             });
         }
-        let owed = match (outcome, marker) {
-            (Ok(()), Some(marker)) => Some(Counters {
-                touches,
-                markers: vec![marker],
-            }),
-            _ => None,
-        };
         // If the actor is gone, its successor starts with an empty queue (and
         // repairs the counters this batch owed).
-        let _ = myself.cast(PersistenceMsg::BatchDone {
-            writes: count,
-            owed,
-        });
+        let _ = myself.cast(PersistenceMsg::BatchDone(count));
     });
 }
