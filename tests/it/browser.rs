@@ -45,6 +45,19 @@ async fn conversation_in_address(browser: &Browser) -> String {
     session.as_str().unwrap().to_owned()
 }
 
+/// What is stored of the conversation the demo page shows (the
+/// development tenant's), oldest first.
+async fn stored_on_page(server: &TestServer, browser: &Browser) -> Vec<serde_json::Value> {
+    let session = conversation_in_address(browser).await;
+    let (_, stored) = server
+        .get(
+            &format!("/chat/sessions/{session}/history"),
+            Some(tertulia::api::pages::DEVELOPMENT_KEY),
+        )
+        .await;
+    stored["history"].as_array().unwrap().clone()
+}
+
 /// The demo page's messages as `role: text`, in order.
 const PAGE_MESSAGES: &str = "Array.from(document.querySelectorAll('#log .msg'))\
     .map(el => (el.classList.contains('user') ? 'user' : 'assistant') + ': ' + el.dataset.text)";
@@ -169,14 +182,7 @@ async fn the_demo_page_streams_stops_and_shows_message_text_as_text() {
     browser.screenshot("demo-page").await;
 
     // What the page shows is what was stored.
-    let session = conversation_in_address(&browser).await;
-    let (_, stored) = server
-        .get(
-            &format!("/chat/sessions/{session}/history"),
-            Some(tertulia::api::pages::DEVELOPMENT_KEY),
-        )
-        .await;
-    let stored = stored["history"].as_array().unwrap().clone();
+    let stored = stored_on_page(&server, &browser).await;
     assert_eq!(stored.len(), 6, "{stored:?}");
     assert_eq!(stored[5]["status"], "interrupted");
     assert_eq!(stored[5]["content"], stopped.as_str());
@@ -198,16 +204,8 @@ async fn the_first_message_on_the_demo_page_starts_a_conversation() {
             &answer_shown("You said: hola sin pulsar nada"),
         )
         .await;
-    let session = conversation_in_address(&browser).await;
-    let (_, stored) = server
-        .get(
-            &format!("/chat/sessions/{session}/history"),
-            Some(tertulia::api::pages::DEVELOPMENT_KEY),
-        )
-        .await;
-    let contents: Vec<&str> = stored["history"]
-        .as_array()
-        .unwrap()
+    let stored = stored_on_page(&server, &browser).await;
+    let contents: Vec<&str> = stored
         .iter()
         .map(|message| message["content"].as_str().unwrap())
         .collect();

@@ -153,23 +153,9 @@ mod tests {
 
     #[test]
     fn previews_are_cut_on_a_character_boundary() {
-        let message = StoredMessage {
-            id: crate::model::MessageId::new(),
-            tenant: TenantId("acme".into()),
-            session_id: SessionId::new(),
-            seq: 1,
-            role: Role::User,
-            content: "ñ".repeat(PREVIEW_CHARS + 5),
-            status: crate::model::MessageStatus::Complete,
-            client_msg_id: None,
-            created_at: crate::model::now_timestamp(),
-            no_reply: false,
-            direction: Role::User.direction(),
-            author: None,
-            origin: None,
-            agent: None,
-            tool_calls: Vec::new(),
-        };
+        let content = "ñ".repeat(PREVIEW_CHARS + 5);
+        let (tenant, session) = (TenantId("acme".into()), SessionId::new());
+        let message = StoredMessage::new(tenant, session, 1, Role::User, content);
         let preview = Preview::from(&message);
         assert_eq!(preview.content.chars().count(), PREVIEW_CHARS + 1);
         assert!(preview.content.ends_with('…'));

@@ -46,6 +46,32 @@ pub struct SessionRecord {
     pub human: Option<Attendant>,
 }
 
+impl SessionRecord {
+    /// A new, empty, active conversation of `tenant`, created now; callers
+    /// fill in what they know with struct update syntax.
+    pub fn new(tenant: TenantId) -> SessionRecord {
+        let now = super::now_timestamp();
+        SessionRecord {
+            id: SessionId::new(),
+            tenant,
+            status: "active".into(),
+            context: Map::new(),
+            created_at: now.clone(),
+            updated_at: now,
+            last_seq: 0,
+            message_count: 0,
+            client_id: None,
+            title: None,
+            version: first_version(),
+            channel: None,
+            external_id: None,
+            consent: None,
+            handoff: None,
+            human: None,
+        }
+    }
+}
+
 /// A member of the tenant's staff who took a conversation over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attendant {

@@ -102,6 +102,36 @@ pub struct StoredMessage {
     pub tool_calls: Vec<ToolCallRecord>,
 }
 
+impl StoredMessage {
+    /// A whole message of `role`, written now, with nothing else known about
+    /// it; callers fill in what they know with struct update syntax.
+    pub fn new(
+        tenant: TenantId,
+        session_id: SessionId,
+        seq: u64,
+        role: Role,
+        content: String,
+    ) -> StoredMessage {
+        StoredMessage {
+            id: MessageId::new(),
+            tenant,
+            session_id,
+            seq,
+            role,
+            content,
+            status: MessageStatus::Complete,
+            client_msg_id: None,
+            created_at: super::now_timestamp(),
+            no_reply: false,
+            direction: role.direction(),
+            author: None,
+            origin: None,
+            agent: None,
+            tool_calls: Vec::new(),
+        }
+    }
+}
+
 /// One tool call of an answer and what it returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallRecord {

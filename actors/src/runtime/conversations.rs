@@ -76,24 +76,13 @@ impl Runtime {
     ) -> Result<SessionRecord> {
         self.known_tenant(&scope.tenant)?;
         let (channel, external_id) = channel.unzip();
-        let now = now_timestamp();
         let record = SessionRecord {
-            id: SessionId::new(),
-            tenant: scope.tenant.clone(),
-            status: "active".into(),
             context,
-            created_at: now.clone(),
-            updated_at: now,
-            last_seq: 0,
-            message_count: 0,
             client_id: scope.client.clone(),
             title,
-            version: 1,
             channel,
             external_id,
-            consent: None,
-            handoff: None,
-            human: None,
+            ..SessionRecord::new(scope.tenant.clone())
         };
         let event = crate::model::events::conversation_created(&record);
         self.inner
@@ -373,15 +362,13 @@ impl Runtime {
         participant: Participant,
     ) -> Result<Attached> {
         self.with_session(tenant, session, |actor| {
-            let participant = participant.clone();
-            let (greet, locale) = (greet.is_some(), greet.clone().flatten());
+            let (participant, greet) = (participant.clone(), greet.clone());
             async move {
                 actor
                     .call(
                         |reply| SessionMsg::Attach {
                             after_seq,
                             greet,
-                            locale,
                             participant,
                             reply,
                         },

@@ -13,10 +13,7 @@ use super::actor::{Persistence, PersistenceArgs};
 use super::database::Database;
 use super::handle::Storage;
 use super::write::{Durable, Write};
-use crate::model::{
-    MessageId, MessageStatus, Role, SessionId, SessionRecord, StoredMessage, TenantId,
-    now_timestamp,
-};
+use crate::model::{Role, SessionId, SessionRecord, StoredMessage, TenantId};
 
 /// One database and the persistence actor writing to it.
 pub struct StoreBench {
@@ -46,7 +43,7 @@ impl StoreBench {
         let tenant = TenantId("bench".into());
         let mut ids = Vec::new();
         for _ in 0..conversations {
-            let record = record(&tenant);
+            let record = SessionRecord::new(tenant.clone());
             ids.push(record.id);
             storage
                 .write_and_wait(Write::CreateSession(Box::new(record)))
@@ -156,44 +153,11 @@ fn row(message: &StoredMessage) -> Value {
     row
 }
 
-fn record(tenant: &TenantId) -> SessionRecord {
-    SessionRecord {
-        id: SessionId::new(),
-        tenant: tenant.clone(),
-        status: "active".into(),
-        context: Default::default(),
-        created_at: now_timestamp(),
-        updated_at: now_timestamp(),
-        last_seq: 0,
-        message_count: 0,
-        client_id: None,
-        title: None,
-        version: 1,
-        channel: None,
-        external_id: None,
-        consent: None,
-        handoff: None,
-        human: None,
-    }
-}
-
 /// A user message of typical chat length.
 fn message(tenant: &TenantId, session: SessionId, seq: u64) -> StoredMessage {
+    let content = format!("Hello, I would like to know when my order {seq} will arrive.");
     StoredMessage {
-        id: MessageId::new(),
-        tenant: tenant.clone(),
-        session_id: session,
-        seq,
-        role: Role::User,
-        content: format!("Hello, I would like to know when my order {seq} will arrive."),
-        status: MessageStatus::Complete,
         client_msg_id: Some(format!("c-{seq}")),
-        created_at: now_timestamp(),
-        no_reply: false,
-        direction: Role::User.direction(),
-        author: None,
-        origin: None,
-        agent: None,
-        tool_calls: Vec::new(),
+        ..StoredMessage::new(tenant.clone(), session, seq, Role::User, content)
     }
 }

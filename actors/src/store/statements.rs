@@ -34,6 +34,25 @@ struct Bulk {
     written: usize,
 }
 
+impl Bulk {
+    /// Writes the gathered rows out as one `INSERT` per table.
+    fn write_out(&mut self, sql: &mut String, vars: &mut Map<String, Value>) {
+        for (table, rows) in [
+            ("message", std::mem::take(&mut self.messages)),
+            ("event", std::mem::take(&mut self.events)),
+            ("delivery", std::mem::take(&mut self.deliveries)),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let name = format!("bulk{}", self.written);
+            self.written += 1;
+            vars.insert(name.clone(), Value::Array(rows));
+            sql.push_str(&format!("INSERT INTO {table} ${name} RETURN NONE;\n"));
+        }
+    }
+}
+
 impl Batch {
     pub fn new() -> Self {
         Batch {
@@ -55,7 +74,7 @@ impl Batch {
 
     /// The transaction's text and variables.
     pub fn finish(mut self) -> (String, Map<String, Value>) {
-        self.write(usize::MAX).flush_bulk();
+        self.bulk.write_out(&mut self.sql, &mut self.vars);
         self.sql.push_str("COMMIT TRANSACTION;");
         (self.sql, self.vars)
     }
@@ -97,27 +116,9 @@ impl<'a> Statements<'a> {
 
     /// Adds a statement, after the rows gathered before it.
     pub fn push(&mut self, statement: String) {
-        self.flush_bulk();
+        self.bulk.write_out(self.sql, self.vars);
         self.sql.push_str(&statement);
         self.sql.push('\n');
-    }
-
-    /// Writes the gathered rows out as one `INSERT` per table.
-    fn flush_bulk(&mut self) {
-        for (table, rows) in [
-            ("message", std::mem::take(&mut self.bulk.messages)),
-            ("event", std::mem::take(&mut self.bulk.events)),
-            ("delivery", std::mem::take(&mut self.bulk.deliveries)),
-        ] {
-            if rows.is_empty() {
-                continue;
-            }
-            let name = format!("bulk{}", self.bulk.written);
-            self.bulk.written += 1;
-            self.vars.insert(name.clone(), Value::Array(rows));
-            self.sql
-                .push_str(&format!("INSERT INTO {table} ${name} RETURN NONE;\n"));
-        }
     }
 
     /// A document with this record key, for a bulk `INSERT`.

@@ -6,15 +6,12 @@ use std::sync::Arc;
 
 use ractor::Actor;
 use ractor::rpc::CallResult;
-use serde_json::{Map, json};
+use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
 use super::database::MIGRATIONS;
 use super::*;
-use crate::model::{
-    EventRecord, MessageId, MessageStatus, Role, SessionId, SessionRecord, StoredMessage, TenantId,
-    now_timestamp,
-};
+use crate::model::{EventRecord, Role, SessionId, SessionRecord, StoredMessage, TenantId};
 use std::sync::Mutex;
 
 #[tokio::test]
@@ -124,44 +121,17 @@ async fn a_change_and_its_events_commit_together_and_fan_out_once() {
 }
 
 fn message(tenant: &TenantId, session: SessionId, seq: u64) -> StoredMessage {
-    StoredMessage {
-        id: MessageId::new(),
-        tenant: tenant.clone(),
-        session_id: session,
+    StoredMessage::new(
+        tenant.clone(),
+        session,
         seq,
-        role: Role::User,
-        content: format!("message {seq}"),
-        status: MessageStatus::Complete,
-        client_msg_id: None,
-        created_at: now_timestamp(),
-        no_reply: false,
-        direction: Role::User.direction(),
-        author: None,
-        origin: None,
-        agent: None,
-        tool_calls: Vec::new(),
-    }
+        Role::User,
+        format!("message {seq}"),
+    )
 }
 
 fn conversation(tenant: &TenantId) -> SessionRecord {
-    SessionRecord {
-        id: SessionId::new(),
-        tenant: tenant.clone(),
-        status: "active".into(),
-        context: Map::new(),
-        created_at: now_timestamp(),
-        updated_at: now_timestamp(),
-        last_seq: 0,
-        message_count: 0,
-        client_id: None,
-        title: None,
-        version: 1,
-        channel: None,
-        external_id: None,
-        consent: None,
-        handoff: None,
-        human: None,
-    }
+    SessionRecord::new(tenant.clone())
 }
 
 async fn persistence(db: &Database) -> (ractor::ActorRef<PersistenceMsg>, Storage) {

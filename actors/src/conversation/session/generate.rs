@@ -325,21 +325,12 @@ impl SessionState {
 /// The answer in progress as a stored message at `seq`.
 fn answer_message(state: &SessionState, seq: u64, status: MessageStatus) -> StoredMessage {
     let generation = state.answering.current().expect("an answer is in progress");
+    let (tenant, text) = (state.facts.tenant.clone(), generation.text.clone());
     StoredMessage {
         id: generation.message_id,
-        tenant: state.facts.tenant.clone(),
-        session_id: state.id(),
-        seq,
-        role: Role::Assistant,
-        content: generation.text.clone(),
         status,
-        client_msg_id: None,
-        created_at: now_timestamp(),
-        no_reply: false,
-        direction: Role::Assistant.direction(),
-        author: None,
-        origin: None,
         agent: generation.kept_meta(),
         tool_calls: generation.tool_calls.clone(),
+        ..StoredMessage::new(tenant, state.id(), seq, Role::Assistant, text)
     }
 }

@@ -72,10 +72,9 @@ pub enum SessionMsg {
     /// messages after `after_seq` (if given) and any answer in progress.
     Attach {
         after_seq: Option<u64>,
-        /// Send the greeting (not on a re-attach after a restart).
-        greet: bool,
-        /// The socket's language (`es-MX`): picks the greeting.
-        locale: Option<String>,
+        /// Greet the socket, in its language (`es-MX`) if known; None on a
+        /// re-attach after a restart, which is not greeted again.
+        greet: Option<Option<String>>,
         /// Who is on the socket, for `presence` frames.
         participant: Participant,
         reply: RpcReplyPort<Result<Attached>>,
@@ -237,12 +236,10 @@ impl Actor for Session {
             SessionMsg::Attach {
                 after_seq,
                 greet,
-                locale,
                 participant,
                 reply,
             } => {
-                let greeting = greet.then_some(locale);
-                let attached = state.join(&myself, after_seq, greeting, participant).await;
+                let attached = state.join(&myself, after_seq, greet, participant).await;
                 let _ = reply.send(attached);
             }
             SessionMsg::Connection(ConnectionReport::Detached { conn }) => state.detach(conn),

@@ -14,8 +14,8 @@ use crate::conversation::feed::{Change, Preview};
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
 use crate::model::{
-    Ack, EventRecord, Handoff, MessageId, MessageStatus, NewMessage, Role, StoredMessage, events,
-    merge_context, now_timestamp,
+    Ack, EventRecord, Handoff, MessageId, NewMessage, Role, StoredMessage, events, merge_context,
+    now_timestamp,
 };
 use crate::store::{Durable, Write};
 
@@ -123,22 +123,13 @@ impl SessionState {
     }
 
     fn new_stored(&mut self, message: NewMessage) -> StoredMessage {
+        let (tenant, seq) = (self.facts.tenant.clone(), self.log.take_seq());
         StoredMessage {
-            id: MessageId::new(),
-            tenant: self.facts.tenant.clone(),
-            session_id: self.id(),
-            seq: self.log.take_seq(),
-            role: message.role,
-            content: message.content,
-            status: MessageStatus::Complete,
             client_msg_id: message.client_msg_id,
-            created_at: now_timestamp(),
             no_reply: message.role == Role::User && !message.respond,
-            direction: message.role.direction(),
             author: message.author,
             origin: message.origin,
-            agent: None,
-            tool_calls: Vec::new(),
+            ..StoredMessage::new(tenant, self.id(), seq, message.role, message.content)
         }
     }
 

@@ -3,29 +3,12 @@
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
-use crate::model::{
-    MessageId, MessageStatus, Role, SessionId, StoredMessage, TenantId, now_timestamp,
-};
+use crate::model::{Role, SessionId, StoredMessage, TenantId};
 
 /// A stored message of one test conversation.
 pub fn stored(seq: u64, role: Role, content: &str) -> StoredMessage {
-    StoredMessage {
-        id: MessageId::new(),
-        tenant: TenantId("t".into()),
-        session_id: SessionId::default(),
-        seq,
-        role,
-        content: content.into(),
-        status: MessageStatus::Complete,
-        client_msg_id: None,
-        created_at: now_timestamp(),
-        no_reply: false,
-        direction: role.direction(),
-        author: None,
-        origin: None,
-        agent: None,
-        tool_calls: Vec::new(),
-    }
+    let (tenant, session) = (TenantId("t".into()), SessionId::default());
+    StoredMessage::new(tenant, session, seq, role, content.into())
 }
 
 struct StandIn;
