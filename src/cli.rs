@@ -1,5 +1,5 @@
 //! The admin commands of the CLI (`tertulia tenant …`, `tertulia key …`,
-//! `tertulia webhook …`).
+//! `tertulia webhook …`, `tertulia erase …`).
 //! They are clients of a running server's admin API: the embedded database
 //! belongs to the server process while it runs, so the CLI never opens it.
 
@@ -223,6 +223,56 @@ impl KeyCommand {
                 request(&connection, reqwest::Method::DELETE, &path, None).await
             }
         }
+    }
+}
+
+/// Forget a person: erase what a tenant's conversations hold about them
+/// (named by exactly one of the identifiers).
+#[derive(Args, Debug)]
+pub struct EraseCommand {
+    #[arg(long)]
+    pub tenant: String,
+    /// A conversation's id.
+    #[arg(long, group = "person")]
+    pub conversation_id: Option<String>,
+    /// A webchat visitor's `session_id`.
+    #[arg(long, group = "person")]
+    pub session_id: Option<String>,
+    #[arg(long, group = "person")]
+    pub email: Option<String>,
+    #[arg(long, group = "person")]
+    pub phone: Option<String>,
+    #[command(flatten)]
+    pub connection: AdminConnection,
+}
+
+impl EraseCommand {
+    pub async fn run(self) -> Result<Value, String> {
+        let named = [
+            ("conversation_id", self.conversation_id),
+            ("session_id", self.session_id),
+            ("email", self.email),
+            ("phone", self.phone),
+        ];
+        let mut body = serde_json::Map::new();
+        for (field, value) in named {
+            if let Some(value) = value {
+                body.insert(field.into(), json!(value));
+            }
+        }
+        if body.is_empty() {
+            return Err(
+                "name the person with --conversation-id, --session-id, --email or --phone".into(),
+            );
+        }
+        let path = format!("/admin/tenants/{}/erase", self.tenant);
+        request(
+            &self.connection,
+            reqwest::Method::POST,
+            &path,
+            Some(Value::Object(body)),
+        )
+        .await
     }
 }
 

@@ -9,8 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
-    AgentsConfig, EgressConfig, Limits, RuntimeConfig, SessionConfig, StorageConfig,
-    SupervisionConfig, WebhooksConfig,
+    AgentsConfig, EgressConfig, InsightsConfig, Limits, RuntimeConfig, SessionConfig,
+    StorageConfig, SupervisionConfig, WebhooksConfig,
 };
 use tertulia_actors::model::TenantSettings;
 
@@ -28,6 +28,7 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub webhooks: WebhooksConfig,
     pub egress: EgressConfig,
+    pub insights: InsightsConfig,
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
 }
 
@@ -261,6 +262,7 @@ impl Config {
             agents: self.agents.clone(),
             webhooks: self.webhooks.clone(),
             egress: self.egress.clone(),
+            insights: self.insights.clone(),
             tenants: self.tenants.clone(),
         }
     }

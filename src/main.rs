@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tertulia::cli::{KeyCommand, TenantCommand, WebhookCommand};
+use tertulia::cli::{EraseCommand, KeyCommand, TenantCommand, WebhookCommand};
 use tertulia::config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +34,8 @@ enum Command {
     /// Manage a tenant's webhook endpoints on a running server (admin API).
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Erase what a tenant holds about a person, on a running server (admin API).
+    Erase(EraseCommand),
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Some(Command::Tenant(command)) => runtime.block_on(command.run()),
         Some(Command::Key(command)) => runtime.block_on(command.run()),
         Some(Command::Webhook(command)) => runtime.block_on(command.run()),
+        Some(Command::Erase(command)) => runtime.block_on(command.run()),
     };
     match admin {
         Ok(answer) => {

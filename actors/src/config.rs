@@ -19,6 +19,7 @@ pub struct RuntimeConfig {
     pub agents: AgentsConfig,
     pub webhooks: WebhooksConfig,
     pub egress: EgressConfig,
+    pub insights: InsightsConfig,
     /// Tenants by id. Nothing assumes there is only one.
     pub tenants: BTreeMap<String, TenantSettings>,
 }
@@ -35,6 +36,7 @@ impl Default for RuntimeConfig {
             agents: AgentsConfig::default(),
             webhooks: WebhooksConfig::default(),
             egress: EgressConfig::default(),
+            insights: InsightsConfig::default(),
             tenants,
         }
     }
@@ -250,6 +252,26 @@ pub struct EgressConfig {
     /// but allowed here, e.g. `["10.0.5.0/24"]` for an n8n on the private
     /// network. Public addresses are always allowed.
     pub allow: Vec<String>,
+}
+
+/// How often the Analyst looks for conversations that went quiet (each
+/// tenant's quiet time is `tenants.<id>.insights.quiet_after_secs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InsightsConfig {
+    pub sweep_every_ms: u64,
+    /// Waits before each retry of a failed analysis; then it is left until
+    /// the conversation changes again.
+    pub retry_schedule_ms: Vec<u64>,
+}
+
+impl Default for InsightsConfig {
+    fn default() -> Self {
+        InsightsConfig {
+            sweep_every_ms: 60_000,
+            retry_schedule_ms: vec![30_000, 120_000, 600_000, 3_600_000],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use crate::model::{SessionId, TenantId};
 
 /// Everything that can go wrong inside the runtime, by what the caller can do
 /// about it rather than by where it happened.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No live or stored session with this id exists for this tenant. Sessions
     /// of other tenants are reported the same way, so ids cannot be probed.
@@ -72,6 +72,25 @@ pub enum Error {
     #[error("no answer is being generated")]
     NothingToCancel,
 
+    /// Insights need a model, and this tenant has none (the echo agent, say).
+    #[error(
+        "insights need a model: set the tenant's agent to `openai`, or `insights.model` with its `openai` block (base URL and key)"
+    )]
+    NoModel,
+
+    /// The conversation has no message with text to analyse.
+    #[error("the conversation has nothing to analyse yet")]
+    NothingToAnalyze,
+
+    /// The conversation has not been analysed yet.
+    #[error("the conversation has not been analysed yet (POST /chat/{{id}}/analyze)")]
+    NotAnalyzed,
+
+    /// The model failed to analyse, or its answer broke the schema; the
+    /// analysis is retried later.
+    #[error("the analysis failed: {0}")]
+    AnalysisFailed(String),
+
     /// The database refused or failed a read or a write. Nothing was acknowledged.
     #[error("storage failed: {0}")]
     Storage(String),
@@ -107,6 +126,10 @@ impl Error {
             Error::AlreadyTakenOver { .. } => "already_taken_over",
             Error::NotTakenOver => "not_taken_over",
             Error::NothingToCancel => "nothing_to_cancel",
+            Error::NoModel => "insights_need_a_model",
+            Error::NothingToAnalyze => "nothing_to_analyze",
+            Error::NotAnalyzed => "not_analyzed",
+            Error::AnalysisFailed(_) => "analysis_failed",
             Error::Storage(_) => "storage_failed",
             Error::Unavailable(_) => "unavailable",
             Error::ShuttingDown => "shutting_down",

@@ -15,6 +15,7 @@
 //! agent/          providers and the Agent actor
 //! conversation/   Session, Connection, outbound queues, the console feed
 //! webhooks/       the webhook actor and its delivery workers
+//! insights/       the Analyst: conversations read by the tenant's model
 //! tree/           Root and Tenant
 //! runtime/        the API the edge calls
 //! ```
@@ -26,6 +27,7 @@
 //! ├── Persistence (store/)                the only code that queries SurrealDB
 //! ├── Webhooks (webhooks/mod.rs)          fans the event outbox out to endpoints
 //! │   └── Worker (webhooks/worker.rs)     one per endpoint: signs, sends, retries
+//! ├── Analyst (insights/actor.rs)         insights: quiet conversations read by the model
 //! └── Tenant (tree/tenant.rs)             one per tenant, started on first use
 //!     └── Session (conversation/session/) one per live conversation; passivates when idle
 //!         ├── Agent (agent/actor.rs)      one generation at a time
@@ -40,6 +42,7 @@ mod error;
 
 pub(crate) mod agent;
 pub(crate) mod conversation;
+pub(crate) mod insights;
 pub(crate) mod net;
 pub(crate) mod store;
 pub(crate) mod supervision;

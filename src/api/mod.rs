@@ -6,6 +6,7 @@
 //! Architecture Invariant: handlers reach data only through `Runtime`.
 
 pub mod admin;
+pub mod analytics;
 pub mod console;
 pub mod conversations;
 pub mod pages;
@@ -46,6 +47,8 @@ pub fn routes(
         .or(webchat::routes(app.clone()))
         .unify()
         .or(console::routes(app.clone()))
+        .unify()
+        .or(analytics::routes(app.clone()))
         .unify()
         .or(sockets::webchat_route(app.clone()))
         .unify()

@@ -29,6 +29,23 @@ pub fn caller(
     runtime: Runtime,
     limiter: Limiter,
 ) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
+    named_by(runtime, limiter, |runtime, key, authorization| {
+        let scope = resolve(runtime, key, authorization)?;
+        Ok((scope.tenant.clone(), scope))
+    })
+}
+
+/// Names a caller from its `X-API-Key` and `Authorization`: the tenant to
+/// count against, and what the route gets.
+type Namer<T> = fn(&Runtime, Option<&str>, Option<&str>) -> Result<(TenantId, T), ApiError>;
+
+/// What `name` makes of a request's `X-API-Key` and `Authorization` (after
+/// `bearer_api_key`), counted against the key's and the address's limits.
+fn named_by<T: Send + 'static>(
+    runtime: Runtime,
+    limiter: Limiter,
+    name: Namer<T>,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<String>("x-api-key")
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::ext::optional::<ClientIp>())
@@ -40,16 +57,13 @@ pub fn caller(
                 let limiter = limiter.clone();
                 async move {
                     let (key, authorization) = bearer_api_key(&runtime, key, authorization);
-                    let scope = resolve(&runtime, key.as_deref(), authorization.as_deref())
+                    let (tenant, named) = name(&runtime, key.as_deref(), authorization.as_deref())
                         .map_err(warp::reject::custom)?;
+                    let address = client_ip.map(|client| client.0);
                     limiter
-                        .check(
-                            &scope.tenant,
-                            key.as_deref(),
-                            client_ip.map(|client| client.0),
-                        )
+                        .check(&tenant, key.as_deref(), address)
                         .map_err(|error| warp::reject::custom(ApiError::from(error)))?;
-                    Ok::<_, Rejection>(scope)
+                    Ok::<_, Rejection>(named)
                 }
             },
         )
@@ -76,6 +90,34 @@ pub fn bearer_api_key(
             (Some(bearer.to_owned()), None)
         }
         _ => (key, authorization),
+    }
+}
+
+/// Who may read what belongs to the whole tenant (its statistics): the
+/// tenant's API key without a client token (a back end), or a staff key (the
+/// console). A client token speaks for one end user: 403.
+pub fn tenant_reader(
+    runtime: Runtime,
+    limiter: Limiter,
+) -> impl Filter<Extract = (TenantId,), Error = Rejection> + Clone {
+    named_by(runtime, limiter, |runtime, key, authorization| {
+        let tenant = reader_of(runtime, key, authorization)?;
+        Ok((tenant.clone(), tenant))
+    })
+}
+
+fn reader_of(
+    runtime: &Runtime,
+    key: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<TenantId, ApiError> {
+    if let Some((tenant, KeyKind::Staff)) = key.and_then(|key| runtime.key_kind(key)) {
+        return Ok(tenant);
+    }
+    let scope = resolve(runtime, key, authorization)?;
+    match scope.client {
+        Some(_) => Err(ApiError::ClientTokenNotAllowed),
+        None => Ok(scope.tenant),
     }
 }
 

@@ -60,6 +60,10 @@ pub enum ApiError {
     AdminDisabled,
     #[error("no contact was captured in this conversation")]
     NoContact,
+    #[error(
+        "a client token speaks for one end user; statistics are the tenant's: use the API key alone, or a staff key"
+    )]
+    ClientTokenNotAllowed,
     /// A webchat message was stored but its reply cannot be given now.
     #[error("{}", problem.describe())]
     Reply {
@@ -113,12 +117,16 @@ impl ApiError {
                 RuntimeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 RuntimeError::ContentTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 RuntimeError::NothingToCancel
+                | RuntimeError::NoModel
+                | RuntimeError::NothingToAnalyze
                 | RuntimeError::Conflict(_)
                 | RuntimeError::AlreadyTakenOver { .. }
                 | RuntimeError::NotTakenOver => StatusCode::CONFLICT,
                 RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::VersionConflict { .. } => StatusCode::CONFLICT,
+                RuntimeError::AnalysisFailed(_) => StatusCode::BAD_GATEWAY,
                 RuntimeError::KeyNotFound(_)
+                | RuntimeError::NotAnalyzed
                 | RuntimeError::WebhookNotFound(_)
                 | RuntimeError::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::UrlNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -138,6 +146,7 @@ impl ApiError {
             | ApiError::WidgetKeyNotAllowed
             | ApiError::StaffKeyNotAllowed
             | ApiError::NotStaffKey
+            | ApiError::ClientTokenNotAllowed
             | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::NotWebSocket | ApiError::UnreadableBody => {
                 StatusCode::BAD_REQUEST
@@ -171,6 +180,7 @@ impl ApiError {
             ApiError::StaffKeyNotAllowed => "staff_key_not_allowed",
             ApiError::NotStaffKey => "not_a_staff_key",
             ApiError::NoContact => "contact_not_found",
+            ApiError::ClientTokenNotAllowed => "client_token_not_allowed",
             ApiError::Reply { problem, .. } => match problem {
                 ReplyProblem::Timeout => "reply_timeout",
                 ReplyProblem::Restarted => "reply_pending",

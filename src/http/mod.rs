@@ -233,6 +233,17 @@ pub fn parse_limit(
     }
 }
 
+/// Refuses a query with a parameter outside `allowed`, naming it.
+pub fn only_params(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|name| !allowed.contains(&name.as_str())) {
+        Some(name) => Err(ApiError::BadRequest(format!(
+            "unknown parameter `{name}`: send {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a body with a field outside `allowed`, naming it.
 pub fn only_fields(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     match body.keys().find(|field| !allowed.contains(&field.as_str())) {

@@ -30,6 +30,9 @@ enum Expect {
     Console,
     /// The console feed socket: it takes only a staff member's feed ticket.
     ConsoleFeed,
+    /// The whole tenant's figures: B counts only its own; a client token
+    /// (one end user) is refused.
+    TenantFigures,
 }
 
 /// The webchat `session_id` alice's conversation goes by.
@@ -65,8 +68,13 @@ const CASES: &[(&str, Expect)] = &[
         Expect::Console,
     ),
     ("POST /console/api/conversations/{}/socket", Expect::Console),
+    (
+        "GET /console/api/conversations/{}/insights",
+        Expect::Console,
+    ),
     ("POST /console/api/feed", Expect::Console),
     ("GET /console/ws", Expect::ConsoleFeed),
+    ("GET /analytics/summary", Expect::TenantFigures),
     ("POST /chat/sessions", Expect::OwnTenantOnly),
     ("OPTIONS /chat/sessions", Expect::Preflight),
     ("GET /chat/sessions", Expect::OwnTenantOnly),
@@ -91,6 +99,8 @@ const CASES: &[(&str, Expect)] = &[
     ("PATCH /chat/{}", Expect::ForeignSessionIsNotFound),
     ("GET /chat/{}/contact", Expect::ForeignSessionIsNotFound),
     ("POST /chat/{}/handoff", Expect::ForeignSessionIsNotFound),
+    ("POST /chat/{}/analyze", Expect::ForeignSessionIsNotFound),
+    ("GET /chat/{}/insights", Expect::ForeignSessionIsNotFound),
     // Reads first: once B writes with alice's id, B has a conversation of its own by that id.
     ("GET /api/webchat/history/{}", Expect::Webchat),
     ("POST /api/webchat/messages", Expect::Webchat),
@@ -105,6 +115,7 @@ const CASES: &[(&str, Expect)] = &[
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
     ("PATCH /admin/tenants/{}", Expect::AdminOnly),
+    ("POST /admin/tenants/{}/erase", Expect::AdminOnly),
     ("POST /admin/tenants/{}/keys", Expect::AdminOnly),
     ("GET /admin/tenants/{}/keys", Expect::AdminOnly),
     ("POST /admin/tenants/{}/client-tokens", Expect::AdminOnly),
@@ -374,6 +385,20 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                     } else {
                         assert!((200..300).contains(&status), "{route}: {status} {body}");
                         assert!(!body.to_string().contains(&session), "{route}: {body}");
+                    }
+                }
+                Expect::TenantFigures => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    if token.is_some() {
+                        assert_eq!(
+                            (status, body["code"].clone()),
+                            (403, json!("client_token_not_allowed")),
+                            "{who}: {route}"
+                        );
+                    } else {
+                        assert_eq!(status, 200, "{who}: {route}: {body}");
+                        assert_eq!(body["total"]["conversations_started"], 0, "{who}: {body}");
+                        assert!(body["total"]["messages"].as_object().unwrap().is_empty());
                     }
                 }
                 Expect::ConsoleFeed => {

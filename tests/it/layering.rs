@@ -27,6 +27,10 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
         &["model", "config", "error", "supervision", "net", "store"],
     ),
     (
+        "insights",
+        &["model", "config", "error", "supervision", "store", "agent"],
+    ),
+    (
         "tree",
         &[
             "model",
@@ -38,6 +42,7 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
             "agent",
             "conversation",
             "webhooks",
+            "insights",
         ],
     ),
     (
@@ -52,6 +57,7 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
             "agent",
             "conversation",
             "webhooks",
+            "insights",
             "tree",
         ],
     ),

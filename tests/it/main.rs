@@ -2,11 +2,13 @@
 //! module per surface. Every test starts a real server on 127.0.0.1:0.
 
 mod admin;
+mod analytics;
 mod browser;
 mod client_tokens;
 mod console;
 mod conversations;
 mod durability;
+mod erasure;
 mod isolation;
 mod layering;
 mod layout;
@@ -15,6 +17,7 @@ mod process;
 mod rate_limits;
 mod reliability;
 mod schemas;
+mod seed_frontend;
 mod session_api;
 mod supervision;
 mod support;

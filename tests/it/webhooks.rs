@@ -12,7 +12,7 @@ use tertulia_actors::config::WebhookEndpointConfig;
 use tertulia_actors::model::TenantSettings;
 use tertulia_actors::model::{EVENT_TYPES, WebhookFormat};
 
-use crate::support::receiver::{Received, Receiver, signed_with};
+use crate::support::receiver::{Received, Receiver, assert_matches_schema, schema, signed_with};
 use crate::support::server::*;
 
 const ADMIN: &str = "adm_webhooks";
@@ -109,66 +109,6 @@ fn of_type<'a>(received: &'a [Received], kind: &str) -> Vec<&'a Received> {
         .collect()
 }
 
-/// The schema of an event type, from `schemas/events/`.
-fn schema(kind: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas/events")
-        .join(format!("{kind}.schema.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The JSON type names a value has (`integer` is also a `number`).
-fn json_types(value: &Value) -> Vec<&'static str> {
-    match value {
-        Value::Null => vec!["null"],
-        Value::Bool(_) => vec!["boolean"],
-        Value::Number(number) if number.is_u64() || number.is_i64() => vec!["integer", "number"],
-        Value::Number(_) => vec!["number"],
-        Value::String(_) => vec!["string"],
-        Value::Array(_) => vec!["array"],
-        Value::Object(_) => vec!["object"],
-    }
-}
-
-/// The payload has exactly the envelope and `data` keys its schema lists,
-/// each of an allowed type (and in its `enum`, if any).
-fn assert_matches_schema(payload: &Value) {
-    let kind = payload["type"].as_str().unwrap();
-    let schema = schema(kind);
-    let keys = |value: &Value| -> BTreeSet<String> {
-        value.as_object().unwrap().keys().cloned().collect()
-    };
-    assert_eq!(
-        keys(payload),
-        keys(&schema["properties"]),
-        "{kind} envelope"
-    );
-    let data_schema = &schema["properties"]["data"]["properties"];
-    assert_eq!(
-        keys(&payload["data"]),
-        keys(data_schema),
-        "{kind} data keys"
-    );
-    for (key, value) in payload["data"].as_object().unwrap() {
-        let allowed: Vec<&str> = match &data_schema[key]["type"] {
-            Value::String(one) => vec![one.as_str()],
-            Value::Array(many) => many.iter().map(|t| t.as_str().unwrap()).collect(),
-            other => panic!("{kind}.{key}: type {other}"),
-        };
-        assert!(
-            json_types(value).iter().any(|t| allowed.contains(t)),
-            "{kind}.{key} = {value} is not {allowed:?}"
-        );
-        if let Some(options) = data_schema[key]["enum"].as_array() {
-            assert!(options.contains(value), "{kind}.{key} = {value}");
-        }
-    }
-    assert!(
-        payload["id"].as_str().unwrap().starts_with("evt_"),
-        "{payload}"
-    );
-}
-
 #[tokio::test]
 async fn every_event_type_is_delivered_signed_and_as_its_schema_says() {
     let receiver = Receiver::start().await;
@@ -260,6 +200,33 @@ async fn every_event_type_is_delivered_signed_and_as_its_schema_says() {
         )
         .await;
     assert_eq!(status, 200, "{reply}");
+    // handoff.taken: a person takes the conversation over from the console.
+    let staff = make_key(&server, ADMIN, "acme", "staff").await;
+    let taken = server
+        .http
+        .post(server.url(&format!("/console/api/conversations/{id}/takeover")))
+        .header("X-API-Key", &staff)
+        .send()
+        .await
+        .unwrap();
+    assert!(taken.status().is_success(), "{:?}", taken.text().await);
+    // contact.erased: a conversation is erased once its own events have gone out.
+    let gone = conversation(&server).await;
+    receiver
+        .wait_for("the erased conversation's creation", |received| {
+            of_type(received, "conversation.created")
+                .iter()
+                .any(|request| request.json()["data"]["conversation_id"] == gone.as_str())
+        })
+        .await;
+    let (status, erased) = admin(
+        &server,
+        "POST",
+        "/admin/tenants/acme/erase",
+        Some(json!({"conversation_id": gone})),
+    )
+    .await;
+    assert_eq!(status, 200, "{erased}");
     // conversation.deleted
     let response = server
         .http
@@ -282,10 +249,12 @@ async fn every_event_type_is_delivered_signed_and_as_its_schema_says() {
         .await;
     assert_eq!(status, 201);
 
+    // conversation.analyzed needs a model: tests/it/insights.rs checks it
+    // against its schema.
     let acme_types: Vec<&str> = EVENT_TYPES
         .iter()
         .copied()
-        .filter(|kind| *kind != "agent.failed")
+        .filter(|kind| !["agent.failed", "conversation.analyzed"].contains(kind))
         .collect();
     let received = receiver
         .wait_for("every event type", |received| {
@@ -333,7 +302,8 @@ async fn every_event_type_is_delivered_signed_and_as_its_schema_says() {
         .iter()
         .map(|m| m["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["user", "assistant"], "in order");
+    // The last is the take-over's announcement.
+    assert_eq!(roles, ["user", "assistant", "system"], "in order");
     assert_eq!(messages[0]["content"], "hola");
     assert_eq!(messages[0]["context"]["plan"], "pro");
     server.stop().await;
@@ -994,4 +964,19 @@ fn the_n8n_example_is_a_workflow_using_only_fields_the_event_has() {
         }
     }
     assert!(used >= 5, "the workflow reads the event");
+    // n8n 2.x blocks `$env` in nodes by default (N8N_BLOCK_ENV_ACCESS_IN_NODE):
+    // the key must come from a credential, never from the environment.
+    assert!(!text.contains("$env"), "the workflow reads no $env");
+    assert!(!text.contains("X-API-Key"), "no key typed into a node");
+    let answer = workflow["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["type"] == "n8n-nodes-base.httpRequest")
+        .unwrap();
+    assert_eq!(answer["parameters"]["genericAuthType"], "httpHeaderAuth");
+    assert_eq!(
+        answer["credentials"]["httpHeaderAuth"]["name"],
+        "tertulia API key"
+    );
 }

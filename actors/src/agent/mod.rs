@@ -56,6 +56,28 @@ impl AgentRequest {
 #[error("{0}")]
 pub struct AgentError(pub String);
 
+/// One analysis asked of a model: what to do, the conversation as text, and
+/// the JSON Schema the answer must fit.
+#[derive(Debug, Clone)]
+pub struct AnalysisRequest {
+    pub model: String,
+    pub instructions: String,
+    pub transcript: String,
+    pub schema: Value,
+}
+
+/// A model's analysis, as it answered (validated by the caller), with its cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisReply {
+    pub content: String,
+    pub model: String,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+}
+
+/// A model's work that arrives once, whole.
+pub type AgentFuture<T> = futures_util::future::BoxFuture<'static, Result<T, AgentError>>;
+
 /// One thing an answer stream yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
@@ -100,6 +122,16 @@ pub trait AgentProvider: Send + Sync + 'static {
     ) -> Option<
         futures_util::future::BoxFuture<'static, Result<crate::model::leads::Found, AgentError>>,
     > {
+        None
+    }
+
+    /// A structured reading of a whole conversation (insights), for
+    /// providers backed by a model; `None` for the others.
+    fn analyze(
+        &self,
+        _settings: &TenantSettings,
+        _request: AnalysisRequest,
+    ) -> Option<AgentFuture<AnalysisReply>> {
         None
     }
 }

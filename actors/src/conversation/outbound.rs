@@ -38,6 +38,14 @@ impl CloseReason {
         }
     }
 
+    /// The conversation's personal data was erased: a socket must reload.
+    pub fn session_erased() -> Self {
+        CloseReason {
+            code: 4010,
+            reason: "conversation erased".into(),
+        }
+    }
+
     pub fn shutting_down() -> Self {
         CloseReason {
             code: 1001,

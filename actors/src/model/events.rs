@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::conversation::{Contact, Handoff, SessionRecord};
+use super::conversation::{Attendant, Contact, Handoff, SessionRecord};
 use super::ids::{SessionId, TenantId, now_timestamp};
 use super::message::StoredMessage;
 use super::webhook::{EventRecord, TEST_EVENT, WebhookFormat};
@@ -38,17 +38,24 @@ fn event(facts: &ConversationFacts<'_>, kind: &str, data: Map<String, Value>) ->
     EventRecord::new(facts.tenant.clone(), kind, Some(facts.id), data)
 }
 
+impl<'a> ConversationFacts<'a> {
+    /// What a stored record says about its conversation.
+    pub fn of(record: &'a SessionRecord) -> Self {
+        ConversationFacts {
+            tenant: &record.tenant,
+            id: record.id,
+            channel: record.channel.as_deref(),
+            external_id: record.external_id.as_deref(),
+            title: record.title.as_deref(),
+            status: &record.status,
+            version: record.version,
+            context: &record.context,
+        }
+    }
+}
+
 pub fn conversation_created(record: &SessionRecord) -> EventRecord {
-    let facts = ConversationFacts {
-        tenant: &record.tenant,
-        id: record.id,
-        channel: record.channel.as_deref(),
-        external_id: record.external_id.as_deref(),
-        title: record.title.as_deref(),
-        status: &record.status,
-        version: record.version,
-        context: &record.context,
-    };
+    let facts = ConversationFacts::of(record);
     let mut data = base(&facts);
     data.insert("title".into(), facts.title.into());
     data.insert("status".into(), facts.status.into());
@@ -132,6 +139,14 @@ pub fn handoff_requested(facts: &ConversationFacts<'_>, handoff: &Handoff) -> Ev
     event(facts, "handoff.requested", data)
 }
 
+/// A member of staff took the conversation over (the AI stays silent).
+pub fn handoff_taken(facts: &ConversationFacts<'_>, attendant: &Attendant) -> EventRecord {
+    let mut data = base(facts);
+    data.insert("by".into(), attendant.name.clone().into());
+    data.insert("taken_at".into(), attendant.since.clone().into());
+    event(facts, "handoff.taken", data)
+}
+
 pub fn agent_failed(
     facts: &ConversationFacts<'_>,
     message: &StoredMessage,
@@ -146,6 +161,38 @@ pub fn agent_failed(
     data.insert("error".into(), error.into());
     data.insert("partial_content".into(), message.content.clone().into());
     event(facts, "agent.failed", data)
+}
+
+/// A conversation was analysed (its insights are new or changed).
+pub fn conversation_analyzed(
+    facts: &ConversationFacts<'_>,
+    insight: &super::insight::Insight,
+) -> EventRecord {
+    let mut data = base(facts);
+    let answer = serde_json::to_value(&insight.answer).expect("insights serialise");
+    if let Value::Object(answer) = answer {
+        data.extend(answer);
+    }
+    data.insert("model".into(), insight.model.clone().into());
+    data.insert("through_seq".into(), insight.through_seq.into());
+    data.insert("analyzed_at".into(), insight.analyzed_at.clone().into());
+    event(facts, "conversation.analyzed", data)
+}
+
+/// A person's data was erased from these conversations. Carries no
+/// personal data: only which kind of identifier was used, and where.
+pub fn contact_erased(
+    tenant: &TenantId,
+    erased_by: &str,
+    conversations: &[SessionId],
+    erased_at: &str,
+) -> EventRecord {
+    let mut data = Map::new();
+    data.insert("erased_by".into(), erased_by.into());
+    let ids: Vec<String> = conversations.iter().map(SessionId::to_string).collect();
+    data.insert("conversation_ids".into(), json!(ids));
+    data.insert("erased_at".into(), erased_at.into());
+    EventRecord::new(tenant.clone(), "contact.erased", None, data)
 }
 
 /// The event "send test event" sends.

@@ -100,6 +100,10 @@ pub struct StoredMessage {
     /// The tools the agent called while writing this answer, with their results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallRecord>,
+    /// The channel of its conversation (`webchat`), or none for the API and
+    /// sockets: kept on each message so statistics count by it without a join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl StoredMessage {
@@ -128,6 +132,7 @@ impl StoredMessage {
             origin: None,
             agent: None,
             tool_calls: Vec::new(),
+            channel: None,
         }
     }
 }

@@ -10,9 +10,12 @@
 //! through these re-exports), so the folder has no import cycle.
 
 pub mod access;
+pub mod analytics;
 pub mod conversation;
+pub mod erasure;
 pub mod events;
 pub mod ids;
+pub mod insight;
 pub mod leads;
 pub mod message;
 pub mod protocol;

@@ -45,6 +45,8 @@ pub struct TenantSettings {
     /// Offer the `openai` agent's model the built-in `request_human` tool: a
     /// call flags the conversation for a person (`handoff.requested`).
     pub request_human_tool: bool,
+    /// Insights: each conversation read by the tenant's model once quiet.
+    pub insights: super::insight::InsightSettings,
 }
 
 /// A function tool: the model sees its name, description and argument
@@ -126,6 +128,9 @@ impl ToolSettings {
 impl TenantSettings {
     /// What keeps the chosen agent from working, if anything (the text names the field).
     pub fn agent_problem(&self) -> Option<String> {
+        if let Some(problem) = self.insights.invalid() {
+            return Some(problem);
+        }
         match self.agent.as_str() {
             "openai" => self.openai.invalid().or_else(|| {
                 let mut names = std::collections::BTreeSet::new();
@@ -392,6 +397,18 @@ impl Greeting {
 }
 
 impl TenantSettings {
+    /// The model that analyses this tenant's conversations, if it has one:
+    /// `insights.model`, or the `openai` agent's own model.
+    pub fn insight_model(&self) -> Option<&str> {
+        if !self.insights.model.is_empty() {
+            Some(&self.insights.model)
+        } else if self.agent == "openai" {
+            Some(&self.openai.model)
+        } else {
+            None
+        }
+    }
+
     /// The shipped development tenant: the defaults, plus keyless sessions
     /// from a local Next.js dev server (the Frontend API seed's setup).
     pub fn development() -> Self {
@@ -421,6 +438,7 @@ impl Default for TenantSettings {
             webhook_agent: WebhookAgentSettings::default(),
             tools: Vec::new(),
             request_human_tool: true,
+            insights: super::insight::InsightSettings::default(),
         }
     }
 }

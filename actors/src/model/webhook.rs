@@ -59,7 +59,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "message.created",
     "lead.captured",
     "handoff.requested",
+    "handoff.taken",
     "agent.failed",
+    "conversation.analyzed",
+    "contact.erased",
 ];
 
 /// The type of the event sent by "send test event".
@@ -144,7 +147,13 @@ pub fn filter_wants(filters: &[String], kind: &str) -> bool {
 
 /// Events kept even when no endpoint subscribes to them: rare, and what an
 /// operator looks for afterwards. The others are stored only for delivery.
-pub const ALWAYS_RECORDED: &[&str] = &["lead.captured", "agent.failed", "handoff.requested"];
+pub const ALWAYS_RECORDED: &[&str] = &[
+    "lead.captured",
+    "agent.failed",
+    "handoff.requested",
+    "handoff.taken",
+    "contact.erased",
+];
 
 /// Where one event stands with one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

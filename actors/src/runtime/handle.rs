@@ -15,6 +15,7 @@ use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
 use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
+use crate::insights::AnalystHandle;
 use crate::model::{ApiKeyRecord, Scope, SessionId, TenantId};
 use crate::net::egress::EgressPolicy;
 use crate::store::Storage;
@@ -59,6 +60,8 @@ pub(super) struct Inner {
     pub(super) config: RuntimeConfig,
     pub(super) durability: String,
     pub(super) webhooks: WebhooksHandle,
+    /// The Analyst: insights.
+    pub(super) analyst: AnalystHandle,
     /// Where requests made for tenants may go (the SSRF guard).
     pub(super) policy: EgressPolicy,
     /// Each tenant's live feed for the agent console.
@@ -83,6 +86,12 @@ impl Runtime {
     /// How many conversations are live (in memory) on this node.
     pub fn live_sessions(&self) -> usize {
         self.inner.registry.len()
+    }
+
+    /// Every tenant's stored data as one SurrealQL dump (SurrealDB's export),
+    /// after the writes queued so far have committed.
+    pub async fn export_database(&self) -> Result<String> {
+        self.inner.storage.export().await
     }
 
     /// True while the database answers and the root supervisor runs.

@@ -6,8 +6,10 @@
 //! handle.rs         Runtime, its shared state, reaching tenant and session actors
 //! start.rs          config checks, start-up wiring, shutdown
 //! access.rs         tenants and keys
+//! analysis.rs       statistics (and insights) of a tenant's conversations
 //! conversations.rs  conversations, messages, sockets
 //! console.rs        the agent console
+//! erasure.rs        forgetting a person
 //! webhooks.rs       webhook endpoints and deliveries
 //! ```
 //!
@@ -15,8 +17,10 @@
 //! is `pub` here, in `model/` and in `config`.
 
 mod access;
+mod analysis;
 mod console;
 mod conversations;
+mod erasure;
 mod handle;
 mod start;
 mod webhooks;

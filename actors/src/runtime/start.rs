@@ -67,6 +67,7 @@ impl Runtime {
         })?;
         let storage = ask_root(&root, RootMsg::Storage).await?;
         let webhooks = ask_root(&root, RootMsg::Webhooks).await?;
+        let analyst = ask_root(&root, RootMsg::Analyst).await?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 root,
@@ -83,6 +84,7 @@ impl Runtime {
                 config,
                 durability,
                 webhooks,
+                analyst,
                 policy,
                 feeds,
             }),

@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0011_lazy_counters",
         include_str!("../../../schemas/migrations/0011_lazy_counters.surql"),
     ),
+    (
+        12,
+        "0012_analysis",
+        include_str!("../../../schemas/migrations/0012_analysis.surql"),
+    ),
 ];
 
 /// An open database handle. Opaque outside this file: only the persistence
@@ -230,6 +235,38 @@ impl Database {
             .map(|row| {
                 serde_json::from_value(row)
                     .map_err(|error| Error::Storage(format!("unexpected row shape: {error}")))
+            })
+            .collect()
+    }
+
+    /// The whole database as SurrealQL (SurrealDB's own export): every
+    /// table's definition and every record as it is now.
+    pub(super) async fn export_text(&self) -> Result<String> {
+        use futures_util::StreamExt;
+        let mut stream = self.db.export(()).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend(chunk?);
+        }
+        String::from_utf8(bytes).map_err(|_| Error::Storage("the export is not UTF-8".into()))
+    }
+
+    /// The rows of each of `statements` statements of `query`, in order.
+    pub(super) async fn select_each(
+        &self,
+        query: &str,
+        vars: Value,
+        statements: usize,
+    ) -> Result<Vec<Vec<Value>>> {
+        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
+        (0..statements)
+            .map(|index| {
+                let rows: surrealdb::types::Value = response.take(index)?;
+                Ok(match rows.into_json_value() {
+                    Value::Array(rows) => rows,
+                    Value::Null => Vec::new(),
+                    other => vec![other],
+                })
             })
             .collect()
     }

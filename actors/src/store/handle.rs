@@ -59,6 +59,13 @@ impl Storage {
             .cast(PersistenceMsg::InjectFailures(batches));
     }
 
+    /// The whole database as SurrealQL, once every write queued so far has
+    /// committed.
+    pub async fn export(&self) -> Result<String> {
+        self.flush().await;
+        self.db.export_text().await
+    }
+
     /// Waits until every write queued so far has committed (or failed).
     pub async fn flush(&self) {
         let _ = self

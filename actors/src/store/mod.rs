@@ -16,6 +16,7 @@
 //! only `model/`, `config`, `error` and `supervision`.
 
 mod actor;
+mod analytics;
 #[cfg(feature = "bench-internals")]
 pub mod bench;
 mod counters;

@@ -31,7 +31,7 @@ pub struct MessageQuery {
     pub newest: bool,
 }
 
-async fn bounded<T>(read: impl Future<Output = Result<T>>) -> Result<T> {
+pub(super) async fn bounded<T>(read: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(READ_TIMEOUT, read)
         .await
         .unwrap_or(Err(Error::Unavailable("persistence")))
@@ -242,5 +242,76 @@ impl Storage {
         );
         let vars = json!({"tenant": tenant, "endpoint": endpoint_id, "ids": ids});
         bounded(self.db.deliveries_with_events(&query, vars)).await
+    }
+}
+
+impl Storage {
+    /// The conversations of a tenant where this email or phone was captured
+    /// as the contact (`field` is `email` or `phone`), or where a message's
+    /// text contains it (case-insensitively): where a person's data may be.
+    pub async fn conversations_mentioning(
+        &self,
+        tenant: &TenantId,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<SessionId>> {
+        // Emails are kept as written: compared in lower case.
+        let (column, exact) = match field {
+            "email" => ("string::lowercase(email ?? '')", value.to_lowercase()),
+            _ => ("phone", value.to_owned()),
+        };
+        let query = format!(
+            "SELECT VALUE conversation_id FROM contact WHERE tenant = $tenant AND {column} = $value;\n\
+             SELECT VALUE session_id FROM (SELECT session_id FROM message WHERE tenant = $tenant \
+             AND string::contains(string::lowercase(content), $lower) GROUP BY session_id);"
+        );
+        let vars = json!({"tenant": tenant, "value": exact, "lower": value.to_lowercase()});
+        let found = bounded(self.db.select_each(&query, vars, 2)).await?;
+        let mut ids: Vec<SessionId> = found
+            .into_iter()
+            .flatten()
+            .filter_map(|id| serde_json::from_value(id).ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+/// A conversation that may be due for analysis: quiet, with messages after
+/// the last `seq` analysed.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct QuietConversation {
+    pub session_id: SessionId,
+    pub updated_at: String,
+}
+
+impl Storage {
+    /// A conversation's insights, if it was analysed.
+    pub async fn load_insight(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<Option<crate::model::insight::Insight>> {
+        let query = "SELECT * OMIT id FROM type::record('insight', $sid) WHERE tenant = $tenant;";
+        let vars = json!({"sid": session.to_string(), "tenant": tenant});
+        bounded(self.db.select_first(query, vars)).await
+    }
+
+    /// The tenant's conversations last changed in `[since, until)` (oldest
+    /// first) with messages not yet analysed: what went quiet since the last
+    /// look (over the `tenant, updated_at` index).
+    pub async fn quiet_conversations(
+        &self,
+        tenant: &TenantId,
+        since: &str,
+        until: &str,
+        limit: usize,
+    ) -> Result<Vec<QuietConversation>> {
+        let query = "SELECT session_id, updated_at FROM conversation \
+                     WHERE tenant = $tenant AND updated_at >= $since AND updated_at < $until \
+                     AND last_seq > (analyzed_seq ?? 0) ORDER BY updated_at LIMIT $limit;";
+        let vars = json!({"tenant": tenant, "since": since, "until": until, "limit": limit});
+        bounded(self.db.select(query, vars)).await
     }
 }

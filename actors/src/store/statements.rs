@@ -330,3 +330,42 @@ pub fn set_message_geo(out: &mut Statements, tenant: &TenantId, message: Message
          WHERE tenant = {tenant} AND origin != NONE RETURN NONE;"
     ));
 }
+
+/// Everything about a person in these conversations, in one step: message
+/// text, authors, origins (address, user agent, geolocation) and client
+/// ids; the contact; the consent log's subject, address and user agent; the
+/// insights; stored events' payloads and deliveries' last errors (a body is
+/// rebuilt from its event). The rows stay, so counts, times and tokens do.
+pub fn erase(out: &mut Statements, tenant: &TenantId, sessions: &[SessionId], erased_at: &str) {
+    let ids: Vec<String> = sessions.iter().map(SessionId::to_string).collect();
+    let ids = out.var("ids", json!(ids));
+    let tenant = out.var("tenant", json!(tenant));
+    let at = out.var("at", json!(erased_at));
+    out.push(format!(
+        "FOR $sid IN {ids} {{\n\
+         UPDATE message SET content = '', author = NONE, origin = NONE, client_msg_id = NONE, \
+         tool_calls = NONE WHERE tenant = {tenant} AND session_id = $sid RETURN NONE;\n\
+         DELETE type::record('contact', $sid) WHERE tenant = {tenant} RETURN NONE;\n\
+         DELETE type::record('insight', $sid) WHERE tenant = {tenant} RETURN NONE;\n\
+         UPDATE consent SET subject = 'erased', ip = NONE, user_agent = NONE \
+         WHERE tenant = {tenant} AND conversation_id = $sid RETURN NONE;\n\
+         UPDATE event SET data = {{ erased: true }} WHERE tenant = {tenant} AND conversation_id = $sid RETURN NONE;\n\
+         UPDATE delivery SET last_error = NONE WHERE tenant = {tenant} AND conversation_id = $sid RETURN NONE;\n\
+         UPDATE type::record('conversation', $sid) SET context = {{}}, title = NONE, \
+         external_id = NONE, consent = NONE, handoff = NONE, erased_at = {at}, analyzed_seq = last_seq \
+         WHERE tenant = {tenant} RETURN NONE;\n}};"
+    ));
+}
+
+/// A conversation's insights, and the newest `seq` they cover.
+pub fn put_insight(out: &mut Statements, insight: &crate::model::insight::Insight) {
+    let conversation = (&insight.tenant, insight.conversation_id);
+    let (sid, tenant) = out.conversation(conversation);
+    let document = out.doc("insight", insight);
+    let seq = out.var("seq", json!(insight.through_seq));
+    out.push(format!(
+        "UPSERT type::record('insight', {sid}) CONTENT {document} RETURN NONE;\n\
+         UPDATE type::record('conversation', {sid}) SET analyzed_seq = {seq} \
+         WHERE tenant = {tenant} RETURN NONE;"
+    ));
+}

@@ -228,3 +228,70 @@ fn every_migration_file_is_listed_in_order() {
         assert!(name.starts_with(&format!("{version:04}_")), "{name}");
     }
 }
+
+#[tokio::test]
+async fn the_summary_is_counted_by_the_database_per_bucket() {
+    use crate::model::analytics::{Summary, SummaryQuery};
+    use crate::model::{AnswerMeta, MessageStatus};
+    let db = Database::open("mem://", "test", "test").await.unwrap();
+    let (_actor, storage) = persistence(&db).await;
+    let tenant = TenantId("t".into());
+    let other = TenantId("other".into());
+    let record = conversation(&tenant);
+    let session = record.id;
+    storage
+        .write_and_wait(Write::CreateSession(Box::new(record)))
+        .await
+        .unwrap();
+    let answer = |seq: u64, ttft: u64, status: MessageStatus| StoredMessage {
+        status,
+        channel: Some("webchat".into()),
+        agent: Some(Box::new(AnswerMeta {
+            model: Some("m1".into()),
+            prompt_tokens: Some(10),
+            completion_tokens: Some(5),
+            time_to_first_token_ms: Some(ttft),
+            total_ms: Some(ttft * 10),
+            ..AnswerMeta::default()
+        })),
+        ..StoredMessage::new(tenant.clone(), session, seq, Role::Assistant, "a".into())
+    };
+    let writes = vec![
+        Write::AppendMessage(message(&tenant, session, 1)),
+        Write::AppendMessage(answer(2, 100, MessageStatus::Complete)),
+        Write::AppendMessage(message(&tenant, session, 3)),
+        Write::AppendMessage(answer(4, 300, MessageStatus::Failed)),
+        // The same latency twice: a percentile over distinct values would miss it.
+        Write::AppendMessage(answer(6, 100, MessageStatus::Complete)),
+        Write::AppendMessage(message(&other, SessionId::new(), 1)),
+        Write::WithEvents(
+            Box::new(Write::AppendMessage(message(&tenant, session, 5))),
+            vec![EventRecord::new(
+                tenant.clone(),
+                "lead.captured",
+                Some(session),
+                Default::default(),
+            )],
+        ),
+    ];
+    for write in writes {
+        storage.write_and_wait(write).await.unwrap();
+    }
+    let now = chrono::Utc::now();
+    let query = SummaryQuery::new(tenant.clone(), None, None, Some("hour"), now).unwrap();
+    let rows = storage.summary_rows(&query).await.unwrap();
+    let summary = Summary::assemble(&query, &rows);
+    let total = &summary.total;
+    assert_eq!(total.conversations_started, 1, "{rows:?}");
+    assert_eq!(total.messages["user"]["api"], 3, "{rows:?}");
+    assert_eq!(total.messages["assistant"]["webchat"], 3, "{rows:?}");
+    assert_eq!(total.answers.failed, 1);
+    assert_eq!(total.answers.complete, 2);
+    assert_eq!(total.tokens["m1"].prompt, 30, "{rows:?}");
+    assert_eq!(total.leads_captured, 1);
+    assert_eq!(total.time_to_first_token_ms.p50, Some(100.0), "{rows:?}");
+    assert_eq!(total.time_to_first_token_ms.p95, Some(280.0), "{rows:?}");
+    let last = summary.buckets.last().unwrap();
+    assert_eq!(last.stats.messages["user"]["api"], 3, "{summary:?}");
+    assert_eq!(summary.buckets.len(), 49, "48 hours, cut at the hour");
+}

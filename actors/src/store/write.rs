@@ -100,6 +100,17 @@ pub enum Write {
     /// Conversation counters owed by committed batches (the persistence
     /// actor's own write; see `counters.rs`).
     Counters(Counters),
+    /// A conversation's insights (replacing the last), and the `seq` they
+    /// cover on the conversation.
+    PutInsight(Box<crate::model::insight::Insight>),
+    /// Erases what these conversations hold about a person: message text,
+    /// authors and origins, the contact, the consent log's addresses, the
+    /// insights, stored events' payloads. Rows that statistics count stay.
+    Erase {
+        tenant: TenantId,
+        sessions: Vec<SessionId>,
+        erased_at: String,
+    },
 }
 
 impl Write {
@@ -184,6 +195,12 @@ impl Write {
                 message,
                 geo,
             } => statements::set_message_geo(out, tenant, *message, geo),
+            Write::Erase {
+                tenant,
+                sessions,
+                erased_at,
+            } => statements::erase(out, tenant, sessions, erased_at),
+            Write::PutInsight(insight) => statements::put_insight(out, insight),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The root supervisor: the top of the tree. Supervises `Persistence`,
-//! `Webhooks` and one `Tenant` per tenant, started on first use.
+//! `Webhooks`, the `Analyst` and one `Tenant` per tenant, started on first use.
 //!
 //! Persistence that panics is restarted after a capped backoff with the same
 //! database handle, and every `Storage` clone is re-pointed at the new actor;
-//! `Webhooks` likewise (its state is in the database). A tenant that fails is
+//! `Webhooks` and the `Analyst` likewise (their state is in the database). A tenant that fails is
 //! let go and started again on its next use. Shutdown runs here, once, in
 //! order: tenants store their answers in progress and close their sockets,
 //! webhook workers stop (what they had not delivered is sent after the next
@@ -23,6 +23,7 @@ use crate::model::TenantSettings;
 /// grown by the admin API while running.
 pub type TenantDirectory = Arc<dashmap::DashMap<TenantId, Arc<TenantSettings>>>;
 use crate::error::{Error, Result};
+use crate::insights::{Analyst, AnalystArgs, AnalystHandle, AnalystMsg};
 use crate::model::Subscriptions;
 use crate::model::TenantId;
 use crate::net::egress::EgressPolicy;
@@ -41,6 +42,10 @@ pub enum RootMsg {
     Webhooks(RpcReplyPort<WebhooksHandle>),
     /// Restarts the webhook actor after its backoff.
     RestartWebhooks,
+    /// The Analyst's handle, for insights.
+    Analyst(RpcReplyPort<AnalystHandle>),
+    /// Restarts the Analyst after its backoff.
+    RestartAnalyst,
     /// The tenant's actor, started if needed.
     Tenant {
         id: TenantId,
@@ -73,6 +78,8 @@ pub struct RootState {
     subscriptions: Subscriptions,
     webhooks: WebhooksHandle,
     webhooks_backoff: Backoff,
+    analyst: AnalystHandle,
+    analyst_backoff: Backoff,
     tenants: HashMap<TenantId, ActorRef<TenantMsg>>,
     tenant_actors: HashMap<ActorId, TenantId>,
     shutting_down: bool,
@@ -102,7 +109,10 @@ impl Actor for Root {
         let storage = Storage::new(persistence.clone(), args.db.clone());
         let webhooks =
             spawn_webhooks(&myself, &args, &storage, &events_committed, &subscriptions).await?;
+        let analyst = spawn_analyst(&myself, &args, &storage).await?;
         Ok(RootState {
+            analyst: AnalystHandle::new(analyst),
+            analyst_backoff: Backoff::new(&args.config.supervision),
             storage,
             persistence,
             persistence_backoff: Backoff::new(&args.config.supervision),
@@ -133,6 +143,19 @@ impl Actor for Root {
             RootMsg::RestartWebhooks if !state.shutting_down => {
                 restart_webhooks(&myself, state).await;
             }
+            RootMsg::Analyst(reply) => {
+                let _ = reply.send(state.analyst.clone());
+            }
+            RootMsg::RestartAnalyst if !state.shutting_down => {
+                match spawn_analyst(&myself, &state.args, &state.storage).await {
+                    Ok(analyst) => state.analyst.replace(analyst),
+                    Err(error) => {
+                        let delay = state.analyst_backoff.next_delay();
+                        tracing::error!(%error, ?delay, "the analyst did not restart; trying again");
+                        myself.send_after(delay, || RootMsg::RestartAnalyst);
+                    }
+                }
+            }
             RootMsg::Tenant { id, reply } => {
                 let _ = reply.send(tenant(&myself, state, id).await);
             }
@@ -149,7 +172,7 @@ impl Actor for Root {
                 state.persistence = persistence;
                 tracing::info!("persistence restarted");
             }
-            RootMsg::RestartWebhooks | RootMsg::RestartPersistence => {}
+            RootMsg::RestartWebhooks | RootMsg::RestartPersistence | RootMsg::RestartAnalyst => {}
             RootMsg::Shutdown(reply) => {
                 shut_down(state).await;
                 let _ = reply.send(());
@@ -182,6 +205,13 @@ impl Actor for Root {
             let delay = state.webhooks_backoff.next_delay();
             tracing::error!(error = ?failure, ?delay, "webhooks stopped; restarting it");
             myself.send_after(delay, || RootMsg::RestartWebhooks);
+        } else if cell.get_id() == state.analyst.actor().get_id() {
+            if state.shutting_down {
+                return Ok(());
+            }
+            let delay = state.analyst_backoff.next_delay();
+            tracing::error!(error = ?failure, ?delay, "the analyst stopped; restarting it");
+            myself.send_after(delay, || RootMsg::RestartAnalyst);
         } else if let Some(tenant) = state.tenant_actors.remove(&cell.get_id()) {
             state.tenants.remove(&tenant);
             if let Some(error) = failure {
@@ -209,6 +239,24 @@ async fn spawn_webhooks(
     let (webhooks, _) =
         Actor::spawn_linked(None, Webhooks, webhooks_args, myself.get_cell()).await?;
     Ok(webhooks)
+}
+
+async fn spawn_analyst(
+    myself: &ActorRef<RootMsg>,
+    args: &RootArgs,
+    storage: &Storage,
+) -> Result<ActorRef<AnalystMsg>, ActorProcessingErr> {
+    let analyst_args = AnalystArgs {
+        storage: storage.clone(),
+        tenants: args.tenants.clone(),
+        provider: args.agents.get("openai").cloned(),
+        sweep_every: Duration::from_millis(args.config.insights.sweep_every_ms.max(1)),
+        retries: (args.config.insights.retry_schedule_ms.iter())
+            .map(|ms| Duration::from_millis(*ms))
+            .collect(),
+    };
+    let (analyst, _) = Actor::spawn_linked(None, Analyst, analyst_args, myself.get_cell()).await?;
+    Ok(analyst)
 }
 
 async fn restart_webhooks(myself: &ActorRef<RootMsg>, state: &mut RootState) {
@@ -263,6 +311,11 @@ async fn shut_down(state: &mut RootState) {
         .iter()
         .map(|tenant| tenant.call(TenantMsg::Shutdown, Some(TENANT_SHUTDOWN_TIMEOUT)));
     futures_util::future::join_all(stops).await;
+    let _ = state
+        .analyst
+        .actor()
+        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+        .await;
     let _ = state
         .webhooks
         .actor()

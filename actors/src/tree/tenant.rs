@@ -48,6 +48,13 @@ pub enum TenantMsg {
         session: SessionId,
         reply: RpcReplyPort<Result<()>>,
     },
+    /// Stops these sessions (closing their sockets), so nothing of them is
+    /// left in memory, then stores `write` (the erasure) and answers.
+    Erase {
+        sessions: Vec<SessionId>,
+        write: Box<Write>,
+        reply: RpcReplyPort<Result<()>>,
+    },
     /// Restarts a session that crashed, once its backoff has passed.
     Restart(SessionId),
     /// A start task finished.
@@ -154,6 +161,16 @@ impl Actor for Tenant {
             TenantMsg::Created(record) => remember_fresh(state, *record),
             TenantMsg::Delete { session, reply } => {
                 let _ = reply.send(delete(state, session).await);
+            }
+            TenantMsg::Erase {
+                sessions,
+                write,
+                reply,
+            } => {
+                for session in sessions {
+                    stop_live(state, session, CloseReason::session_erased()).await;
+                }
+                let _ = reply.send(state.args.storage.write_and_wait(*write).await);
             }
             TenantMsg::Shutdown(reply) => {
                 shut_down(state).await;
@@ -351,6 +368,31 @@ fn remember_fresh(state: &mut TenantState, record: SessionRecord) {
     }
 }
 
+/// Stops a live session (its sockets closed with `reason`, an answer in
+/// progress dropped) and forgets every copy of it this actor keeps.
+async fn stop_live(state: &mut TenantState, session: SessionId, reason: CloseReason) {
+    if let Some(actor) = state.live.remove(&session) {
+        state.by_actor.remove(&actor.get_id());
+        let tenant = state.args.id.clone();
+        state.args.registry.remove(&(tenant, session));
+        let stopped = actor
+            .call(
+                |reply| SessionMsg::Terminate {
+                    reason,
+                    keep_partial: false,
+                    reply,
+                },
+                Some(TERMINATE_TIMEOUT),
+            )
+            .await;
+        if !matches!(stopped, Ok(CallResult::Success(()))) {
+            actor.stop(Some("stopped".into()));
+        }
+    }
+    state.restarting.remove(&session);
+    state.fresh.remove(&session);
+}
+
 async fn delete(state: &mut TenantState, session: SessionId) -> Result<()> {
     let tenant = state.args.id.clone();
     if state
@@ -362,25 +404,7 @@ async fn delete(state: &mut TenantState, session: SessionId) -> Result<()> {
     {
         return Err(Error::SessionNotFound { tenant, session });
     }
-    if let Some(actor) = state.live.remove(&session) {
-        state.by_actor.remove(&actor.get_id());
-        state.args.registry.remove(&(tenant.clone(), session));
-        let stopped = actor
-            .call(
-                |reply| SessionMsg::Terminate {
-                    reason: CloseReason::session_deleted(),
-                    keep_partial: false,
-                    reply,
-                },
-                Some(TERMINATE_TIMEOUT),
-            )
-            .await;
-        if !matches!(stopped, Ok(CallResult::Success(()))) {
-            actor.stop(Some("deleted".into()));
-        }
-    }
-    state.restarting.remove(&session);
-    state.fresh.remove(&session);
+    stop_live(state, session, CloseReason::session_deleted()).await;
     state
         .args
         .storage

@@ -2,6 +2,7 @@
 //! the CLI. Guarded by `auth.admin_token` as a bearer token; off when unset.
 //! Handlers call the runtime; nothing here touches the database.
 
+pub mod erasure;
 pub mod webhooks;
 
 use serde::Deserialize;
@@ -231,6 +232,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let admin = admin_auth(app.config.auth.admin_token.clone()).boxed();
     tenant_routes(app.clone())
         .or(key_routes(app.clone()))
+        .unify()
+        .or(erasure::routes(app.clone(), admin.clone()))
         .unify()
         .or(webhooks::routes(app, admin))
         .unify()

@@ -63,7 +63,7 @@ fn parse_status(query: &HashMap<String, String>) -> Result<Option<DeliveryStatus
 }
 
 /// The admin-token filter every route goes behind.
-type AdminOnly = BoxedFilter<()>;
+pub type AdminOnly = BoxedFilter<()>;
 
 /// Every webhook route; `admin` is the admin-token filter.
 pub fn routes(app: AppState, admin: AdminOnly) -> BoxedFilter<(warp::reply::Response,)> {

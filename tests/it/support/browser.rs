@@ -34,6 +34,13 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Browser::start_with_args(&[]).await
+    }
+
+    /// A browser started with these extra Chromium switches (for example
+    /// `--host-resolver-rules`, so a page can name `localhost:2000` verbatim
+    /// while the server listens on an ephemeral port).
+    pub async fn start_with_args(extra: &[String]) -> Browser {
         static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
         let permit = SLOTS
             .get_or_init(|| Arc::new(Semaphore::new(MAX_BROWSERS)))
@@ -55,7 +62,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let client = match connect(port).await {
+        let client = match connect(port, extra).await {
             Some(client) => client,
             None => {
                 let _ = driver.kill();
@@ -123,16 +130,22 @@ impl Browser {
 }
 
 /// A WebDriver session with headless Chromium, once ChromeDriver listens.
-pub async fn connect(port: u16) -> Option<Client> {
+pub async fn connect(port: u16, extra: &[String]) -> Option<Client> {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,800",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend_from_slice(extra);
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-background-networking", "--disable-dev-shm-usage",
-                     "--window-size=1100,800"],
-        }),
+        json!({"binary": CHROMIUM, "args": args}),
     );
     let started = tokio::time::Instant::now();
     while started.elapsed() < DEADLINE * 2 {

@@ -58,7 +58,7 @@ impl FakeLlm {
         let question = question_of(&body);
         let attempt = {
             let mut requests = self.requests.lock().unwrap();
-            requests.push(body);
+            requests.push(body.clone());
             requests
                 .iter()
                 .filter(|request| question_of(request) == question)
@@ -79,6 +79,9 @@ impl FakeLlm {
                 "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42},
             });
             return respond(&mut socket, "200 OK", &[], &completion).await;
+        }
+        if body_is_analysis(&body) {
+            return answer_analysis(&mut socket, &body, &question, attempt).await;
         }
         if question.contains("rate-limit-once") && attempt == 1 {
             let error = json!({"error": {"message": "Rate limit reached for gpt-test", "type": "requests", "param": null, "code": "rate_limit_exceeded"}});
@@ -164,6 +167,71 @@ impl FakeLlm {
             self.abandoned.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Whether a request asks for a conversation's insights (non-streamed).
+pub fn body_is_analysis(request: &Value) -> bool {
+    request["stream"] != true
+        && request["messages"][0]["content"]
+            .as_str()
+            .is_some_and(|prompt| prompt.starts_with("You analyse"))
+}
+
+/// The model's insights, by what the transcript (`question`) asks for:
+/// `analysis-invalid-json`, `analysis-bad-intent`, `analysis-timeout` (an
+/// answer later than any test's deadline), `analysis-no-structured` (a 400
+/// for `json_schema`, as servers without structured output answer),
+/// `analysis-fail-once` (invalid on the first attempt only).
+async fn answer_analysis(socket: &mut TcpStream, body: &Value, question: &str, attempt: usize) {
+    let structured = body["response_format"]["type"] == "json_schema";
+    if question.contains("analysis-no-structured") && structured {
+        let error = json!({"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error", "param": "response_format", "code": null}});
+        return respond(socket, "400 Bad Request", &[], &error).await;
+    }
+    if question.contains("analysis-timeout") {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        return;
+    }
+    let intents = body["response_format"]["json_schema"]["schema"]["properties"]["intent"]["enum"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let intent = if intents.iter().any(|intent| intent == "estimate") || !structured {
+        "estimate"
+    } else {
+        intents.first().and_then(Value::as_str).unwrap_or("other")
+    };
+    let intent = if question.contains("analysis-bad-intent") {
+        "gossip"
+    } else {
+        intent
+    };
+    let insights = json!({
+        "summary": "El cliente tiene una fuga y quiere un presupuesto.",
+        "language": "es",
+        "intent": intent,
+        "sentiment": -0.3,
+        "resolved": false,
+        "lead_quality": "warm",
+        "topics": ["fuga", "presupuesto"],
+        "follow_up": "Llamar al cliente con un precio.",
+    });
+    let fails = question.contains("analysis-invalid-json")
+        || (question.contains("analysis-fail-once") && attempt == 1);
+    let content = if fails {
+        "Claro, aquí tienes el análisis: el cliente está contento.".to_owned()
+    } else {
+        insights.to_string()
+    };
+    let completion = json!({
+        "id": "chatcmpl-analysis",
+        "object": "chat.completion",
+        "created": 1_763_000_000,
+        "model": "gpt-test-2026",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160},
+    });
+    respond(socket, "200 OK", &[], &completion).await
 }
 
 /// Whether the newest request is a (non-streamed) contact extraction.

@@ -2,8 +2,11 @@
 //! records every request and answers as a test tells it (fail the next N,
 //! a fixed status, hold requests until released), and can be stopped and
 //! started again on the same port. Signatures are checked here from the
-//! Standard Webhooks specification, independently of `signing.rs`.
+//! Standard Webhooks specification, independently of `signing.rs`, and
+//! payloads against `schemas/events/`.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -262,4 +265,64 @@ pub fn signed_with(secret: &str, received: &Received) -> bool {
         .header("webhook-signature")
         .split(' ')
         .any(|entry| entry == expected)
+}
+
+/// The schema of an event type, from `schemas/events/`.
+pub fn schema(kind: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas/events")
+        .join(format!("{kind}.schema.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The JSON type names a value has (`integer` is also a `number`).
+fn json_types(value: &Value) -> Vec<&'static str> {
+    match value {
+        Value::Null => vec!["null"],
+        Value::Bool(_) => vec!["boolean"],
+        Value::Number(number) if number.is_u64() || number.is_i64() => vec!["integer", "number"],
+        Value::Number(_) => vec!["number"],
+        Value::String(_) => vec!["string"],
+        Value::Array(_) => vec!["array"],
+        Value::Object(_) => vec!["object"],
+    }
+}
+
+/// The payload has exactly the envelope and `data` keys its schema lists,
+/// each of an allowed type (and in its `enum`, if any).
+pub fn assert_matches_schema(payload: &Value) {
+    let kind = payload["type"].as_str().unwrap();
+    let schema = schema(kind);
+    let keys = |value: &Value| -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    };
+    assert_eq!(
+        keys(payload),
+        keys(&schema["properties"]),
+        "{kind} envelope"
+    );
+    let data_schema = &schema["properties"]["data"]["properties"];
+    assert_eq!(
+        keys(&payload["data"]),
+        keys(data_schema),
+        "{kind} data keys"
+    );
+    for (key, value) in payload["data"].as_object().unwrap() {
+        let allowed: Vec<&str> = match &data_schema[key]["type"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().map(|t| t.as_str().unwrap()).collect(),
+            other => panic!("{kind}.{key}: type {other}"),
+        };
+        assert!(
+            json_types(value).iter().any(|t| allowed.contains(t)),
+            "{kind}.{key} = {value} is not {allowed:?}"
+        );
+        if let Some(options) = data_schema[key]["enum"].as_array() {
+            assert!(options.contains(value), "{kind}.{key} = {value}");
+        }
+    }
+    assert!(
+        payload["id"].as_str().unwrap().starts_with("evt_"),
+        "{payload}"
+    );
 }

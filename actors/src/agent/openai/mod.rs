@@ -17,6 +17,7 @@
 //!   answer is shown and given back to the model, and the model continues; at
 //!   most `max_tool_steps` rounds.
 
+mod analysis;
 mod request;
 mod run;
 mod tools;
@@ -38,7 +39,10 @@ use tower::Layer;
 
 use self::request::{chat_request, describe};
 use self::run::Run;
-use crate::agent::{AgentError, AgentProvider, AgentRequest, AgentStream};
+use crate::agent::{
+    AgentError, AgentFuture, AgentProvider, AgentRequest, AgentStream, AnalysisReply,
+    AnalysisRequest,
+};
 use crate::model::AnswerMeta;
 use crate::model::OpenAiSettings;
 use crate::net::egress::EgressPolicy;
@@ -154,6 +158,24 @@ impl AgentProvider for OpenAiAgent {
                 email: field("email"),
                 phone: field("phone"),
             })
+        }))
+    }
+
+    fn analyze(
+        &self,
+        settings: &crate::model::TenantSettings,
+        request: AnalysisRequest,
+    ) -> Option<AgentFuture<AnalysisReply>> {
+        let openai = settings.openai.clone();
+        let key = openai.resolve_key();
+        let checked = self
+            .policy
+            .check_url(&openai.base_url)
+            .map_err(|error| AgentError(format!("the model's URL is refused: {error}")))
+            .and_then(|_| self.client(&openai, &key));
+        let wait = Duration::from_millis(openai.first_token_timeout_ms.max(1));
+        Some(Box::pin(async move {
+            analysis::analyze(checked?, request, key, wait).await
         }))
     }
 

@@ -135,10 +135,15 @@ impl SessionState {
         before: Before,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) {
-        let event = events::conversation_updated(&self.event_facts(), &["agent"], None);
+        let facts = self.event_facts();
+        let mut recorded = vec![events::conversation_updated(&facts, &["agent"], None)];
+        // A take-over is also kept as its own event, which statistics count.
+        if let Some(human) = &self.attendance.human {
+            recorded.push(events::handoff_taken(&facts, human));
+        }
         let session = myself.clone();
         self.storage.write(
-            Write::WithEvents(Box::new(self.attendance_write()), vec![event]),
+            Write::WithEvents(Box::new(self.attendance_write()), recorded),
             Durable::new(move |outcome| {
                 if let Err(error) = &outcome {
                     tracing::error!(%error, "take-over or hand-back not stored");

@@ -331,6 +331,7 @@ fn answer_message(state: &SessionState, seq: u64, status: MessageStatus) -> Stor
         status,
         agent: generation.kept_meta(),
         tool_calls: generation.tool_calls.clone(),
+        channel: state.facts.channel.clone(),
         ..StoredMessage::new(tenant, state.id(), seq, Role::Assistant, text)
     }
 }
