@@ -9,6 +9,7 @@ mod console;
 mod conversations;
 mod durability;
 mod erasure;
+mod insights;
 mod isolation;
 mod layering;
 mod layout;
