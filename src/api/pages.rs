@@ -34,6 +34,7 @@ const MARKDOWN_JS: &str = include_str!("../static/markdown.js");
 const CHAT_JS: &str = include_str!("../static/chat.js");
 const DEMO_JS: &str = include_str!("../static/demo.js");
 const CONSOLE_JS: &str = include_str!("../static/console.js");
+const INSIGHTS_JS: &str = include_str!("../static/insights.js");
 /// One self-contained file for a landing page to include, assembled once at
 /// compile time: the renderer, the shared transcript and socket, the widget.
 const WIDGET_JS: &str = concat!(
@@ -71,6 +72,9 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let console_js = warp::path!("assets" / "console.js")
         .and(warp::get())
         .map(|| script(CONSOLE_JS));
+    let insights_js = warp::path!("assets" / "insights.js")
+        .and(warp::get())
+        .map(|| script(INSIGHTS_JS));
     index
         .or(console)
         .unify()
@@ -83,6 +87,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(demo)
         .unify()
         .or(console_js)
+        .unify()
+        .or(insights_js)
         .unify()
         .boxed()
 }

@@ -3,6 +3,8 @@
 // through the tenant's feed (`/console/ws`). Opening a conversation loads its
 // history and attaches to its socket as staff: the visitor's presence frames
 // show them, and messages sent on that socket are answers in their name.
+// "Insights" shows the tenant's statistics (insights.js); an open
+// conversation shows its own insights beside the transcript.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -11,9 +13,12 @@
   let me = null, feed = null, chat = null, openId = null, human = null;
   const rows = new Map();      // session_id -> summary
 
-  function api(path, options = {}) {
+  function raw(path, options = {}) {
     const headers = Object.assign({ "X-API-Key": staffKey }, options.body ? { "Content-Type": "application/json" } : {});
-    return fetch(path, Object.assign({}, options, { headers })).then(async (r) => {
+    return fetch(path, Object.assign({}, options, { headers }));
+  }
+  function api(path, options = {}) {
+    return raw(path, options).then(async (r) => {
       const body = await r.json().catch(() => ({}));
       if (!r.ok) throw new Error(`${body.error || "the server answered " + r.status} (${body.code || r.status})`);
       return body;
@@ -112,6 +117,8 @@
     $("title").textContent = label(body.conversation);
     showAttendance(body.conversation.human);
     for (const m of body.messages) log.show(m);
+    $("insight").hidden = false;
+    window.tertuliaInsights.panel($("insight"), api, id);
     // A staff ticket for the conversation's own socket, asked again on every reconnect.
     const url = () => api(`/console/api/conversations/${id}/socket`, { method: "POST" }).then((r) => r.websocket_url);
     chat = window.tertuliaChat.connect({ url, transcript: log, onFrame: onChatFrame, maxDelay: 1000 });
@@ -135,12 +142,22 @@
   };
   $("text").oninput = () => chat && chat.send({ type: "typing" });
 
+  const insights = window.tertuliaInsights.view({ root: $("insights"), api, raw });
+  $("show-insights").onclick = () => {
+    const showing = $("insights").hidden;
+    $("insights").hidden = !showing;
+    document.querySelector(".app").hidden = showing;
+    $("show-insights").textContent = showing ? "Conversations" : "Insights";
+    if (showing) insights.load();
+  };
+
   async function signIn() {
     try {
       me = await api("/console/api/me");
       sessionStorage.setItem("tertulia.staffKey", staffKey);
       $("me").textContent = `${me.name} · ${me.tenant}`;
       $("signin").hidden = true;
+      $("show-insights").hidden = false;
       status("");
       await loadList();
       await followFeed();

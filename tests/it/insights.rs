@@ -284,3 +284,101 @@ async fn offline_insights_say_they_need_a_model_and_never_fake_one() {
     assert_eq!(summary["total"]["answers"]["complete"], 1, "{summary}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_console_draws_the_insights_view_and_a_conversations_summary() {
+    use crate::support::browser::{Browser, js_string};
+    let llm = FakeLlm::start().await;
+    let mut config = insights_config(&llm);
+    config.auth.admin_token = "adm".into();
+    let server = TestServer::start(config).await;
+    let staff = make_key(&server, "adm", "acme", "staff").await;
+    let id = asked(&server, "Tengo una fuga en la cocina").await;
+    let other = asked(&server, "¿Instalan calentadores?").await;
+    for conversation in [&id, &other] {
+        assert_eq!(analyze(&server, conversation).await.0, 200);
+    }
+
+    let browser = Browser::start().await;
+    browser.goto(&server.url("/console")).await;
+    browser
+        .js(&format!(
+            "document.getElementById('key').value = {}; document.getElementById('signin').requestSubmit();",
+            js_string(&staff)
+        ))
+        .await;
+    browser
+        .until(
+            "signed in",
+            "!document.getElementById('show-insights').hidden",
+        )
+        .await;
+    browser
+        .js("document.getElementById('show-insights').click()")
+        .await;
+    browser
+        .until(
+            "five charts",
+            "document.querySelectorAll('#insights svg.chart').length === 5",
+        )
+        .await;
+    // The intents chart counts both conversations as estimates; the bars are drawn.
+    let intents = browser
+        .js("return Array.from(document.querySelectorAll('#insights figure')).find(f => f.querySelector('figcaption').textContent === 'Intents').textContent")
+        .await;
+    assert!(intents.as_str().unwrap().contains("estimate2"), "{intents}");
+    let bars = browser
+        .js("return document.querySelectorAll('#insights rect[data-value]').length")
+        .await;
+    assert!(bars.as_u64().unwrap() > 30, "{bars}");
+    let totals = browser
+        .js("return document.querySelector('#insights .totals').textContent")
+        .await;
+    assert!(
+        totals.as_str().unwrap().starts_with("2 conversations"),
+        "{totals}"
+    );
+    browser.screenshot("console-insights").await;
+    // The CSV export: a header and one line per day.
+    browser
+        .js("document.querySelector('#insights .export').click()")
+        .await;
+    let rows = browser
+        .until(
+            "the CSV",
+            "return document.querySelector('#insights .export').dataset.rows",
+        )
+        .await;
+    assert_eq!(
+        rows, "32",
+        "a header, and a line for each day from 30 days ago to today"
+    );
+
+    // A conversation shows its summary and intent beside the transcript.
+    browser
+        .js("document.getElementById('show-insights').click()")
+        .await;
+    let row = format!("document.querySelector('#list li[data-id=\"{id}\"]')");
+    browser.until("the conversation listed", &row).await;
+    browser.js(&format!("{row}.click()")).await;
+    let summary = browser
+        .until(
+            "its summary",
+            "return document.querySelector('#insight .summary')?.textContent",
+        )
+        .await;
+    assert_eq!(
+        summary,
+        "El cliente tiene una fuga y quiere un presupuesto."
+    );
+    let panel = browser
+        .js("return document.getElementById('insight').textContent")
+        .await;
+    assert!(
+        panel.as_str().unwrap().contains("Intentestimate"),
+        "{panel}"
+    );
+    browser.screenshot("console-conversation-insights").await;
+    browser.close().await;
+    server.stop().await;
+}

@@ -49,6 +49,7 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /assets/chat.js", Expect::Public),
     ("GET /assets/demo.js", Expect::Public),
     ("GET /assets/console.js", Expect::Public),
+    ("GET /assets/insights.js", Expect::Public),
     ("GET /console/api/me", Expect::Console),
     ("GET /console/api/conversations", Expect::Console),
     (
