@@ -147,6 +147,72 @@ impl StoreBench {
     }
 }
 
+impl StoreBench {
+    /// `count` messages spread evenly over the last `days` days across the
+    /// conversations, as a chat stores them: questions, and answers with
+    /// their model, tokens and timings (one in fifty failed).
+    pub fn history(&mut self, count: usize, days: i64) -> Vec<StoredMessage> {
+        let now = chrono::Utc::now();
+        let span = chrono::TimeDelta::days(days).num_milliseconds();
+        (0..count)
+            .map(|index| {
+                let session = self.conversations[index % self.conversations.len()];
+                self.next_seq += 1;
+                let at = now
+                    - chrono::TimeDelta::milliseconds(span - span * index as i64 / count as i64);
+                let mut message = message(&self.tenant, session, self.next_seq);
+                message.created_at = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+                if index % 2 == 1 {
+                    message.role = Role::Assistant;
+                    message.direction = Role::Assistant.direction();
+                    message.client_msg_id = None;
+                    if index % 100 == 1 {
+                        message.status = crate::model::MessageStatus::Failed;
+                    }
+                    message.agent = Some(Box::new(crate::model::AnswerMeta {
+                        agent: Some("openai".into()),
+                        model: Some(["gpt-4o-mini", "llama3.2"][index % 4 / 2].into()),
+                        prompt_tokens: Some(300 + (index % 200) as u32),
+                        completion_tokens: Some(40 + (index % 60) as u32),
+                        time_to_first_token_ms: Some(200 + (index % 700) as u64),
+                        total_ms: Some(900 + (index % 3000) as u64),
+                        ..Default::default()
+                    }));
+                }
+                if index % 3 == 0 {
+                    message.channel = Some("webchat".into());
+                }
+                message
+            })
+            .collect()
+    }
+
+    /// One summary of the last `days` days by `bucket` (`day` or `hour`),
+    /// as `GET /analytics/summary` computes it, timed; and its total of messages.
+    pub async fn summary(&self, bucket: &str, days: i64) -> (Duration, u64) {
+        use crate::model::analytics::{Summary, SummaryQuery};
+        let now = chrono::Utc::now();
+        let from = (now - chrono::TimeDelta::days(days)).to_rfc3339();
+        let query = SummaryQuery::new(self.tenant.clone(), Some(&from), None, Some(bucket), now)
+            .expect("a valid range");
+        let started = Instant::now();
+        let rows = self
+            .storage
+            .summary_rows(&query)
+            .await
+            .expect("the summary");
+        let summary = Summary::assemble(&query, &rows);
+        let elapsed = started.elapsed();
+        let messages = summary
+            .total
+            .messages
+            .values()
+            .flat_map(|by| by.values())
+            .sum();
+        (elapsed, messages)
+    }
+}
+
 fn row(message: &StoredMessage) -> Value {
     let mut row = json!(message);
     row["id"] = json!(message.id.to_string());
