@@ -53,6 +53,12 @@ fn main() {
                     counted = total;
                 }
                 times.sort();
+                if std::env::var_os("ANALYTICS_STATEMENTS").is_some() {
+                    let len = if bucket == "day" { 10 } else { 13 };
+                    for (statement, took) in bench.summary_statements(len, days).await {
+                        println!("    {:>8.1} ms  {statement}", ms(took));
+                    }
+                }
                 println!(
                     "  by {bucket:<4} over {days:>2} days: median {:>8.1} ms  (min {:.1}, max {:.1}; {counted} messages counted)",
                     ms(times[RUNS / 2]),

@@ -4,6 +4,8 @@
 //! `INSERT` of the 100 rows in one transaction) and the per-message shape the
 //! store used before (a `CREATE` and an `UPDATE` of the conversation per
 //! message). Same SurrealDB, same engine, same process, rounds alternated.
+//! Then the same on surrealkv without one index at a time
+//! (`message_client_id`, `message_by_time`), to show what each costs.
 //!
 //! ```sh
 //! cargo bench --bench store             # surrealkv (fsync on every commit) and mem://
@@ -52,6 +54,17 @@ fn main() {
             Some(("message_client_id", "message")),
         )
         .await;
+        let untimed = format!(
+            "surrealkv://{}/untimed.db?sync=every",
+            dir.path().display()
+        );
+        measure(
+            "surrealkv, without message_by_time",
+            &untimed,
+            rounds,
+            Some(("message_by_time", "message")),
+        )
+        .await;
     });
 }
 
@@ -65,8 +78,7 @@ fn main() {
 async fn measure(name: &str, endpoint: &str, rounds: usize, without: Option<(&str, &str)>) {
     let mut shapes = Vec::new();
     for shape in ["floor", "before", "now", "eager"] {
-        let endpoint = endpoint.replace("store.db", &format!("{shape}.db"));
-        let endpoint = endpoint.replace("unindexed.db", &format!("unindexed-{shape}.db"));
+        let endpoint = endpoint.replace(".db", &format!("-{shape}.db"));
         let bench = StoreBench::open(&endpoint, CONVERSATIONS).await;
         if let Some((index, table)) = without {
             bench.remove_index(index, table).await;

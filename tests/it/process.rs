@@ -269,6 +269,28 @@ async fn the_cli_creates_a_tenant_and_a_key_that_work_against_a_running_server()
     assert!(!ok && err.contains("401"), "{err}");
     let (ok, _, err) = cli(connection(vec!["tenant", "create", "Bad Id"])).await;
     assert!(!ok && err.contains("`id`"), "{err}");
+
+    // `tertulia erase`: a conversation of the new tenant, then two people at once (refused).
+    let conversation: Value = created.json().await.unwrap();
+    let id = conversation["session_id"].as_str().unwrap();
+    let erase = vec!["erase", "--tenant", "plomeria", "--conversation-id", id];
+    let (ok, out, err) = cli(connection(erase)).await;
+    assert!(ok, "{err}");
+    let erased: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(erased["conversation_ids"], serde_json::json!([id]), "{out}");
+    let both = vec![
+        "erase",
+        "--tenant",
+        "plomeria",
+        "--email",
+        "a@b.c",
+        "--phone",
+        "+34600000000",
+    ];
+    let (ok, _, err) = cli(connection(both)).await;
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = cli(connection(vec!["erase", "--tenant", "plomeria"])).await;
+    assert!(!ok && err.contains("--conversation-id"), "{err}");
     server.stop().await;
 }
 

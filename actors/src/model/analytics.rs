@@ -142,34 +142,26 @@ pub struct CountRow {
     pub n: u64,
 }
 
-/// Messages per bucket, role, channel and status.
-#[derive(Debug, Clone, Deserialize)]
+/// Messages per bucket, role, channel, status and model: their count, the
+/// tokens they cost, and their answer latencies (one value per answer, as
+/// the database groups them; absent for messages that have none).
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct MessageRow {
     pub bucket: String,
     pub role: String,
     pub via: String,
     pub status: String,
-    pub n: u64,
-}
-
-/// Answer latencies of a bucket (or of the whole range: no bucket).
-#[derive(Debug, Clone, Deserialize)]
-pub struct LatencyRow {
     #[serde(default)]
-    pub bucket: Option<String>,
-    pub ttft_p50: Option<f64>,
-    pub ttft_p95: Option<f64>,
-    pub total_p50: Option<f64>,
-    pub total_p95: Option<f64>,
-}
-
-/// Tokens per bucket and model.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenRow {
-    pub bucket: String,
     pub model: Option<String>,
+    pub n: u64,
+    #[serde(default)]
     pub prompt: Option<f64>,
+    #[serde(default)]
     pub completion: Option<f64>,
+    #[serde(default)]
+    pub ttft: Vec<Option<f64>>,
+    #[serde(default)]
+    pub total: Vec<Option<f64>>,
 }
 
 /// Recorded events per bucket and type (leads, handoffs).
@@ -196,9 +188,6 @@ pub struct InsightRow {
 pub struct SummaryRows {
     pub conversations: Vec<CountRow>,
     pub messages: Vec<MessageRow>,
-    pub latency: Vec<LatencyRow>,
-    pub latency_total: Option<LatencyRow>,
-    pub tokens: Vec<TokenRow>,
     pub events: Vec<EventRow>,
     pub insights: Vec<InsightRow>,
 }
@@ -250,6 +239,26 @@ pub struct Stats {
     /// intent → conversations analysed with it.
     pub intents: BTreeMap<String, u64>,
     pub sentiment: Sentiment,
+    /// Latencies gathered until the percentiles are taken.
+    #[serde(skip)]
+    latencies: (Vec<f64>, Vec<f64>),
+}
+
+/// The `p`th percentile of `values`, interpolated between ranks (as
+/// SurrealDB's `math::percentile` and a spreadsheet's PERCENTILE compute it).
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = p / 100.0 * last as f64;
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64))
+}
+
+fn percentiles(values: &mut [f64]) -> Percentiles {
+    values.sort_by(f64::total_cmp);
+    Percentiles {
+        p50: percentile(values, 50.0),
+        p95: percentile(values, 95.0),
+    }
 }
 
 /// One bucket of a summary.
@@ -278,20 +287,28 @@ impl Stats {
             .or_default()
             .entry(row.via.clone())
             .or_default() += row.n;
-        if row.role == "assistant" {
-            match row.status.as_str() {
-                "failed" => self.answers.failed += row.n,
-                "interrupted" => self.answers.interrupted += row.n,
-                _ => self.answers.complete += row.n,
-            }
+        if row.role != "assistant" {
+            return;
         }
+        match row.status.as_str() {
+            "failed" => self.answers.failed += row.n,
+            "interrupted" => self.answers.interrupted += row.n,
+            _ => self.answers.complete += row.n,
+        }
+        if let Some(model) = &row.model {
+            let tokens = self.tokens.entry(model.clone()).or_default();
+            tokens.prompt += row.prompt.unwrap_or(0.0) as u64;
+            tokens.completion += row.completion.unwrap_or(0.0) as u64;
+        }
+        self.latencies.0.extend(row.ttft.iter().flatten());
+        self.latencies.1.extend(row.total.iter().flatten());
     }
 
-    fn add_tokens(&mut self, row: &TokenRow) {
-        let model = row.model.clone().unwrap_or_else(|| "unknown".into());
-        let tokens = self.tokens.entry(model).or_default();
-        tokens.prompt += row.prompt.unwrap_or(0.0) as u64;
-        tokens.completion += row.completion.unwrap_or(0.0) as u64;
+    /// Takes the percentiles of the latencies gathered.
+    fn settle(&mut self) {
+        let (mut ttft, mut total) = std::mem::take(&mut self.latencies);
+        self.time_to_first_token_ms = percentiles(&mut ttft);
+        self.full_answer_ms = percentiles(&mut total);
     }
 
     fn add_event(&mut self, row: &EventRow) {
@@ -315,22 +332,11 @@ impl Stats {
         let count = sentiment.negative + sentiment.neutral + sentiment.positive;
         sentiment.mean = Some(sentiment.sum / count as f64);
     }
-
-    fn set_latency(&mut self, row: &LatencyRow) {
-        self.time_to_first_token_ms = Percentiles {
-            p50: row.ttft_p50,
-            p95: row.ttft_p95,
-        };
-        self.full_answer_ms = Percentiles {
-            p50: row.total_p50,
-            p95: row.total_p95,
-        };
-    }
 }
 
 impl Summary {
     /// Puts the rows together: every bucket of the range (empty ones too),
-    /// and the totals (counts summed, percentiles from their own query).
+    /// and the totals (counts summed, percentiles over every answer's latency).
     pub fn assemble(query: &SummaryQuery, rows: &SummaryRows) -> Summary {
         let len = query.bucket.key_len();
         let starts = query.bucket_starts();
@@ -359,24 +365,16 @@ impl Summary {
         for row in &rows.messages {
             each(&row.bucket, &|stats| stats.add_message(row));
         }
-        for row in &rows.tokens {
-            each(&row.bucket, &|stats| stats.add_tokens(row));
-        }
         for row in &rows.events {
             each(&row.bucket, &|stats| stats.add_event(row));
         }
         for row in &rows.insights {
             each(&row.bucket, &|stats| stats.add_insight(row));
         }
-        for row in &rows.latency {
-            let at = row.bucket.as_deref().and_then(|key| index.get(key));
-            if let Some(&at) = at {
-                buckets[at].stats.set_latency(row);
-            }
+        for bucket in &mut buckets {
+            bucket.stats.settle();
         }
-        if let Some(row) = &rows.latency_total {
-            total.set_latency(row);
-        }
+        total.settle();
         let (from, to) = query.range();
         Summary {
             from,
@@ -550,13 +548,18 @@ mod tests {
                     via: "webchat".into(),
                     status: "complete".into(),
                     n: 3,
+                    ..MessageRow::default()
                 },
                 MessageRow {
                     bucket: "2026-12-02".into(),
                     role: "assistant".into(),
                     via: "api".into(),
                     status: "failed".into(),
-                    n: 1,
+                    model: Some("m".into()),
+                    n: 3,
+                    prompt: Some(30.0),
+                    ttft: vec![Some(100.0), None, Some(300.0), Some(100.0)],
+                    ..MessageRow::default()
                 },
             ],
             insights: vec![
@@ -581,7 +584,15 @@ mod tests {
         assert_eq!(summary.buckets.len(), 2);
         assert_eq!(summary.buckets[0].start, "2026-12-01T00:00:00Z");
         assert_eq!(summary.buckets[0].stats.conversations_started, 2);
-        assert_eq!(summary.buckets[1].stats.answers.failed, 1);
+        assert_eq!(summary.buckets[1].stats.answers.failed, 3);
+        assert_eq!(summary.total.tokens["m"].prompt, 30);
+        let ttft = summary.total.time_to_first_token_ms;
+        assert_eq!(
+            (ttft.p50, ttft.p95),
+            (Some(100.0), Some(280.0)),
+            "interpolated"
+        );
+        assert_eq!(summary.buckets[0].stats.full_answer_ms.p50, None);
         assert_eq!(summary.total.messages["user"]["webchat"], 3);
         assert_eq!(summary.total.intents["emergency"], 1);
         let mean = summary.total.sentiment.mean.unwrap();
@@ -590,13 +601,20 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3, "{csv}");
         assert!(
-            lines[0].ends_with("intent_emergency,intent_estimate"),
+            lines[0].ends_with("intent_emergency,intent_estimate,tokens_m"),
             "{csv}"
         );
         assert!(
             lines[1].starts_with("2026-12-01T00:00:00Z,2,3,0,0,"),
             "{csv}"
         );
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.5));
     }
 
     #[test]

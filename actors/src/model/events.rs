@@ -282,6 +282,22 @@ pub fn slack_text(event: &EventRecord) -> String {
                 .unwrap_or_default()
         ),
         "conversation.deleted" => format!("Conversation {conversation} was deleted"),
+        "handoff.taken" => format!(
+            "{} took over conversation {conversation}",
+            text("by").unwrap_or_else(|| "A person".into())
+        ),
+        "conversation.analyzed" => format!(
+            "Conversation {conversation}: {} (intent {}, lead {})",
+            text("summary").unwrap_or_default(),
+            text("intent").unwrap_or_default(),
+            text("lead_quality").unwrap_or_default()
+        ),
+        "contact.erased" => format!(
+            "A person's data was erased from {} conversation(s)",
+            event.data["conversation_ids"]
+                .as_array()
+                .map_or(0, Vec::len)
+        ),
         _ => text("message").unwrap_or_else(|| format!("tertulia event {}", event.kind)),
     }
 }
@@ -312,6 +328,23 @@ mod tests {
         assert_eq!(
             slack_text(&lead()),
             "New lead: Ana &lt;!channel&gt; (ana@example.com) in conversation c1"
+        );
+    }
+
+    #[test]
+    fn slack_text_says_who_took_over_and_names_no_one_erased() {
+        let mut data = Map::new();
+        data.insert("conversation_id".into(), "c2".into());
+        data.insert("by".into(), "Ana <b>".into());
+        let taken = EventRecord::new(TenantId("t".into()), "handoff.taken", None, data);
+        assert_eq!(
+            slack_text(&taken),
+            "Ana &lt;b&gt; took over conversation c2"
+        );
+        let erased = contact_erased(&TenantId("t".into()), "email", &[SessionId::new()], "now");
+        assert_eq!(
+            slack_text(&erased),
+            "A person's data was erased from 1 conversation(s)"
         );
     }
 

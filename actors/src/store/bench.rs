@@ -213,6 +213,34 @@ impl StoreBench {
     }
 }
 
+impl StoreBench {
+    /// Each statement of a summary alone, timed: where its time goes.
+    pub async fn summary_statements(
+        &self,
+        bucket_len: usize,
+        days: i64,
+    ) -> Vec<(String, Duration)> {
+        let now = chrono::Utc::now();
+        let stored =
+            |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let vars = json!({
+            "tenant": self.tenant, "from": stored(now - chrono::TimeDelta::days(days)),
+            "to": stored(now), "len": bucket_len, "band": 0.25,
+        });
+        let mut timed = Vec::new();
+        for statement in super::analytics::QUERIES.split(";\n") {
+            let started = Instant::now();
+            self.db
+                .select_each(statement, vars.clone(), 1)
+                .await
+                .expect("the statement runs");
+            let name: String = statement.chars().take(70).collect();
+            timed.push((name, started.elapsed()));
+        }
+        timed
+    }
+}
+
 fn row(message: &StoredMessage) -> Value {
     let mut row = json!(message);
     row["id"] = json!(message.id.to_string());
