@@ -161,11 +161,9 @@ fn answer(waiters: Vec<Reply>, outcome: impl Fn() -> Result<Insight>) {
     }
 }
 
-/// A stored time (`now_timestamp`'s format) this far in the past.
+/// A stored time this far in the past.
 fn stored_time_ago(ago: chrono::TimeDelta) -> String {
-    (chrono::Utc::now() - ago)
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    crate::model::stored_time(chrono::Utc::now() - ago)
 }
 
 impl AnalystState {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ids::TenantId;
+use super::ids::{TenantId, stored_time as stored};
 
 /// The most buckets one summary may have (a year of days, a month of hours).
 pub const MAX_BUCKETS: usize = 800;
@@ -76,11 +76,6 @@ fn parse_instant(text: &str, field: &str) -> Result<DateTime<Utc>, String> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map(|date| Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight")))
         .map_err(|_| format!("`{field}` must be an RFC 3339 time or a date (2026-12-01)"))
-}
-
-/// A time as stored (microseconds, `Z`), so it compares with stored ones as text.
-fn stored(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 impl SummaryQuery {

@@ -72,9 +72,12 @@ impl fmt::Display for MessageId {
 
 /// Now, as stored and sent: RFC 3339 in UTC with microseconds, so text order is time order.
 pub fn now_timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    stored_time(chrono::Utc::now())
+}
+
+/// A time in the stored format (`now_timestamp`'s): compares with stored times as text.
+pub fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 #[cfg(test)]

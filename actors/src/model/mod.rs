@@ -26,7 +26,7 @@ pub use access::{ApiKeyRecord, KeyKind, Scope, TenantRecord};
 pub use conversation::{
     Attendant, Consent, Contact, Handoff, MetaChange, Participant, SessionRecord, merge_context,
 };
-pub use ids::{MessageId, SessionId, TenantId, now_timestamp};
+pub use ids::{MessageId, SessionId, TenantId, now_timestamp, stored_time};
 pub use message::{
     Ack, AnswerMeta, ClientCommand, Direction, MessageStatus, NewMessage, Origin, Role,
     StoredMessage, ToolCallRecord,

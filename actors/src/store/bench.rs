@@ -161,7 +161,7 @@ impl StoreBench {
                 let at = now
                     - chrono::TimeDelta::milliseconds(span - span * index as i64 / count as i64);
                 let mut message = message(&self.tenant, session, self.next_seq);
-                message.created_at = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+                message.created_at = crate::model::stored_time(at);
                 if index % 2 == 1 {
                     message.role = Role::Assistant;
                     message.direction = Role::Assistant.direction();
@@ -221,8 +221,7 @@ impl StoreBench {
         days: i64,
     ) -> Vec<(String, Duration)> {
         let now = chrono::Utc::now();
-        let stored =
-            |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let stored = crate::model::stored_time;
         let vars = json!({
             "tenant": self.tenant, "from": stored(now - chrono::TimeDelta::days(days)),
             "to": stored(now), "len": bucket_len, "band": 0.25,

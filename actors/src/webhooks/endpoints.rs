@@ -129,9 +129,9 @@ pub fn from_config(
 
 /// The timestamp `after` from now, in the stored format.
 pub fn later(after: Duration) -> String {
-    (chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default())
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    crate::model::stored_time(
+        chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default(),
+    )
 }
 
 /// Stores the config file's endpoints and removes those it no longer lists.

@@ -425,11 +425,9 @@ fn retry_later(head: &mut Queued, settings: &DeliverySettings) -> bool {
     };
     let wait = jittered(*delay, settings.jitter);
     head.due = Instant::now() + wait;
-    delivery.next_attempt_at = Some(
-        (chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string(),
-    );
+    delivery.next_attempt_at = Some(crate::model::stored_time(
+        chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+    ));
     true
 }
 
