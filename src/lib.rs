@@ -7,6 +7,7 @@
 //! auth/      callers, client tokens, tickets, rate limits
 //! app.rs     AppState: what every handler shares
 //! server/    the accept loop, the WebSocket upgrade and pump (no routes)
+//! adapters/  the client libraries' protocols (AI SDK, n8n chat, AG-UI)
 //! api/       the router, then one module per surface
 //! cli.rs     admin commands against a running server
 //! ```
@@ -15,6 +16,7 @@
 //! (`tertulia-actors`) only through [`Runtime`] and the handles it returns;
 //! nothing here touches the database.
 
+pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -238,7 +238,7 @@ async fn webchat_socket(
     let session_id = query
         .session_id
         .ok_or_else(|| ApiError::BadRequest("`session_id` is required in the query".into()))?;
-    crate::api::webchat::check_session_id(&session_id, &caller)?;
+    caller.check_session_id(&session_id)?;
     let locale = match query.locale.as_deref() {
         None => None,
         Some(text) => Some(crate::api::webchat::normalise_locale(text).ok_or_else(|| {

@@ -34,11 +34,6 @@ use crate::http::{
     allow_origin, created, created_or_ok, ok, parse_limit, parse_object, required_text,
 };
 
-/// The longest webchat `session_id`.
-pub const MAX_SESSION_ID_LEN: usize = 128;
-/// The shortest `session_id` a widget may use: it is the visitor's only
-/// credential, so it must not be guessable (a random UUID is 36).
-pub const MIN_WIDGET_SESSION_ID_LEN: usize = 16;
 /// The longest locale tag kept.
 const MAX_LOCALE_LEN: usize = 35;
 /// The longest user agent kept; longer ones are cut.
@@ -155,34 +150,12 @@ pub fn normalise_locale(text: &str) -> Option<String> {
     valid.then_some(text)
 }
 
-/// Checks a client-chosen `session_id`: 1 to 128 characters of letters,
-/// digits and `-_.:`; at least 16 for a widget.
-pub fn check_session_id(id: &str, caller: &WebchatCaller) -> Result<(), ApiError> {
-    let shape = !id.is_empty()
-        && id.len() <= MAX_SESSION_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if !shape {
-        return Err(ApiError::BadRequest(format!(
-            "`session_id` must be 1 to {MAX_SESSION_ID_LEN} characters: letters, digits, `-`, `_`, `.` or `:`"
-        )));
-    }
-    if caller.is_widget() && id.len() < MIN_WIDGET_SESSION_ID_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "`session_id` must be at least {MIN_WIDGET_SESSION_ID_LEN} characters with a widget key: \
-             it is the visitor's only credential (use a random UUID)"
-        )));
-    }
-    Ok(())
-}
-
 fn session_id_of(body: &Map<String, Value>, caller: &WebchatCaller) -> Result<String, ApiError> {
     let id = body
         .get("session_id")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::BadRequest("`session_id` is required: a string".into()))?;
-    check_session_id(id, caller)?;
+    caller.check_session_id(id)?;
     Ok(id.to_owned())
 }
 
@@ -302,7 +275,7 @@ async fn load_history(
     caller: &WebchatCaller,
     query: HashMap<String, String>,
 ) -> Result<impl Serialize, ApiError> {
-    check_session_id(&session_id, caller)?;
+    caller.check_session_id(&session_id)?;
     let limit = parse_limit(&query, MAX_HISTORY, MAX_HISTORY)?;
     let conversation = app
         .runtime

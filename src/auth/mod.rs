@@ -228,9 +228,37 @@ pub struct WebchatCaller {
     pub client_ip: Option<std::net::IpAddr>,
 }
 
+/// The longest webchat `session_id`.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+/// The shortest `session_id` a widget may use: it is the visitor's only
+/// credential, so it must not be guessable (a random UUID is 36).
+pub const MIN_WIDGET_SESSION_ID_LEN: usize = 16;
+
 impl WebchatCaller {
     pub fn is_widget(&self) -> bool {
         self.widget_origin.is_some()
+    }
+
+    /// Checks a client-chosen `session_id`: 1 to 128 characters of letters,
+    /// digits and `-_.:`; at least 16 for a widget.
+    pub fn check_session_id(&self, id: &str) -> Result<(), ApiError> {
+        let shape = !id.is_empty()
+            && id.len() <= MAX_SESSION_ID_LEN
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        if !shape {
+            return Err(ApiError::BadRequest(format!(
+                "`session_id` must be 1 to {MAX_SESSION_ID_LEN} characters: letters, digits, `-`, `_`, `.` or `:`"
+            )));
+        }
+        if self.is_widget() && id.len() < MIN_WIDGET_SESSION_ID_LEN {
+            return Err(ApiError::BadRequest(format!(
+                "`session_id` must be at least {MIN_WIDGET_SESSION_ID_LEN} characters with a widget key: \
+                 it is the visitor's only credential (use a random UUID)"
+            )));
+        }
+        Ok(())
     }
 
     pub fn scope(&self) -> Scope {

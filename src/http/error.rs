@@ -64,6 +64,12 @@ pub enum ApiError {
         "a client token speaks for one end user; statistics are the tenant's: use the API key alone, or a staff key"
     )]
     ClientTokenNotAllowed,
+    #[error(
+        "an API key must never be in a URL a browser sees; this path takes the tenant's widget key"
+    )]
+    ApiKeyInUrl,
+    #[error("{0}")]
+    UnsupportedMedia(String),
     /// A webchat message was stored but its reply cannot be given now.
     #[error("{}", problem.describe())]
     Reply {
@@ -147,7 +153,9 @@ impl ApiError {
             | ApiError::StaffKeyNotAllowed
             | ApiError::NotStaffKey
             | ApiError::ClientTokenNotAllowed
+            | ApiError::ApiKeyInUrl
             | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest(_) | ApiError::NotWebSocket | ApiError::UnreadableBody => {
                 StatusCode::BAD_REQUEST
             }
@@ -181,6 +189,8 @@ impl ApiError {
             ApiError::NotStaffKey => "not_a_staff_key",
             ApiError::NoContact => "contact_not_found",
             ApiError::ClientTokenNotAllowed => "client_token_not_allowed",
+            ApiError::ApiKeyInUrl => "api_key_in_url",
+            ApiError::UnsupportedMedia(_) => "unsupported_media_type",
             ApiError::Reply { problem, .. } => match problem {
                 ReplyProblem::Timeout => "reply_timeout",
                 ReplyProblem::Restarted => "reply_pending",

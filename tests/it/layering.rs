@@ -71,7 +71,11 @@ const EDGE_LAYERS: &[(&str, &[&str])] = &[
     ("auth", &["http"]),
     ("app", &["config", "geo", "auth"]),
     ("server", &["config", "http", "app"]),
-    ("api", &["config", "geo", "http", "auth", "app", "server"]),
+    ("adapters", &["config", "http", "auth", "app"]),
+    (
+        "api",
+        &["config", "geo", "http", "auth", "app", "server", "adapters"],
+    ),
     ("cli", &["config"]),
 ];
 

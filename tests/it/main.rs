@@ -2,6 +2,7 @@
 //! module per surface. Every test starts a real server on 127.0.0.1:0.
 
 mod admin;
+mod ai_sdk;
 mod analytics;
 mod browser;
 mod client_tokens;

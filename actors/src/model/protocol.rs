@@ -105,6 +105,11 @@ pub enum ServerFrame {
         message_id: MessageId,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         snapshot: bool,
+        /// The user message this answers, on an answer's first frame (and on
+        /// a snapshot): how a client tells its own answer from one queued
+        /// before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
     },
     /// The answer is stored. `status` says whether it is whole.
     Done {
@@ -112,6 +117,9 @@ pub enum ServerFrame {
         message_id: MessageId,
         seq: u64,
         status: MessageStatus,
+        /// The user message this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
     },
     /// The agent called a tool while writing the answer `message_id`.
     ToolCall {
@@ -120,6 +128,9 @@ pub enum ServerFrame {
         name: String,
         /// The arguments, as the JSON text the model wrote.
         arguments: String,
+        /// The user message being answered, when this is the answer's first frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
     },
     /// The tool's answer, as given back to the model.
     ToolResult {
@@ -179,13 +190,14 @@ impl ServerFrame {
         }
     }
 
-    /// The end of a stored answer, whole or cut short.
-    pub fn done(answer: &StoredMessage) -> ServerFrame {
+    /// The end of a stored answer to `question`, whole or cut short.
+    pub fn done(answer: &StoredMessage, question: MessageId) -> ServerFrame {
         ServerFrame::Done {
             content: answer.content.clone(),
             message_id: answer.id,
             seq: answer.seq,
             status: answer.status,
+            reply_to: Some(question),
         }
     }
 }
@@ -411,6 +423,7 @@ mod tests {
             message_id: MessageId::new(),
             seq: 7,
             status: MessageStatus::Complete,
+            reply_to: None,
         }
         .encode();
         assert_eq!(frame.seq, Some(7));

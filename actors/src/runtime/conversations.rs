@@ -352,6 +352,20 @@ impl Runtime {
             .await
     }
 
+    /// Attaches a listener that is not a socket (an HTTP stream of another
+    /// protocol): no greeting and no replay, only the answer in progress
+    /// and what happens from now on.
+    pub async fn listen(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        participant: Participant,
+    ) -> Result<Attached> {
+        self.check_owner(scope, session).await?;
+        self.attach(&scope.tenant, session, None, None, participant)
+            .await
+    }
+
     pub(super) async fn attach(
         &self,
         tenant: &TenantId,

@@ -7,6 +7,7 @@ pub mod binary;
 pub mod browser;
 pub mod fake_llm;
 pub mod modules;
+pub mod node;
 pub mod receiver;
 pub mod server;
 pub mod sockets;

@@ -32,6 +32,8 @@ pub struct Generation {
     pub storing: bool,
     /// Set while the question is not yet durable.
     pub held: Option<Held>,
+    /// Whether a frame naming the question went out already.
+    announced: bool,
 }
 
 /// What an answer produced before its question was durable.
@@ -53,7 +55,13 @@ impl Generation {
             text: String::new(),
             storing: false,
             held,
+            announced: false,
         }
+    }
+
+    /// The question, for the answer's first frame only (`reply_to`).
+    pub fn announce(&mut self) -> Option<MessageId> {
+        (!std::mem::replace(&mut self.announced, true)).then_some(self.question)
     }
 
     /// What is worth keeping of the metadata (nothing, if nothing was reported).

@@ -157,6 +157,7 @@ impl SessionState {
                 content: generation.text.clone(),
                 message_id: generation.message_id,
                 snapshot: true,
+                reply_to: Some(generation.question),
             }
             .encode();
             self.subscribers.send_to(conn, frame);

@@ -159,6 +159,7 @@ impl SessionState {
                     content: text,
                     message_id,
                     snapshot: false,
+                    reply_to: generation.announce(),
                 };
                 self.answer_frame(message_id, frame.encode());
             }
@@ -196,6 +197,7 @@ impl SessionState {
                 call_id: call.call_id.clone(),
                 name: call.name.clone(),
                 arguments: call.arguments.clone(),
+                reply_to: generation.announce(),
             },
             Some(content) => ServerFrame::ToolResult {
                 message_id,
@@ -307,7 +309,7 @@ impl SessionState {
             return;
         };
         let question = generation.question;
-        let frame = ServerFrame::done(&message).encode();
+        let frame = ServerFrame::done(&message, question).encode();
         let write = self.append_with_events(message.clone(), None);
         match self.storage.write_and_wait(write).await {
             Ok(()) => {

@@ -283,7 +283,7 @@ impl SessionState {
         match outcome {
             Ok(()) => {
                 self.answering.answered(question, &Ok(message.clone()));
-                let frame = ServerFrame::done(&message).encode();
+                let frame = ServerFrame::done(&message, question).encode();
                 self.broadcast(&frame);
                 self.remember(message);
                 self.publish(Change::Message);
