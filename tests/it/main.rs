@@ -2,6 +2,7 @@
 //! module per surface. Every test starts a real server on 127.0.0.1:0.
 
 mod admin;
+mod ag_ui;
 mod ai_sdk;
 mod analytics;
 mod browser;
