@@ -15,6 +15,7 @@ mod insights;
 mod isolation;
 mod layering;
 mod layout;
+mod n8n_chat;
 mod llm;
 mod process;
 mod rate_limits;
