@@ -33,6 +33,12 @@ enum Expect {
     /// The whole tenant's figures: B counts only its own; a client token
     /// (one end user) is refused.
     TenantFigures,
+    /// A client library's protocol naming A's conversation by its id (in the
+    /// body or the path): to B it is an id never seen (a webchat conversation
+    /// of B's own, nothing of A's shown); to another client, 404.
+    Adapter,
+    /// Takes a widget key in the path: a tenant's API key there is refused.
+    WidgetPath,
 }
 
 /// The webchat `session_id` alice's conversation goes by.
@@ -113,6 +119,14 @@ const CASES: &[(&str, Expect)] = &[
     ("POST /api/webchat/handoff", Expect::Webchat),
     ("OPTIONS /api/webchat/handoff", Expect::Preflight),
     ("GET /api/webchat/stream", Expect::Webchat),
+    ("POST /ai-sdk/chat", Expect::Adapter),
+    ("OPTIONS /ai-sdk/chat", Expect::Preflight),
+    ("GET /ai-sdk/chat/{}/stream", Expect::Adapter),
+    ("OPTIONS /ai-sdk/chat/{}/stream", Expect::Preflight),
+    ("POST /ag-ui", Expect::Adapter),
+    ("OPTIONS /ag-ui", Expect::Preflight),
+    ("POST /n8n-chat/{}", Expect::WidgetPath),
+    ("OPTIONS /n8n-chat/{}", Expect::Preflight),
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
     ("PATCH /admin/tenants/{}", Expect::AdminOnly),
@@ -411,6 +425,25 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                     let refused = tokio_tungstenite::connect_async(url).await.unwrap_err();
                     crate::support::sockets::assert_http_status(refused, 401);
                 }
+                Expect::Adapter => {
+                    let (status, text) = adapter_call(&server, &path, &session, key, token).await;
+                    let expected = match (token, method == reqwest::Method::GET) {
+                        (Some(_), _) => 404,
+                        (None, true) => 204,
+                        (None, false) => 200,
+                    };
+                    assert_eq!(status, expected, "{who}: {route}: {text}");
+                    assert!(!text.contains("alice's secret"), "{who}: {route}: {text}");
+                }
+                Expect::WidgetPath => {
+                    let path = template.replacen("{}", key, 1);
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert_eq!(
+                        (status, body["code"].clone()),
+                        (403, json!("api_key_in_url")),
+                        "{who}: {route}"
+                    );
+                }
                 Expect::AdminOnly => {
                     // A tenant key or a client token is not an admin token.
                     let bearer = token.unwrap_or(key);
@@ -452,6 +485,34 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
         .await;
     assert_eq!(contact["email"], "alice@acme.example", "{contact}");
     server.stop().await;
+}
+
+/// An adapter's call naming `session`: its status and body text.
+async fn adapter_call(
+    server: &TestServer,
+    path: &str,
+    session: &str,
+    key: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let body = match path {
+        "/ai-sdk/chat" => Some(json!({"id": session, "messages": [{"id": "i1", "role": "user",
+            "parts": [{"type": "text", "text": "from an intruder"}]}]})),
+        "/ag-ui" => Some(json!({"threadId": session, "runId": "r1", "messages": [{"id": "i1",
+            "role": "user", "content": "from an intruder"}]})),
+        _ => None,
+    };
+    let mut request = match &body {
+        Some(body) => server.http.post(server.url(path)).json(body),
+        None => server.http.get(server.url(path)),
+    };
+    request = request.header("X-API-Key", key);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 /// A call with a tenant key, a client token if given, and a small JSON body
