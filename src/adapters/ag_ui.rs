@@ -81,7 +81,11 @@ fn parse_input(body: &Bytes) -> Result<RunInput, ApiError> {
     let state = match body.get("state") {
         None | Some(Value::Null) => None,
         Some(Value::Object(state)) => Some(state.clone()),
-        Some(_) => return Err(bad("`state` must be an object (the conversation's context)")),
+        Some(_) => {
+            return Err(bad(
+                "`state` must be an object (the conversation's context)",
+            ));
+        }
     };
     Ok(RunInput {
         thread_id,

@@ -63,7 +63,10 @@ fn parse_request(body: &Bytes) -> Result<ChatRequest, ApiError> {
         _ => return Err(bad("`id` (the chat's id) is required: a string")),
     };
     if let Some(trigger) = body.get("trigger")
-        && !matches!(trigger.as_str(), Some("submit-message" | "regenerate-message"))
+        && !matches!(
+            trigger.as_str(),
+            Some("submit-message" | "regenerate-message")
+        )
     {
         return Err(bad("`trigger` is submit-message or regenerate-message"));
     }
@@ -150,10 +153,9 @@ async fn resume(id: String, app: AppState, creator: Creator) -> warp::reply::Res
 
 fn stream_turn(turn: Turn) -> warp::reply::Response {
     let mut reply = streamed("text/event-stream", move |sender| write_parts(turn, sender));
-    reply.headers_mut().insert(
-        PROTOCOL_HEADER,
-        warp::http::HeaderValue::from_static("v1"),
-    );
+    reply
+        .headers_mut()
+        .insert(PROTOCOL_HEADER, warp::http::HeaderValue::from_static("v1"));
     reply
 }
 
@@ -201,8 +203,10 @@ impl Parts {
             } => {
                 let mut parts = self.close_text();
                 let input = serde_json::from_str::<Value>(&arguments).unwrap_or(json!(arguments));
-                parts.push(json!({"type": "tool-input-available", "toolCallId": call_id,
-                    "toolName": name, "input": input, "dynamic": true}));
+                parts.push(
+                    json!({"type": "tool-input-available", "toolCallId": call_id,
+                    "toolName": name, "input": input, "dynamic": true}),
+                );
                 parts
             }
             TurnEvent::ToolResult {

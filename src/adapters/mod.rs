@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use warp::Filter;
 use warp::Reply;
 use warp::filters::BoxedFilter;
-use warp::Filter;
 
 use crate::app::AppState;
 

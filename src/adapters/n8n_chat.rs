@@ -155,8 +155,14 @@ async fn send(app: &AppState, caller: &WebchatCaller, request: &Request) -> Resu
         .await?;
     let message = NewMessage::user(input);
     let timeout = answer_timeout(app);
-    let (turn, _) = Turn::ask(&app.runtime, &caller.scope(), conversation.id, message, timeout)
-        .await?;
+    let (turn, _) = Turn::ask(
+        &app.runtime,
+        &caller.scope(),
+        conversation.id,
+        message,
+        timeout,
+    )
+    .await?;
     Ok(turn)
 }
 
@@ -167,7 +173,9 @@ async fn whole_answer(mut turn: Turn) -> Result<Value, ApiError> {
             TurnEvent::Done { text, status, .. } if status != MessageStatus::Failed => {
                 return Ok(json!({"output": text}));
             }
-            TurnEvent::Done { answer, .. } => return Err(problem(&turn, ReplyProblem::AgentFailed, Some(answer))),
+            TurnEvent::Done { answer, .. } => {
+                return Err(problem(&turn, ReplyProblem::AgentFailed, Some(answer)));
+            }
             TurnEvent::Failed { code, .. } if code == "answer_timeout" => {
                 return Err(problem(&turn, ReplyProblem::Timeout, None));
             }

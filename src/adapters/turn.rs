@@ -24,7 +24,10 @@ use crate::http::error::ApiError;
 pub enum TurnEvent {
     /// The answer `answer` began; `text` is what it had when this listener
     /// joined (empty for an answer followed from its start).
-    Started { answer: MessageId, text: String },
+    Started {
+        answer: MessageId,
+        text: String,
+    },
     Delta {
         text: String,
     },
@@ -85,9 +88,7 @@ impl Turn {
         message: NewMessage,
         timeout: Duration,
     ) -> Result<(Turn, Ack), ApiError> {
-        let mut attached = runtime
-            .listen(scope, session, Participant::Visitor)
-            .await?;
+        let mut attached = runtime.listen(scope, session, Participant::Visitor).await?;
         let snapshot = take_snapshot(&mut attached);
         let ack = runtime.post_message(scope, session, message).await?;
         let mut turn = Turn::new(attached, session, ack.message_id, timeout);
@@ -120,9 +121,7 @@ impl Turn {
         session: SessionId,
         timeout: Duration,
     ) -> Result<Option<Turn>, ApiError> {
-        let mut attached = runtime
-            .listen(scope, session, Participant::Visitor)
-            .await?;
+        let mut attached = runtime.listen(scope, session, Participant::Visitor).await?;
         let Some((answer, question, text)) = take_snapshot(&mut attached) else {
             return Ok(None);
         };
@@ -132,12 +131,7 @@ impl Turn {
         Ok(Some(turn))
     }
 
-    fn new(
-        attached: Attached,
-        session: SessionId,
-        question: MessageId,
-        timeout: Duration,
-    ) -> Turn {
+    fn new(attached: Attached, session: SessionId, question: MessageId, timeout: Duration) -> Turn {
         Turn {
             attached,
             session,

@@ -7,7 +7,13 @@ use serde_json::{Value, json};
 use crate::support::node::run_script;
 use crate::support::server::*;
 
-async fn run(server: &TestServer, thread: &str, message_id: &str, text: &str, state: Value) -> Value {
+async fn run(
+    server: &TestServer,
+    thread: &str,
+    message_id: &str,
+    text: &str,
+    state: Value,
+) -> Value {
     let vars = [
         ("BASE", server.url("")),
         ("KEY", KEY.to_owned()),
@@ -36,8 +42,19 @@ async fn a_run_streams_the_answer_and_the_state() {
     assert_eq!(result["error"], Value::Null, "{result}");
 
     let types = types(&result);
-    assert_eq!(types[..4], ["RUN_STARTED", "STATE_SNAPSHOT", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]);
-    assert_eq!(types[types.len() - 2..], ["TEXT_MESSAGE_END", "RUN_FINISHED"]);
+    assert_eq!(
+        types[..4],
+        [
+            "RUN_STARTED",
+            "STATE_SNAPSHOT",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT"
+        ]
+    );
+    assert_eq!(
+        types[types.len() - 2..],
+        ["TEXT_MESSAGE_END", "RUN_FINISHED"]
+    );
     let events = result["events"].as_array().unwrap();
     assert_eq!(events[0]["threadId"], session.as_str());
     assert_eq!(events[0]["runId"], "run-u-1");

@@ -61,7 +61,10 @@ async fn the_sdk_reads_the_answer_as_the_stored_message() {
     // The same message again (a retry): stored once, the same answer given.
     let again = sdk(&server, "send", &session, "m-1", "hola desde useChat").await;
     assert_eq!(again["message"]["id"], stored["id"]);
-    assert_eq!(text_of(&again["message"]), stored["content"].as_str().unwrap());
+    assert_eq!(
+        text_of(&again["message"]),
+        stored["content"].as_str().unwrap()
+    );
     assert_eq!(server.history(&session).await.len(), 2);
     server.stop().await;
 }
@@ -94,7 +97,10 @@ async fn tool_calls_arrive_as_tool_parts() {
     assert_eq!(call["input"]["problem"], "fuga");
     assert_eq!(call["output"], "ok");
     let history = server.history(&session).await;
-    assert_eq!(text_of(&result["message"]), history[1]["content"].as_str().unwrap());
+    assert_eq!(
+        text_of(&result["message"]),
+        history[1]["content"].as_str().unwrap()
+    );
     assert_eq!(result["message"]["id"], history[1]["id"]);
     server.stop().await;
 }
@@ -104,7 +110,14 @@ async fn a_dropped_stream_resumes_with_nothing_doubled() {
     let llm = FakeLlm::start().await;
     let server = TestServer::start(openai_config(&llm)).await;
     let (session, _) = server.create_session().await;
-    let result = sdk(&server, "drop-and-resume", &session, "m-slow", "answer slowly").await;
+    let result = sdk(
+        &server,
+        "drop-and-resume",
+        &session,
+        "m-slow",
+        "answer slowly",
+    )
+    .await;
 
     let partial = text_of(&result["partial"]);
     assert!(partial.starts_with("w0 w1 "), "{partial}");
@@ -133,10 +146,22 @@ async fn bad_chat_requests_get_clear_errors() {
         (json!({"messages": user("hola")}), 400),
         (json!({"id": session, "messages": []}), 400),
         (json!({"id": session, "messages": user("  ")}), 400),
-        (json!({"id": session, "messages": [{"role": "user", "parts": []}]}), 400),
-        (json!({"id": session, "messages": [{"id": "a", "role": "assistant", "parts": []}]}), 400),
-        (json!({"id": session, "messages": user("hola"), "trigger": "shout"}), 400),
-        (json!({"id": session, "messages": user(&"x".repeat(5000))}), 413),
+        (
+            json!({"id": session, "messages": [{"role": "user", "parts": []}]}),
+            400,
+        ),
+        (
+            json!({"id": session, "messages": [{"id": "a", "role": "assistant", "parts": []}]}),
+            400,
+        ),
+        (
+            json!({"id": session, "messages": user("hola"), "trigger": "shout"}),
+            400,
+        ),
+        (
+            json!({"id": session, "messages": user(&"x".repeat(5000))}),
+            413,
+        ),
     ];
     for (body, status) in cases {
         let (got, answer) = server.post("/ai-sdk/chat", KEY, body.clone()).await;
@@ -155,9 +180,18 @@ async fn bad_chat_requests_get_clear_errors() {
 
     // No key, a wrong key, another tenant's conversation.
     let body = json!({"id": session, "messages": user("hola")});
-    let anonymous = server.http.post(server.url("/ai-sdk/chat")).json(&body).send().await.unwrap();
+    let anonymous = server
+        .http
+        .post(server.url("/ai-sdk/chat"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
-    assert_eq!(server.post("/ai-sdk/chat", "tk_nope", body.clone()).await.0, 401);
+    assert_eq!(
+        server.post("/ai-sdk/chat", "tk_nope", body.clone()).await.0,
+        401
+    );
     let (status, answer) = server.post("/ai-sdk/chat", OTHER_KEY, body).await;
     // For globex the id names no conversation: a webchat one of its own is
     // opened, and acme's is untouched.
@@ -167,7 +201,9 @@ async fn bad_chat_requests_get_clear_errors() {
         .get(&format!("/ai-sdk/chat/{session}/stream"), Some(OTHER_KEY))
         .await;
     assert_eq!(status, 204);
-    let (status, _) = server.get(&format!("/ai-sdk/chat/{session}/stream"), None).await;
+    let (status, _) = server
+        .get(&format!("/ai-sdk/chat/{session}/stream"), None)
+        .await;
     assert_eq!(status, 401);
     server.stop().await;
 }

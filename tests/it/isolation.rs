@@ -496,10 +496,14 @@ async fn adapter_call(
     token: Option<&str>,
 ) -> (u16, String) {
     let body = match path {
-        "/ai-sdk/chat" => Some(json!({"id": session, "messages": [{"id": "i1", "role": "user",
-            "parts": [{"type": "text", "text": "from an intruder"}]}]})),
-        "/ag-ui" => Some(json!({"threadId": session, "runId": "r1", "messages": [{"id": "i1",
-            "role": "user", "content": "from an intruder"}]})),
+        "/ai-sdk/chat" => Some(
+            json!({"id": session, "messages": [{"id": "i1", "role": "user",
+            "parts": [{"type": "text", "text": "from an intruder"}]}]}),
+        ),
+        "/ag-ui" => Some(
+            json!({"threadId": session, "runId": "r1", "messages": [{"id": "i1",
+            "role": "user", "content": "from an intruder"}]}),
+        ),
         _ => None,
     };
     let mut request = match &body {

@@ -44,7 +44,11 @@ fn send(session: &str, text: &str) -> Value {
 async fn the_widget_protocol_answers_streams_and_restores() {
     let (server, key) = widget_server(SHOP).await;
     let load = json!({"action": "loadPreviousSession", "sessionId": VISITOR});
-    let fresh: Value = call(&server, &key, load.clone(), false).await.json().await.unwrap();
+    let fresh: Value = call(&server, &key, load.clone(), false)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(fresh, json!({"data": []}));
 
     let answered = call(&server, &key, send(VISITOR, "hola"), false).await;
@@ -56,7 +60,10 @@ async fn the_widget_protocol_answers_streams_and_restores() {
     let streamed = call(&server, &key, send(VISITOR, "y ahora en trozos"), true).await;
     assert_eq!(streamed.status(), 200);
     let text = streamed.text().await.unwrap();
-    let chunks: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let chunks: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert_eq!(chunks.first().unwrap()["type"], "begin");
     assert_eq!(chunks.last().unwrap()["type"], "end");
     let items: String = chunks
@@ -65,7 +72,11 @@ async fn the_widget_protocol_answers_streams_and_restores() {
         .map(|chunk| chunk["content"].as_str().unwrap())
         .collect();
     assert_eq!(items, "You said: y ahora en trozos");
-    assert!(chunks.iter().all(|chunk| chunk["metadata"]["nodeId"] == "tertulia"));
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk["metadata"]["nodeId"] == "tertulia")
+    );
 
     let previous: Value = call(&server, &key, load, false).await.json().await.unwrap();
     let kinds: Vec<&str> = previous["data"]
@@ -74,8 +85,14 @@ async fn the_widget_protocol_answers_streams_and_restores() {
         .iter()
         .map(|message| message["id"][2].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["HumanMessage", "AIMessage", "HumanMessage", "AIMessage"]);
-    assert_eq!(previous["data"][3]["kwargs"]["content"], "You said: y ahora en trozos");
+    assert_eq!(
+        kinds,
+        ["HumanMessage", "AIMessage", "HumanMessage", "AIMessage"]
+    );
+    assert_eq!(
+        previous["data"][3]["kwargs"]["content"],
+        "You said: y ahora en trozos"
+    );
     server.stop().await;
 }
 
@@ -88,7 +105,10 @@ async fn bad_widget_calls_get_clear_errors() {
     assert_eq!(in_url.status(), 403);
     let in_url: Value = in_url.json().await.unwrap();
     assert_eq!(in_url["code"], "api_key_in_url");
-    assert_eq!(status_of(call(&server, "wk_nope", send(VISITOR, "x"), false).await), 401);
+    assert_eq!(
+        status_of(call(&server, "wk_nope", send(VISITOR, "x"), false).await),
+        401
+    );
     let elsewhere = server
         .http
         .post(server.url(&format!("/n8n-chat/{key}")))
@@ -126,7 +146,10 @@ async fn bad_widget_calls_get_clear_errors() {
 
     let preflight = server
         .http
-        .request(reqwest::Method::OPTIONS, server.url(&format!("/n8n-chat/{key}")))
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url(&format!("/n8n-chat/{key}")),
+        )
         .header("Origin", SHOP)
         .header("Access-Control-Request-Method", "POST")
         .send()
@@ -170,20 +193,43 @@ async fn the_real_widget_chats_streams_and_restores_after_a_reload() {
     widget_page(listener, server.url(&format!("/n8n-chat/{key}")));
     let browser = Browser::start().await;
     browser.goto(&format!("http://127.0.0.1:{port}/")).await;
-    browser.until("the widget's input", "document.querySelector('textarea')").await;
+    browser
+        .until("the widget's input", "document.querySelector('textarea')")
+        .await;
     let input = browser.client.find(Locator::Css("textarea")).await.unwrap();
-    input.send_keys("hola desde el widget\u{E007}").await.unwrap();
+    input
+        .send_keys("hola desde el widget\u{E007}")
+        .await
+        .unwrap();
     let answer = "You said: hola desde el widget";
     let bot = "[...document.querySelectorAll('.chat-message-from-bot')].map(m => m.textContent).join('|')";
-    let shown = browser.until("the streamed answer", &format!("{bot}.includes('{answer}') && {bot}")).await;
+    let shown = browser
+        .until(
+            "the streamed answer",
+            &format!("{bot}.includes('{answer}') && {bot}"),
+        )
+        .await;
     assert!(shown.as_str().unwrap().contains(answer));
 
     browser.goto(&format!("http://127.0.0.1:{port}/")).await;
     let user = "[...document.querySelectorAll('.chat-message-from-user')].map(m => m.textContent).join('|')";
-    browser.until("the restored question", &format!("{user}.includes('hola desde el widget')")).await;
-    browser.until("the restored answer", &format!("{bot}.includes('{answer}')")).await;
+    browser
+        .until(
+            "the restored question",
+            &format!("{user}.includes('hola desde el widget')"),
+        )
+        .await;
+    browser
+        .until(
+            "the restored answer",
+            &format!("{bot}.includes('{answer}')"),
+        )
+        .await;
     let (_, sessions) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
-    assert_eq!(sessions["count"], 1, "one conversation across the reload: {sessions}");
+    assert_eq!(
+        sessions["count"], 1,
+        "one conversation across the reload: {sessions}"
+    );
     browser.close().await;
     server.stop().await;
 }
@@ -198,11 +244,20 @@ async fn one_conversation_across_protocols_in_one_seq_order() {
         .unwrap();
     assert_eq!(answered["output"], "You said: empiezo en el widget");
     let (_, sessions) = server.get("/chat/sessions?detail=true", Some(KEY)).await;
-    let conversation = sessions["sessions"][0]["session_id"].as_str().unwrap().to_owned();
+    let conversation = sessions["sessions"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, ticket) = server
-        .post(&format!("/chat/sessions/{conversation}/ticket"), KEY, json!({}))
+        .post(
+            &format!("/chat/sessions/{conversation}/ticket"),
+            KEY,
+            json!({}),
+        )
         .await;
-    let mut watcher = server.connect(ticket["websocket_url"].as_str().unwrap()).await;
+    let mut watcher = server
+        .connect(ticket["websocket_url"].as_str().unwrap())
+        .await;
 
     // useChat continues it, naming the widget's session id.
     let vars = [
@@ -225,7 +280,10 @@ async fn one_conversation_across_protocols_in_one_seq_order() {
     let (last, _) = frames_until(&mut watcher, "done").await;
 
     let history = server.history(&conversation).await;
-    let seqs: Vec<u64> = history.iter().map(|message| message["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = history
+        .iter()
+        .map(|message| message["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
     assert_eq!(history[2]["content"], "sigo con useChat");
     assert_eq!(history[3]["seq"], done["seq"]);

@@ -23,7 +23,9 @@ pub fn installed() -> &'static Path {
     DONE.get_or_init(|| {
         let dir = js_dir();
         if !dir.join("node_modules/.package-lock.json").exists() {
-            run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir));
+            run(Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir));
         }
         let vendor = dir.join("vendor");
         if !vendor.join("package/dist/chat.bundle.es.js").exists() {
@@ -37,7 +39,10 @@ pub fn installed() -> &'static Path {
                 .map(|entry| entry.path())
                 .find(|path| path.extension().is_some_and(|ext| ext == "tgz"))
                 .expect("npm pack wrote a tarball");
-            run(Command::new("tar").arg("xzf").arg(&tarball).current_dir(&vendor));
+            run(Command::new("tar")
+                .arg("xzf")
+                .arg(&tarball)
+                .current_dir(&vendor));
         }
         dir
     })
