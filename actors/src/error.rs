@@ -36,6 +36,14 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// A message while an answer is in progress, under double texting `reject`.
+    #[error("an answer is still being written: wait for it before writing again")]
+    Busy,
+
+    /// A conditional context update named a version that is not the current one.
+    #[error("the context is at version {current}, not the one given in If-Match")]
+    StaleContext { current: u64 },
+
     /// No key with this id exists (or it belongs to another tenant).
     #[error("key {0} not found")]
     KeyNotFound(String),
@@ -117,6 +125,8 @@ impl Error {
             Error::InvalidInput(_) => "invalid_input",
             Error::ContentTooLarge { .. } => "content_too_large",
             Error::Conflict(_) => "conflict",
+            Error::Busy => "busy",
+            Error::StaleContext { .. } => "stale_context",
             Error::VersionConflict { .. } => "version_conflict",
             Error::RateLimited { .. } => "rate_limited",
             Error::KeyNotFound(_) => "key_not_found",

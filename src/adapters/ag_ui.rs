@@ -133,19 +133,16 @@ async fn start(
     let input = parse_input(body)?;
     let session = conversation(&app.runtime, creator, &input.thread_id).await?;
     let scope = &creator.scope;
-    let mut context = app.runtime.session(scope, session).await?.context;
-    if let Some(state) = &input.state
-        && !state.is_empty()
-        && state != &context
-    {
-        // The client's state is the agent's too: the answer sees it.
-        context = app
-            .runtime
-            .update_context(scope, session, state.clone())
-            .await?;
-    }
+    let context = app.runtime.session(scope, session).await?.context;
+    // The client's state is the agent's too: merged into the context with
+    // the message, so the answer sees it and the run streams the change.
+    let state = input
+        .state
+        .clone()
+        .filter(|state| !state.is_empty() && state != &context);
     let message = NewMessage {
         client_msg_id: Some(input.message_id.clone()),
+        context: state,
         ..NewMessage::user(input.text.clone())
     };
     let timeout = answer_timeout(app);
@@ -227,6 +224,9 @@ impl Events {
             } => vec![json!({"type": "TOOL_CALL_RESULT", "toolCallId": call_id,
                 "messageId": format!("{}-{call_id}", self.answer), "content": content,
                 "role": "tool"})],
+            TurnEvent::Context { patch, .. } => {
+                vec![json!({"type": "STATE_DELTA", "delta": patch})]
+            }
             TurnEvent::Problem { .. } => Vec::new(),
             TurnEvent::Done { status, .. } => {
                 let mut events = self.close();

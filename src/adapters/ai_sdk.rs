@@ -222,6 +222,9 @@ impl Parts {
                         "output": output, "dynamic": true})
                 }
             }],
+            // Transient: the client sees it, the message (as stored) does not keep it.
+            TurnEvent::Context { version, patch } => vec![json!({"type": "data-context",
+                "data": {"version": version, "patch": patch}, "transient": true})],
             // The end says how it went; its error part carries the reason.
             TurnEvent::Problem { .. } => Vec::new(),
             TurnEvent::Done { status, .. } => self.finish(status),

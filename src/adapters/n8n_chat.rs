@@ -226,7 +226,9 @@ async fn write_chunks(mut turn: Turn, sender: mpsc::Sender<Bytes>) {
             TurnEvent::Done { .. } => json!({"type": "end"}),
             TurnEvent::Failed { message, .. } => json!({"type": "error", "content": message}),
             TurnEvent::Problem { message, .. } => json!({"type": "error", "content": message}),
-            TurnEvent::ToolCall { .. } | TurnEvent::ToolResult { .. } => continue,
+            TurnEvent::ToolCall { .. }
+            | TurnEvent::ToolResult { .. }
+            | TurnEvent::Context { .. } => continue,
         };
         if sender.send(line(object(chunk))).await.is_err() {
             return;

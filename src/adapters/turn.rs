@@ -41,6 +41,12 @@ pub enum TurnEvent {
         content: String,
         is_error: bool,
     },
+    /// The conversation's context changed: its new version and the JSON
+    /// Patch from the one before.
+    Context {
+        version: u64,
+        patch: serde_json::Value,
+    },
     /// A problem reported while the answer is written; the end follows.
     Problem {
         code: String,
@@ -191,43 +197,32 @@ impl Turn {
 
     /// The event a frame means for this turn, if any.
     fn event_of(&mut self, frame: ServerFrame) -> Option<TurnEvent> {
-        let question = Some(self.question);
         match frame {
             ServerFrame::Chunk {
                 content,
                 message_id,
                 reply_to,
+                merged,
                 ..
-            } => match self.answer {
-                Some(answer) if answer == message_id => Some(TurnEvent::Delta { text: content }),
-                None if reply_to == question => {
-                    self.answer = Some(message_id);
-                    self.pending.push(TurnEvent::Delta { text: content });
-                    Some(started(message_id))
-                }
-                _ => None,
-            },
+            } => {
+                let names_us = self.names_us(reply_to, &merged);
+                self.of_answer(message_id, names_us, TurnEvent::Delta { text: content })
+            }
             ServerFrame::ToolCall {
                 message_id,
                 call_id,
                 name,
                 arguments,
                 reply_to,
+                merged,
             } => {
+                let names_us = self.names_us(reply_to, &merged);
                 let call = TurnEvent::ToolCall {
                     call_id,
                     name,
                     arguments,
                 };
-                match self.answer {
-                    Some(answer) if answer == message_id => Some(call),
-                    None if reply_to == question => {
-                        self.answer = Some(message_id);
-                        self.pending.push(call);
-                        Some(started(message_id))
-                    }
-                    _ => None,
-                }
+                self.of_answer(message_id, names_us, call)
             }
             ServerFrame::ToolResult {
                 message_id,
@@ -245,21 +240,16 @@ impl Turn {
                 message_id,
                 status,
                 reply_to,
+                merged,
                 ..
-            } if self.answer == Some(message_id) || reply_to == question => {
+            } => {
+                let names_us = self.names_us(reply_to, &merged);
                 let done = TurnEvent::Done {
                     answer: message_id,
                     text: content,
                     status,
                 };
-                match self.answer.replace(message_id) {
-                    Some(_) => Some(done),
-                    // An answer with no frame before its end (an empty one).
-                    None => {
-                        self.pending.push(done);
-                        Some(started(message_id))
-                    }
-                }
+                self.of_answer(message_id, names_us, done)
             }
             ServerFrame::Error { content, code } if self.answer.is_some() => {
                 Some(TurnEvent::Problem {
@@ -267,17 +257,46 @@ impl Turn {
                     message: content,
                 })
             }
+            ServerFrame::Context {
+                version,
+                patch: Some(patch),
+                ..
+            } => Some(TurnEvent::Context { version, patch }),
             // A person who took the conversation over answers with a message.
             ServerFrame::Message { message }
                 if self.answer.is_none() && message.role == Role::Assistant =>
             {
-                self.answer = Some(message.id);
-                self.pending.push(TurnEvent::Done {
+                let done = TurnEvent::Done {
                     answer: message.id,
                     text: message.content,
                     status: message.status,
-                });
-                Some(started(message.id))
+                };
+                self.of_answer(message.id, true, done)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether an answer's first frame names this turn's question.
+    fn names_us(&self, reply_to: Option<MessageId>, merged: &[MessageId]) -> bool {
+        reply_to == Some(self.question) || merged.contains(&self.question)
+    }
+
+    /// A frame of some answer: the next event if it is the answer followed;
+    /// if it is the first frame of the answer to this question, the answer
+    /// starts (and the event follows).
+    fn of_answer(
+        &mut self,
+        message_id: MessageId,
+        names_us: bool,
+        event: TurnEvent,
+    ) -> Option<TurnEvent> {
+        match self.answer {
+            Some(answer) if answer == message_id => Some(event),
+            None if names_us => {
+                self.answer = Some(message_id);
+                self.pending.push(event);
+                Some(started(message_id))
             }
             _ => None,
         }
@@ -307,6 +326,7 @@ fn take_snapshot(attached: &mut Attached) -> Option<(MessageId, MessageId, Strin
             message_id,
             snapshot: true,
             reply_to: Some(question),
+            ..
         }) = serde_json::from_slice(frame.bytes())
         {
             return Some((message_id, question, content));

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::protocol::{MAX_AUTHOR_LEN, MAX_CLIENT_MSG_ID_LEN};
-use tertulia_actors::model::{MetaChange, NewMessage, Role, Scope};
+use tertulia_actors::model::{DoubleTexting, MetaChange, NewMessage, Role, Scope};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
@@ -352,7 +352,7 @@ async fn update_conversation(
 ) -> Result<impl Serialize, ApiError> {
     let conversation = parse_session(&conversation)?;
     let body = parse_object(&body, "the body")?;
-    only_fields(&body, &["title", "status", "version"])?;
+    only_fields(&body, &["title", "status", "version", "double_texting"])?;
     let version = body.get("version").and_then(Value::as_u64).ok_or_else(|| {
         ApiError::BadRequest("`version` is required: the version you last saw".into())
     })?;
@@ -365,9 +365,26 @@ async fn update_conversation(
             ));
         }
     };
+    let double_texting = match body.get("double_texting") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(name)) => Some(Some(DoubleTexting::parse(name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`double_texting` is {}, or null",
+                DoubleTexting::NAMES
+            ))
+        })?)),
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "`double_texting` is {}, or null",
+                DoubleTexting::NAMES
+            )));
+        }
+    };
     let change = MetaChange {
         title: parse_title(&body)?,
         status,
+        double_texting,
         version,
     };
     let record = app

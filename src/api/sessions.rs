@@ -63,6 +63,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::post())
         .and(with_app.clone())
         .and(api_key.clone())
+        .and(warp::header::optional::<String>("if-match"))
         .and(crate::http::body(max_body))
         .then(update_context)
         .map(ok);
@@ -193,17 +194,37 @@ async fn session_history(
     Ok(json!({"session_id": session, "count": history.len(), "history": history}))
 }
 
-/// POST /chat/sessions/{id}/context: the body's keys are merged into the context.
+/// POST /chat/sessions/{id}/context: the body's keys are merged into the
+/// context. With `If-Match: <version>` only if the context is still at that
+/// version (412 `stale_context` with `current_version` otherwise).
 async fn update_context(
     session: String,
     app: AppState,
     scope: Scope,
+    if_match: Option<String>,
     body: Bytes,
 ) -> Result<impl Serialize, ApiError> {
     let session = parse_session(&session)?;
+    let if_match = if_match.as_deref().map(parse_version).transpose()?;
     let patch = parse_object(&body, "the context")?;
-    let context = app.runtime.update_context(&scope, session, patch).await?;
-    Ok(json!({"status": "updated", "session_id": session, "context": context}))
+    let (context, version) = app
+        .runtime
+        .update_context_if(&scope, session, patch, if_match)
+        .await?;
+    Ok(
+        json!({"status": "updated", "session_id": session, "context": context,
+        "context_version": version}),
+    )
+}
+
+/// An `If-Match` version: a number, bare or quoted as an entity tag.
+fn parse_version(header: &str) -> Result<u64, ApiError> {
+    let text = header.trim().trim_start_matches("W/").trim_matches('"');
+    text.parse().map_err(|_| {
+        ApiError::BadRequest(
+            "`If-Match` must be the context version you last saw, such as 3".into(),
+        )
+    })
 }
 
 /// POST /chat/sessions/{id}/ticket: a fresh `websocket_url` once the old one expired.

@@ -8,8 +8,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tertulia_actors::model::{
-    AnswerMeta, Consent, Direction, Handoff, MessageId, MessageStatus, Role, SessionId,
-    SessionRecord, StoredMessage, ToolCallRecord,
+    AnswerMeta, Consent, Direction, DoubleTexting, Handoff, MessageId, MessageStatus, Role,
+    SessionId, SessionRecord, StoredMessage, ToolCallRecord,
 };
 
 /// A JSON array of the views `V` of `items`.
@@ -58,6 +58,10 @@ pub struct ConversationView<'a> {
     version: u64,
     message_count: u64,
     context: &'a Map<String, Value>,
+    context_version: u64,
+    /// The conversation's own double-texting policy (none: the tenant's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    double_texting: Option<DoubleTexting>,
     channel: &'a Option<String>,
     consent: &'a Option<Consent>,
     handoff: &'a Option<Handoff>,
@@ -75,6 +79,8 @@ impl<'a> From<&'a SessionRecord> for ConversationView<'a> {
             version: record.version,
             message_count: record.message_count,
             context: &record.context,
+            context_version: record.context_version,
+            double_texting: record.double_texting,
             channel: &record.channel,
             consent: &record.consent,
             handoff: &record.handoff,

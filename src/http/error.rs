@@ -126,10 +126,12 @@ impl ApiError {
                 | RuntimeError::NoModel
                 | RuntimeError::NothingToAnalyze
                 | RuntimeError::Conflict(_)
+                | RuntimeError::Busy
                 | RuntimeError::AlreadyTakenOver { .. }
                 | RuntimeError::NotTakenOver => StatusCode::CONFLICT,
                 RuntimeError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::VersionConflict { .. } => StatusCode::CONFLICT,
+                RuntimeError::StaleContext { .. } => StatusCode::PRECONDITION_FAILED,
                 RuntimeError::AnalysisFailed(_) => StatusCode::BAD_GATEWAY,
                 RuntimeError::KeyNotFound(_)
                 | RuntimeError::NotAnalyzed
@@ -214,7 +216,10 @@ impl ApiError {
             tracing::error!(error = %self, code = self.code(), "request failed");
         }
         let mut response = json_error(self.status(), self.code(), self.public_message());
-        if let ApiError::Runtime(RuntimeError::VersionConflict { current }) = self {
+        if let ApiError::Runtime(
+            RuntimeError::VersionConflict { current } | RuntimeError::StaleContext { current },
+        ) = self
+        {
             // The client needs the current version to merge and retry.
             let body = serde_json::json!({
                 "error": self.public_message(),

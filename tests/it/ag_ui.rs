@@ -38,15 +38,17 @@ fn types(result: &Value) -> Vec<String> {
 async fn a_run_streams_the_answer_and_the_state() {
     let server = TestServer::start(config()).await;
     let (session, _) = server.create_session().await;
-    let result = run(&server, &session, "u-1", "hola desde AG-UI", json!({})).await;
+    let state = json!({"cart": "3 tuberías"});
+    let result = run(&server, &session, "u-1", "hola desde AG-UI", state).await;
     assert_eq!(result["error"], Value::Null, "{result}");
 
     let types = types(&result);
     assert_eq!(
-        types[..4],
+        types[..5],
         [
             "RUN_STARTED",
             "STATE_SNAPSHOT",
+            "STATE_DELTA",
             "TEXT_MESSAGE_START",
             "TEXT_MESSAGE_CONTENT"
         ]
@@ -58,8 +60,21 @@ async fn a_run_streams_the_answer_and_the_state() {
     let events = result["events"].as_array().unwrap();
     assert_eq!(events[0]["threadId"], session.as_str());
     assert_eq!(events[0]["runId"], "run-u-1");
+    // The conversation's context, then the client's state merged into it,
+    // as the same JSON Patch a socket's `context` frame carries.
     assert_eq!(events[1]["snapshot"], json!({"plan": "pro"}));
-    assert_eq!(result["state"], json!({"plan": "pro"}));
+    assert_eq!(
+        events[2]["delta"],
+        json!([{"op": "add", "path": "/cart", "value": "3 tuberías"}])
+    );
+    assert_eq!(
+        result["state"],
+        json!({"plan": "pro", "cart": "3 tuberías"})
+    );
+    let (_, listed) = server.get("/chat/conversations", Some(KEY)).await;
+    let conversation = &listed[0];
+    assert_eq!(conversation["context"], result["state"]);
+    assert_eq!(conversation["context_version"], 1);
 
     let history = server.history(&session).await;
     assert_eq!(history[0]["client_msg_id"], "u-1");

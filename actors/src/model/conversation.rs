@@ -44,6 +44,12 @@ pub struct SessionRecord {
     /// `human` while this is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human: Option<Attendant>,
+    /// This conversation's own double-texting policy, over the tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub double_texting: Option<super::policy::DoubleTexting>,
+    /// Incremented by every change of the context (live context).
+    #[serde(default)]
+    pub context_version: u64,
 }
 
 impl SessionRecord {
@@ -68,6 +74,8 @@ impl SessionRecord {
             consent: None,
             handoff: None,
             human: None,
+            double_texting: None,
+            context_version: 0,
         }
     }
 }
@@ -149,6 +157,8 @@ pub struct MetaChange {
     /// `Some(None)` clears the title.
     pub title: Option<Option<String>>,
     pub status: Option<String>,
+    /// `Some(None)` goes back to the tenant's policy.
+    pub double_texting: Option<Option<super::policy::DoubleTexting>>,
     pub version: u64,
 }
 

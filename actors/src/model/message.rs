@@ -252,6 +252,8 @@ pub enum ClientCommand {
     /// Replay every stored message with `seq > after_seq`, then any answer in progress.
     Resume {
         after_seq: u64,
+        /// The context version the client has (the whole context is sent if stale).
+        context_version: Option<u64>,
     },
     /// Merge these keys into the session's context.
     Context(Map<String, Value>),

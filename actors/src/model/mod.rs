@@ -18,6 +18,7 @@ pub mod ids;
 pub mod insight;
 pub mod leads;
 pub mod message;
+pub mod policy;
 pub mod protocol;
 pub mod tenant;
 pub mod webhook;
@@ -31,6 +32,7 @@ pub use message::{
     Ack, AnswerMeta, ClientCommand, Direction, MessageStatus, NewMessage, Origin, Role,
     StoredMessage, ToolCallRecord,
 };
+pub use policy::{DoubleTexting, DoubleTextingSettings};
 pub use tenant::{
     Greeting, OpenAiSettings, REQUEST_HUMAN, RateLimits, Tenant, TenantSettings, ToolSettings,
     WebhookAgentSettings, is_web_origin,

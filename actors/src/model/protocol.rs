@@ -110,6 +110,10 @@ pub enum ServerFrame {
         /// before it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
+        /// Earlier questions this answer answers too (double texting: merge,
+        /// interrupt), with `reply_to`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        merged: Vec<MessageId>,
     },
     /// The answer is stored. `status` says whether it is whole.
     Done {
@@ -120,6 +124,8 @@ pub enum ServerFrame {
         /// The user message this answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        merged: Vec<MessageId>,
     },
     /// The agent called a tool while writing the answer `message_id`.
     ToolCall {
@@ -131,6 +137,8 @@ pub enum ServerFrame {
         /// The user message being answered, when this is the answer's first frame.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        merged: Vec<MessageId>,
     },
     /// The tool's answer, as given back to the model.
     ToolResult {
@@ -158,6 +166,17 @@ pub enum ServerFrame {
     },
     /// Answer to a client `ping`.
     Pong {},
+    /// The conversation's context changed: `version` is its new version, and
+    /// `patch` the RFC 6902 JSON Patch from the version before. A client that
+    /// missed versions (it said so on `resume`) gets `context`, the whole of
+    /// it, instead.
+    Context {
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        patch: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<Map<String, Value>>,
+    },
 }
 
 impl ServerFrame {
@@ -190,14 +209,20 @@ impl ServerFrame {
         }
     }
 
-    /// The end of a stored answer to `question`, whole or cut short.
-    pub fn done(answer: &StoredMessage, question: MessageId) -> ServerFrame {
+    /// The end of a stored answer to `question` (and to the `merged` ones
+    /// before it), whole or cut short.
+    pub fn done(
+        answer: &StoredMessage,
+        question: MessageId,
+        merged: Vec<MessageId>,
+    ) -> ServerFrame {
         ServerFrame::Done {
             content: answer.content.clone(),
             message_id: answer.id,
             seq: answer.seq,
             status: answer.status,
             reply_to: Some(question),
+            merged,
         }
     }
 }
@@ -230,6 +255,10 @@ pub enum ClientFrame {
     Typing {},
     Resume {
         after_seq: u64,
+        /// The context version the client has: if it is not the current
+        /// one, the whole context is sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context_version: Option<u64>,
     },
     Context {
         context: Map<String, Value>,
@@ -312,7 +341,13 @@ pub fn parse_client_frame(
         }
         ClientFrame::Cancel {} => ClientCommand::Cancel,
         ClientFrame::Typing {} => ClientCommand::Typing,
-        ClientFrame::Resume { after_seq } => ClientCommand::Resume { after_seq },
+        ClientFrame::Resume {
+            after_seq,
+            context_version,
+        } => ClientCommand::Resume {
+            after_seq,
+            context_version,
+        },
         ClientFrame::Context { context } => ClientCommand::Context(context),
         ClientFrame::Ping {} => ClientCommand::Ping,
     })
@@ -424,6 +459,7 @@ mod tests {
             seq: 7,
             status: MessageStatus::Complete,
             reply_to: None,
+            merged: Vec::new(),
         }
         .encode();
         assert_eq!(frame.seq, Some(7));

@@ -47,6 +47,8 @@ pub struct TenantSettings {
     pub request_human_tool: bool,
     /// Insights: each conversation read by the tenant's model once quiet.
     pub insights: super::insight::InsightSettings,
+    /// What a message written while an answer is in progress does.
+    pub double_texting: super::policy::DoubleTextingSettings,
 }
 
 /// A function tool: the model sees its name, description and argument
@@ -439,6 +441,7 @@ impl Default for TenantSettings {
             tools: Vec::new(),
             request_human_tool: true,
             insights: super::insight::InsightSettings::default(),
+            double_texting: super::policy::DoubleTextingSettings::default(),
         }
     }
 }

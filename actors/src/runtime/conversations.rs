@@ -168,8 +168,23 @@ impl Runtime {
         session: SessionId,
         patch: Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        let (context, _) = self.update_context_if(scope, session, patch, None).await?;
+        Ok(context)
+    }
+
+    /// Merges `patch` into the context if it is still at version `if_match`
+    /// (when given; else `StaleContext` with the current one); returns the
+    /// result and its version once durable.
+    pub async fn update_context_if(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        patch: Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<(Map<String, Value>, u64)> {
         self.call_session(scope, session, |reply| SessionMsg::UpdateContext {
             patch: patch.clone(),
+            if_match,
             reply,
         })
         .await

@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0012_analysis",
         include_str!("../../../schemas/migrations/0012_analysis.surql"),
     ),
+    (
+        13,
+        "0013_live_context",
+        include_str!("../../../schemas/migrations/0013_live_context.surql"),
+    ),
 ];
 
 /// An open database handle. Opaque outside this file: only the persistence

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::counters::{self, Counters, Touch};
 use crate::model::{
-    Attendant, Consent, Delivery, EventRecord, Handoff, MessageId, SessionId, StoredMessage,
-    TenantId,
+    Attendant, Consent, Delivery, DoubleTexting, EventRecord, Handoff, MessageId, SessionId,
+    StoredMessage, TenantId,
 };
 
 /// One transaction being built: its text, its variables, and the rows
@@ -192,33 +192,35 @@ pub fn pay_counters(out: &mut Statements, counters: &Counters) {
 pub fn set_context(
     out: &mut Statements,
     conversation: Conversation<'_>,
-    context: &Map<String, Value>,
+    (context, version): (&Map<String, Value>, u64),
     updated_at: &str,
 ) {
     let (sid, tenant) = out.conversation(conversation);
     let context = out.var("context", Value::Object(context.clone()));
+    let version = out.var("context_version", json!(version));
     let at = out.var("at", json!(updated_at));
     out.push(format!(
         "UPDATE type::record('conversation', {sid}) SET context = {context}, \
-         updated_at = {at} WHERE tenant = {tenant} RETURN NONE;"
+         context_version = {version}, updated_at = {at} WHERE tenant = {tenant} RETURN NONE;"
     ));
 }
 
-/// Title, status and version.
+/// Title, status, the double-texting policy and version.
 pub fn set_meta(
     out: &mut Statements,
     conversation: Conversation<'_>,
-    (title, status, version): (Option<&str>, &str, u64),
+    (title, status, policy, version): (Option<&str>, &str, Option<DoubleTexting>, u64),
     updated_at: &str,
 ) {
     let (sid, tenant) = out.conversation(conversation);
     let title = out.optional("title", title.map(|title| json!(title)));
+    let policy = out.optional("double_texting", policy.map(|policy| json!(policy)));
     let status = out.var("status", json!(status));
     let version = out.var("version", json!(version));
     let at = out.var("at", json!(updated_at));
     out.push(format!(
         "UPDATE type::record('conversation', {sid}) SET title = {title}, status = {status}, \
-         version = {version}, updated_at = {at} WHERE tenant = {tenant} RETURN NONE;"
+         double_texting = {policy}, version = {version}, updated_at = {at} WHERE tenant = {tenant} RETURN NONE;"
     ));
 }
 

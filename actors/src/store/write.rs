@@ -29,6 +29,8 @@ pub enum Write {
         tenant: TenantId,
         session: SessionId,
         context: Map<String, Value>,
+        /// The context's version after this change.
+        version: u64,
         updated_at: String,
     },
     /// Removes the conversation and its whole log.
@@ -46,6 +48,7 @@ pub enum Write {
         session: SessionId,
         title: Option<String>,
         status: String,
+        double_texting: Option<crate::model::DoubleTexting>,
         version: u64,
         updated_at: String,
     },
@@ -141,17 +144,19 @@ impl Write {
                 tenant,
                 session,
                 context,
+                version,
                 updated_at,
-            } => statements::set_context(out, (tenant, *session), context, updated_at),
+            } => statements::set_context(out, (tenant, *session), (context, *version), updated_at),
             Write::SetMeta {
                 tenant,
                 session,
                 title,
                 status,
+                double_texting,
                 version,
                 updated_at,
             } => {
-                let meta = (title.as_deref(), status.as_str(), *version);
+                let meta = (title.as_deref(), status.as_str(), *double_texting, *version);
                 statements::set_meta(out, (tenant, *session), meta, updated_at)
             }
             Write::PutTenant(record) => out.upsert("tenant", &record.tenant_id, record),

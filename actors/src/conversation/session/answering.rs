@@ -34,6 +34,9 @@ pub struct Generation {
     pub held: Option<Held>,
     /// Whether a frame naming the question went out already.
     announced: bool,
+    /// Every question this answers, oldest first, when begun from the queue
+    /// (more than one when double texting merged them).
+    pub questions: Vec<StoredMessage>,
 }
 
 /// What an answer produced before its question was durable.
@@ -56,12 +59,26 @@ impl Generation {
             storing: false,
             held,
             announced: false,
+            questions: Vec::new(),
         }
     }
 
-    /// The question, for the answer's first frame only (`reply_to`).
-    pub fn announce(&mut self) -> Option<MessageId> {
-        (!std::mem::replace(&mut self.announced, true)).then_some(self.question)
+    /// The question and those merged into it, for the answer's first frame
+    /// only (`reply_to`, `merged`).
+    pub fn announce(&mut self) -> (Option<MessageId>, Vec<MessageId>) {
+        match std::mem::replace(&mut self.announced, true) {
+            true => (None, Vec::new()),
+            false => (Some(self.question), self.merged()),
+        }
+    }
+
+    /// The earlier questions this answer answers too.
+    pub fn merged(&self) -> Vec<MessageId> {
+        let earlier = self.questions.len().saturating_sub(1);
+        self.questions[..earlier]
+            .iter()
+            .map(|question| question.id)
+            .collect()
     }
 
     /// What is worth keeping of the metadata (nothing, if nothing was reported).
@@ -89,6 +106,9 @@ pub struct Answering {
     current: Option<Generation>,
     /// Who waits for the answer to which user message.
     waiters: HashMap<MessageId, Vec<oneshot::Sender<Result<StoredMessage>>>>,
+    /// The merge window running (double texting: merge), by its token.
+    merging: Option<u64>,
+    tokens: u64,
 }
 
 impl Answering {
@@ -128,6 +148,72 @@ impl Answering {
         let message_id = MessageId::new();
         self.current = Some(Generation::new(message_id, question.id, None));
         Some((question, message_id))
+    }
+
+    /// Begins answering every queued question as one turn: the last is the
+    /// question, and whoever waits for an earlier one gets this answer.
+    pub fn begin_merged(&mut self) -> Option<(StoredMessage, MessageId)> {
+        if self.current.is_some() || self.queue.is_empty() {
+            return None;
+        }
+        let questions: Vec<StoredMessage> = self.queue.drain(..).collect();
+        let question = questions.last().expect("the queue was not empty").clone();
+        for earlier in &questions[..questions.len() - 1] {
+            let waiting = self.waiters.remove(&earlier.id).unwrap_or_default();
+            self.waiters.entry(question.id).or_default().extend(waiting);
+        }
+        let message_id = MessageId::new();
+        let mut generation = Generation::new(message_id, question.id, None);
+        generation.questions = questions;
+        self.current = Some(generation);
+        Some((question, message_id))
+    }
+
+    /// Drops the answer in progress if nothing of it went out yet (it waits
+    /// for its first token), putting its questions back at the head of the
+    /// queue; its id is returned, to cancel the generation.
+    pub fn discard_unstarted(&mut self) -> Option<MessageId> {
+        let generation = self.current.take_if(|generation| {
+            !generation.announced
+                && generation.held.is_none()
+                && !generation.storing
+                && !generation.questions.is_empty()
+        })?;
+        for question in generation.questions.into_iter().rev() {
+            self.queue.push_front(question);
+        }
+        Some(generation.message_id)
+    }
+
+    /// Opens (or restarts) the merge window; its token says which one ends.
+    pub fn open_merge_window(&mut self) -> u64 {
+        self.tokens += 1;
+        self.merging = Some(self.tokens);
+        self.tokens
+    }
+
+    /// The window with this token ended, and it was the one running.
+    pub fn close_merge_window(&mut self, token: u64) -> bool {
+        self.merging.take_if(|running| *running == token).is_some()
+    }
+
+    pub fn is_merging(&self) -> bool {
+        self.merging.is_some()
+    }
+
+    /// A cancel while the merge window runs: the turn never starts. Whoever
+    /// waits for its questions is told; the questions stay stored.
+    pub fn cancel_merge(&mut self) -> bool {
+        if self.merging.take().is_none() {
+            return false;
+        }
+        for question in self.queue.drain(..) {
+            for waiter in self.waiters.remove(&question.id).unwrap_or_default() {
+                let cancelled = Error::Conflict("the answer was cancelled before it began".into());
+                let _ = waiter.send(Err(cancelled));
+            }
+        }
+        true
     }
 
     /// Begins answering a question that is still being written, when nothing

@@ -15,7 +15,7 @@ use crate::conversation::feed::Change;
 use crate::conversation::outbound::outbound_queue;
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
-use crate::model::{ClientCommand, Participant, StoredMessage, merge_context};
+use crate::model::{ClientCommand, Participant, StoredMessage};
 use crate::store::{Durable, MessageQuery};
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -158,6 +158,7 @@ impl SessionState {
                 message_id: generation.message_id,
                 snapshot: true,
                 reply_to: Some(generation.question),
+                merged: generation.merged(),
             }
             .encode();
             self.subscribers.send_to(conn, frame);
@@ -186,6 +187,8 @@ impl SessionState {
                 (Some(message_id), Some(agent)) => {
                     let _ = agent.cast(AgentMsg::Cancel { message_id });
                 }
+                // A merge window running: the turn it waits for never starts.
+                _ if self.answering.cancel_merge() => {}
                 _ => {
                     let error = Error::NothingToCancel;
                     self.send_error_to(conn, error.code(), error.to_string());
@@ -195,7 +198,15 @@ impl SessionState {
                 let frame = ServerFrame::Typing {}.encode();
                 self.subscribers.broadcast(&frame, Some(conn));
             }
-            ClientCommand::Resume { after_seq } => self.replay(conn, after_seq).await,
+            ClientCommand::Resume {
+                after_seq,
+                context_version,
+            } => {
+                self.replay(conn, after_seq).await;
+                if context_version.is_some_and(|version| version != self.facts.context_version) {
+                    self.send_context_snapshot(conn);
+                }
+            }
             ClientCommand::Context(patch) => self.context_from_socket(myself, patch),
             // Answered by the connection itself; never reaches the session.
             ClientCommand::Ping => {}
@@ -207,7 +218,9 @@ impl SessionState {
         myself: &ActorRef<SessionMsg>,
         patch: serde_json::Map<String, serde_json::Value>,
     ) {
-        merge_context(&mut self.facts.context, patch);
+        if !self.change_context(patch) {
+            return;
+        }
         let session = myself.clone();
         self.storage.write(
             self.context_write(),

@@ -14,11 +14,15 @@ use super::state::SessionState;
 use crate::agent::AgentProvider;
 use crate::error::{Error, Result};
 use crate::model::leads::{self, Found};
+use crate::model::protocol::ServerFrame;
 use crate::model::{
     Consent, MessageId, MetaChange, RateLimits, StoredMessage, TenantSettings, events,
     merge_context, now_timestamp,
 };
 use crate::store::{Durable, Write};
+
+/// Where a context update answers: the context and its version.
+pub type ContextReply = RpcReplyPort<Result<(Map<String, Value>, u64)>>;
 
 impl SessionState {
     /// Changes title or status if `change.version` is the current one; answers
@@ -38,6 +42,10 @@ impl SessionState {
             self.facts.status = status;
             changed.push("status");
         }
+        if let Some(policy) = change.double_texting {
+            self.facts.double_texting = policy;
+            changed.push("double_texting");
+        }
         self.facts.version += 1;
         let version = self.facts.version;
         let event = events::conversation_updated(&self.event_facts(), &changed, None);
@@ -46,6 +54,7 @@ impl SessionState {
             session: self.id(),
             title: self.facts.title.clone(),
             status: self.facts.status.clone(),
+            double_texting: self.facts.double_texting,
             version,
             updated_at: now_timestamp(),
         };
@@ -57,14 +66,24 @@ impl SessionState {
         );
     }
 
-    /// Merges keys into the context; answers once durable, with the result.
+    /// Merges keys into the context (only if it is still at `if_match`,
+    /// when given); answers once durable, with the result and its version.
     pub fn update_context(
         &mut self,
         patch: Map<String, Value>,
-        reply: RpcReplyPort<Result<Map<String, Value>>>,
+        if_match: Option<u64>,
+        reply: ContextReply,
     ) {
-        merge_context(&mut self.facts.context, patch);
-        let merged = self.facts.context.clone();
+        let current = self.facts.context_version;
+        if if_match.is_some_and(|version| version != current) {
+            let _ = reply.send(Err(Error::StaleContext { current }));
+            return;
+        }
+        if !self.change_context(patch) {
+            let _ = reply.send(Ok((self.facts.context.clone(), current)));
+            return;
+        }
+        let merged = (self.facts.context.clone(), self.facts.context_version);
         self.storage.write(
             self.context_write(),
             Durable::new(move |outcome| {
@@ -73,12 +92,44 @@ impl SessionState {
         );
     }
 
+    /// Merges keys into the context. A real change gets the next version
+    /// and goes to every subscriber as the JSON Patch from the one before;
+    /// false if nothing changed (nothing to store).
+    pub fn change_context(&mut self, patch: Map<String, Value>) -> bool {
+        let before = Value::Object(self.facts.context.clone());
+        merge_context(&mut self.facts.context, patch);
+        let after = Value::Object(self.facts.context.clone());
+        let diff = json_patch::diff(&before, &after);
+        if diff.0.is_empty() {
+            return false;
+        }
+        self.facts.context_version += 1;
+        let frame = ServerFrame::Context {
+            version: self.facts.context_version,
+            patch: Some(serde_json::to_value(diff).expect("a JSON Patch serialises")),
+            context: None,
+        };
+        self.broadcast(&frame.encode());
+        true
+    }
+
+    /// The whole context, to a socket that missed versions of it.
+    pub fn send_context_snapshot(&mut self, conn: crate::conversation::connection::ConnId) {
+        let frame = ServerFrame::Context {
+            version: self.facts.context_version,
+            patch: None,
+            context: Some(self.facts.context.clone()),
+        };
+        self.subscribers.send_to(conn, frame.encode());
+    }
+
     /// The write of the current context, with its `conversation.updated` event.
     pub fn context_write(&self) -> Write {
         let write = Write::SetContext {
             tenant: self.facts.tenant.clone(),
             session: self.id(),
             context: self.facts.context.clone(),
+            version: self.facts.context_version,
             updated_at: now_timestamp(),
         };
         let event = events::conversation_updated(&self.event_facts(), &["context"], None);

@@ -14,8 +14,8 @@ use crate::agent::{AgentError, AgentRequest};
 use crate::conversation::outbound::CloseReason;
 use crate::model::protocol::{Frame, ServerFrame};
 use crate::model::{
-    Handoff, MessageId, MessageStatus, REQUEST_HUMAN, Role, StoredMessage, ToolCallRecord, events,
-    now_timestamp,
+    DoubleTexting, Handoff, MessageId, MessageStatus, REQUEST_HUMAN, Role, StoredMessage,
+    ToolCallRecord, events, now_timestamp,
 };
 
 impl SessionState {
@@ -44,12 +44,18 @@ impl SessionState {
         }
     }
 
-    /// Starts answering the next queued user message, if nothing is in progress.
+    /// Starts answering the next queued user message, if nothing is in
+    /// progress (and no merge window runs). When double texting merges or
+    /// interrupts, every queued message is answered as one turn.
     pub fn maybe_start_generation(&mut self) {
-        if !self.may_generate() {
+        if !self.may_generate() || self.answering.is_merging() {
             return;
         }
-        let Some((question, message_id)) = self.answering.begin_next() else {
+        let begun = match self.double_texting() {
+            DoubleTexting::Merge | DoubleTexting::Interrupt => self.answering.begin_merged(),
+            DoubleTexting::Queue | DoubleTexting::Reject => self.answering.begin_next(),
+        };
+        let Some((question, message_id)) = begun else {
             return;
         };
         self.generate(&question, message_id);
@@ -59,7 +65,9 @@ impl SessionState {
     /// model's own latency overlaps the write; its output is held until the
     /// message is durable (`release_held`). Only when nothing else waits.
     pub fn start_held_generation(&mut self, question: &StoredMessage) {
-        if !self.may_generate() || !self.wants_answer(question) {
+        // Under merge the answer waits for the window, so it is never begun early.
+        let merges = self.double_texting() == DoubleTexting::Merge;
+        if merges || !self.may_generate() || !self.wants_answer(question) {
             return;
         }
         if let Some(message_id) = self.answering.begin_held(question) {
@@ -155,11 +163,13 @@ impl SessionState {
                     return;
                 };
                 generation.text.push_str(&text);
+                let (reply_to, merged) = generation.announce();
                 let frame = ServerFrame::Chunk {
                     content: text,
                     message_id,
                     snapshot: false,
-                    reply_to: generation.announce(),
+                    reply_to,
+                    merged,
                 };
                 self.answer_frame(message_id, frame.encode());
             }
@@ -192,13 +202,17 @@ impl SessionState {
             return;
         };
         let frame = match &call.result {
-            None => ServerFrame::ToolCall {
-                message_id,
-                call_id: call.call_id.clone(),
-                name: call.name.clone(),
-                arguments: call.arguments.clone(),
-                reply_to: generation.announce(),
-            },
+            None => {
+                let (reply_to, merged) = generation.announce();
+                ServerFrame::ToolCall {
+                    message_id,
+                    call_id: call.call_id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    reply_to,
+                    merged,
+                }
+            }
             Some(content) => ServerFrame::ToolResult {
                 message_id,
                 call_id: call.call_id.clone(),
@@ -309,7 +323,7 @@ impl SessionState {
             return;
         };
         let question = generation.question;
-        let frame = ServerFrame::done(&message, question).encode();
+        let frame = ServerFrame::done(&message, question, generation.merged()).encode();
         let write = self.append_with_events(message.clone(), None);
         match self.storage.write_and_wait(write).await {
             Ok(()) => {

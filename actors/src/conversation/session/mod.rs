@@ -36,6 +36,7 @@ mod contact;
 mod facts;
 mod generate;
 mod log;
+mod policy;
 mod post;
 mod state;
 mod subscribers;
@@ -137,10 +138,12 @@ pub enum SessionMsg {
     },
     /// A handoff or take-over failed to store: back to how it was.
     AttendanceNotStored { before: Before },
-    /// Merges keys into the context; answered once durable, with the result.
+    /// Merges keys into the context, if it is still at `if_match` (when
+    /// given); answered once durable, with the result and its version.
     UpdateContext {
         patch: Map<String, Value>,
-        reply: RpcReplyPort<Result<Map<String, Value>>>,
+        if_match: Option<u64>,
+        reply: facts::ContextReply,
     },
     /// A log write finished (sent by the `Durable` callback).
     Durable { seq: u64, outcome: Result<()> },
@@ -148,6 +151,8 @@ pub enum SessionMsg {
     Agent(AgentReport),
     /// Restarts the agent after its backoff.
     RestartAgent,
+    /// The double-texting merge window with this token ended.
+    MergeDue { token: u64 },
     /// Periodic: stop if idle long enough (passivation).
     IdleCheck,
     /// Closes every socket with `reason` and stops. With `keep_partial`, an
@@ -272,7 +277,11 @@ impl Actor for Session {
                 state.attendance.restore(before);
                 state.attendance_changed(Change::Presence);
             }
-            SessionMsg::UpdateContext { patch, reply } => state.update_context(patch, reply),
+            SessionMsg::UpdateContext {
+                patch,
+                if_match,
+                reply,
+            } => state.update_context(patch, if_match, reply),
             SessionMsg::Durable { seq, outcome } => state.on_durable(&myself, seq, outcome),
             SessionMsg::Agent(report) => state.on_agent_report(&myself, report),
             SessionMsg::RestartAgent if !state.terminating && state.agent.is_none() => {
@@ -280,6 +289,7 @@ impl Actor for Session {
                 state.maybe_start_generation();
             }
             SessionMsg::RestartAgent => {}
+            SessionMsg::MergeDue { token } => state.merge_due(token),
             SessionMsg::IdleCheck if state.is_idle() => {
                 tracing::debug!(session = %state.id(), "passivating idle session");
                 myself.stop(Some("idle".into()));

@@ -14,8 +14,7 @@ use crate::conversation::feed::{Change, Preview};
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
 use crate::model::{
-    Ack, EventRecord, Handoff, MessageId, NewMessage, Role, StoredMessage, events, merge_context,
-    now_timestamp,
+    Ack, EventRecord, Handoff, MessageId, NewMessage, Role, StoredMessage, events, now_timestamp,
 };
 use crate::store::{Durable, Write};
 
@@ -29,8 +28,12 @@ impl SessionState {
         let Some(asker) = self.answer_repeat(&message, asker).await else {
             return;
         };
-        if let Some(patch) = message.context.clone() {
-            merge_context(&mut self.facts.context, patch);
+        if self.refuses_while_busy(&message) {
+            return self.reject(asker, Error::Busy);
+        }
+        if let Some(patch) = message.context.clone()
+            && self.change_context(patch)
+        {
             let session = self.id();
             self.storage.write(
                 self.context_write(),
@@ -274,8 +277,7 @@ impl SessionState {
             }
         }
         if !self.release_held(myself, message.id) && self.wants_answer(&message) {
-            self.answering.enqueue(message);
-            self.maybe_start_generation();
+            self.question_stored(myself, message);
         }
     }
 
@@ -283,8 +285,9 @@ impl SessionState {
         match outcome {
             Ok(()) => {
                 self.answering.answered(question, &Ok(message.clone()));
-                let frame = ServerFrame::done(&message, question).encode();
-                self.broadcast(&frame);
+                let merged = self.answering.current().map(|answer| answer.merged());
+                let frame = ServerFrame::done(&message, question, merged.unwrap_or_default());
+                self.broadcast(&frame.encode());
                 self.remember(message);
                 self.publish(Change::Message);
             }

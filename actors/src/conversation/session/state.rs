@@ -26,7 +26,8 @@ use crate::error::Result;
 use crate::model::events::ConversationFacts;
 use crate::model::protocol::{Frame, ServerFrame};
 use crate::model::{
-    RateLimits, Role, SessionId, SessionRecord, StoredMessage, TenantId, TenantSettings,
+    DoubleTexting, RateLimits, Role, SessionId, SessionRecord, StoredMessage, TenantId,
+    TenantSettings,
 };
 use crate::store::{MessageQuery, Storage};
 use crate::supervision::Backoff;
@@ -54,6 +55,10 @@ pub struct Facts {
     pub title: Option<String>,
     pub status: String,
     pub version: u64,
+    /// Incremented by every change of `context`.
+    pub context_version: u64,
+    /// The conversation's own double-texting policy, if it has one.
+    pub double_texting: Option<DoubleTexting>,
     /// The channel that opened the conversation (`webchat`) and its id there.
     pub channel: Option<String>,
     pub external_id: Option<String>,
@@ -136,6 +141,8 @@ impl SessionState {
                 title: record.title,
                 status: record.status,
                 version: record.version,
+                context_version: record.context_version,
+                double_texting: record.double_texting,
                 channel: record.channel,
                 external_id: record.external_id,
                 created_at: record.created_at,
