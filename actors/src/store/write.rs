@@ -140,25 +140,7 @@ impl Write {
                 }
             }
             Write::Counters(counters) => statements::pay_counters(out, counters),
-            Write::SetContext {
-                tenant,
-                session,
-                context,
-                version,
-                updated_at,
-            } => statements::set_context(out, (tenant, *session), (context, *version), updated_at),
-            Write::SetMeta {
-                tenant,
-                session,
-                title,
-                status,
-                double_texting,
-                version,
-                updated_at,
-            } => {
-                let meta = (title.as_deref(), status.as_str(), *double_texting, *version);
-                statements::set_meta(out, (tenant, *session), meta, updated_at)
-            }
+            Write::SetContext { .. } | Write::SetMeta { .. } => self.append_facts(out),
             Write::PutTenant(record) => out.upsert("tenant", &record.tenant_id, record),
             Write::PutKey(record) => out.upsert("api_key", &record.key_id, record),
             Write::RevokeKey { key_id, revoked_at } => {
@@ -206,6 +188,32 @@ impl Write {
                 erased_at,
             } => statements::erase(out, tenant, sessions, erased_at),
             Write::PutInsight(insight) => statements::put_insight(out, insight),
+        }
+    }
+
+    /// A conversation's context, or its title, status and policy.
+    fn append_facts(&self, out: &mut Statements) {
+        match self {
+            Write::SetContext {
+                tenant,
+                session,
+                context,
+                version,
+                updated_at,
+            } => statements::set_context(out, (tenant, *session), (context, *version), updated_at),
+            Write::SetMeta {
+                tenant,
+                session,
+                title,
+                status,
+                double_texting,
+                version,
+                updated_at,
+            } => {
+                let meta = (title.as_deref(), status.as_str(), *double_texting, *version);
+                statements::set_meta(out, (tenant, *session), meta, updated_at)
+            }
+            _ => unreachable!("append_to hands only context and meta writes here"),
         }
     }
 }

@@ -266,6 +266,14 @@ impl SessionState {
         }
     }
 
+    /// Stops the session if it has been idle long enough (passivation).
+    pub fn passivate_if_idle(&self, myself: &ActorRef<SessionMsg>) {
+        if self.is_idle() {
+            tracing::debug!(session = %self.id(), "passivating idle session");
+            myself.stop(Some("idle".into()));
+        }
+    }
+
     pub fn is_idle(&self) -> bool {
         self.subscribers.is_empty()
             && self.answering.is_idle()

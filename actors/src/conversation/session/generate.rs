@@ -32,6 +32,18 @@ impl SessionState {
         Ok(())
     }
 
+    /// The agent's backoff is over: it starts again, and answers what waits.
+    pub async fn restart_agent(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        if !self.terminating && self.agent.is_none() {
+            self.start_agent(myself).await?;
+            self.maybe_start_generation();
+        }
+        Ok(())
+    }
+
     /// Starts the Agent if an answer is about to be needed and it is not
     /// running (nor waiting out a crash's backoff). A conversation that is
     /// only watched never starts one: an idle socket costs one actor fewer.

@@ -284,17 +284,9 @@ impl Actor for Session {
             } => state.update_context(patch, if_match, reply),
             SessionMsg::Durable { seq, outcome } => state.on_durable(&myself, seq, outcome),
             SessionMsg::Agent(report) => state.on_agent_report(&myself, report),
-            SessionMsg::RestartAgent if !state.terminating && state.agent.is_none() => {
-                state.start_agent(&myself).await?;
-                state.maybe_start_generation();
-            }
-            SessionMsg::RestartAgent => {}
+            SessionMsg::RestartAgent => state.restart_agent(&myself).await?,
             SessionMsg::MergeDue { token } => state.merge_due(token),
-            SessionMsg::IdleCheck if state.is_idle() => {
-                tracing::debug!(session = %state.id(), "passivating idle session");
-                myself.stop(Some("idle".into()));
-            }
-            SessionMsg::IdleCheck => {}
+            SessionMsg::IdleCheck => state.passivate_if_idle(&myself),
             SessionMsg::Terminate {
                 reason,
                 keep_partial,
