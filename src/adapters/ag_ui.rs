@@ -133,13 +133,10 @@ async fn start(
     let input = parse_input(body)?;
     let session = conversation(&app.runtime, creator, &input.thread_id).await?;
     let scope = &creator.scope;
-    let context = app.runtime.session(scope, session).await?.context;
     // The client's state is the agent's too: merged into the context with
     // the message, so the answer sees it and the run streams the change.
-    let state = input
-        .state
-        .clone()
-        .filter(|state| !state.is_empty() && state != &context);
+    // (Merging what is there already changes nothing and sends no delta.)
+    let state = input.state.clone().filter(|state| !state.is_empty());
     let message = NewMessage {
         client_msg_id: Some(input.message_id.clone()),
         context: state,
@@ -147,7 +144,10 @@ async fn start(
     };
     let timeout = answer_timeout(app);
     let (turn, _) = Turn::ask(&app.runtime, scope, session, message, timeout).await?;
-    Ok((input, Value::Object(context), turn))
+    // The snapshot is the context the listener joined with: the deltas
+    // after it are on the same stream, so none is missed or applied twice.
+    let snapshot = Value::Object(turn.context().0.clone());
+    Ok((input, snapshot, turn))
 }
 
 /// The run as AG-UI events: started, the state, the answer, finished.

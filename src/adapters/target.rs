@@ -22,7 +22,7 @@ pub async fn conversation(
     let scope = &creator.scope;
     if creator.widget_origin.is_none() {
         if let Ok(session) = id.parse::<SessionId>() {
-            match runtime.session(scope, session).await {
+            match runtime.visible_session(scope, session).await {
                 Ok(record) => return Ok(record.id),
                 Err(RuntimeError::SessionNotFound { .. }) if scope.client.is_none() => {}
                 Err(error) => return Err(error.into()),

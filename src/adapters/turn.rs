@@ -149,6 +149,12 @@ impl Turn {
         }
     }
 
+    /// The context when this turn's listener joined, and its version: the
+    /// changes after it arrive as `Context` events.
+    pub fn context(&self) -> &(serde_json::Map<String, serde_json::Value>, u64) {
+        &self.attached.context
+    }
+
     /// The conversation.
     pub fn session(&self) -> SessionId {
         self.session

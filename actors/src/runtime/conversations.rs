@@ -141,6 +141,26 @@ impl Runtime {
             })
     }
 
+    /// One conversation this scope may see, without first writing the
+    /// counters its newest messages owe (they may lag by a moment): for a
+    /// caller that only needs to know it may use it.
+    pub async fn visible_session(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+    ) -> Result<SessionRecord> {
+        self.known_tenant(&scope.tenant)?;
+        self.inner
+            .storage
+            .load_session(&scope.tenant, session)
+            .await?
+            .filter(|record| scope.may_see(record))
+            .ok_or_else(|| Error::SessionNotFound {
+                tenant: scope.tenant.clone(),
+                session,
+            })
+    }
+
     /// The newest `limit` messages of a conversation, oldest first.
     pub async fn history(
         &self,

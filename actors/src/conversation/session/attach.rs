@@ -84,6 +84,7 @@ impl SessionState {
             connection,
             outbound: receiver,
             last_seq: after_seq.unwrap_or(last_seq).min(last_seq),
+            context: (self.facts.context.clone(), self.facts.context_version),
         })
     }
 

@@ -184,6 +184,9 @@ pub struct Attached {
     /// The last `seq` this socket is up to date with once its queued frames are
     /// written: a re-attach resumes after it.
     pub last_seq: u64,
+    /// The context as it was when the socket joined, and its version: every
+    /// later change reaches the socket as a `context` frame.
+    pub context: (serde_json::Map<String, serde_json::Value>, u64),
 }
 
 pub struct Session;
