@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use crate::support::fake_llm::{FakeLlm, openai_config, read_request, respond_as};
 use crate::support::server::*;
 
 async fn post_context(
@@ -135,5 +136,50 @@ async fn the_version_survives_a_restart() {
     assert_eq!((status, stale["current_version"].clone()), (412, json!(1)));
     let (status, next) = post_context(&server, &session, json!({"a": 2}), Some("1")).await;
     assert_eq!((status, next["context_version"].clone()), (200, json!(2)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tools_answer_may_change_the_context() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tool_url = format!("http://{}/estimate", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            if read_request(&mut socket).await.is_some() {
+                let answer = json!({"estimate_id": "E-17", "context": {"estimate": "E-17"}});
+                respond_as(
+                    &mut socket,
+                    "200 OK",
+                    "application/json",
+                    &[],
+                    &answer.to_string(),
+                )
+                .await;
+            }
+        }
+    });
+    let llm = FakeLlm::start().await;
+    let mut config = openai_config(&llm);
+    config.tenants.get_mut("acme").unwrap().tools = vec![tertulia_actors::model::ToolSettings {
+        name: "create_estimate".into(),
+        description: "Creates a repair estimate".into(),
+        parameters: json!({"type": "object", "properties": {"problem": {"type": "string"}}}),
+        url: tool_url,
+        secret: "whsec_dG9vbC1zZWNyZXQtZm9yLXRoZS10ZXN0cw==".into(),
+        ..Default::default()
+    }];
+    let server = TestServer::start(config).await;
+    let (session, url) = server.create_session().await;
+    let mut ws = server.connect(&url).await;
+    say(&mut ws, "I need an estimate").await;
+    let (frame, _) = frames_until(&mut ws, "context").await;
+    assert_eq!(frame["version"], 1);
+    assert_eq!(
+        frame["patch"],
+        json!([{"op": "add", "path": "/estimate", "value": "E-17"}])
+    );
+    frames_until(&mut ws, "done").await;
+    let (_, same) = post_context(&server, &session, json!({}), Some("1")).await;
+    assert_eq!(same["context"], json!({"plan": "pro", "estimate": "E-17"}));
     server.stop().await;
 }

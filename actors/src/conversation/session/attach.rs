@@ -16,7 +16,7 @@ use crate::conversation::outbound::outbound_queue;
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
 use crate::model::{ClientCommand, Participant, StoredMessage};
-use crate::store::{Durable, MessageQuery};
+use crate::store::MessageQuery;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -208,32 +208,9 @@ impl SessionState {
                     self.send_context_snapshot(conn);
                 }
             }
-            ClientCommand::Context(patch) => self.context_from_socket(myself, patch),
+            ClientCommand::Context(patch) => self.context_changed_by(myself, patch),
             // Answered by the connection itself; never reaches the session.
             ClientCommand::Ping => {}
         }
-    }
-
-    fn context_from_socket(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        patch: serde_json::Map<String, serde_json::Value>,
-    ) {
-        if !self.change_context(patch) {
-            return;
-        }
-        let session = myself.clone();
-        self.storage.write(
-            self.context_write(),
-            Durable::new(move |outcome| {
-                if let Err(error) = outcome {
-                    tracing::error!(%error, "context update not stored");
-                    let _ = session.cast(SessionMsg::Durable {
-                        seq: 0,
-                        outcome: Err(error),
-                    });
-                }
-            }),
-        );
     }
 }

@@ -113,6 +113,28 @@ impl SessionState {
         true
     }
 
+    /// A change that nobody waits for (a socket's `context` frame, a tool's
+    /// answer): applied, sent, and stored; a failed write is told to every
+    /// socket (`Durable` with seq 0).
+    pub fn context_changed_by(&mut self, myself: &ActorRef<SessionMsg>, patch: Map<String, Value>) {
+        if !self.change_context(patch) {
+            return;
+        }
+        let session = myself.clone();
+        self.storage.write(
+            self.context_write(),
+            Durable::new(move |outcome| {
+                if let Err(error) = outcome {
+                    tracing::error!(%error, "context update not stored");
+                    let _ = session.cast(SessionMsg::Durable {
+                        seq: 0,
+                        outcome: Err(error),
+                    });
+                }
+            }),
+        );
+    }
+
     /// The whole context, to a socket that missed versions of it.
     pub fn send_context_snapshot(&mut self, conn: crate::conversation::connection::ConnId) {
         let frame = ServerFrame::Context {

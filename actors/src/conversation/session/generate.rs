@@ -238,8 +238,16 @@ impl SessionState {
         let reason = asks_for_a_person
             .then(|| crate::agent::request_human_reason(&call.arguments))
             .flatten();
+        let context = call
+            .result
+            .as_deref()
+            .filter(|_| !call.is_error)
+            .and_then(context_of_tool_answer);
         generation.record_tool(call);
         self.answer_frame(message_id, frame.encode());
+        if let Some(patch) = context {
+            self.context_changed_by(myself, patch);
+        }
         if asks_for_a_person {
             let handoff = Handoff {
                 requested_at: now_timestamp(),
@@ -347,6 +355,19 @@ impl SessionState {
                 self.answering.answered(question, &Err(error));
             }
         }
+    }
+}
+
+/// A tool may change the conversation's context: a JSON answer with a
+/// `context` object is merged into it (the model still sees the whole answer).
+fn context_of_tool_answer(answer: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str::<serde_json::Value>(answer)
+        .ok()?
+        .get_mut("context")?
+        .take()
+    {
+        serde_json::Value::Object(patch) => Some(patch),
+        _ => None,
     }
 }
 
