@@ -391,6 +391,14 @@ async fn a_tenants_settings_change_at_once_and_are_validated() {
             "`client_token_secret`",
         ),
         (json!({"colour": "red"}), "colour"),
+        (
+            json!({"double_texting": {"merge_window_ms": 60_000}}),
+            "double_texting.merge_window_ms",
+        ),
+        (
+            json!({"double_texting": {"policy": "later"}}),
+            "unknown variant `later`, expected one of `queue`",
+        ),
     ] {
         let response = patch(body.clone()).await.unwrap();
         assert_eq!(response.status(), 400, "{body}");

@@ -93,7 +93,9 @@ async fn a_run_streams_the_answer_and_the_state() {
 
 #[tokio::test]
 async fn bad_runs_get_clear_errors() {
-    let server = TestServer::start(config()).await;
+    let mut config = config();
+    config.server.max_body_bytes = 4096;
+    let server = TestServer::start(config).await;
     let (session, _) = server.create_session().await;
     let user = json!([{"id": "u1", "role": "user", "content": "hola"}]);
     let cases = [
@@ -108,6 +110,23 @@ async fn bad_runs_get_clear_errors() {
         assert_eq!(status, 400, "{body}: {answer}");
     }
     let body = json!({"threadId": session, "runId": "r", "messages": user});
-    assert_eq!(server.post("/ag-ui", "tk_nope", body).await.0, 401);
+    assert_eq!(server.post("/ag-ui", "tk_nope", body.clone()).await.0, 401);
+    let anonymous = server
+        .http
+        .post(server.url("/ag-ui"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let huge = json!({"threadId": session, "runId": "r",
+        "messages": [{"id": "u1", "role": "user", "content": "x".repeat(5000)}]});
+    let (status, answer) = server.post("/ag-ui", KEY, huge).await;
+    assert_eq!(
+        (status, answer["code"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    // Nothing of any of it was stored.
+    assert_eq!(server.history(&session).await.len(), 0);
     server.stop().await;
 }

@@ -38,6 +38,22 @@ pub struct DoubleTextingSettings {
     pub merge_window_ms: u64,
 }
 
+/// The longest merge window: longer, and a visitor would wonder whether
+/// anyone is there.
+pub const MAX_MERGE_WINDOW_MS: u64 = 10_000;
+
+impl DoubleTextingSettings {
+    /// What is wrong with these settings, naming the field.
+    pub fn invalid(&self) -> Option<String> {
+        (self.merge_window_ms > MAX_MERGE_WINDOW_MS).then(|| {
+            format!(
+                "`double_texting.merge_window_ms` is {}; at most {MAX_MERGE_WINDOW_MS}",
+                self.merge_window_ms
+            )
+        })
+    }
+}
+
 impl Default for DoubleTextingSettings {
     fn default() -> Self {
         DoubleTextingSettings {
@@ -57,5 +73,13 @@ mod tests {
         assert_eq!(DoubleTexting::parse("queue"), Some(DoubleTexting::Queue));
         assert_eq!(DoubleTexting::parse("Merge"), None);
         assert_eq!(DoubleTexting::parse("later"), None);
+    }
+
+    #[test]
+    fn a_merge_window_has_a_ceiling() {
+        let mut settings = DoubleTextingSettings::default();
+        assert_eq!(settings.invalid(), None);
+        settings.merge_window_ms = MAX_MERGE_WINDOW_MS + 1;
+        assert!(settings.invalid().unwrap().contains("merge_window_ms"));
     }
 }

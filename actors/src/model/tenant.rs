@@ -133,6 +133,9 @@ impl TenantSettings {
         if let Some(problem) = self.insights.invalid() {
             return Some(problem);
         }
+        if let Some(problem) = self.double_texting.invalid() {
+            return Some(problem);
+        }
         match self.agent.as_str() {
             "openai" => self.openai.invalid().or_else(|| {
                 let mut names = std::collections::BTreeSet::new();

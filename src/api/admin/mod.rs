@@ -70,6 +70,8 @@ struct TenantSettingsInput {
     webhook_agent: Option<tertulia_actors::model::WebhookAgentSettings>,
     /// The whole list of tools.
     tools: Option<Vec<tertulia_actors::model::ToolSettings>>,
+    /// The whole `double_texting` block.
+    double_texting: Option<tertulia_actors::model::DoubleTextingSettings>,
 }
 
 impl TenantSettingsInput {
@@ -104,6 +106,9 @@ impl TenantSettingsInput {
         }
         if let Some(tools) = self.tools {
             current.tools = tools;
+        }
+        if let Some(double_texting) = self.double_texting {
+            current.double_texting = double_texting;
         }
         current
     }
@@ -188,6 +193,7 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "allowed_origins": settings.allowed_origins,
         "openai": openai_view(&settings.openai),
         "webhook_agent": webhook_agent_view(&settings.webhook_agent),
+        "double_texting": settings.double_texting,
         "tools": settings.tools.iter().map(|tool| json!({
             "name": tool.name,
             "description": tool.description,
