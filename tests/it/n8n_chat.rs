@@ -273,6 +273,20 @@ async fn one_conversation_across_protocols_in_one_seq_order() {
     assert_eq!(seen_user["message"]["content"], "sigo con useChat");
     let (done, _) = frames_until(&mut watcher, "done").await;
     assert_eq!(done["message_id"], sdk["message"]["id"]);
+    // An AG-UI client takes the same thread.
+    let vars = [
+        ("BASE", server.url("")),
+        ("KEY", KEY.to_owned()),
+        ("THREAD_ID", VISITOR.to_owned()),
+        ("MESSAGE_ID", "agui-1".to_owned()),
+        ("TEXT", "y por AG-UI".to_owned()),
+        ("STATE", "{}".to_owned()),
+    ];
+    let run = run_script("ag_ui.mjs", &vars).await;
+    assert_eq!(run["error"], Value::Null, "{run}");
+    let (seen, _) = frames_until(&mut watcher, "message").await;
+    assert_eq!(seen["message"]["content"], "y por AG-UI");
+    frames_until(&mut watcher, "done").await;
     let again = call(&server, &key, send(VISITOR, "y vuelvo al widget"), false).await;
     assert_eq!(again.status(), 200);
     let (back, _) = frames_until(&mut watcher, "message").await;
@@ -284,9 +298,10 @@ async fn one_conversation_across_protocols_in_one_seq_order() {
         .iter()
         .map(|message| message["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(history[2]["content"], "sigo con useChat");
     assert_eq!(history[3]["seq"], done["seq"]);
-    assert_eq!(history[5]["seq"], last["seq"]);
+    assert_eq!(history[4]["content"], "y por AG-UI");
+    assert_eq!(history[7]["seq"], last["seq"]);
     server.stop().await;
 }
