@@ -29,7 +29,25 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub egress: EgressConfig,
     pub insights: InsightsConfig,
+    pub log: LogConfig,
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
+}
+
+/// How the server writes its log lines (to stderr).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the request's span (and its `request_id`).
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,10 +208,22 @@ impl Config {
     /// the CLI reads, or a misspelt key) is ignored with a warning naming it;
     /// a misspelt key in a config *file* stays an error.
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let (config, ignored) = Config::load_noting(file)?;
+        for variable in ignored {
+            tracing::warn!(%variable, "ignoring an environment variable that names no setting");
+        }
+        Ok(config)
+    }
+
+    /// [`Config::load`], handing back the variables it ignored instead of
+    /// warning: the server reads its log format from the config, so it
+    /// warns only once its logger is set up.
+    pub fn load_noting(file: Option<&Path>) -> Result<(Config, Vec<String>), Box<figment::Error>> {
         let mut ignored: Vec<String> = Vec::new();
+        let mut variables = Vec::new();
         loop {
             match Config::figment(file, &ignored).extract::<Config>() {
-                Ok(config) => return Ok(Config::with_development_tenant(config)),
+                Ok(config) => return Ok((Config::with_development_tenant(config), variables)),
                 Err(error) => {
                     let unknown = unknown_env_keys(&error);
                     // Bounded: each round drops at least one variable.
@@ -203,7 +233,7 @@ impl Config {
                     for key in unknown {
                         let variable =
                             format!("TERTULIA_{}", key.replace('.', "__")).to_uppercase();
-                        tracing::warn!(%variable, "ignoring an environment variable that names no setting");
+                        variables.push(variable);
                         ignored.push(key);
                     }
                 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tertulia::cli::{EraseCommand, KeyCommand, TenantCommand, WebhookCommand};
-use tertulia::config::Config;
+use tertulia::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -51,13 +51,27 @@ struct ServeArgs {
     data_dir: Option<String>,
 }
 
+/// Log lines on stderr, filtered by `RUST_LOG`, as text or JSON.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,surrealdb=warn,surrealkv=warn,surrealdb_core=warn")
+    });
+    let logger = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logger.init(),
+        LogFormat::Json => logger.json().with_current_span(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new("info,surrealdb=warn,surrealkv=warn,surrealdb_core=warn")
-        }))
-        .init();
     let cli = Cli::parse();
+    // The server logs as its configuration says (read in `serve`); the
+    // admin commands as text.
+    if !matches!(cli.command, None | Some(Command::Serve(_))) {
+        init_logging(LogFormat::Text);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,13 +100,17 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = match Config::load(args.config.as_deref()) {
-        Ok(config) => config,
+    let (mut config, ignored) = match Config::load_noting(args.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("tertulia: bad configuration: {error}");
             return ExitCode::from(2);
         }
     };
+    init_logging(config.log.format);
+    for variable in ignored {
+        tracing::warn!(%variable, "ignoring an environment variable that names no setting");
+    }
     if let Some(bind) = args.bind {
         config.server.bind = bind;
     }

@@ -10,8 +10,12 @@
 //! `X-Forwarded-For` that is not itself a trusted proxy. Anyone else's
 //! `X-Forwarded-For` is ignored, so a client cannot pick its own address
 //! (and with it, its rate-limit bucket or the address recorded with its messages).
+//!
+//! Every request runs in a `request` span carrying its `X-Request-Id`
+//! (`request_id.rs`), so every log line it causes names it.
 
 pub mod feed;
+pub mod request_id;
 pub mod socket;
 pub mod upgrade;
 
@@ -148,8 +152,18 @@ pub async fn serve<F>(
                 let upgrade = hyper::upgrade::on(&mut request);
                 request.extensions_mut().insert(UpgradeSlot::new(upgrade));
             }
+            let id = request_id::of(request.headers_mut());
+            let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
             let mut service = service.clone();
-            async move { service.call(request).await.map(Reply::into_response) }
+            tracing::Instrument::instrument(
+                async move {
+                    let mut response = service.call(request).await.map(Reply::into_response)?;
+                    tracing::debug!(status = response.status().as_u16(), "request served");
+                    request_id::echo(response.headers_mut(), &id);
+                    Ok::<_, Infallible>(response)
+                },
+                span,
+            )
         });
         let watcher = graceful.watcher();
         tokio::spawn(async move {

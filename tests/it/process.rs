@@ -103,7 +103,8 @@ async fn start_binary(
         .envs(variables.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // The log (warnings only): a test reads it once the child is gone.
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -305,9 +306,10 @@ async fn unknown_tertulia_variables_are_warned_about_and_a_misspelt_file_key_ref
         ("TERTULIA_URL", "http://127.0.0.1:2000"),
         ("TERTULIA_SERVER__BINDD", "0.0.0.0:1"),
     ];
-    let (mut child, lines) = start_binary(dir.path(), &variables).await;
+    let (mut child, _) = start_binary(dir.path(), &variables).await;
     child.kill().unwrap();
-    child.wait().unwrap();
+    let log = child.wait_with_output().unwrap().stderr;
+    let lines: Vec<&str> = std::str::from_utf8(&log).unwrap().lines().collect();
     for variable in ["TERTULIA_URL", "TERTULIA_SERVER__BINDD"] {
         assert!(
             lines
@@ -350,4 +352,64 @@ async fn the_development_staff_key_is_refused_once_tenants_are_configured() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     crate::support::binary::kill(&mut server);
+}
+
+#[tokio::test]
+async fn json_logs_name_each_request_by_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("TERTULIA_LOG__FORMAT", "json")
+        .env("RUST_LOG", "warn,tertulia=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|line| line.contains("is listening"))
+            .unwrap();
+        std::thread::spawn(move || lines.for_each(drop));
+        line.rsplit("http://").next().unwrap().trim().to_owned()
+    });
+    let addr = tokio::time::timeout(DEADLINE, addr).await.unwrap().unwrap();
+    let http = reqwest::Client::new();
+    let traced = http
+        .get(format!("http://{addr}/healthz"))
+        .header("X-Request-Id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.headers()["x-request-id"], "trace-me-123");
+    let refused = http
+        .post(format!("http://{addr}/chat/sessions"))
+        .header("X-Request-Id", "not a sane id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let generated = refused.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(generated.len(), 36, "a new id: {generated}");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let served = |id: &str| {
+        lines.iter().any(|line| {
+            line["fields"]["message"] == "request served" && line["span"]["request_id"] == id
+        })
+    };
+    assert!(served("trace-me-123"), "{stderr}");
+    assert!(served(&generated), "{stderr}");
 }
