@@ -17,15 +17,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         &[("TERTULIA_AGENTS__ECHO__WORD_DELAY_MS", "20")],
     )
     .await;
-    let addr = banner
-        .iter()
-        .find(|line| line.contains("is listening"))
-        .unwrap()
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let addr = address_in(&banner);
     assert!(
         banner
             .iter()
@@ -100,8 +92,8 @@ async fn start_binary(
     let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data)
-        .envs(variables.iter().copied())
         .env("RUST_LOG", "warn")
+        .envs(variables.iter().copied())
         .stdout(Stdio::piped())
         // The log (warnings only): a test reads it once the child is gone.
         .stderr(Stdio::piped())
@@ -128,6 +120,13 @@ async fn start_binary(
         .expect("the server starts")
         .unwrap();
     (child, banner)
+}
+
+/// The `host:port` the banner says the server listens on.
+fn address_in(banner: &[String]) -> String {
+    let line = banner.iter().find(|line| line.contains("is listening"));
+    let url = line.unwrap().rsplit("http://").next().unwrap();
+    url.trim().to_owned()
 }
 
 /// Runs the CLI with these arguments; returns its exit success, stdout and stderr.
@@ -357,27 +356,12 @@ async fn the_development_staff_key_is_refused_once_tenants_are_configured() {
 #[tokio::test]
 async fn json_logs_name_each_request_by_its_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("TERTULIA_LOG__FORMAT", "json")
-        .env("RUST_LOG", "warn,tertulia=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .by_ref()
-            .map(Result::unwrap)
-            .find(|line| line.contains("is listening"))
-            .unwrap();
-        std::thread::spawn(move || lines.for_each(drop));
-        line.rsplit("http://").next().unwrap().trim().to_owned()
-    });
-    let addr = tokio::time::timeout(DEADLINE, addr).await.unwrap().unwrap();
+    let variables = [
+        ("TERTULIA_LOG__FORMAT", "json"),
+        ("RUST_LOG", "warn,tertulia=debug"),
+    ];
+    let (child, banner) = start_binary(dir.path(), &variables).await;
+    let addr = address_in(&banner);
     let http = reqwest::Client::new();
     let traced = http
         .get(format!("http://{addr}/healthz"))
