@@ -207,3 +207,46 @@ async fn bad_chat_requests_get_clear_errors() {
     assert_eq!(status, 401);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_widget_on_an_allowed_origin_chats_by_its_own_id() {
+    let mut config = config();
+    config.auth.admin_token = "adm".into();
+    let shop = "https://shop.example";
+    config.tenants.get_mut("acme").unwrap().allowed_origins = vec![shop.into()];
+    let server = TestServer::start(config).await;
+    let key = make_key(&server, "adm", "acme", "widget").await;
+    let chat = |id: &str, origin: &str| {
+        let body = json!({"id": id, "messages": [{"id": "w1", "role": "user",
+            "parts": [{"type": "text", "text": "hola"}]}]});
+        server
+            .http
+            .post(server.url("/ai-sdk/chat"))
+            .header("X-API-Key", &key)
+            .header("Origin", origin)
+            .json(&body)
+            .send()
+    };
+    let answered = chat("visitor-0123456789abcdef", shop).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.headers()["access-control-allow-origin"], shop);
+    assert_eq!(answered.headers()["x-vercel-ai-ui-message-stream"], "v1");
+    let text = answered.text().await.unwrap();
+    assert!(
+        text.contains(r#""type":"finish""#) && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    // The widget's id is its visitor's only credential: a short one is refused,
+    // and so is another origin.
+    assert_eq!(chat("short", shop).await.unwrap().status(), 400);
+    let elsewhere = chat("visitor-0123456789abcdef", "https://evil.example")
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    // The same id is the webchat conversation the other surfaces see.
+    let (_, history) = server
+        .get("/api/webchat/history/visitor-0123456789abcdef", Some(KEY))
+        .await;
+    assert_eq!(history["count"], 2, "{history}");
+    server.stop().await;
+}
