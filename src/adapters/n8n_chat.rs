@@ -14,6 +14,7 @@ use tertulia_actors::model::{KeyKind, MessageStatus, NewMessage, Role, StoredMes
 use tokio::sync::mpsc;
 use warp::Filter;
 use warp::filters::BoxedFilter;
+use warp::http::HeaderMap;
 
 use super::turn::{Turn, TurnEvent};
 use super::{answer_timeout, streamed};
@@ -34,9 +35,7 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let chat = warp::path!("n8n-chat" / String)
         .and(warp::post())
         .and(app.filter())
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("accept"))
+        .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<ClientIp>())
         .and(crate::http::body(max_body))
         .then(chat);
@@ -50,23 +49,22 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     chat.or(options).unify().boxed()
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn chat(
     key: String,
     app: AppState,
-    origin: Option<String>,
-    content_type: Option<String>,
-    accept: Option<String>,
+    headers: HeaderMap,
     client_ip: Option<ClientIp>,
     body: Bytes,
 ) -> warp::reply::Response {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let ip = client_ip.map(|client| client.0);
-    let caller = match widget_caller(&app, &key, origin.as_deref(), ip) {
+    let caller = match widget_caller(&app, &key, header("origin"), ip) {
         Ok(caller) => caller,
         Err(error) => return ok::<Value>(Err(error)),
     };
-    let streaming = accept.is_some_and(|accept| accept.contains("text/plain"));
-    let reply = match request_of(content_type.as_deref(), &body) {
+    // The widget's streaming mode asks for `text/plain`; its plain mode does not.
+    let streaming = header("accept").is_some_and(|accept| accept.contains("text/plain"));
+    let reply = match request_of(header("content-type"), &body) {
         Err(error) => ok::<Value>(Err(error)),
         Ok(request) => answer(&app, &caller, request, streaming).await,
     };
