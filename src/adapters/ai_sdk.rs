@@ -54,6 +54,8 @@ struct ChatRequest {
     id: String,
     message_id: String,
     text: String,
+    /// `regenerate-message`: answer the message again.
+    regenerate: bool,
 }
 
 fn parse_request(body: &Bytes) -> Result<ChatRequest, ApiError> {
@@ -62,14 +64,11 @@ fn parse_request(body: &Bytes) -> Result<ChatRequest, ApiError> {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
         _ => return Err(bad("`id` (the chat's id) is required: a string")),
     };
-    if let Some(trigger) = body.get("trigger")
-        && !matches!(
-            trigger.as_str(),
-            Some("submit-message" | "regenerate-message")
-        )
-    {
-        return Err(bad("`trigger` is submit-message or regenerate-message"));
-    }
+    let regenerate = match body.get("trigger").map(Value::as_str) {
+        None | Some(Some("submit-message")) => false,
+        Some(Some("regenerate-message")) => true,
+        Some(_) => return Err(bad("`trigger` is submit-message or regenerate-message")),
+    };
     let last = match body.get("messages") {
         Some(Value::Array(messages)) => messages.last().and_then(Value::as_object),
         _ => return Err(bad("`messages` is required: an array of UI messages")),
@@ -94,6 +93,7 @@ fn parse_request(body: &Bytes) -> Result<ChatRequest, ApiError> {
         id,
         message_id,
         text,
+        regenerate,
     })
 }
 
@@ -125,12 +125,20 @@ async fn chat(app: AppState, creator: Creator, body: Bytes) -> warp::reply::Resp
 async fn start_chat(app: &AppState, creator: &Creator, body: &Bytes) -> Result<Turn, ApiError> {
     let request = parse_request(body)?;
     let session = conversation(&app.runtime, creator, &request.id).await?;
+    let (scope, timeout) = (&creator.scope, answer_timeout(app));
+    if request.regenerate {
+        let id = &request.message_id;
+        match Turn::answer_again(&app.runtime, scope, session, id, timeout).await {
+            // A message never stored (its first send was lost) is sent now.
+            Err(ApiError::Runtime(tertulia_actors::Error::InvalidInput(_))) => {}
+            again => return again,
+        }
+    }
     let message = NewMessage {
         client_msg_id: Some(request.message_id),
         ..NewMessage::user(request.text)
     };
-    let timeout = answer_timeout(app);
-    let (turn, _) = Turn::ask(&app.runtime, &creator.scope, session, message, timeout).await?;
+    let (turn, _) = Turn::ask(&app.runtime, scope, session, message, timeout).await?;
     Ok(turn)
 }
 

@@ -119,6 +119,20 @@ impl Turn {
         Ok((turn, ack))
     }
 
+    /// Answers a stored message again (a client's "regenerate") and follows
+    /// the new answer.
+    pub async fn answer_again(
+        runtime: &Runtime,
+        scope: &Scope,
+        session: SessionId,
+        client_msg_id: &str,
+        timeout: Duration,
+    ) -> Result<Turn, ApiError> {
+        let attached = runtime.listen(scope, session, Participant::Visitor).await?;
+        let ack = runtime.answer_again(scope, session, client_msg_id).await?;
+        Ok(Turn::new(attached, session, ack.message_id, timeout))
+    }
+
     /// Follows the answer in progress, if there is one (a client that lost
     /// its stream asks for it again).
     pub async fn resume(

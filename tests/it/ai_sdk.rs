@@ -66,6 +66,17 @@ async fn the_sdk_reads_the_answer_as_the_stored_message() {
         stored["content"].as_str().unwrap()
     );
     assert_eq!(server.history(&session).await.len(), 2);
+
+    // Regenerate: the same question answered again, the old answer kept.
+    let fresh = sdk(&server, "regenerate", &session, "m-1", "hola desde useChat").await;
+    let history = server.history(&session).await;
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert_ne!(fresh["message"]["id"], stored["id"]);
+    assert_eq!(fresh["message"]["id"], history[2]["id"]);
+    assert_eq!(
+        text_of(&fresh["message"]),
+        history[2]["content"].as_str().unwrap()
+    );
     server.stop().await;
 }
 

@@ -30,10 +30,11 @@ async function finish(stream, types, stopAfterDeltas) {
 }
 
 const result = {};
-if (MODE === 'send') {
+if (MODE === 'send' || MODE === 'regenerate') {
   const types = [];
+  const trigger = MODE === 'send' ? 'submit-message' : 'regenerate-message';
   const stream = await transport.sendMessages({
-    chatId: CHAT_ID, messages: [message], trigger: 'submit-message', messageId: undefined,
+    chatId: CHAT_ID, messages: [message], trigger, messageId: undefined,
   });
   result.message = await finish(stream, types);
   result.types = types;

@@ -241,6 +241,22 @@ impl Runtime {
         .await
     }
 
+    /// Answers the stored user message with this `client_msg_id` again (a
+    /// client's "regenerate"); the old answer stays in the log. `Busy` while
+    /// an answer is in progress.
+    pub async fn answer_again(
+        &self,
+        scope: &Scope,
+        session: SessionId,
+        client_msg_id: &str,
+    ) -> Result<Ack> {
+        self.call_session(scope, session, |reply| SessionMsg::AnswerAgain {
+            client_msg_id: client_msg_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+
     /// Posts a user message and hands back, once it is durable, where its
     /// answer will arrive. The answer is generated and stored whether or not
     /// anyone still waits for it.

@@ -17,6 +17,13 @@ use crate::model::{Attendant, Handoff, NewMessage, Role, events};
 use crate::store::{Durable, Write};
 
 impl SessionState {
+    /// A handoff or take-over failed to store: back to how it was, and
+    /// everyone is told.
+    pub fn attendance_not_stored(&mut self, before: Before) {
+        self.attendance.restore(before);
+        self.attendance_changed(Change::Presence);
+    }
+
     /// Opens a request for a person, unless one is open or a person is here
     /// already (then nobody is notified twice). The flag, `handoff.requested`
     /// and the console's highlight all follow from the one durable write.

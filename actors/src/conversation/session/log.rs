@@ -108,6 +108,14 @@ impl Log {
         self.recent.back()
     }
 
+    /// The message with this `client_msg_id`, if it is in the window.
+    pub fn find_client(&self, client_msg_id: &str) -> Option<StoredMessage> {
+        self.recent
+            .iter()
+            .find(|message| message.client_msg_id.as_deref() == Some(client_msg_id))
+            .cloned()
+    }
+
     /// The ack already given for this `client_msg_id`, if it is in the window.
     pub fn ack_for(&self, client_msg_id: &str) -> Option<Ack> {
         self.acked.get(client_msg_id).cloned()

@@ -59,7 +59,7 @@ use self::state::SessionState;
 use crate::agent::AgentProvider;
 use crate::agent::actor::AgentReport;
 use crate::conversation::connection::{ConnId, ConnectionMsg, ConnectionReport};
-use crate::conversation::feed::{Change, ConversationSummary};
+use crate::conversation::feed::ConversationSummary;
 use crate::conversation::outbound::{CloseReason, OutboundReceiver};
 use crate::error::Result;
 use crate::model::leads::Found;
@@ -153,6 +153,12 @@ pub enum SessionMsg {
     RestartAgent,
     /// The double-texting merge window with this token ended.
     MergeDue { token: u64 },
+    /// Answers the stored user message with this `client_msg_id` again (a
+    /// client's "regenerate"): a new answer after the old one, which stays.
+    AnswerAgain {
+        client_msg_id: String,
+        reply: RpcReplyPort<Result<Ack>>,
+    },
     /// Periodic: stop if idle long enough (passivation).
     IdleCheck,
     /// Closes every socket with `reason` and stops. With `keep_partial`, an
@@ -276,10 +282,7 @@ impl Actor for Session {
             SessionMsg::Summary { reply } => {
                 let _ = reply.send(state.summary());
             }
-            SessionMsg::AttendanceNotStored { before } => {
-                state.attendance.restore(before);
-                state.attendance_changed(Change::Presence);
-            }
+            SessionMsg::AttendanceNotStored { before } => state.attendance_not_stored(before),
             SessionMsg::UpdateContext {
                 patch,
                 if_match,
@@ -289,6 +292,12 @@ impl Actor for Session {
             SessionMsg::Agent(report) => state.on_agent_report(&myself, report),
             SessionMsg::RestartAgent => state.restart_agent(&myself).await?,
             SessionMsg::MergeDue { token } => state.merge_due(token),
+            SessionMsg::AnswerAgain {
+                client_msg_id,
+                reply,
+            } => {
+                let _ = reply.send(state.answer_again(&myself, &client_msg_id).await);
+            }
             SessionMsg::IdleCheck => state.passivate_if_idle(&myself),
             SessionMsg::Terminate {
                 reason,
@@ -347,6 +356,7 @@ impl SessionMsg {
                 | SessionMsg::TakeOver { .. }
                 | SessionMsg::HandBack { .. }
                 | SessionMsg::UpdateContext { .. }
+                | SessionMsg::AnswerAgain { .. }
         )
     }
 }

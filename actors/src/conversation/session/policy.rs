@@ -11,9 +11,11 @@ use std::time::Duration;
 use ractor::ActorRef;
 
 use super::SessionMsg;
+use super::log::ack_of;
 use super::state::SessionState;
 use crate::agent::actor::AgentMsg;
-use crate::model::{DoubleTexting, NewMessage, Role, StoredMessage};
+use crate::error::{Error, Result};
+use crate::model::{Ack, DoubleTexting, NewMessage, Role, StoredMessage};
 
 impl SessionState {
     /// The conversation's policy, or else its tenant's.
@@ -70,6 +72,40 @@ impl SessionState {
         let token = self.answering.open_merge_window();
         let window = Duration::from_millis(self.settings.double_texting.merge_window_ms);
         myself.send_after(window, move || SessionMsg::MergeDue { token });
+    }
+
+    /// A stored user message answered again: queued as a new question (the
+    /// old answer stays in the log). Refused while an answer is in progress.
+    pub async fn answer_again(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        client_msg_id: &str,
+    ) -> Result<Ack> {
+        let message = match self.log.find_client(client_msg_id) {
+            Some(message) => Some(message),
+            None => {
+                let (tenant, session) = (&self.facts.tenant, self.facts.id);
+                self.storage
+                    .find_client_message(tenant, session, client_msg_id)
+                    .await?
+            }
+        };
+        let message = message.ok_or_else(|| {
+            Error::InvalidInput(format!("no message `{client_msg_id}` to answer again"))
+        })?;
+        if !self.wants_answer(&message) {
+            return Err(Error::Conflict(
+                "this message is not answered by the agent (a person took over, or it asked for no reply)".into(),
+            ));
+        }
+        if !self.answering.is_idle() {
+            return Err(Error::Busy);
+        }
+        let ack = ack_of(&message);
+        self.ensure_agent(myself).await;
+        self.answering.enqueue(message);
+        self.maybe_start_generation();
+        Ok(ack)
     }
 
     /// The merge window `token` ended: the turn begins, unless a newer
