@@ -178,32 +178,21 @@ impl Bench {
         }
     }
 
+    /// POSTs to `path` with the API key; its JSON answer.
+    async fn post(&self, path: &str) -> Value {
+        let request = self.http.post(format!("{}{path}", self.base));
+        let response = request.header("X-API-Key", KEY).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     async fn conversation(&self) -> String {
-        let created: Value = self
-            .http
-            .post(format!("{}/chat/sessions", self.base))
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = self.post("/chat/sessions").await;
         created["session_id"].as_str().unwrap().to_owned()
     }
 
     /// Connects (untimed, greeting read), then times message → first chunk.
     async fn websocket(&self, session: &str, text: &str) -> Duration {
-        let ticket: Value = self
-            .http
-            .post(format!("{}/chat/sessions/{session}/ticket", self.base))
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ticket = self.post(&format!("/chat/sessions/{session}/ticket")).await;
         let url = ticket["websocket_url"].as_str().unwrap();
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         ws.next().await.unwrap().unwrap();

@@ -14,7 +14,7 @@ use warp::filters::BoxedFilter;
 
 use super::target::conversation;
 use super::turn::{Turn, TurnEvent};
-use super::{answer_timeout, streamed};
+use super::{answer_timeout, bad, sse, streamed, text_parts};
 use crate::app::AppState;
 use crate::auth::{Creator, session_creator};
 use crate::http::error::ApiError;
@@ -100,18 +100,9 @@ fn parse_input(body: &Bytes) -> Result<RunInput, ApiError> {
 fn text_of(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Some(Value::Array(parts)) => text_parts(parts),
         _ => String::new(),
     }
-}
-
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(message.into())
 }
 
 async fn run(app: AppState, creator: Creator, body: Bytes) -> warp::reply::Response {
@@ -146,7 +137,7 @@ async fn start(
     let (turn, _) = Turn::ask(&app.runtime, scope, session, message, timeout).await?;
     // The snapshot is the context the listener joined with: the deltas
     // after it are on the same stream, so none is missed or applied twice.
-    let snapshot = Value::Object(turn.context().0.clone());
+    let snapshot = Value::Object(turn.context());
     Ok((input, snapshot, turn))
 }
 
@@ -181,10 +172,6 @@ fn with_ids(kind: &str, ids: &Value) -> Value {
     let mut event = ids.clone();
     event["type"] = json!(kind);
     event
-}
-
-fn sse(event: &Value) -> Bytes {
-    Bytes::from(format!("data: {event}\n\n"))
 }
 
 /// The stream's state: the answer, and the text message open, if any

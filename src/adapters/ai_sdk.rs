@@ -15,7 +15,7 @@ use warp::http::StatusCode;
 
 use super::target::conversation;
 use super::turn::{Turn, TurnEvent};
-use super::{answer_timeout, streamed};
+use super::{answer_timeout, bad, sse, streamed, text_parts};
 use crate::app::AppState;
 use crate::auth::{Creator, session_creator};
 use crate::http::error::ApiError;
@@ -100,17 +100,7 @@ fn parse_request(body: &Bytes) -> Result<ChatRequest, ApiError> {
 /// The text of a UI message: its `text` parts, in order.
 fn text_of(message: &Map<String, Value>) -> String {
     let parts = message.get("parts").and_then(Value::as_array);
-    parts
-        .into_iter()
-        .flatten()
-        .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
-        .filter_map(|part| part.get("text").and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(message.into())
+    text_parts(parts.map(Vec::as_slice).unwrap_or_default())
 }
 
 async fn chat(app: AppState, creator: Creator, body: Bytes) -> warp::reply::Response {
@@ -178,10 +168,6 @@ async fn write_parts(mut turn: Turn, sender: mpsc::Sender<Bytes>) {
         }
     }
     let _ = sender.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-}
-
-fn sse(part: &Value) -> Bytes {
-    Bytes::from(format!("data: {part}\n\n"))
 }
 
 /// The stream's state: whether a text part is open, and its id.

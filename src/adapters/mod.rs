@@ -19,12 +19,14 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use warp::Filter;
 use warp::Reply;
 use warp::filters::BoxedFilter;
 
 use crate::app::AppState;
+use crate::http::error::ApiError;
 
 /// Every adapter's routes.
 pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
@@ -40,6 +42,27 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// answer itself goes on and is stored; only this stream ends).
 pub fn answer_timeout(app: &AppState) -> Duration {
     Duration::from_millis(app.config.webchat.reply_timeout_ms)
+}
+
+/// A 400 whose text says what is wrong with the request.
+pub fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+/// The text of a message's content parts: its `text` parts, in order (the
+/// AI SDK's UI message parts and AG-UI's content array share the shape).
+pub fn text_parts(parts: &[Value]) -> String {
+    parts
+        .iter()
+        .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One server-sent event whose data is `data` as JSON (AI SDK, AG-UI).
+pub fn sse(data: &Value) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
 }
 
 /// A streamed response whose body `produce` writes, piece by piece, into the

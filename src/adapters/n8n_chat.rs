@@ -17,7 +17,7 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderMap;
 
 use super::turn::{Turn, TurnEvent};
-use super::{answer_timeout, streamed};
+use super::{answer_timeout, bad, streamed};
 use crate::app::AppState;
 use crate::auth::{WebchatCaller, resolve_webchat};
 use crate::http::error::{ApiError, ReplyProblem};
@@ -110,10 +110,6 @@ fn request_of(content_type: Option<&str>, body: &Bytes) -> Result<Request, ApiEr
         session_id,
         input: text("chatInput"),
     })
-}
-
-fn bad(message: &str) -> ApiError {
-    ApiError::BadRequest(message.into())
 }
 
 async fn answer(

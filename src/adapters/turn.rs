@@ -163,10 +163,13 @@ impl Turn {
         }
     }
 
-    /// The context when this turn's listener joined, and its version: the
-    /// changes after it arrive as `Context` events.
-    pub fn context(&self) -> &(serde_json::Map<String, serde_json::Value>, u64) {
-        &self.attached.context
+    /// The context when this turn's listener joined: the changes after it
+    /// arrive as `Context` events.
+    pub fn context(&self) -> serde_json::Map<String, serde_json::Value> {
+        let joined = self.attached.context.as_ref();
+        joined
+            .map(|(context, _)| context.clone())
+            .unwrap_or_default()
     }
 
     /// The conversation.

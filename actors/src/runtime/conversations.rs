@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::handle::{CALL_TIMEOUT, MAX_LIST, OPEN_LOCKS, Runtime, WEBCHAT, reply_of};
 use crate::conversation::feed::{Change, ConversationSummary, FeedFrame};
-use crate::conversation::session::{AnswerReceiver, Attached, SessionMsg};
+use crate::conversation::session::{AnswerReceiver, Attached, Joining, SessionMsg};
 use crate::error::{Error, Result};
 use crate::model::{
     Ack, Consent, Contact, EventRecord, MessageId, MetaChange, NewMessage, Participant, Scope,
@@ -384,8 +384,8 @@ impl Runtime {
         locale: Option<String>,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        let greet = Some(locale);
-        self.attach(&scope.tenant, session, after_seq, greet, participant)
+        let joining = Joining::Greeted(locale);
+        self.attach(&scope.tenant, session, after_seq, joining, participant)
             .await
     }
 
@@ -399,8 +399,15 @@ impl Runtime {
         participant: Participant,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        self.attach(&scope.tenant, session, Some(after_seq), None, participant)
-            .await
+        let joining = Joining::Reattached;
+        self.attach(
+            &scope.tenant,
+            session,
+            Some(after_seq),
+            joining,
+            participant,
+        )
+        .await
     }
 
     /// Attaches a listener that is not a socket (an HTTP stream of another
@@ -413,7 +420,8 @@ impl Runtime {
         participant: Participant,
     ) -> Result<Attached> {
         self.check_owner(scope, session).await?;
-        self.attach(&scope.tenant, session, None, None, participant)
+        let joining = Joining::Listening;
+        self.attach(&scope.tenant, session, None, joining, participant)
             .await
     }
 
@@ -422,18 +430,17 @@ impl Runtime {
         tenant: &TenantId,
         session: SessionId,
         after_seq: Option<u64>,
-        // Greet in this locale (None: a re-attach, no greeting).
-        greet: Option<Option<String>>,
+        joining: Joining,
         participant: Participant,
     ) -> Result<Attached> {
         self.with_session(tenant, session, |actor| {
-            let (participant, greet) = (participant.clone(), greet.clone());
+            let (participant, joining) = (participant.clone(), joining.clone());
             async move {
                 actor
                     .call(
                         |reply| SessionMsg::Attach {
                             after_seq,
-                            greet,
+                            joining,
                             participant,
                             reply,
                         },

@@ -8,7 +8,7 @@ use ractor::{Actor, ActorRef};
 
 use super::log::{Asker, Missed};
 use super::state::SessionState;
-use super::{Attached, SessionMsg};
+use super::{Attached, Joining, SessionMsg};
 use crate::agent::actor::AgentMsg;
 use crate::conversation::connection::{ConnId, Connection, ConnectionArgs};
 use crate::conversation::feed::Change;
@@ -21,20 +21,26 @@ use crate::store::MessageQuery;
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 impl SessionState {
-    /// A socket joins: attached, greeted in its language (unless `greeting`
-    /// is None: a re-attach after a restart), and presence told.
+    /// A socket or listener joins: attached, greeted in its language (a
+    /// new socket), and presence told; a listener gets the context too.
     pub async fn join(
         &mut self,
         myself: &ActorRef<SessionMsg>,
         after_seq: Option<u64>,
-        greeting: Option<Option<String>>,
+        joining: Joining,
         participant: Participant,
     ) -> Result<Attached> {
-        let greeting = greeting.map(|locale| {
-            let text = self.settings.greeting.for_locale(locale.as_deref());
-            text.to_owned()
-        });
-        let attached = self.attach(myself, after_seq, greeting, participant).await;
+        let greeting = match &joining {
+            Joining::Greeted(locale) => {
+                let text = self.settings.greeting.for_locale(locale.as_deref());
+                Some(text.to_owned())
+            }
+            Joining::Reattached | Joining::Listening => None,
+        };
+        let mut attached = self.attach(myself, after_seq, greeting, participant).await;
+        if let (Ok(attached), Joining::Listening) = (&mut attached, joining) {
+            attached.context = Some((self.facts.context.clone(), self.facts.context_version));
+        }
         self.attendance_changed(Change::Presence);
         attached
     }
@@ -84,7 +90,7 @@ impl SessionState {
             connection,
             outbound: receiver,
             last_seq: after_seq.unwrap_or(last_seq).min(last_seq),
-            context: (self.facts.context.clone(), self.facts.context_version),
+            context: None,
         })
     }
 

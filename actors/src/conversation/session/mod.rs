@@ -73,10 +73,8 @@ pub enum SessionMsg {
     /// messages after `after_seq` (if given) and any answer in progress.
     Attach {
         after_seq: Option<u64>,
-        /// Greet the socket, in its language (`es-MX`) if known; None on a
-        /// re-attach after a restart, which is not greeted again.
-        greet: Option<Option<String>>,
-        /// Who is on the socket, for `presence` frames.
+        /// A socket greeted or re-attached, or a listener.
+        joining: Joining,
         participant: Participant,
         reply: RpcReplyPort<Result<Attached>>,
     },
@@ -180,6 +178,18 @@ pub enum SessionMsg {
     InjectPanic,
 }
 
+/// Who joins a conversation.
+#[derive(Debug, Clone)]
+pub enum Joining {
+    /// A socket, greeted in its language (`es-MX`) if known.
+    Greeted(Option<String>),
+    /// A socket whose session restarted: not greeted again.
+    Reattached,
+    /// A listener that is not a socket (another protocol's HTTP stream): no
+    /// greeting; it is handed the context it joined with.
+    Listening,
+}
+
 /// A socket's handle on the session, given to the edge.
 pub struct Attached {
     pub conn: ConnId,
@@ -190,9 +200,9 @@ pub struct Attached {
     /// The last `seq` this socket is up to date with once its queued frames are
     /// written: a re-attach resumes after it.
     pub last_seq: u64,
-    /// The context as it was when the socket joined, and its version: every
-    /// later change reaches the socket as a `context` frame.
-    pub context: (serde_json::Map<String, serde_json::Value>, u64),
+    /// For a listener, the context as it was when it joined, and its
+    /// version: every later change reaches it as a `context` frame.
+    pub context: Option<(serde_json::Map<String, serde_json::Value>, u64)>,
 }
 
 pub struct Session;
@@ -249,11 +259,11 @@ impl Actor for Session {
         match message {
             SessionMsg::Attach {
                 after_seq,
-                greet,
+                joining,
                 participant,
                 reply,
             } => {
-                let attached = state.join(&myself, after_seq, greet, participant).await;
+                let attached = state.join(&myself, after_seq, joining, participant).await;
                 let _ = reply.send(attached);
             }
             SessionMsg::Connection(ConnectionReport::Detached { conn }) => state.detach(conn),
