@@ -30,6 +30,7 @@ pub struct Config {
     pub egress: EgressConfig,
     pub insights: InsightsConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
 }
 
@@ -38,6 +39,25 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
+}
+
+/// `GET /metrics`, the Prometheus scrape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Off: nothing is recorded and `/metrics` is 404.
+    pub enabled: bool,
+    /// When set, a scrape must send `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            token: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

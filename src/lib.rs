@@ -81,6 +81,8 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
+    // Before the runtime starts, so its first figures are kept.
+    api::metrics::install(config.metrics.enabled);
     let runtime = Runtime::start(config.runtime(), agents).await?;
     let limiter = limits::Limiter::new(runtime.clone());
     let sweeper = {

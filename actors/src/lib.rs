@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! model/          plain data, the wire protocol, validation
+//! metrics.rs      the figures of /metrics, named in one place
 //! config.rs       process settings
 //! error.rs        the one error type
 //! supervision.rs  restart backoff, the re-pointable actor slot
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 

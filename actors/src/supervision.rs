@@ -14,6 +14,8 @@ const CALM_PERIOD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
+    /// Which kind of actor restarts: the label of its restart count.
+    kind: &'static str,
     min: Duration,
     max: Duration,
     failures: u32,
@@ -21,8 +23,9 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(config: &SupervisionConfig) -> Self {
+    pub fn new(kind: &'static str, config: &SupervisionConfig) -> Self {
         Backoff {
+            kind,
             min: Duration::from_millis(config.restart_min_ms),
             max: Duration::from_millis(config.restart_max_ms.max(config.restart_min_ms)),
             failures: 0,
@@ -32,6 +35,7 @@ impl Backoff {
 
     /// Records a failure and returns how long to wait before restarting.
     pub fn next_delay(&mut self) -> Duration {
+        crate::metrics::actor_restarted(self.kind);
         let now = Instant::now();
         if self
             .last_failure
@@ -113,10 +117,13 @@ mod tests {
 
     #[test]
     fn delays_double_and_are_capped() {
-        let mut backoff = Backoff::new(&SupervisionConfig {
-            restart_min_ms: 100,
-            restart_max_ms: 500,
-        });
+        let mut backoff = Backoff::new(
+            "test",
+            &SupervisionConfig {
+                restart_min_ms: 100,
+                restart_max_ms: 500,
+            },
+        );
         let delays: Vec<u64> = (0..5)
             .map(|_| backoff.next_delay().as_millis() as u64)
             .collect();

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod analytics;
 pub mod console;
 pub mod conversations;
+pub mod metrics;
 pub mod pages;
 pub mod sessions;
 pub mod sockets;
@@ -32,6 +33,8 @@ pub fn routes(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     health_routes(app.clone())
         .or(preflight_routes())
+        .unify()
+        .or(metrics::routes(app.clone()))
         .unify()
         // Boxed groups keep warp's nested filter types small: unboxed, one
         // chain of every route took rustc five minutes to compile.

@@ -53,11 +53,13 @@ impl Limiter {
         if let Some(key) = key
             && let Err(not_until) = limiters.keys.check_key(&key.to_owned())
         {
+            tertulia_actors::metrics::rate_limited("key");
             return Err(Error::rate_limited(not_until.wait_time_from(clock.now())));
         }
         if let Some(ip) = ip
             && let Err(not_until) = limiters.ips.check_key(&ip)
         {
+            tertulia_actors::metrics::rate_limited("address");
             return Err(Error::rate_limited(not_until.wait_time_from(clock.now())));
         }
         Ok(())
@@ -73,11 +75,13 @@ impl Limiter {
         let limiters = self.limiters(tenant);
         let clock = DefaultClock::default();
         if let Err(not_until) = limiters.webchat_sessions.check_key(&session_id.to_owned()) {
+            tertulia_actors::metrics::rate_limited("webchat_session");
             return Err(Error::rate_limited(not_until.wait_time_from(clock.now())));
         }
         if let Some(ip) = ip
             && let Err(not_until) = limiters.webchat_ips.check_key(&ip)
         {
+            tertulia_actors::metrics::rate_limited("webchat_address");
             return Err(Error::rate_limited(not_until.wait_time_from(clock.now())));
         }
         Ok(())

@@ -134,6 +134,7 @@ struct Peer {
 }
 
 async fn serve_socket(app: AppState, peer: Peer, attached: Attached, socket: Socket) {
+    let _open = OpenSocket::count(&peer.scope.tenant.0);
     let (sink, stream) = socket.split();
     let heard = Arc::new(Heard {
         opened: Instant::now(),
@@ -170,6 +171,22 @@ async fn serve_socket(app: AppState, peer: Peer, attached: Attached, socket: Soc
         }
     }
     connection_rx.borrow().stop(None);
+}
+
+/// Counts a socket as open for as long as it is held, however its task ends.
+struct OpenSocket(String);
+
+impl OpenSocket {
+    fn count(tenant: &str) -> Self {
+        tertulia_actors::metrics::socket_opened(tenant);
+        OpenSocket(tenant.to_owned())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        tertulia_actors::metrics::socket_closed(&self.0);
+    }
 }
 
 /// What the reader asks the writer to send.

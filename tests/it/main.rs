@@ -18,6 +18,7 @@ mod layering;
 mod layout;
 mod live_context;
 mod llm;
+mod metrics;
 mod n8n_chat;
 mod process;
 mod rate_limits;

@@ -76,6 +76,7 @@ impl Actor for Connection {
             ClientCommand::Ping => {
                 if state.outbound.try_send(ServerFrame::Pong {}.encode()) == Err(SendError::Full) {
                     state.outbound.close(CloseReason::slow_consumer());
+                    crate::metrics::slow_consumer_closed();
                     myself.stop(None);
                 }
             }

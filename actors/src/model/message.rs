@@ -17,6 +17,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+
     /// Users write in; everything else is said to them.
     pub fn direction(self) -> Direction {
         match self {

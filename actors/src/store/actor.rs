@@ -248,10 +248,17 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         let touches = touches_of(writes.iter().filter_map(Write::appended));
         let marker = (!touches.is_empty()).then(|| uuid::Uuid::now_v7().to_string());
         let owed = marker.as_deref().map(|marker| (marker, touches.as_slice()));
+        let started = std::time::Instant::now();
         let outcome = match fail {
             true => Err(Error::Storage("injected storage fault".into())),
             false => db.write_batch(&writes, owed).await,
         };
+        if outcome.is_ok() {
+            crate::metrics::committed(writes.len(), started.elapsed());
+            for message in writes.iter().filter_map(Write::appended) {
+                crate::metrics::message_stored(message.role.as_str());
+            }
+        }
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),
             Ok(())

@@ -112,14 +112,14 @@ impl Actor for Root {
         let analyst = spawn_analyst(&myself, &args, &storage).await?;
         Ok(RootState {
             analyst: AnalystHandle::new(analyst),
-            analyst_backoff: Backoff::new(&args.config.supervision),
+            analyst_backoff: Backoff::new("analyst", &args.config.supervision),
             storage,
             persistence,
-            persistence_backoff: Backoff::new(&args.config.supervision),
+            persistence_backoff: Backoff::new("persistence", &args.config.supervision),
             events_committed,
             subscriptions,
             webhooks: WebhooksHandle::new(webhooks),
-            webhooks_backoff: Backoff::new(&args.config.supervision),
+            webhooks_backoff: Backoff::new("webhooks", &args.config.supervision),
             tenants: HashMap::new(),
             tenant_actors: HashMap::new(),
             shutting_down: false,

@@ -210,6 +210,7 @@ impl Actor for Tenant {
             return Ok(());
         };
         state.live.remove(&session);
+        crate::metrics::sessions_live(&state.args.id.0, state.live.len());
         state
             .args
             .registry
@@ -220,7 +221,7 @@ impl Actor for Tenant {
             let delay = state
                 .backoffs
                 .entry(session)
-                .or_insert_with(|| Backoff::new(&state.args.supervision))
+                .or_insert_with(|| Backoff::new("session", &state.args.supervision))
                 .next_delay();
             tracing::error!(%session, %error, ?delay, "session crashed; restarting it");
             state.restarting.entry(session).or_default();
@@ -329,6 +330,7 @@ fn started_one(state: &mut TenantState, session: SessionId, started: Result<Acto
         }
         Ok(actor) => {
             state.live.insert(session, actor.clone());
+            crate::metrics::sessions_live(&state.args.id.0, state.live.len());
             state.by_actor.insert(actor.get_id(), session);
             let key = (state.args.id.clone(), session);
             state.args.registry.insert(key, actor.clone());
@@ -372,6 +374,7 @@ fn remember_fresh(state: &mut TenantState, record: SessionRecord) {
 /// progress dropped) and forgets every copy of it this actor keeps.
 async fn stop_live(state: &mut TenantState, session: SessionId, reason: CloseReason) {
     if let Some(actor) = state.live.remove(&session) {
+        crate::metrics::sessions_live(&state.args.id.0, state.live.len());
         state.by_actor.remove(&actor.get_id());
         let tenant = state.args.id.clone();
         state.args.registry.remove(&(tenant, session));

@@ -136,7 +136,7 @@ impl Actor for Webhooks {
         sync_config(&args.storage, &args.config.webhooks, &mut endpoints).await?;
         args.subscriptions.replace(endpoints.values());
         let mut state = WebhooksState {
-            worker_backoff: Backoff::new(&args.config.supervision),
+            worker_backoff: Backoff::new("webhook_worker", &args.config.supervision),
             args,
             client,
             settings,

@@ -233,6 +233,18 @@ impl Actor for Worker {
     }
 }
 
+/// The queue's depth and oldest delivery, for `/metrics`. Each queue is in
+/// order, so the oldest is at the front of one of them.
+fn report_queue(state: &WorkerState) {
+    let oldest = state
+        .queues
+        .values()
+        .filter_map(|queue| queue.front())
+        .map(|head| head.delivery.created_at.as_str())
+        .min();
+    crate::metrics::webhook_queue(&state.args.endpoint.endpoint_id, state.held.len(), oldest);
+}
+
 /// Adds a pending delivery behind the others of its conversation.
 fn hold(state: &mut WorkerState, delivery: Delivery, event: EventRecord) {
     if delivery.status != DeliveryStatus::Pending
@@ -274,6 +286,7 @@ fn due_instant(next_attempt_at: Option<&str>) -> Instant {
 /// Starts what is due, reads the backlog when the window has room, and
 /// schedules a wake for the next retry.
 fn pump(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState) {
+    report_queue(state);
     let now = Instant::now();
     if state.backlog
         && !state.refilling
@@ -368,8 +381,10 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
     delivery.attempts += 1;
     delivery.last_attempt_at = Some(now.clone());
     let mut done = false;
+    let endpoint_id = state.args.endpoint.endpoint_id.clone();
     match outcome {
         Attempt::Delivered(status) => {
+            crate::metrics::delivery_attempted(&endpoint_id, "delivered");
             delivery.status = DeliveryStatus::Delivered;
             delivery.last_status_code = Some(status);
             delivery.last_error = None;
@@ -378,6 +393,7 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
             done = true;
         }
         Attempt::Gone => {
+            crate::metrics::delivery_attempted(&endpoint_id, "gone");
             // Stays pending: if the endpoint is enabled again, it goes first.
             delivery.last_status_code = Some(410);
             delivery.last_error = Some("410 Gone: the receiver disabled this endpoint".into());
@@ -392,6 +408,7 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
             delivery.last_status_code = status;
             delivery.last_error = Some(error);
             done = !retry_later(head, &state.args.settings);
+            crate::metrics::delivery_attempted(&endpoint_id, if done { "dead" } else { "failed" });
         }
     }
     let record = head.delivery.clone();

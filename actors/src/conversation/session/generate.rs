@@ -282,6 +282,9 @@ impl SessionState {
         };
         let seq = self.log.take_seq();
         let message = answer_message(self, seq, status);
+        if let Some(meta) = &message.agent {
+            crate::metrics::answered(meta);
+        }
         // A failure is recorded as `agent.failed`, in the same transaction as the message.
         let event = failure.map(|error| {
             let facts = self.event_facts();

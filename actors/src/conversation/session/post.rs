@@ -118,6 +118,7 @@ impl SessionState {
         if !matches!(asker, Asker::Session)
             && let Err(not_until) = self.message_limiter.check()
         {
+            crate::metrics::rate_limited("conversation_messages");
             let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
             self.reject(asker, Error::rate_limited(not_until.wait_time_from(now)));
             return None;

@@ -167,7 +167,7 @@ impl SessionState {
             },
             agent: None,
             agent_down: false,
-            agent_backoff: Backoff::new(&args.supervision),
+            agent_backoff: Backoff::new("agent", &args.supervision),
             message_limiter: governor::RateLimiter::direct(RateLimits::quota(limit)),
             last_activity: Instant::now(),
             idle_timer: None,

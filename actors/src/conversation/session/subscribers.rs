@@ -116,6 +116,7 @@ impl Subscribers {
         if let Some(subscriber) = self.by_conn.remove(&conn) {
             if error == SendError::Full {
                 tracing::warn!(conn, "closing a slow consumer");
+                crate::metrics::slow_consumer_closed();
                 subscriber.outbound.close(CloseReason::slow_consumer());
             }
             subscriber.connection.stop(None);
