@@ -1,5 +1,5 @@
 //! The admin commands of the CLI (`tertulia tenant …`, `tertulia key …`,
-//! `tertulia webhook …`, `tertulia erase …`).
+//! `tertulia webhook …`, `tertulia erase …`, `tertulia backup`).
 //! They are clients of a running server's admin API: the embedded database
 //! belongs to the server process while it runs, so the CLI never opens it.
 
@@ -277,6 +277,45 @@ impl EraseCommand {
 }
 
 /// One admin call; a non-2xx answer becomes the server's `error` text.
+/// Save a consistent backup of a running server's database (its admin API).
+#[derive(Args, Debug)]
+pub struct BackupCommand {
+    /// The file to write (SurrealQL); written beside it first, then renamed,
+    /// so a failed backup never leaves a half file under this name.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+    #[command(flatten)]
+    pub connection: AdminConnection,
+}
+
+impl BackupCommand {
+    pub async fn run(self) -> Result<Value, String> {
+        let connection = &self.connection;
+        let url = format!("{}/admin/backup", connection.url.trim_end_matches('/'));
+        let response = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&connection.admin_token)
+            .send()
+            .await
+            .map_err(|error| format!("cannot reach {url}: {error}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let reason = body["error"].as_str().unwrap_or("no reason given");
+            return Err(format!("{status}: {reason}"));
+        }
+        let dump = response
+            .bytes()
+            .await
+            .map_err(|error| format!("the backup was cut off: {error}"))?;
+        let partial = self.to.with_extension("partial");
+        std::fs::write(&partial, &dump)
+            .and_then(|()| std::fs::rename(&partial, &self.to))
+            .map_err(|error| format!("cannot write {}: {error}", self.to.display()))?;
+        Ok(json!({"file": self.to.display().to_string(), "bytes": dump.len()}))
+    }
+}
+
 async fn request(
     connection: &AdminConnection,
     method: reqwest::Method,

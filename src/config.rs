@@ -9,8 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
-    AgentsConfig, EgressConfig, InsightsConfig, Limits, RuntimeConfig, SessionConfig,
-    StorageConfig, SupervisionConfig, WebhooksConfig,
+    AgentsConfig, EgressConfig, InsightsConfig, Limits, RetentionConfig, RuntimeConfig,
+    SessionConfig, StorageConfig, SupervisionConfig, WebhooksConfig,
 };
 use tertulia_actors::model::TenantSettings;
 
@@ -29,6 +29,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub egress: EgressConfig,
     pub insights: InsightsConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
@@ -313,6 +314,7 @@ impl Config {
             webhooks: self.webhooks.clone(),
             egress: self.egress.clone(),
             insights: self.insights.clone(),
+            retention: self.retention.clone(),
             tenants: self.tenants.clone(),
         }
     }

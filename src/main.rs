@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tertulia::cli::{EraseCommand, KeyCommand, TenantCommand, WebhookCommand};
+use tertulia::cli::{BackupCommand, EraseCommand, KeyCommand, TenantCommand, WebhookCommand};
 use tertulia::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +36,36 @@ enum Command {
     Webhook(WebhookCommand),
     /// Erase what a tenant holds about a person, on a running server (admin API).
     Erase(EraseCommand),
+    /// Save a consistent backup of a running server's database (admin API).
+    Backup(BackupCommand),
+    /// Restore a backup into a new data directory (no server may use it).
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup, as `tertulia backup --to` wrote it.
+    #[arg(long)]
+    from: PathBuf,
+    /// A new (or empty) directory; start the server on it afterwards.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The server's settings file, for its storage namespace and database.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl RestoreArgs {
+    async fn run(self) -> Result<serde_json::Value, String> {
+        let config = Config::load(self.config.as_deref()).map_err(|error| error.to_string())?;
+        tertulia_actors::runtime::restore(&self.from, &self.data_dir, &config.storage)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(serde_json::json!({
+            "restored": self.from.display().to_string(),
+            "data_dir": self.data_dir.display().to_string(),
+        }))
+    }
 }
 
 #[derive(clap::Args, Clone, Default)]
@@ -83,6 +113,8 @@ fn main() -> ExitCode {
         Some(Command::Key(command)) => runtime.block_on(command.run()),
         Some(Command::Webhook(command)) => runtime.block_on(command.run()),
         Some(Command::Erase(command)) => runtime.block_on(command.run()),
+        Some(Command::Backup(command)) => runtime.block_on(command.run()),
+        Some(Command::Restore(command)) => runtime.block_on(command.run()),
     };
     match admin {
         Ok(answer) => {

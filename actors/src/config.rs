@@ -20,6 +20,7 @@ pub struct RuntimeConfig {
     pub webhooks: WebhooksConfig,
     pub egress: EgressConfig,
     pub insights: InsightsConfig,
+    pub retention: RetentionConfig,
     /// Tenants by id. Nothing assumes there is only one.
     pub tenants: BTreeMap<String, TenantSettings>,
 }
@@ -37,6 +38,7 @@ impl Default for RuntimeConfig {
             webhooks: WebhooksConfig::default(),
             egress: EgressConfig::default(),
             insights: InsightsConfig::default(),
+            retention: RetentionConfig::default(),
             tenants,
         }
     }
@@ -150,6 +152,11 @@ pub struct WebhooksConfig {
     pub rotation_overlap_secs: u64,
     /// Endpoints from the config file (the admin API makes more).
     pub endpoints: Vec<WebhookEndpointConfig>,
+    /// Delivered deliveries, and then events no delivery needs, are removed
+    /// this many days after they were made (fractions allowed).
+    pub retention_days: f64,
+    /// Dead deliveries (every attempt failed) are kept longer, to be replayed.
+    pub dead_retention_days: f64,
 }
 
 impl Default for WebhooksConfig {
@@ -163,6 +170,8 @@ impl Default for WebhooksConfig {
             max_in_flight: 4,
             rotation_overlap_secs: 86_400,
             endpoints: Vec::new(),
+            retention_days: 7.0,
+            dead_retention_days: 30.0,
         }
     }
 }
@@ -192,7 +201,58 @@ impl WebhooksConfig {
                 "`webhooks.max_in_flight` and `webhooks.timeout_ms` must be above 0".into(),
             );
         }
+        for (field, days) in [
+            ("retention_days", self.retention_days),
+            ("dead_retention_days", self.dead_retention_days),
+        ] {
+            if !(days.is_finite() && days > 0.0) {
+                return Some(format!(
+                    "`webhooks.{field}` is {days}; it must be more than 0"
+                ));
+            }
+        }
         None
+    }
+}
+
+/// How retention runs (`[retention]`): what it removes is set by
+/// `webhooks.retention_days`, `webhooks.dead_retention_days` and each
+/// tenant's `retention`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often a pass runs (`"1h"`); the first runs a minute after start.
+    pub interval: String,
+    /// Rows removed (or conversations archived) per transaction.
+    pub batch: usize,
+    /// The pause between two batches, so messages are never kept waiting
+    /// behind a long prune.
+    pub pause: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval: "1h".into(),
+            batch: 500,
+            pause: "20ms".into(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The interval and the pause, or what is wrong with them.
+    pub fn timings(&self) -> Result<(Duration, Duration), String> {
+        let parse = |field: &str, value: &str| {
+            humantime::parse_duration(value)
+                .map_err(|error| format!("`retention.{field}` = {value:?}: {error}"))
+        };
+        let interval = parse("interval", &self.interval)?;
+        let pause = parse("pause", &self.pause)?;
+        if interval.is_zero() || self.batch == 0 {
+            return Err("`retention.interval` and `retention.batch` must be above 0".into());
+        }
+        Ok((interval, pause))
     }
 }
 

@@ -129,6 +129,7 @@ const CASES: &[(&str, Expect)] = &[
     ("OPTIONS /ag-ui", Expect::Preflight),
     ("POST /n8n-chat/{}", Expect::WidgetPath),
     ("OPTIONS /n8n-chat/{}", Expect::Preflight),
+    ("GET /admin/backup", Expect::AdminOnly),
     ("POST /admin/tenants", Expect::AdminOnly),
     ("GET /admin/tenants", Expect::AdminOnly),
     ("PATCH /admin/tenants/{}", Expect::AdminOnly),

@@ -32,7 +32,7 @@ pub use message::{
     Ack, AnswerMeta, ClientCommand, Direction, MessageStatus, NewMessage, Origin, Role,
     StoredMessage, ToolCallRecord,
 };
-pub use policy::{DoubleTexting, DoubleTextingSettings};
+pub use policy::{DoubleTexting, DoubleTextingSettings, RetentionSettings};
 pub use tenant::{
     Greeting, OpenAiSettings, REQUEST_HUMAN, RateLimits, Tenant, TenantSettings, ToolSettings,
     WebhookAgentSettings, is_web_origin,

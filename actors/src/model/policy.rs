@@ -83,3 +83,42 @@ mod tests {
         assert!(settings.invalid().unwrap().contains("merge_window_ms"));
     }
 }
+
+/// The tenant's `[tenants.x.retention]`: how long its conversations are
+/// kept. Days may be fractional; unset keeps them for ever.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// A conversation idle this long (no message, no change) is archived:
+    /// listed with `status_filter=archived`, still readable and open to
+    /// messages (PATCH its status to `active` to list it with the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_after_days: Option<f64>,
+    /// A conversation idle this long is deleted with its messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_after_days: Option<f64>,
+}
+
+impl RetentionSettings {
+    /// What is wrong with these settings, naming the field.
+    pub fn invalid(&self) -> Option<String> {
+        for (field, days) in [
+            ("archive_after_days", self.archive_after_days),
+            ("delete_after_days", self.delete_after_days),
+        ] {
+            if let Some(days) = days
+                && !(days.is_finite() && days > 0.0)
+            {
+                return Some(format!(
+                    "`retention.{field}` is {days}; it must be more than 0"
+                ));
+            }
+        }
+        match (self.archive_after_days, self.delete_after_days) {
+            (Some(archive), Some(delete)) if delete <= archive => Some(format!(
+                "`retention.delete_after_days` ({delete}) must be more than `archive_after_days` ({archive})"
+            )),
+            _ => None,
+        }
+    }
+}

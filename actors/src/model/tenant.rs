@@ -49,6 +49,8 @@ pub struct TenantSettings {
     pub insights: super::insight::InsightSettings,
     /// What a message written while an answer is in progress does.
     pub double_texting: super::policy::DoubleTextingSettings,
+    /// How long its conversations are kept (for ever, unless set).
+    pub retention: super::policy::RetentionSettings,
 }
 
 /// A function tool: the model sees its name, description and argument
@@ -134,6 +136,9 @@ impl TenantSettings {
             return Some(problem);
         }
         if let Some(problem) = self.double_texting.invalid() {
+            return Some(problem);
+        }
+        if let Some(problem) = self.retention.invalid() {
             return Some(problem);
         }
         match self.agent.as_str() {
@@ -445,6 +450,7 @@ impl Default for TenantSettings {
             request_human_tool: true,
             insights: super::insight::InsightSettings::default(),
             double_texting: super::policy::DoubleTextingSettings::default(),
+            retention: super::policy::RetentionSettings::default(),
         }
     }
 }

@@ -66,6 +66,8 @@ pub(super) struct Inner {
     pub(super) policy: EgressPolicy,
     /// Each tenant's live feed for the agent console.
     pub(super) feeds: Feeds,
+    /// The retention actor, once started (stopped first at shutdown).
+    pub(super) retention: std::sync::OnceLock<ractor::ActorCell>,
 }
 
 impl Runtime {

@@ -6,10 +6,12 @@
 //! handle.rs         Runtime, its shared state, reaching tenant and session actors
 //! start.rs          config checks, start-up wiring, shutdown
 //! access.rs         tenants and keys
+//! backup.rs         restoring a backup into a new data directory
 //! analysis.rs       statistics (and insights) of a tenant's conversations
 //! conversations.rs  conversations, messages, sockets
 //! console.rs        the agent console
 //! erasure.rs        forgetting a person
+//! retention.rs      Retention: the actor that prunes and archives
 //! webhooks.rs       webhook endpoints and deliveries
 //! ```
 //!
@@ -18,13 +20,16 @@
 
 mod access;
 mod analysis;
+mod backup;
 mod console;
 mod conversations;
 mod erasure;
 mod handle;
+mod retention;
 mod start;
 mod webhooks;
 
+pub use backup::restore;
 pub use handle::{MAX_LIST, Runtime, WEBCHAT};
 pub use start::check_config;
 pub use webhooks::{EndpointInput, MAX_DELIVERIES};

@@ -12,6 +12,7 @@ use ractor::rpc::CallResult;
 use tokio::sync::Mutex;
 
 use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime};
+use super::retention::{Retention, RetentionArgs};
 use crate::agent::builtin::{EchoAgent, ExternalAgent};
 use crate::agent::{AgentProvider, AgentRegistry};
 use crate::config::RuntimeConfig;
@@ -68,7 +69,7 @@ impl Runtime {
         let storage = ask_root(&root, RootMsg::Storage).await?;
         let webhooks = ask_root(&root, RootMsg::Webhooks).await?;
         let analyst = ask_root(&root, RootMsg::Analyst).await?;
-        Ok(Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 root,
                 root_task: Mutex::new(Some(root_task)),
@@ -87,13 +88,26 @@ impl Runtime {
                 analyst,
                 policy,
                 feeds,
+                retention: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        let retention = RetentionArgs {
+            runtime: Arc::downgrade(&runtime.inner),
+            config: runtime.inner.config.retention.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, Retention, retention)
+            .await
+            .map_err(|error| Error::Startup(format!("retention did not start: {error}")))?;
+        let _ = runtime.inner.retention.set(actor.get_cell());
+        Ok(runtime)
     }
 
     /// Stops the tree: tenants hand over their last writes, persistence
     /// drains, webhooks flush what they can.
     pub async fn shutdown(&self) {
+        if let Some(retention) = self.inner.retention.get() {
+            retention.stop(None);
+        }
         let _ = self
             .inner
             .root
@@ -113,6 +127,7 @@ pub fn check_config(config: &RuntimeConfig) -> Result<EgressPolicy> {
     if let Some(problem) = config.webhooks.problem() {
         return Err(Error::Startup(problem));
     }
+    config.retention.timings().map_err(Error::Startup)?;
     let tenants: TenantDirectory = Arc::new(DashMap::new());
     for (id, settings) in &config.tenants {
         if let Some(problem) = settings.agent_problem() {

@@ -254,3 +254,62 @@ fn message(tenant: &TenantId, session: SessionId, seq: u64) -> StoredMessage {
         ..StoredMessage::new(tenant.clone(), session, seq, Role::User, content)
     }
 }
+
+/// Stores `count` deliveries to `endpoint_id`, delivered `age_days` ago,
+/// each with its own `message.created` event, as months of webhook traffic
+/// leave them: what `benches/retention.rs` prunes. Opens the server's data
+/// directory itself, once the server that used it has let go of it.
+pub async fn seed_old_deliveries(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    endpoint_id: &str,
+    count: usize,
+    age_days: u64,
+) {
+    let endpoint = Database::surrealkv_endpoint(data_dir).expect("a data directory");
+    let opened = Instant::now();
+    let db = loop {
+        match Database::open(&endpoint, "tertulia", "main").await {
+            Ok(db) => break db,
+            Err(error) if opened.elapsed() < Duration::from_secs(10) => {
+                tracing::debug!(%error, "the data directory is still locked");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the database opens: {error}"),
+        }
+    };
+    let start = chrono::Utc::now() - chrono::Duration::days(age_days as i64);
+    let mut made = 0;
+    while made < count {
+        let take = (count - made).min(2_000);
+        let (mut deliveries, mut events) = (Vec::new(), Vec::new());
+        for index in made..made + take {
+            let at = start + chrono::Duration::milliseconds(index as i64);
+            let millis = at.timestamp_millis() as u64;
+            let random: [u8; 10] = rand::random();
+            let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+            let (delivery_id, event_id) = (
+                format!("dlv_{}", id.simple()),
+                format!("evt_{}", id.simple()),
+            );
+            let when = crate::model::stored_time(at);
+            events.push(json!({
+                "id": event_id, "event_id": event_id, "tenant": tenant, "type": "message.created",
+                "data": {"content": "an old message"}, "created_at": when, "dispatched": true,
+            }));
+            deliveries.push(json!({
+                "id": delivery_id, "delivery_id": delivery_id, "tenant": tenant,
+                "endpoint_id": endpoint_id, "event_id": event_id, "event_type": "message.created",
+                "status": "delivered", "attempts": 1, "last_status_code": 200,
+                "created_at": when, "delivered_at": when, "last_attempt_at": when,
+            }));
+        }
+        db.run(
+            "BEGIN TRANSACTION; INSERT INTO event $events; INSERT INTO delivery $deliveries; COMMIT TRANSACTION;",
+            json!({"events": events, "deliveries": deliveries}),
+        )
+        .await
+        .expect("old deliveries are stored");
+        made += take;
+    }
+}

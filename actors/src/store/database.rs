@@ -92,6 +92,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0013_live_context",
         include_str!("../../../schemas/migrations/0013_live_context.surql"),
     ),
+    (
+        14,
+        "0014_retention",
+        include_str!("../../../schemas/migrations/0014_retention.surql"),
+    ),
 ];
 
 /// An open database handle. Opaque outside this file: only the persistence
@@ -119,6 +124,30 @@ impl Database {
         let database = Database { db: Arc::new(db) };
         database.migrate().await?;
         Ok(database)
+    }
+
+    /// Opens `endpoint` as it is, without migrations: the target of a
+    /// restore, whose backup brings its own schema and migration records.
+    pub async fn open_unmigrated(
+        endpoint: &str,
+        namespace: &str,
+        database: &str,
+    ) -> Result<Database> {
+        let db = surrealdb::engine::any::connect(endpoint)
+            .await
+            .map_err(|error| {
+                Error::Startup(format!("cannot open database at {endpoint}: {error}"))
+            })?;
+        db.use_ns(namespace).use_db(database).await?;
+        Ok(Database { db: Arc::new(db) })
+    }
+
+    /// Runs a SurrealQL dump (an export) from `file` into this database.
+    pub async fn import_file(&self, file: &Path) -> Result<()> {
+        self.db
+            .import(file)
+            .await
+            .map_err(|error| Error::Storage(format!("the backup does not import: {error}")))
     }
 
     /// The endpoint for an embedded surrealkv store under `data_dir`, syncing

@@ -9,6 +9,7 @@
 //! statements.rs  each write as SurrealQL statements of a batch
 //! actor.rs     Persistence: queues writes, one batch in flight at a time
 //! read.rs      every read, as Storage methods
+//! retention.rs   retention's batches, straight on the handle
 //! handle.rs    Storage
 //! ```
 //!
@@ -23,6 +24,7 @@ mod counters;
 mod database;
 mod handle;
 mod read;
+mod retention;
 mod statements;
 mod write;
 

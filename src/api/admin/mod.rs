@@ -2,6 +2,7 @@
 //! the CLI. Guarded by `auth.admin_token` as a bearer token; off when unset.
 //! Handlers call the runtime; nothing here touches the database.
 
+pub mod backup;
 pub mod erasure;
 pub mod webhooks;
 
@@ -72,6 +73,8 @@ struct TenantSettingsInput {
     tools: Option<Vec<tertulia_actors::model::ToolSettings>>,
     /// The whole `double_texting` block.
     double_texting: Option<tertulia_actors::model::DoubleTextingSettings>,
+    /// The whole `retention` block (`{}` keeps conversations for ever).
+    retention: Option<tertulia_actors::model::RetentionSettings>,
 }
 
 impl TenantSettingsInput {
@@ -109,6 +112,9 @@ impl TenantSettingsInput {
         }
         if let Some(double_texting) = self.double_texting {
             current.double_texting = double_texting;
+        }
+        if let Some(retention) = self.retention {
+            current.retention = retention;
         }
         current
     }
@@ -194,6 +200,7 @@ fn tenant_view(id: &TenantId, settings: &TenantSettings) -> serde_json::Value {
         "openai": openai_view(&settings.openai),
         "webhook_agent": webhook_agent_view(&settings.webhook_agent),
         "double_texting": settings.double_texting,
+        "retention": settings.retention,
         "tools": settings.tools.iter().map(|tool| json!({
             "name": tool.name,
             "description": tool.description,
@@ -240,6 +247,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(key_routes(app.clone()))
         .unify()
         .or(erasure::routes(app.clone(), admin.clone()))
+        .unify()
+        .or(backup::routes(app.clone(), admin.clone()))
         .unify()
         .or(webhooks::routes(app, admin))
         .unify()
