@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod console;
 pub mod conversations;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod sessions;
 pub mod sockets;
@@ -35,6 +36,8 @@ pub fn routes(
         .or(preflight_routes())
         .unify()
         .or(metrics::routes(app.clone()))
+        .unify()
+        .or(openapi::routes())
         .unify()
         // Boxed groups keep warp's nested filter types small: unboxed, one
         // chain of every route took rustc five minutes to compile.

@@ -35,6 +35,8 @@ const CHAT_JS: &str = include_str!("../static/chat.js");
 const DEMO_JS: &str = include_str!("../static/demo.js");
 const CONSOLE_JS: &str = include_str!("../static/console.js");
 const INSIGHTS_JS: &str = include_str!("../static/insights.js");
+const DOCS: &str = include_str!("../static/docs.html");
+const DOCS_JS: &str = include_str!("../static/docs.js");
 /// One self-contained file for a landing page to include, assembled once at
 /// compile time: the renderer, the shared transcript and socket, the widget.
 const WIDGET_JS: &str = concat!(
@@ -75,6 +77,13 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let insights_js = warp::path!("assets" / "insights.js")
         .and(warp::get())
         .map(|| script(INSIGHTS_JS));
+    // GET /docs: the API document (/openapi.json), rendered by its own script.
+    let docs = warp::path!("docs")
+        .and(warp::get())
+        .map(|| page(DOCS.to_owned()));
+    let docs_js = warp::path!("assets" / "docs.js")
+        .and(warp::get())
+        .map(|| script(DOCS_JS));
     index
         .or(console)
         .unify()
@@ -89,6 +98,10 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(console_js)
         .unify()
         .or(insights_js)
+        .unify()
+        .or(docs)
+        .unify()
+        .or(docs_js)
         .unify()
         .boxed()
 }

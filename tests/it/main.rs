@@ -21,6 +21,7 @@ mod live_context;
 mod llm;
 mod metrics;
 mod n8n_chat;
+mod openapi;
 mod process;
 mod rate_limits;
 mod reliability;
