@@ -13,6 +13,7 @@ mod conversations;
 mod double_texting;
 mod durability;
 mod erasure;
+mod fuzzing;
 mod insights;
 mod isolation;
 mod layering;

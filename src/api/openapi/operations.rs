@@ -120,7 +120,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("GET", "/assets/insights.js", "pages", "The console's insights panel.", &[Public], NO_BODY, SCRIPT, PUBLIC),
     op("GET", "/assets/docs.js", "pages", "The renderer of /docs.", &[Public], NO_BODY, SCRIPT, PUBLIC),
     // The session API.
-    op("POST", "/chat/sessions", "sessions", "Create a session; its WebSocket URL carries a ticket.", &[ApiKey, ClientToken, WidgetKey], Body::Json("NewSession", false), &[(201, Json("SessionCreated"))], KEYED_WRITE),
+    op("POST", "/chat/sessions", "sessions", "Create a session; its WebSocket URL carries a ticket.", &[ApiKey, ClientToken, WidgetKey], Body::Json("NewSession", false), &[(200, Json("SessionCreated"))], KEYED_WRITE),
     op("OPTIONS", "/chat/sessions", "sessions", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
     op("GET", "/chat/sessions", "sessions", "The tenant's (or client's) sessions.", SESSION_KEYS, NO_BODY, OBJECT, KEYED),
     op("GET", "/chat/sessions/{session_id}/history", "sessions", "A session's messages in order.", SESSION_KEYS, NO_BODY, OBJECT, KEYED),

@@ -1,6 +1,6 @@
 //! Helpers the integration tests share: the server under test, the fake
 //! model server, the webhook receiver, the binary as a child process, socket
-//! requests, and reading the project's own source. Test modules import from
+//! requests, the npm and PyPI tools, and reading the project's own source. Test modules import from
 //! here, never from each other.
 
 pub mod binary;
@@ -8,6 +8,7 @@ pub mod browser;
 pub mod fake_llm;
 pub mod modules;
 pub mod node;
+pub mod python;
 pub mod receiver;
 pub mod server;
 pub mod sockets;
