@@ -131,6 +131,7 @@ async fn start(
     let message = NewMessage {
         client_msg_id: Some(input.message_id.clone()),
         context: state,
+        request_id: crate::http::request_id(),
         ..NewMessage::user(input.text.clone())
     };
     let timeout = answer_timeout(app);

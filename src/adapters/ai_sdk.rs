@@ -126,6 +126,7 @@ async fn start_chat(app: &AppState, creator: &Creator, body: &Bytes) -> Result<T
     }
     let message = NewMessage {
         client_msg_id: Some(request.message_id),
+        request_id: crate::http::request_id(),
         ..NewMessage::user(request.text)
     };
     let (turn, _) = Turn::ask(&app.runtime, scope, session, message, timeout).await?;

@@ -147,7 +147,10 @@ async fn send(app: &AppState, caller: &WebchatCaller, request: &Request) -> Resu
         .runtime
         .webchat_conversation(&caller.tenant, &request.session_id, true)
         .await?;
-    let message = NewMessage::user(input);
+    let message = NewMessage {
+        request_id: crate::http::request_id(),
+        ..NewMessage::user(input)
+    };
     let timeout = answer_timeout(app);
     let (turn, _) = Turn::ask(
         &app.runtime,

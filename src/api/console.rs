@@ -303,6 +303,7 @@ async fn answer(
         respond: false,
         client_msg_id,
         author: Some(staff.name.clone()),
+        request_id: crate::http::request_id(),
         ..NewMessage::user(content)
     };
     let scope = Scope::tenant(staff.tenant.clone());

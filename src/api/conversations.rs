@@ -320,6 +320,7 @@ async fn post_message(
         respond,
         client_msg_id,
         author: author.clone(),
+        request_id: crate::http::request_id(),
         ..NewMessage::user(content.clone())
     };
     let ack = app

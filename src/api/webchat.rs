@@ -216,6 +216,7 @@ async fn ask(
     let message = NewMessage {
         author: Some(author),
         origin: Some(Box::new(origin)),
+        request_id: crate::http::request_id(),
         ..NewMessage::user(content)
     };
     let scope = caller.scope();

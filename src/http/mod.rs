@@ -56,6 +56,23 @@ pub(crate) fn switching_protocols(websocket_key: &str) -> warp::reply::Response 
         .expect("a static 101 response is valid")
 }
 
+tokio::task_local! {
+    /// The `X-Request-Id` of the request being served, set by the accept
+    /// loop around each request's handling.
+    static REQUEST_ID: String;
+}
+
+/// Runs `serving` as the handling of the request `id`.
+pub async fn serving_request<F: std::future::Future>(id: String, serving: F) -> F::Output {
+    REQUEST_ID.scope(id, serving).await
+}
+
+/// The id of the request this task is serving, if it is serving one: what
+/// a handler stamps on the messages the request stores.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 /// The answer to a CORS preflight for a route that takes `methods`.
 pub fn preflight(methods: &'static str, origin: Option<String>) -> warp::reply::Response {
     let mut response = warp::http::Response::builder()

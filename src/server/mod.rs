@@ -157,7 +157,10 @@ pub async fn serve<F>(
             let mut service = service.clone();
             tracing::Instrument::instrument(
                 async move {
-                    let mut response = service.call(request).await.map(Reply::into_response)?;
+                    let serving = service.call(request);
+                    let mut response = crate::http::serving_request(id.clone(), serving)
+                        .await
+                        .map(Reply::into_response)?;
                     tracing::debug!(status = response.status().as_u16(), "request served");
                     request_id::echo(response.headers_mut(), &id);
                     Ok::<_, Infallible>(response)

@@ -84,6 +84,9 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
         return ApiError::NotWebSocket.into_response();
     };
     let settings = app.config.websocket.clone();
+    // The socket is served in a task of its own, outside the request: it
+    // keeps the id of the request that opened it for its messages.
+    let request_id = crate::http::request_id();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -93,6 +96,7 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
                     session,
                     origin,
                     participant,
+                    request_id,
                 };
                 serve_socket(app, peer, attached, socket).await;
             }
@@ -131,6 +135,8 @@ struct Peer {
     /// Stamped on every message the socket sends (webchat).
     origin: Option<Origin>,
     participant: Participant,
+    /// The request that opened the socket.
+    request_id: Option<String>,
 }
 
 async fn serve_socket(app: AppState, peer: Peer, attached: Attached, socket: Socket) {
@@ -213,6 +219,7 @@ async fn read_frames(
                 Ok(mut command) => {
                     if let ClientCommand::Message(message) = &mut command {
                         message.origin = peer.origin.clone().map(Box::new);
+                        message.request_id = peer.request_id.clone();
                         // Staff answer the visitor in their own name, and
                         // the AI does not answer them.
                         if let Participant::Staff { name } = &peer.participant {

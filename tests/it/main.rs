@@ -26,6 +26,7 @@ mod openapi;
 mod process;
 mod rate_limits;
 mod reliability;
+mod request_ids;
 mod retention;
 mod schemas;
 mod seed_frontend;

@@ -112,6 +112,10 @@ pub struct StoredMessage {
     /// sockets: kept on each message so statistics count by it without a join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The `X-Request-Id` of the HTTP request that stored it (for a socket's
+    /// messages, the request that opened the socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl StoredMessage {
@@ -141,6 +145,7 @@ impl StoredMessage {
             agent: None,
             tool_calls: Vec::new(),
             channel: None,
+            request_id: None,
         }
     }
 }
@@ -225,6 +230,8 @@ pub struct NewMessage {
     pub author: Option<String>,
     /// Where it came from (webchat: address, user agent, locale).
     pub origin: Option<Box<Origin>>,
+    /// The `X-Request-Id` of the request that brought it.
+    pub request_id: Option<String>,
 }
 
 impl NewMessage {
@@ -238,6 +245,7 @@ impl NewMessage {
             client_msg_id: None,
             author: None,
             origin: None,
+            request_id: None,
         }
     }
 }

@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0014_retention",
         include_str!("../../../schemas/migrations/0014_retention.surql"),
     ),
+    (
+        15,
+        "0015_request_ids",
+        include_str!("../../../schemas/migrations/0015_request_ids.surql"),
+    ),
 ];
 
 /// An open database handle. Opaque outside this file: only the persistence

@@ -133,6 +133,7 @@ impl SessionState {
             no_reply: message.role == Role::User && !message.respond,
             author: message.author,
             origin: message.origin,
+            request_id: message.request_id,
             channel: self.facts.channel.clone(),
             ..StoredMessage::new(tenant, self.id(), seq, message.role, message.content)
         }
