@@ -97,7 +97,7 @@ pub fn message_created(facts: &ConversationFacts<'_>, message: &StoredMessage) -
     data.insert("direction".into(), json!(message.direction));
     data.insert("author".into(), message.author.clone().into());
     data.insert("content".into(), message.content.clone().into());
-    data.insert("request_id".into(), message.request_id.clone().into());
+    data.insert("request_id".into(), message.request_id.as_deref().into());
     data.insert("status".into(), json!(message.status));
     data.insert(
         "model".into(),

@@ -115,7 +115,8 @@ pub struct StoredMessage {
     /// The `X-Request-Id` of the HTTP request that stored it (for a socket's
     /// messages, the request that opened the socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    // Boxed: the message travels inside every write, so it stays small.
+    pub request_id: Option<Box<str>>,
 }
 
 impl StoredMessage {

@@ -32,7 +32,8 @@ const COUNTERS_DELAY: Duration = Duration::from_millis(200);
 
 pub enum PersistenceMsg {
     /// Stores a change; `Durable` fires once it is on disk (or failed).
-    Write(Write, Durable),
+    /// Boxed, so every other message stays small.
+    Write(Box<Write>, Durable),
     /// A barrier: answers once every write queued before it has committed or
     /// failed. Writes queued after it do not delay it.
     Flush(RpcReplyPort<()>),
@@ -135,7 +136,7 @@ impl Actor for Persistence {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PersistenceMsg::Write(mut write, durable) => {
-                if let Write::WithEvents(_, events) = &mut write {
+                if let Write::WithEvents(_, events) = &mut *write {
                     // Stored for delivery only if an endpoint wants it; a few
                     // kinds are kept anyway, already dispatched.
                     events.retain_mut(|event| {
@@ -145,7 +146,7 @@ impl Actor for Persistence {
                     });
                 }
                 state.received += 1;
-                state.queued.push((write, durable));
+                state.queued.push((*write, durable));
                 start_batch(&myself, state);
             }
             PersistenceMsg::BatchDone(writes) => {

@@ -37,7 +37,10 @@ impl Storage {
     /// Queues a write; `durable` fires when it is on disk or has failed. If the
     /// actor is gone, the message is dropped and `durable` reports the failure.
     pub fn write(&self, write: Write, durable: Durable) {
-        let _ = self.actor.get().cast(PersistenceMsg::Write(write, durable));
+        let _ = self
+            .actor
+            .get()
+            .cast(PersistenceMsg::Write(Box::new(write), durable));
     }
 
     /// Writes and waits until it is durable.

@@ -133,7 +133,7 @@ impl SessionState {
             no_reply: message.role == Role::User && !message.respond,
             author: message.author,
             origin: message.origin,
-            request_id: message.request_id,
+            request_id: message.request_id.map(String::into_boxed_str),
             channel: self.facts.channel.clone(),
             ..StoredMessage::new(tenant, self.id(), seq, message.role, message.content)
         }
