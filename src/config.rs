@@ -85,6 +85,11 @@ pub struct ServerConfig {
     /// Proxies (addresses or networks) whose `X-Forwarded-For` names the
     /// client. Anyone else's is ignored. Empty: the socket's peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// A connection that has not sent a whole request head (its request line
+    /// and headers, a WebSocket handshake's too) this long after it opened,
+    /// or after its previous request, is closed: slow clients cannot hold
+    /// connections (slowloris).
+    pub header_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +100,7 @@ impl Default for ServerConfig {
             backlog: 1024,
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            header_timeout_ms: 5_000,
         }
     }
 }

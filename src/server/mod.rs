@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -113,6 +113,7 @@ pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
     proxies: Arc<TrustedProxies>,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
     F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
@@ -170,7 +171,7 @@ pub async fn serve<F>(
         });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let builder = connection_builder(header_timeout);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), handler);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
@@ -184,6 +185,17 @@ pub async fn serve<F>(
     {
         tracing::warn!("some HTTP requests were still running at shutdown");
     }
+}
+
+/// How each connection is served: HTTP/1 or 2, and a request head that
+/// does not arrive within `header_timeout` closes the connection.
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
 }
 
 #[cfg(test)]

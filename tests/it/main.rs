@@ -31,6 +31,7 @@ mod retention;
 mod schemas;
 mod seed_frontend;
 mod session_api;
+mod slow_clients;
 mod supervision;
 mod support;
 mod webchat;
