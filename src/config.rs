@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// or after its previous request, is closed: slow clients cannot hold
     /// connections (slowloris).
     pub header_timeout_ms: u64,
+    /// A request body that has not wholly arrived this long after its head
+    /// is refused with 408 `body_timeout`, and its connection freed.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
         }
     }
 }

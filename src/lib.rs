@@ -72,12 +72,15 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         .bind
         .parse()
         .map_err(|_| StartError::BindAddress(config.server.bind.clone()))?;
-    if config.server.header_timeout_ms == 0 {
+    if config.server.header_timeout_ms == 0 || config.server.body_timeout_ms == 0 {
         return Err(StartError::Config(
-            "`server.header_timeout_ms` must be above 0".into(),
+            "`server.header_timeout_ms` and `server.body_timeout_ms` must be above 0".into(),
         ));
     }
-    let header_timeout = Duration::from_millis(config.server.header_timeout_ms);
+    let timeouts = server::Timeouts {
+        header: Duration::from_millis(config.server.header_timeout_ms),
+        body: Duration::from_millis(config.server.body_timeout_ms),
+    };
     let proxies = server::TrustedProxies::parse(&config.server.trusted_proxies)
         .map_err(StartError::Config)?;
     let geo = geo::Geolocator::new(&config.webchat.geolocation).map_err(StartError::Config)?;
@@ -117,7 +120,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         listener,
         api::routes(app),
         Arc::new(proxies),
-        header_timeout,
+        timeouts,
         stop_rx,
     ));
     Ok(RunningServer {

@@ -23,6 +23,8 @@ pub enum ApiError {
     BodyTooLarge { limit: u64 },
     #[error("the request body could not be read")]
     UnreadableBody,
+    #[error("the request body did not arrive in time (server.body_timeout_ms)")]
+    BodyTimeout,
     #[error("invalid credentials")]
     InvalidApiKey,
     #[error("the WebSocket ticket is invalid or expired; ask for a new websocket_url")]
@@ -162,6 +164,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnknownSession | ApiError::NoContact => StatusCode::NOT_FOUND,
             ApiError::Reply { problem, .. } => match problem {
                 ReplyProblem::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -177,6 +180,7 @@ impl ApiError {
             ApiError::MissingApiKey => "missing_api_key",
             ApiError::BodyTooLarge { .. } => "payload_too_large",
             ApiError::UnreadableBody => "unreadable_body",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::InvalidTicket => "invalid_ticket",
             ApiError::InvalidClientToken => "invalid_client_token",

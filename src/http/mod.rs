@@ -6,6 +6,7 @@
 //! Architecture Invariant: imports nothing of this crate but `http/error.rs`;
 //! knows nothing of the runtime's actors.
 
+pub mod deadline;
 pub mod error;
 
 use std::collections::HashMap;
@@ -132,7 +133,10 @@ where
     let mut body = bytes::BytesMut::new();
     futures_util::pin_mut!(stream);
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|_| ApiError::UnreadableBody)?;
+        let mut chunk = chunk.map_err(|error| match deadline::timed_out(&error) {
+            true => ApiError::BodyTimeout,
+            false => ApiError::UnreadableBody,
+        })?;
         if (body.len() + chunk.remaining()) as u64 > max {
             return Err(ApiError::BodyTooLarge { limit: max });
         }

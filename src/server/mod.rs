@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tower_service::Service;
 use warp::{Filter, Reply};
 
+use crate::http::deadline::TimedBody;
 use crate::http::{ClientIp, UpgradeSlot};
 
 /// The proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
@@ -113,7 +114,7 @@ pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
     proxies: Arc<TrustedProxies>,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) where
     F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
@@ -153,6 +154,7 @@ pub async fn serve<F>(
                 let upgrade = hyper::upgrade::on(&mut request);
                 request.extensions_mut().insert(UpgradeSlot::new(upgrade));
             }
+            let mut request = request.map(|body| TimedBody::new(body, timeouts.body));
             let id = request_id::of(request.headers_mut());
             let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
             let mut service = service.clone();
@@ -171,7 +173,7 @@ pub async fn serve<F>(
         });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let builder = connection_builder(header_timeout);
+            let builder = connection_builder(timeouts.header);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), handler);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
@@ -185,6 +187,15 @@ pub async fn serve<F>(
     {
         tracing::warn!("some HTTP requests were still running at shutdown");
     }
+}
+
+/// How long a client may take to send what it promised.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// The whole request head, from the connection's opening (or its last request).
+    pub header: Duration,
+    /// The whole body, from its head.
+    pub body: Duration,
 }
 
 /// How each connection is served: HTTP/1 or 2, and a request head that

@@ -1,7 +1,8 @@
 //! Slow clients cannot hold connections: many connections that send a
 //! request line and one header, then nothing, are closed once
 //! `server.header_timeout_ms` passes (a stalled WebSocket handshake too),
-//! while a real client is served all along.
+//! while a real client is served all along; a body that stalls is refused
+//! with 408 once `server.body_timeout_ms` passes.
 
 use std::time::Duration;
 
@@ -80,15 +81,40 @@ async fn a_connection_that_sends_its_head_in_time_is_kept() {
 }
 
 #[tokio::test]
-async fn a_header_timeout_of_zero_is_refused() {
+async fn a_timeout_of_zero_is_refused() {
+    for field in ["header", "body"] {
+        let mut config = config();
+        match field {
+            "header" => config.server.header_timeout_ms = 0,
+            _ => config.server.body_timeout_ms = 0,
+        }
+        let refused = tertulia::start(config, Default::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(refused.to_string().contains("timeout_ms"), "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_refused_with_408_and_nothing_is_stored() {
     let mut config = config();
-    config.server.header_timeout_ms = 0;
-    let refused = tertulia::start(config, Default::default())
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        refused.to_string().contains("header_timeout_ms"),
-        "{refused}"
+    config.server.body_timeout_ms = 500;
+    let server = TestServer::start(config).await;
+    let before = server.get("/chat/sessions", Some(KEY)).await.1["count"].clone();
+    let head = format!(
+        "POST /chat/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"context\": {{"
     );
+    let mut stream = stall(&server, &head).await;
+    let mut answer = vec![0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered before the test gives up")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    let after = server.get("/chat/sessions", Some(KEY)).await.1["count"].clone();
+    assert_eq!(before, after, "nothing was created");
 }

@@ -87,8 +87,8 @@ const fn op(
 /// A tenant's key or a client's token: the errors any such call can meet.
 const KEYED: &[u16] = &[400, 401, 403, 404, 413, 429, 503];
 /// The same with a body the runtime may refuse for its state.
-const KEYED_WRITE: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 429, 503];
-const ADMIN: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 503];
+const KEYED_WRITE: &[u16] = &[400, 401, 403, 404, 408, 409, 413, 415, 429, 503];
+const ADMIN: &[u16] = &[400, 401, 403, 404, 408, 409, 413, 422, 503];
 const PUBLIC: &[u16] = &[];
 const PREFLIGHT: &[(u16, Answer)] = &[(204, Empty), (200, Empty)];
 const SESSION_KEYS: &[Auth] = &[ApiKey, ClientToken];
@@ -124,7 +124,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("OPTIONS", "/chat/sessions", "sessions", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
     op("GET", "/chat/sessions", "sessions", "The tenant's (or client's) sessions.", SESSION_KEYS, NO_BODY, OBJECT, KEYED),
     op("GET", "/chat/sessions/{session_id}/history", "sessions", "A session's messages in order.", SESSION_KEYS, NO_BODY, OBJECT, KEYED),
-    op("POST", "/chat/sessions/{session_id}/context", "sessions", "Merge into a session's context (If-Match: its context version).", SESSION_KEYS, Body::Json("ContextPatch", true), OBJECT, &[400, 401, 403, 404, 412, 413, 415, 429, 503]),
+    op("POST", "/chat/sessions/{session_id}/context", "sessions", "Merge into a session's context (If-Match: its context version).", SESSION_KEYS, Body::Json("ContextPatch", true), OBJECT, &[400, 401, 403, 404, 408, 412, 413, 415, 429, 503]),
     op("POST", "/chat/sessions/{session_id}/ticket", "sessions", "A fresh WebSocket URL for a session.", SESSION_KEYS, NO_BODY, OBJECT, KEYED),
     op("DELETE", "/chat/sessions/{session_id}", "sessions", "Delete a session and its messages.", SESSION_KEYS, NO_BODY, OBJECT, KEYED),
     op("GET", "/chat/ws/{session_id}", "sessions", "The session's WebSocket (upgrade).", &[Ticket, ApiKey, ClientToken], NO_BODY, UPGRADE, &[400, 401, 403, 404, 429, 503]),
@@ -140,7 +140,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("GET", "/chat/{conversation_id}/insights", "analysis", "The conversation's last insights.", &[ApiKey], NO_BODY, OBJECT, KEYED),
     op("GET", "/analytics/summary", "analysis", "The tenant's figures over a period.", &[ApiKey], NO_BODY, OBJECT, KEYED),
     // The webchat channel.
-    op("POST", "/api/webchat/messages", "webchat", "A visitor's message; answered with the reply.", WIDGET_KEYS, Body::Json("WebchatMessage", true), &[(200, Json("Object")), (201, Json("Object"))], &[400, 401, 403, 404, 409, 413, 415, 429, 502, 503, 504]),
+    op("POST", "/api/webchat/messages", "webchat", "A visitor's message; answered with the reply.", WIDGET_KEYS, Body::Json("WebchatMessage", true), &[(200, Json("Object")), (201, Json("Object"))], &[400, 401, 403, 404, 408, 409, 413, 415, 429, 502, 503, 504]),
     op("OPTIONS", "/api/webchat/messages", "webchat", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
     op("GET", "/api/webchat/history/{session_id}", "webchat", "A visitor's conversation by its webchat id.", WIDGET_KEYS, NO_BODY, OBJECT, KEYED),
     op("OPTIONS", "/api/webchat/history/{session_id}", "webchat", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
