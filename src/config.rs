@@ -93,6 +93,9 @@ pub struct ServerConfig {
     /// A request body that has not wholly arrived this long after its head
     /// is refused with 408 `body_timeout`, and its connection freed.
     pub body_timeout_ms: u64,
+    /// 401s one client address may be answered per minute (also as one
+    /// burst); past it, its requests are answered 429 until it refills.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
+            auth_failures_per_minute: 60,
         }
     }
 }

@@ -77,6 +77,10 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
             "`server.header_timeout_ms` and `server.body_timeout_ms` must be above 0".into(),
         ));
     }
+    let auth_failures = std::num::NonZeroU32::new(config.server.auth_failures_per_minute)
+        .ok_or_else(|| {
+            StartError::Config("`server.auth_failures_per_minute` must be above 0".into())
+        })?;
     let timeouts = server::Timeouts {
         header: Duration::from_millis(config.server.header_timeout_ms),
         body: Duration::from_millis(config.server.body_timeout_ms),
@@ -94,13 +98,19 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
     api::metrics::install(config.metrics.enabled);
     let runtime = Runtime::start(config.runtime(), agents).await?;
     let limiter = limits::Limiter::new(runtime.clone());
+    let guards = Arc::new(server::Guards {
+        proxies,
+        timeouts,
+        auth_failures: server::auth_failures::AuthFailures::new(auth_failures),
+    });
     let sweeper = {
-        let limiter = limiter.clone();
+        let (limiter, guards) = (limiter.clone(), guards.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(limits::SWEEP_EVERY);
             loop {
                 every.tick().await;
                 limiter.sweep();
+                guards.auth_failures.sweep();
             }
         })
     };
@@ -116,13 +126,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         local_addr,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let accept_loop = tokio::spawn(server::serve(
-        listener,
-        api::routes(app),
-        Arc::new(proxies),
-        timeouts,
-        stop_rx,
-    ));
+    let accept_loop = tokio::spawn(server::serve(listener, api::routes(app), guards, stop_rx));
     Ok(RunningServer {
         addr: local_addr,
         runtime,

@@ -14,6 +14,7 @@
 //! Every request runs in a `request` span carrying its `X-Request-Id`
 //! (`request_id.rs`), so every log line it causes names it.
 
+pub mod auth_failures;
 pub mod feed;
 pub mod request_id;
 pub mod socket;
@@ -31,8 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_service::Service;
-use warp::{Filter, Reply};
+use warp::Filter;
 
 use crate::http::deadline::TimedBody;
 use crate::http::{ClientIp, UpgradeSlot};
@@ -113,8 +113,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
-    proxies: Arc<TrustedProxies>,
-    timeouts: Timeouts,
+    guards: Arc<Guards>,
     mut stop: watch::Receiver<bool>,
 ) where
     F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
@@ -139,41 +138,14 @@ pub async fn serve<F>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let proxies = proxies.clone();
-        let handler = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            let forwarded: Vec<&str> = request
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .collect();
-            let client = proxies.client_ip(peer.ip(), &forwarded);
-            request.extensions_mut().insert(ClientIp(client));
-            if request.headers().contains_key(hyper::header::UPGRADE) {
-                let upgrade = hyper::upgrade::on(&mut request);
-                request.extensions_mut().insert(UpgradeSlot::new(upgrade));
-            }
-            let mut request = request.map(|body| TimedBody::new(body, timeouts.body));
-            let id = request_id::of(request.headers_mut());
-            let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-            let mut service = service.clone();
-            tracing::Instrument::instrument(
-                async move {
-                    let serving = service.call(request);
-                    let mut response = crate::http::serving_request(id.clone(), serving)
-                        .await
-                        .map(Reply::into_response)?;
-                    tracing::debug!(status = response.status().as_u16(), "request served");
-                    request_id::echo(response.headers_mut(), &id);
-                    Ok::<_, Infallible>(response)
-                },
-                span,
-            )
+        let header_timeout = guards.timeouts.header;
+        let (service, guards) = (service.clone(), guards.clone());
+        let handler = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            serve_request(service.clone(), guards.clone(), peer, request)
         });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let builder = connection_builder(timeouts.header);
+            let builder = connection_builder(header_timeout);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), handler);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "connection ended with an error");
@@ -187,6 +159,78 @@ pub async fn serve<F>(
     {
         tracing::warn!("some HTTP requests were still running at shutdown");
     }
+}
+
+/// What the accept loop checks of every connection and request.
+pub struct Guards {
+    pub proxies: TrustedProxies,
+    pub timeouts: Timeouts,
+    pub auth_failures: auth_failures::AuthFailures,
+}
+
+/// One request: its client's address and upgrade handle put in it, its
+/// body given a deadline, its id given and echoed, served in its span; an
+/// address that failed to authenticate too often is answered 429 unrouted.
+async fn serve_request<S>(
+    mut service: S,
+    guards: Arc<Guards>,
+    peer: SocketAddr,
+    mut request: hyper::Request<Incoming>,
+) -> Result<warp::reply::Response, Infallible>
+where
+    S: tower_service::Service<
+            hyper::Request<TimedBody<Incoming>>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        >,
+{
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let client = guards.proxies.client_ip(peer.ip(), &forwarded);
+    request.extensions_mut().insert(ClientIp(client));
+    if request.headers().contains_key(hyper::header::UPGRADE) {
+        let upgrade = hyper::upgrade::on(&mut request);
+        request.extensions_mut().insert(UpgradeSlot::new(upgrade));
+    }
+    let mut request = request.map(|body| TimedBody::new(body, guards.timeouts.body));
+    let id = request_id::of(request.headers_mut());
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let serving = async move {
+        let mut response = match guards.auth_failures.refused_for(client) {
+            Some(wait) => too_many_failures(wait),
+            None => {
+                let serving = tower_service::Service::call(&mut service, request);
+                crate::http::serving_request(id.clone(), serving).await?
+            }
+        };
+        if response.status() == hyper::StatusCode::UNAUTHORIZED {
+            guards.auth_failures.failed(client);
+        }
+        tracing::debug!(status = response.status().as_u16(), "request served");
+        request_id::echo(response.headers_mut(), &id);
+        Ok(response)
+    };
+    tracing::Instrument::instrument(serving, span).await
+}
+
+/// The answer to an address over its quota of failed authentications.
+fn too_many_failures(wait: Duration) -> warp::reply::Response {
+    let mut response = crate::http::error::json_error(
+        hyper::StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many failed authentications from this address; try again later".into(),
+    );
+    let seconds = wait.as_secs().max(1).to_string();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&seconds) {
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// How long a client may take to send what it promised.

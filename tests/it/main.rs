@@ -7,6 +7,7 @@ mod ai_sdk;
 mod analytics;
 mod backup;
 mod browser;
+mod brute_force;
 mod client_tokens;
 mod console;
 mod conversations;

@@ -30,6 +30,9 @@ pub fn config() -> Config {
     config.server.bind = "127.0.0.1:0".into();
     config.storage.endpoint = Some("mem://".into());
     config.agents.echo.word_delay_ms = 0;
+    // Every test calls from 127.0.0.1, and some refuse many credentials on
+    // purpose; `brute_force.rs` tests the limit itself.
+    config.server.auth_failures_per_minute = 100_000;
     // The fake model, tools and receivers of the tests listen on loopback.
     config.egress.allow = vec!["127.0.0.0/8".into(), "::1".into()];
     config.tenants.clear();
