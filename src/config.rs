@@ -125,6 +125,10 @@ pub struct WebSocketSettings {
     pub ping_interval_ms: u64,
     /// How long past a ping the server waits to hear anything before dropping the peer.
     pub pong_timeout_ms: u64,
+    /// Sockets one client address may hold open at once; past it, an
+    /// upgrade is answered 429 `too_many_sockets` (a flood from one address
+    /// is refused before it is attached to anything).
+    pub max_per_address: usize,
 }
 
 impl Default for WebSocketSettings {
@@ -134,6 +138,7 @@ impl Default for WebSocketSettings {
             read_buffer_bytes: 4 * 1024,
             ping_interval_ms: 25_000,
             pong_timeout_ms: 8_000,
+            max_per_address: 200,
         }
     }
 }

@@ -134,6 +134,9 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
     };
     app.limiter
         .check(&claims.scope.tenant, api_key, request.ip)?;
+    let permit = app
+        .limiter
+        .admit_socket(request.ip, app.config.websocket.max_per_address)?;
     let locale = match request.query.locale.as_deref() {
         Some(text) => Some(crate::api::webchat::normalise_locale(text).ok_or_else(|| {
             ApiError::BadRequest("`locale` must be a language tag such as es-MX".into())
@@ -152,6 +155,7 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
             Some(name) => Participant::Staff { name },
             None => Participant::Visitor,
         },
+        permit,
     })
 }
 
@@ -235,6 +239,9 @@ async fn webchat_socket(
     let key = api_key.as_deref().or(query.key.as_deref());
     let caller = crate::auth::resolve_webchat(&app.runtime, key, origin.as_deref(), ip)?;
     app.limiter.check(&caller.tenant, key, ip)?;
+    let permit = app
+        .limiter
+        .admit_socket(ip, app.config.websocket.max_per_address)?;
     let session_id = query
         .session_id
         .ok_or_else(|| ApiError::BadRequest("`session_id` is required in the query".into()))?;
@@ -260,5 +267,6 @@ async fn webchat_socket(
         slot,
         origin: Some(stamp),
         participant: Participant::Visitor,
+        permit,
     })
 }

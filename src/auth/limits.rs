@@ -31,6 +31,24 @@ struct TenantLimiters {
 pub struct Limiter {
     runtime: Runtime,
     tenants: Arc<DashMap<TenantId, Arc<TenantLimiters>>>,
+    /// Open sockets by client address.
+    sockets: Arc<DashMap<IpAddr, usize>>,
+}
+
+/// One open socket of an address, counted until it is dropped.
+pub struct SocketPermit {
+    sockets: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        // Removed at zero, so the map holds only addresses with sockets.
+        self.sockets.remove_if_mut(&self.ip, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
+    }
 }
 
 impl Limiter {
@@ -38,6 +56,7 @@ impl Limiter {
         Limiter {
             runtime,
             tenants: Arc::new(DashMap::new()),
+            sockets: Arc::new(DashMap::new()),
         }
     }
 
@@ -63,6 +82,27 @@ impl Limiter {
             return Err(Error::rate_limited(not_until.wait_time_from(clock.now())));
         }
         Ok(())
+    }
+
+    /// Admits one more socket from this address (if known), unless it holds
+    /// `max` already.
+    pub fn admit_socket(
+        &self,
+        ip: Option<IpAddr>,
+        max: usize,
+    ) -> Result<Option<SocketPermit>, crate::http::error::ApiError> {
+        let Some(ip) = ip else { return Ok(None) };
+        let mut open = self.sockets.entry(ip).or_insert(0);
+        if *open >= max {
+            tertulia_actors::metrics::rate_limited("sockets_per_address");
+            return Err(crate::http::error::ApiError::TooManySockets { limit: max });
+        }
+        *open += 1;
+        drop(open);
+        Ok(Some(SocketPermit {
+            sockets: self.sockets.clone(),
+            ip,
+        }))
     }
 
     /// Counts one webchat message for this webchat `session_id` from this address.

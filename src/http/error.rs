@@ -25,6 +25,8 @@ pub enum ApiError {
     UnreadableBody,
     #[error("the request body did not arrive in time (server.body_timeout_ms)")]
     BodyTimeout,
+    #[error("this address already holds {limit} sockets (websocket.max_per_address)")]
+    TooManySockets { limit: usize },
     #[error("invalid credentials")]
     InvalidApiKey,
     #[error("the WebSocket ticket is invalid or expired; ask for a new websocket_url")]
@@ -165,6 +167,7 @@ impl ApiError {
             }
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManySockets { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UnknownSession | ApiError::NoContact => StatusCode::NOT_FOUND,
             ApiError::Reply { problem, .. } => match problem {
                 ReplyProblem::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -181,6 +184,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "payload_too_large",
             ApiError::UnreadableBody => "unreadable_body",
             ApiError::BodyTimeout => "body_timeout",
+            ApiError::TooManySockets { .. } => "too_many_sockets",
             ApiError::InvalidApiKey => "invalid_api_key",
             ApiError::InvalidTicket => "invalid_ticket",
             ApiError::InvalidClientToken => "invalid_client_token",

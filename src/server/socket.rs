@@ -56,6 +56,8 @@ pub struct SocketRequest {
     /// Stamped on every message the socket sends (webchat).
     pub origin: Option<Origin>,
     pub participant: Participant,
+    /// This socket counted against its address's limit, while it is open.
+    pub permit: Option<crate::auth::limits::SocketPermit>,
 }
 
 /// Attaches the socket to its session, then answers 101 and serves it.
@@ -69,6 +71,7 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
         slot,
         origin,
         participant,
+        permit,
     } = request;
     // Attach before answering 101, so a missing session is a plain 404.
     let attached = match app
@@ -99,6 +102,7 @@ pub async fn accept(app: AppState, request: SocketRequest) -> warp::reply::Respo
                     request_id,
                 };
                 serve_socket(app, peer, attached, socket).await;
+                drop(permit);
             }
             Err(error) => {
                 tracing::debug!(%error, "WebSocket upgrade failed");

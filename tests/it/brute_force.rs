@@ -1,8 +1,9 @@
-//! Brute force on credentials: an address whose requests are refused 401
-//! more than `server.auth_failures_per_minute` times is answered 429 with
+//! Abuse from one address: one whose requests are refused 401 more than
+//! `server.auth_failures_per_minute` times is answered 429 with
 //! `Retry-After` before its requests are routed, even with a good key,
-//! while another address is served. Addresses come from `X-Forwarded-For`
-//! through a trusted proxy on loopback.
+//! while another address is served (addresses from `X-Forwarded-For`
+//! through a trusted proxy on loopback); and one address holds at most
+//! `websocket.max_per_address` sockets.
 
 use serde_json::Value;
 
@@ -75,4 +76,47 @@ async fn a_quota_of_zero_is_refused() {
         refused.to_string().contains("auth_failures_per_minute"),
         "{refused}"
     );
+}
+
+#[tokio::test]
+async fn an_address_holds_at_most_its_sockets_and_gets_one_back_when_one_closes() {
+    use crate::support::sockets::{assert_http_status, socket_request};
+    let mut config = config();
+    config.websocket.max_per_address = 3;
+    let server = TestServer::start(config).await;
+    let (session, _) = server.create_session().await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let request = socket_request(&server, &session, KEY);
+        open.push(tokio_tungstenite::connect_async(request).await.unwrap().0);
+    }
+    let refused = tokio_tungstenite::connect_async(socket_request(&server, &session, KEY))
+        .await
+        .unwrap_err();
+    assert_http_status(refused, 429);
+    // The webchat stream counts against the same address.
+    let stream = format!(
+        "ws://{}/api/webchat/stream?session_id=visitor-0123456789",
+        server.server.addr
+    );
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(stream)
+            .unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", KEY.parse().unwrap());
+    assert_http_status(
+        tokio_tungstenite::connect_async(request).await.unwrap_err(),
+        429,
+    );
+
+    let mut closing = open.pop().unwrap();
+    closing.close(None).await.unwrap();
+    drop(closing);
+    eventually("a closed socket gives its place back", || async {
+        tokio_tungstenite::connect_async(socket_request(&server, &session, KEY))
+            .await
+            .is_ok()
+    })
+    .await;
 }

@@ -100,7 +100,7 @@ const EDGE_LAYERS: &[(&str, &[&str])] = &[
     ("http", &[]),
     ("auth", &["http"]),
     ("app", &["config", "geo", "auth"]),
-    ("server", &["config", "http", "app"]),
+    ("server", &["config", "http", "auth", "app"]),
     ("adapters", &["config", "http", "auth", "app"]),
     (
         "api",
