@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::model::{RateLimits, TenantSettings};
+use tertulia_actors::model::TenantSettings;
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const KEY: &str = "tk_bench";
 const ORIGIN: &str = "https://shop.example";
@@ -59,19 +61,12 @@ async fn bench() {
     config.agents.echo.word_delay_ms = 0;
     config.auth.admin_token = "adm_bench".into();
     config.tenants.clear();
-    let unlimited = RateLimits {
-        api_key_per_minute: 1_000_000,
-        ip_per_minute: 1_000_000,
-        session_messages_per_minute: 1_000_000,
-        webchat_session_per_minute: 1_000_000,
-        webchat_ip_per_minute: 1_000_000,
-    };
     config.tenants.insert(
         "bench".into(),
         TenantSettings {
             api_keys: vec![KEY.into()],
             allowed_origins: vec![ORIGIN.into()],
-            rate_limits: unlimited,
+            rate_limits: common::unlimited(),
             ..TenantSettings::default()
         },
     );

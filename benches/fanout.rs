@@ -21,10 +21,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::model::{RateLimits, TenantSettings};
+use tertulia_actors::model::TenantSettings;
 use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+mod common;
 
 const KEY: &str = "tk_bench";
 const SUBSCRIBERS: usize = 1000;
@@ -140,12 +142,7 @@ async fn run_fanout(scenario: &Scenario) {
             greeting: "hi".into(),
             agent: "clock".into(),
             // Every client connects from 127.0.0.1: lift the per-IP limit.
-            rate_limits: RateLimits {
-                api_key_per_minute: 1_000_000,
-                ip_per_minute: 1_000_000,
-                session_messages_per_minute: 1_000_000,
-                ..RateLimits::default()
-            },
+            rate_limits: common::unlimited(),
             ..TenantSettings::default()
         },
     );

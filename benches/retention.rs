@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::model::{RateLimits, TenantSettings};
+use tertulia_actors::model::TenantSettings;
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const KEY: &str = "tk_bench";
 const ADMIN: &str = "adm_bench";
@@ -59,18 +61,11 @@ fn config(dir: &std::path::Path, interval: &str) -> tertulia::config::Config {
     config.egress.allow = vec!["127.0.0.0/8".into()];
     config.retention.interval = interval.into();
     config.tenants.clear();
-    let unlimited = RateLimits {
-        api_key_per_minute: 1_000_000,
-        ip_per_minute: 1_000_000,
-        session_messages_per_minute: 1_000_000,
-        webchat_session_per_minute: 1_000_000,
-        webchat_ip_per_minute: 1_000_000,
-    };
     config.tenants.insert(
         "bench".into(),
         TenantSettings {
             api_keys: vec![KEY.into()],
-            rate_limits: unlimited,
+            rate_limits: common::unlimited(),
             ..TenantSettings::default()
         },
     );

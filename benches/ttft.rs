@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tertulia_actors::model::{RateLimits, TenantSettings};
+use tertulia_actors::model::TenantSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+
+mod common;
 
 const KEY: &str = "tk_bench";
 /// Concurrent sessions (`TTFT_SESSIONS` overrides) and measured rounds.
@@ -222,12 +224,7 @@ async fn through_tertulia(provider: &str) -> (Vec<Duration>, Vec<Duration>) {
         api_keys: vec![KEY.into()],
         greeting: "hi".into(),
         agent: "openai".into(),
-        rate_limits: RateLimits {
-            api_key_per_minute: 1_000_000,
-            ip_per_minute: 1_000_000,
-            session_messages_per_minute: 1_000_000,
-            ..RateLimits::default()
-        },
+        rate_limits: common::unlimited(),
         ..TenantSettings::default()
     };
     tenant.openai.base_url = provider.to_owned();

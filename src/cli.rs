@@ -298,11 +298,8 @@ impl BackupCommand {
             .send()
             .await
             .map_err(|error| format!("cannot reach {url}: {error}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            let reason = body["error"].as_str().unwrap_or("no reason given");
-            return Err(format!("{status}: {reason}"));
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
         }
         let dump = response
             .bytes()
@@ -333,12 +330,16 @@ async fn request(
         .send()
         .await
         .map_err(|error| format!("cannot reach {url}: {error}"))?;
+    if !response.status().is_success() {
+        return Err(refusal(response).await);
+    }
+    Ok(response.json().await.unwrap_or(Value::Null))
+}
+
+/// What the server said when it refused: its status and `error`.
+async fn refusal(response: reqwest::Response) -> String {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(body)
-    } else {
-        let reason = body["error"].as_str().unwrap_or("no reason given");
-        Err(format!("{status}: {reason}"))
-    }
+    let reason = body["error"].as_str().unwrap_or("no reason given");
+    format!("{status}: {reason}")
 }

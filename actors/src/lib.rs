@@ -33,6 +33,9 @@
 //!     └── Session (conversation/session/) one per live conversation; passivates when idle
 //!         ├── Agent (agent/actor.rs)      one generation at a time
 //!         └── Connection (conversation/connection.rs)  one per socket; owns its bounded queue
+//!
+//! Retention (runtime/retention.rs)        beside the tree: prunes, archives; started
+//!                                         after Root, stopped first, holds the runtime weakly
 //! ```
 
 pub mod config;

@@ -108,14 +108,22 @@ pub fn sessions_live(tenant: &str, live: usize) {
     gauge!(name::SESSIONS_LIVE, "tenant" => tenant.to_owned()).set(live as f64);
 }
 
-/// `role` is one of a handful of fixed words (`user`, `assistant`, …).
-pub fn message_stored(role: &'static str) {
-    counter!(name::MESSAGES_STORED, "role" => role).increment(1);
-}
-
-pub fn committed(writes: usize, took: Duration) {
+/// A group commit of `writes` that took `took`, storing messages of these
+/// roles: counted once per role and batch, not once per message.
+pub fn committed(writes: usize, took: Duration, roles: impl Iterator<Item = crate::model::Role>) {
+    use crate::model::Role;
     histogram!(name::COMMIT_BATCH_SIZE).record(writes as f64);
     histogram!(name::COMMIT_SECONDS).record(took.as_secs_f64());
+    let mut stored = [0u64; 3];
+    for role in roles {
+        stored[role as usize] += 1;
+    }
+    for role in [Role::User, Role::Assistant, Role::System] {
+        if stored[role as usize] > 0 {
+            counter!(name::MESSAGES_STORED, "role" => role.as_str())
+                .increment(stored[role as usize]);
+        }
+    }
 }
 
 /// A finished answer's timings and tokens, as its agent reported them.

@@ -68,7 +68,7 @@ async fn a_scrape_under_load_is_valid_prometheus_text_without_conversation_ids()
     }
     let mut scrapes = Vec::new();
     while talkers.iter().any(|talker| !talker.is_finished()) {
-        scrapes.push(scrape(&server, None).await);
+        scrapes.push(scrape(&server).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut open = Vec::new();
@@ -92,7 +92,7 @@ async fn a_scrape_under_load_is_valid_prometheus_text_without_conversation_ids()
         })
         .await;
 
-    let (text, took) = scrape(&server, None).await;
+    let (text, took) = scrape(&server).await;
     let largest = scrapes
         .iter()
         .map(|(text, _)| text.len())
@@ -156,13 +156,14 @@ async fn a_scrape_needs_the_token_when_one_is_set_and_is_404_when_metrics_are_of
     assert_eq!(body["code"], "metrics_disabled", "{body}");
 }
 
-async fn scrape(server: &TestServer, token: Option<&str>) -> (String, Duration) {
+async fn scrape(server: &TestServer) -> (String, Duration) {
     let started = Instant::now();
-    let mut request = server.http.get(server.url("/metrics"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()

@@ -144,23 +144,23 @@ impl Pass<'_> {
             .collect();
         for (tenant, retention) in tenants {
             if let Some(days) = retention.archive_after_days {
-                self.idle(&tenant, Some("active"), days, "archived").await;
+                self.idle(&tenant, days, Fate::Archived).await;
             }
             if let Some(days) = retention.delete_after_days {
-                self.idle(&tenant, None, days, "conversation").await;
+                self.idle(&tenant, days, Fate::Deleted).await;
             }
         }
     }
 
-    /// Archives (`kind` "archived") or deletes the tenant's conversations
-    /// idle `days` (in `status`, if given), a batch at a time.
-    async fn idle(&self, tenant: &TenantId, status: Option<&str>, days: f64, kind: &'static str) {
+    /// Archives or deletes the tenant's conversations idle `days`, a batch
+    /// at a time.
+    async fn idle(&self, tenant: &TenantId, days: f64, fate: Fate) {
         let storage = &self.runtime.inner.storage;
         let scope = Scope::tenant(tenant.clone());
         let before = stored_time(days_ago(days));
         for _ in 0..CONVERSATION_BATCHES_PER_PASS {
             let idle = match storage
-                .idle_conversations(tenant, status, &before, self.state.batch)
+                .idle_conversations(tenant, fate.status_before(), &before, self.state.batch)
                 .await
             {
                 Ok(idle) => idle,
@@ -170,28 +170,53 @@ impl Pass<'_> {
             };
             let mut done = 0;
             for conversation in &idle {
-                let outcome = match kind {
-                    "archived" => self
+                let outcome = match fate {
+                    Fate::Archived => self
                         .runtime
                         .update_conversation(&scope, conversation.id, archive(conversation.version))
                         .await
                         .map(drop),
-                    _ => self.runtime.delete_session(&scope, conversation.id).await,
+                    Fate::Deleted => self.runtime.delete_session(&scope, conversation.id).await,
                 };
                 match outcome {
                     Ok(()) => done += 1,
                     // Changed since it was listed: it is not idle any more.
                     Err(Error::VersionConflict { .. } | Error::SessionNotFound { .. }) => {}
                     Err(error) => {
-                        tracing::warn!(%error, %tenant, session = %conversation.id, "retention: a conversation was not {kind}");
+                        tracing::warn!(%error, %tenant, session = %conversation.id, ?fate, "retention: a conversation kept its state");
                     }
                 }
             }
-            crate::metrics::pruned(kind, done);
+            crate::metrics::pruned(fate.label(), done);
             if idle.len() < self.state.batch || done == 0 {
                 return;
             }
             tokio::time::sleep(self.state.pause).await;
+        }
+    }
+}
+
+/// What retention does to an idle conversation.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    Archived,
+    Deleted,
+}
+
+impl Fate {
+    /// The status a conversation must have to be given this fate.
+    fn status_before(self) -> Option<&'static str> {
+        match self {
+            Fate::Archived => Some("active"),
+            Fate::Deleted => None,
+        }
+    }
+
+    /// Its label in `tertulia_pruned_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Fate::Archived => "archived",
+            Fate::Deleted => "conversation",
         }
     }
 }

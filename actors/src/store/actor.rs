@@ -255,10 +255,8 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
             false => db.write_batch(&writes, owed).await,
         };
         if outcome.is_ok() {
-            crate::metrics::committed(writes.len(), started.elapsed());
-            for message in writes.iter().filter_map(Write::appended) {
-                crate::metrics::message_stored(message.role.as_str());
-            }
+            let roles = writes.iter().filter_map(Write::appended).map(|m| m.role);
+            crate::metrics::committed(writes.len(), started.elapsed(), roles);
         }
         match &outcome {
             Err(error) => tracing::error!(%error, writes = writes.len(), "a write batch failed"),

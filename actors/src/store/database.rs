@@ -120,13 +120,7 @@ impl Database {
     /// Opens `endpoint` (`surrealkv://…?sync=every`, `mem://`, …), selects the
     /// namespace and database, and applies pending migrations.
     pub async fn open(endpoint: &str, namespace: &str, database: &str) -> Result<Database> {
-        let db = surrealdb::engine::any::connect(endpoint)
-            .await
-            .map_err(|error| {
-                Error::Startup(format!("cannot open database at {endpoint}: {error}"))
-            })?;
-        db.use_ns(namespace).use_db(database).await?;
-        let database = Database { db: Arc::new(db) };
+        let database = Database::open_unmigrated(endpoint, namespace, database).await?;
         database.migrate().await?;
         Ok(database)
     }
