@@ -40,6 +40,10 @@ use crate::auth::limits;
 use crate::auth::tickets::Tickets;
 use crate::config::Config;
 
+/// The longest a socket ticket may live: it travels in a URL (proxy logs,
+/// browser history), so a leaked one must be worthless soon.
+pub const MAX_TICKET_TTL_SECS: u64 = 3_600;
+
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -76,6 +80,11 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         return Err(StartError::Config(
             "`server.header_timeout_ms` and `server.body_timeout_ms` must be above 0".into(),
         ));
+    }
+    if !(1..=MAX_TICKET_TTL_SECS).contains(&config.auth.ticket_ttl_secs) {
+        return Err(StartError::Config(format!(
+            "`auth.ticket_ttl_secs` must be from 1 to {MAX_TICKET_TTL_SECS}: a ticket stands in for a key in a URL, so it must expire soon"
+        )));
     }
     let auth_failures = std::num::NonZeroU32::new(config.server.auth_failures_per_minute)
         .ok_or_else(|| {

@@ -127,6 +127,7 @@ fn ticket_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::get())
         .and(with_app)
         .and(warp::query::<FeedQuery>())
+        .and(crate::api::sockets::browser_origin())
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::ext::optional::<UpgradeSlot>())
         .map(open_feed);
@@ -183,6 +184,7 @@ struct FeedQuery {
 fn open_feed(
     app: AppState,
     query: FeedQuery,
+    origin: crate::api::sockets::BrowserOrigin,
     websocket_key: Option<String>,
     slot: Option<UpgradeSlot>,
 ) -> warp::reply::Response {
@@ -196,6 +198,9 @@ fn open_feed(
     else {
         return ApiError::InvalidTicket.into_response();
     };
+    if let Err(error) = origin.check(&app, &tenant) {
+        return error.into_response();
+    }
     let receiver = match app.runtime.console_feed(&tenant) {
         Ok(receiver) => receiver,
         Err(error) => return ApiError::from(error).into_response(),

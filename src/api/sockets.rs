@@ -5,7 +5,7 @@
 //! [`SocketRequest`] to the server's socket pump.
 
 use serde::Deserialize;
-use tertulia_actors::model::{Participant, SessionId};
+use tertulia_actors::model::{Participant, SessionId, TenantId};
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection, Reply};
 
@@ -31,13 +31,38 @@ struct WebchatQuery {
     locale: Option<String>,
 }
 
+/// An upgrade's `Origin` and `Host`: whether a browser's page may open it.
+pub struct BrowserOrigin {
+    pub origin: Option<String>,
+    pub host: Option<String>,
+}
+
+impl BrowserOrigin {
+    /// 403 `origin_not_allowed` for a page neither ours nor the tenant's.
+    pub fn check(&self, app: &AppState, tenant: &TenantId) -> Result<(), ApiError> {
+        crate::auth::check_socket_origin(
+            &app.runtime,
+            tenant,
+            self.origin.as_deref(),
+            self.host.as_deref(),
+        )
+    }
+}
+
+/// The `Origin` and `Host` headers of a request.
+pub fn browser_origin() -> impl Filter<Extract = (BrowserOrigin,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("origin")
+        .and(warp::header::optional::<String>("host"))
+        .map(|origin, host| BrowserOrigin { origin, host })
+}
+
 /// `GET /chat/ws/{session_id}` with `X-API-Key`, or `?ticket=` from `websocket_url`.
 pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     warp::path!("chat" / "ws" / String)
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>("origin"))
+        .and(browser_origin())
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::header::optional::<String>("accept-language"))
         .and(warp::query::<WsQuery>())
@@ -47,7 +72,7 @@ pub fn route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
             move |session: String,
                   api_key,
                   authorization,
-                  origin,
+                  origin: BrowserOrigin,
                   websocket_key,
                   accept_language,
                   query,
@@ -76,7 +101,7 @@ struct UpgradeRequest {
     session: String,
     api_key: Option<String>,
     authorization: Option<String>,
-    origin: Option<String>,
+    origin: BrowserOrigin,
     websocket_key: Option<String>,
     accept_language: Option<String>,
     query: WsQuery,
@@ -118,7 +143,7 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
                 .ok_or(ApiError::InvalidTicket)?;
             if claims.widget {
                 // A widget's page opens its socket from its own origin: check it again.
-                let origin = request.origin.as_deref();
+                let origin = request.origin.origin.as_deref();
                 crate::auth::allowed_origin(&app.runtime, &claims.scope.tenant, origin)?;
             }
             claims
@@ -132,6 +157,7 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
             }
         }
     };
+    request.origin.check(app, &claims.scope.tenant)?;
     app.limiter
         .check(&claims.scope.tenant, api_key, request.ip)?;
     let permit = app
@@ -164,7 +190,7 @@ pub fn webchat_route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     warp::path!("api" / "webchat" / "stream")
         .and(warp::get())
         .and(warp::header::optional::<String>("x-api-key"))
-        .and(warp::header::optional::<String>("origin"))
+        .and(browser_origin())
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(
             warp::header::optional::<String>("user-agent")
@@ -179,7 +205,7 @@ pub fn webchat_route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::ext::optional::<ClientIp>())
         .and_then(
             move |api_key: Option<String>,
-                  origin: Option<String>,
+                  origin: BrowserOrigin,
                   websocket_key: Option<String>,
                   client: crate::api::webchat::Client,
                   query: WebchatQuery,
@@ -214,7 +240,7 @@ pub fn webchat_route(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
 async fn webchat_socket(
     app: &AppState,
     api_key: Option<String>,
-    origin: Option<String>,
+    origin: BrowserOrigin,
     websocket_key: Option<String>,
     client: crate::api::webchat::Client,
     query: WebchatQuery,
@@ -237,7 +263,11 @@ async fn webchat_socket(
         ));
     }
     let key = api_key.as_deref().or(query.key.as_deref());
-    let caller = crate::auth::resolve_webchat(&app.runtime, key, origin.as_deref(), ip)?;
+    let caller = crate::auth::resolve_webchat(&app.runtime, key, origin.origin.as_deref(), ip)?;
+    if caller.widget_origin.is_none() {
+        // An API key from a browser: its page must still be ours or listed.
+        origin.check(app, &caller.tenant)?;
+    }
     app.limiter.check(&caller.tenant, key, ip)?;
     let permit = app
         .limiter

@@ -8,6 +8,7 @@
 //! runtime only through `Runtime`'s key and tenant lookups.
 
 pub mod limits;
+pub mod origin;
 pub mod tickets;
 pub mod tokens;
 
@@ -16,6 +17,7 @@ use tertulia_actors::model::{KeyKind, Scope, TenantId};
 use warp::{Filter, Rejection};
 
 use self::limits::Limiter;
+pub use self::origin::{allowed_origin, check_socket_origin};
 use self::tokens::verify_client_token;
 use crate::http::ClientIp;
 use crate::http::error::ApiError;
@@ -317,24 +319,6 @@ pub fn resolve_webchat(
         Some((_, KeyKind::Staff)) => Err(ApiError::StaffKeyNotAllowed),
         None => Err(ApiError::InvalidApiKey),
     }
-}
-
-/// The request's `Origin`, if the tenant allows it for widget keys.
-pub fn allowed_origin(
-    runtime: &Runtime,
-    tenant: &TenantId,
-    origin: Option<&str>,
-) -> Result<String, ApiError> {
-    let origin = origin.ok_or(ApiError::OriginNotAllowed)?;
-    let allowed = runtime.tenant_settings(tenant).is_some_and(|settings| {
-        settings
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == origin)
-    });
-    allowed
-        .then(|| origin.to_owned())
-        .ok_or(ApiError::OriginNotAllowed)
 }
 
 /// A member of staff, signed in to the agent console with their staff key.

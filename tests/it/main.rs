@@ -33,6 +33,7 @@ mod schemas;
 mod seed_frontend;
 mod session_api;
 mod slow_clients;
+mod socket_origins;
 mod supervision;
 mod support;
 mod webchat;

@@ -344,9 +344,11 @@ async fn malformed_and_oversized_bodies_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn an_expired_ticket_is_refused_and_a_new_one_works() {
     let mut config = config();
-    config.auth.ticket_ttl_secs = 0;
+    config.auth.ticket_ttl_secs = 1;
     let server = TestServer::start(config).await;
     let (_, expired) = server.create_session().await;
+    // Tickets expire on whole seconds: past two, this one is stale.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     assert_refused(expired, 401).await;
     server.stop().await;
 
