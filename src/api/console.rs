@@ -198,7 +198,7 @@ fn open_feed(
     else {
         return ApiError::InvalidTicket.into_response();
     };
-    if let Err(error) = origin.check(&app, &tenant) {
+    if let Err(error) = origin.check(&app, &tenant, false) {
         return error.into_response();
     }
     let receiver = match app.runtime.console_feed(&tenant) {

@@ -38,14 +38,14 @@ pub struct BrowserOrigin {
 }
 
 impl BrowserOrigin {
-    /// 403 `origin_not_allowed` for a page neither ours nor the tenant's.
-    pub fn check(&self, app: &AppState, tenant: &TenantId) -> Result<(), ApiError> {
-        crate::auth::check_socket_origin(
-            &app.runtime,
-            tenant,
-            self.origin.as_deref(),
-            self.host.as_deref(),
-        )
+    /// 403 `origin_not_allowed` for a page neither ours nor the tenant's;
+    /// a widget's socket must come from one of the tenant's pages.
+    pub fn check(&self, app: &AppState, tenant: &TenantId, widget: bool) -> Result<(), ApiError> {
+        let origin = self.origin.as_deref();
+        if widget {
+            return crate::auth::allowed_origin(&app.runtime, tenant, origin).map(drop);
+        }
+        crate::auth::check_socket_origin(&app.runtime, tenant, origin, self.host.as_deref())
     }
 }
 
@@ -136,18 +136,10 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
     // A back end sends its key (and maybe a client token); a browser, the
     // ticket from `websocket_url`.
     let claims = match (api_key, request.query.ticket) {
-        (None, Some(ticket)) => {
-            let claims = app
-                .tickets
-                .verify(&ticket, session)
-                .ok_or(ApiError::InvalidTicket)?;
-            if claims.widget {
-                // A widget's page opens its socket from its own origin: check it again.
-                let origin = request.origin.origin.as_deref();
-                crate::auth::allowed_origin(&app.runtime, &claims.scope.tenant, origin)?;
-            }
-            claims
-        }
+        (None, Some(ticket)) => app
+            .tickets
+            .verify(&ticket, session)
+            .ok_or(ApiError::InvalidTicket)?,
         _ => {
             let scope = crate::auth::resolve(&app.runtime, api_key, authorization.as_deref())?;
             crate::auth::tickets::TicketClaims {
@@ -157,7 +149,8 @@ fn authorise(app: &AppState, request: UpgradeRequest) -> Result<SocketRequest, A
             }
         }
     };
-    request.origin.check(app, &claims.scope.tenant)?;
+    // A widget's page opens its socket from its own origin: checked again.
+    (request.origin).check(app, &claims.scope.tenant, claims.widget)?;
     app.limiter
         .check(&claims.scope.tenant, api_key, request.ip)?;
     let permit = app
@@ -264,10 +257,7 @@ async fn webchat_socket(
     }
     let key = api_key.as_deref().or(query.key.as_deref());
     let caller = crate::auth::resolve_webchat(&app.runtime, key, origin.origin.as_deref(), ip)?;
-    if caller.widget_origin.is_none() {
-        // An API key from a browser: its page must still be ours or listed.
-        origin.check(app, &caller.tenant)?;
-    }
+    origin.check(app, &caller.tenant, caller.widget_origin.is_some())?;
     app.limiter.check(&caller.tenant, key, ip)?;
     let permit = app
         .limiter
