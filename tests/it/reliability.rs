@@ -1,74 +1,63 @@
 //! Reliability under crashes, bounded in time: the real binary is killed with
-//! SIGKILL again and again while clients post messages and the webhook
-//! receiver goes up and down. After the last restart, every acknowledged
-//! message is in its conversation's history exactly once and in order, and
-//! every one has had its `message.created` delivered at least once (copies
-//! only with the same `webhook-id`).
+//! SIGKILL at a random point of each cycle (mid batch, mid answer, mid
+//! webhook delivery, during a take-over) while clients post over REST, a
+//! WebSocket and webchat, an attendant takes a conversation over and hands it
+//! back, and the webhook receiver goes up and down. After every restart the
+//! last acknowledged take-over or hand-back holds; after the last, every
+//! acknowledged message is in its conversation exactly once and in order, and
+//! every one has had its `message.created` delivered (copies only with the
+//! same `webhook-id`).
+//!
+//! `TERTULIA_SOAK_CYCLES` (default 50) sets the cycle count for a longer run
+//! by hand; `TERTULIA_SOAK_SEED` replays a run's kill points.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::binary::{free_port, kill, start};
+use crate::support::binary::{free_port, kill, start_timed};
 use crate::support::receiver::Receiver;
 use crate::support::server::*;
+use crate::support::soak::{
+    Acked, Attended, Prng, attendant, rest_writer, socket_writer, webchat_writer,
+};
 
-/// Kill-and-restart rounds before the final start.
-const ROUNDS: usize = 5;
-/// Conversations written to at once.
-const CLIENTS: usize = 3;
-/// How long clients write in each round before the kill.
-const ROUND_TIME: Duration = Duration::from_millis(700);
+const ADMIN: &str = "adm_soak";
+/// REST conversations written to at once.
+const REST_WRITERS: usize = 3;
+/// Cycles a set of conversations is written to before the next set starts
+/// (a conversation lists at most 5,000 messages back).
+const CYCLES_PER_SET: usize = 10;
 
-/// Posts numbered messages into one conversation until the server goes away;
-/// returns the acknowledged ones as (number, message id).
-async fn write_until_gone(
-    base: String,
-    conversation: String,
-    first: usize,
-) -> Vec<(usize, String)> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut acked = Vec::new();
-    for number in first.. {
-        let response = http
-            .post(format!("{base}/chat/{conversation}/messages"))
-            .header("X-API-Key", KEY)
-            .json(&json!({
-                "role": "user",
-                "content": format!("message {number}"),
-                "respond": false,
-                "client_msg_id": format!("{conversation}-{number}"),
-            }))
-            .send()
-            .await;
-        match response {
-            Ok(response) if response.status() == 201 => {
-                let body: Value = response.json().await.unwrap_or(Value::Null);
-                match body["id"].as_str() {
-                    Some(id) => acked.push((number, id.to_owned())),
-                    None => break,
-                }
-            }
-            _ => break,
-        }
-    }
-    acked
+fn cycles() -> usize {
+    std::env::var("TERTULIA_SOAK_CYCLES")
+        .ok()
+        .and_then(|cycles| cycles.parse().ok())
+        .unwrap_or(50)
 }
 
-#[tokio::test]
-async fn acknowledged_messages_and_their_events_survive_repeated_sigkills() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut receiver = Receiver::start().await;
-    let config = dir.path().join("tertulia.toml");
+fn seed() -> u64 {
+    std::env::var("TERTULIA_SOAK_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.unwrap().as_nanos() as u64
+        })
+}
+
+fn write_config(dir: &Path, receiver: &Receiver) -> std::path::PathBuf {
+    let config = dir.join("tertulia.toml");
+    let unlimited = 10_000_000;
     std::fs::write(
         &config,
         format!(
             r#"
+[auth]
+admin_token = "{ADMIN}"
+
 [egress]
 allow = ["127.0.0.0/8"]
 
@@ -87,66 +76,232 @@ events = ["message.created"]
 name = "Acme"
 api_keys = ["{KEY}"]
 agent = "echo"
+
+[tenants.acme.rate_limits]
+api_key_per_minute = {unlimited}
+ip_per_minute = {unlimited}
+session_messages_per_minute = {unlimited}
+webchat_session_per_minute = {unlimited}
+webchat_ip_per_minute = {unlimited}
 "#,
             schedule = vec!["\"100ms\""; 600].join(", "),
             url = receiver.url("/crm"),
         ),
     )
     .unwrap();
+    config
+}
+
+/// The conversations one set of cycles writes to.
+struct Set {
+    rest: Vec<String>,
+    socket: String,
+    webchat: String,
+}
+
+impl Set {
+    async fn create(base: &str, index: usize) -> Set {
+        let mut sessions = Vec::new();
+        for _ in 0..=REST_WRITERS {
+            sessions.push(create_session(base).await);
+        }
+        Set {
+            socket: sessions.pop().unwrap(),
+            rest: sessions,
+            webchat: format!("soak-visitor-{index:08}"),
+        }
+    }
+}
+
+async fn create_session(base: &str) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/chat/sessions"))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["session_id"].as_str().unwrap().to_owned()
+}
+
+async fn staff_key(base: &str) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/admin/tenants/acme/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"kind": "staff", "name": "Ana"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
+/// Everything the clients had acknowledged, by conversation (a webchat
+/// conversation by its `session_id`).
+#[derive(Default)]
+struct Ledger {
+    acked: BTreeMap<String, Vec<Acked>>,
+    webchat: BTreeSet<String>,
+    switches: usize,
+}
+
+impl Ledger {
+    fn next_number(&self, conversation: &str, cycle: usize) -> usize {
+        self.acked.get(conversation).map_or(0, Vec::len) + cycle * 100_000
+    }
+
+    fn record(&mut self, conversation: &str, acked: Vec<Acked>) {
+        self.acked
+            .entry(conversation.to_owned())
+            .or_default()
+            .extend(acked);
+    }
+
+    fn total(&self) -> usize {
+        self.acked.values().map(Vec::len).sum()
+    }
+}
+
+/// One cycle: every client writes until the kill, which lands after a random
+/// delay. Returns the attendant's last state.
+async fn cycle(
+    port: u16,
+    set: &Set,
+    staff: &str,
+    ledger: &mut Ledger,
+    cycle: usize,
+    kill_after: Duration,
+    child: &mut std::process::Child,
+) -> Attended {
+    let base = format!("http://127.0.0.1:{port}");
+    let mut writers = Vec::new();
+    for conversation in &set.rest {
+        let first = ledger.next_number(conversation, cycle);
+        let writer = rest_writer(base.clone(), conversation.clone(), first);
+        writers.push((conversation.clone(), tokio::spawn(writer)));
+    }
+    let first = ledger.next_number(&set.socket, cycle);
+    let writer = socket_writer(port, set.socket.clone(), first);
+    writers.push((set.socket.clone(), tokio::spawn(writer)));
+    let first = ledger.next_number(&set.webchat, cycle);
+    let writer = webchat_writer(base.clone(), set.webchat.clone(), first);
+    writers.push((set.webchat.clone(), tokio::spawn(writer)));
+    ledger.webchat.insert(set.webchat.clone());
+    let attending = tokio::spawn(attendant(base, set.socket.clone(), staff.to_owned()));
+
+    tokio::time::sleep(kill_after).await;
+    kill(child);
+    for (conversation, writer) in writers {
+        ledger.record(&conversation, writer.await.unwrap());
+    }
+    let attended = attending.await.unwrap();
+    ledger.switches += attended.switches;
+    attended
+}
+
+/// After a restart, the conversation is attended as the last acknowledged
+/// take-over or hand-back left it.
+async fn check_attended(base: &str, staff: &str, conversation: &str, attended: Attended) {
+    if attended.in_flight {
+        return;
+    }
+    let Some(taken_over) = attended.taken_over else {
+        return;
+    };
+    let body: Value = reqwest::Client::new()
+        .get(format!(
+            "{base}/console/api/conversations/{conversation}/messages?limit=1"
+        ))
+        .header("X-API-Key", staff)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let human = &body["conversation"]["human"];
+    assert_eq!(
+        !human.is_null(),
+        taken_over,
+        "the acknowledged {} holds after a restart: {body}",
+        if taken_over { "take-over" } else { "hand-back" }
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_messages_and_their_events_survive_repeated_sigkills() {
+    let (cycles, seed) = (cycles(), seed());
+    println!("reliability: {cycles} cycles, TERTULIA_SOAK_SEED={seed}");
+    let mut random = Prng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut receiver = Receiver::start().await;
+    let config = write_config(dir.path(), &receiver);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
 
-    let mut child = start(&config, &data, port).await;
-    let mut conversations = Vec::new();
-    for _ in 0..CLIENTS {
-        let created: Value = http
-            .post(format!("{base}/chat/sessions"))
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        conversations.push(created["session_id"].as_str().unwrap().to_owned());
-    }
-    let mut acked: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
-    for round in 0..ROUNDS {
-        // The receiver flaps: down in every other round.
+    let (mut child, _) = start_timed(&config, &data, port).await;
+    let staff = staff_key(&base).await;
+    let mut ledger = Ledger::default();
+    let mut ready = Vec::new();
+    let mut set = Set::create(&base, 0).await;
+    for round in 0..cycles {
+        if round > 0 && round % CYCLES_PER_SET == 0 {
+            set = Set::create(&base, round / CYCLES_PER_SET).await;
+        }
+        // The receiver flaps: down in every other cycle.
         if round % 2 == 1 {
             receiver.stop().await;
         } else if round > 0 {
             receiver.restart().await;
         }
-        let writers: Vec<_> = conversations
-            .iter()
-            .map(|conversation| {
-                let first = acked.get(conversation).map_or(0, Vec::len) + round * 10_000;
-                tokio::spawn(write_until_gone(base.clone(), conversation.clone(), first))
-            })
-            .collect();
-        tokio::time::sleep(ROUND_TIME).await;
-        kill(&mut child);
-        for (conversation, writer) in conversations.iter().zip(writers) {
-            acked
-                .entry(conversation.clone())
-                .or_default()
-                .extend(writer.await.unwrap());
-        }
-        child = start(&config, &data, port).await;
+        let kill_after = Duration::from_millis(random.between(50, 900));
+        let attended = cycle(
+            port,
+            &set,
+            &staff,
+            &mut ledger,
+            round,
+            kill_after,
+            &mut child,
+        )
+        .await;
+        let (restarted, took) = start_timed(&config, &data, port).await;
+        child = restarted;
+        ready.push(took);
+        check_attended(&base, &staff, &set.socket, attended).await;
     }
     receiver.restart().await;
 
-    // Every acknowledged message is stored once, in the order it was sent.
-    let total: usize = acked.values().map(Vec::len).sum();
-    assert!(
-        total >= ROUNDS * CLIENTS,
-        "clients were acknowledged: {total}"
+    let total = ledger.total();
+    assert!(total >= cycles * 5, "clients were acknowledged: {total}");
+    check_stored(&base, &ledger).await;
+    let (events, deliveries) = check_delivered(&receiver, &ledger).await;
+    ready.sort();
+    println!(
+        "reliability: {cycles} SIGKILLs, {total} acknowledged messages in {} conversations \
+         (REST, socket, webchat), all stored once and in order; {} take-overs and hand-backs; \
+         {events} message.created events delivered in {deliveries} deliveries ({} copies, \
+         each with its event's webhook-id); ready after a restart p50 {:?}, max {:?}",
+        ledger.acked.len(),
+        ledger.switches,
+        deliveries - events,
+        ready[ready.len() / 2],
+        ready[ready.len() - 1],
     );
-    for (conversation, sent) in &acked {
-        let body: Value = http
-            .get(format!("{base}/chat/{conversation}/messages?limit=5000"))
+    kill(&mut child);
+}
+
+/// The ids stored in a conversation, oldest first.
+async fn stored_ids(base: &str, conversation: &str, webchat: bool) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let conversation = if webchat {
+        let history: Value = http
+            .get(format!("{base}/api/webchat/history/{conversation}?limit=1"))
             .header("X-API-Key", KEY)
             .send()
             .await
@@ -154,21 +309,48 @@ agent = "echo"
             .json()
             .await
             .unwrap();
-        let stored: Vec<String> = body
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|message| message["id"].as_str().unwrap().to_owned())
-            .collect();
+        history["conversation_id"].as_str().unwrap().to_owned()
+    } else {
+        conversation.to_owned()
+    };
+    let body: Value = http
+        .get(format!("{base}/chat/{conversation}/messages?limit=5000"))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = body.as_array().unwrap();
+    assert!(
+        messages.len() < 5000,
+        "a conversation's messages fit one page"
+    );
+    messages
+        .iter()
+        .map(|message| message["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every acknowledged message (and a webchat message's answer) is stored
+/// once, in the order it was sent.
+async fn check_stored(base: &str, ledger: &Ledger) {
+    for (conversation, sent) in &ledger.acked {
+        let stored = stored_ids(base, conversation, ledger.webchat.contains(conversation)).await;
         let unique: BTreeSet<&String> = stored.iter().collect();
         assert_eq!(unique.len(), stored.len(), "no message is stored twice");
         let positions: Vec<usize> = sent
             .iter()
-            .map(|(number, id)| {
-                stored
-                    .iter()
-                    .position(|stored| stored == id)
-                    .unwrap_or_else(|| panic!("acknowledged message {number} ({id}) is missing"))
+            .flat_map(|acked| {
+                acked.ids.iter().map(|id| {
+                    stored
+                        .iter()
+                        .position(|stored| stored == id)
+                        .unwrap_or_else(|| {
+                            panic!("acknowledged message {} ({id}) is missing", acked.number)
+                        })
+                })
             })
             .collect();
         assert!(
@@ -176,32 +358,41 @@ agent = "echo"
             "in the order they were sent"
         );
     }
+}
 
-    // And every one's message.created reached the receiver, under one id.
-    let wanted: BTreeSet<String> = acked.values().flatten().map(|(_, id)| id.clone()).collect();
+/// Every acknowledged message's `message.created` reached the receiver, any
+/// copies under one `webhook-id`. Returns (events, deliveries).
+async fn check_delivered(receiver: &Receiver, ledger: &Ledger) -> (usize, usize) {
+    let wanted: BTreeSet<String> = ledger
+        .acked
+        .values()
+        .flatten()
+        .flat_map(|acked| acked.ids.iter().cloned())
+        .collect();
+    let message_of = |request: &crate::support::receiver::Received| {
+        request.json()["data"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     let received = receiver
-        .wait_for_within("every message.created", DEADLINE * 4, |received| {
+        .wait_for_within("every message.created", DEADLINE * 6, |received| {
             let delivered: BTreeSet<String> = received
                 .iter()
                 .filter(|request| request.delivered())
-                .map(|request| {
-                    request.json()["data"]["message_id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
+                .map(message_of)
                 .collect();
             wanted.is_subset(&delivered)
         })
         .await;
     let mut webhook_ids: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for request in received.iter().filter(|request| request.delivered()) {
-        let message = request.json()["data"]["message_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let delivered: Vec<_> = received
+        .iter()
+        .filter(|request| request.delivered())
+        .collect();
+    for request in &delivered {
         webhook_ids
-            .entry(message)
+            .entry(message_of(request))
             .or_default()
             .insert(request.header("webhook-id").to_owned());
     }
@@ -209,16 +400,5 @@ agent = "echo"
         webhook_ids.values().all(|ids| ids.len() == 1),
         "a copy carries the same webhook-id"
     );
-    let delivered = received
-        .iter()
-        .filter(|request| request.delivered())
-        .count();
-    println!(
-        "reliability: {ROUNDS} SIGKILLs, {total} acknowledged messages in {CLIENTS} conversations, \
-         all stored once and in order; {} message.created events delivered in {delivered} \
-         deliveries ({} copies, each with its event's webhook-id)",
-        webhook_ids.len(),
-        delivered - webhook_ids.len(),
-    );
-    kill(&mut child);
+    (webhook_ids.len(), delivered.len())
 }

@@ -17,6 +17,16 @@ pub fn free_port() -> u16 {
 
 /// Starts the binary and waits until it answers `/readyz`.
 pub async fn start(config: &std::path::Path, data: &std::path::Path, port: u16) -> Child {
+    start_timed(config, data, port).await.0
+}
+
+/// Starts the binary; returns it and how long it took to answer `/readyz`.
+pub async fn start_timed(
+    config: &std::path::Path,
+    data: &std::path::Path,
+    port: u16,
+) -> (Child, Duration) {
+    let started = std::time::Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--config"])
         .arg(config)
@@ -32,7 +42,7 @@ pub async fn start(config: &std::path::Path, data: &std::path::Path, port: u16) 
         let _ = child.wait();
         panic!("the server did not start");
     }
-    child
+    (child, started.elapsed())
 }
 
 pub async fn ready(port: u16) -> bool {
@@ -47,7 +57,7 @@ pub async fn ready(port: u16) -> bool {
         if answered {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
 }

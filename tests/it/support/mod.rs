@@ -11,5 +11,6 @@ pub mod node;
 pub mod python;
 pub mod receiver;
 pub mod server;
+pub mod soak;
 pub mod sockets;
 pub mod source;
