@@ -53,6 +53,10 @@ pub struct StorageConfig {
     pub endpoint: Option<String>,
     pub namespace: String,
     pub database: String,
+    /// Writes are refused (503 `storage_unavailable`) while the data
+    /// directory's filesystem has less free space than this, so the store
+    /// never meets ENOSPC mid-commit. 0 turns the check off.
+    pub min_free_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -62,6 +66,7 @@ impl Default for StorageConfig {
             endpoint: None,
             namespace: "tertulia".into(),
             database: "main".into(),
+            min_free_mb: 64,
         }
     }
 }

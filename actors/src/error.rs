@@ -103,6 +103,11 @@ pub enum Error {
     #[error("storage failed: {0}")]
     Storage(String),
 
+    /// The store refused a write (a full disk, a failing device): nothing of
+    /// it was stored, and the caller may try again once it recovers.
+    #[error("storage cannot take writes: {0}")]
+    StorageUnavailable(String),
+
     /// An actor the request needed stopped before it answered (restart, shutdown).
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -141,6 +146,7 @@ impl Error {
             Error::NotAnalyzed => "not_analyzed",
             Error::AnalysisFailed(_) => "analysis_failed",
             Error::Storage(_) => "storage_failed",
+            Error::StorageUnavailable(_) => "storage_unavailable",
             Error::Unavailable(_) => "unavailable",
             Error::ShuttingDown => "shutting_down",
             Error::Startup(_) => "startup_failed",

@@ -80,7 +80,13 @@ fn health_routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::get())
         .and(with_app.clone())
         .then(|app: AppState| async move {
-            if app.runtime.ready().await {
+            if let Some(why) = app.runtime.write_failure() {
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    format!("storage refuses writes: {why}"),
+                )
+            } else if app.runtime.ready().await {
                 warp::reply::json(&json!({"status": "ready"})).into_response()
             } else {
                 json_error(

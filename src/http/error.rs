@@ -145,9 +145,9 @@ impl ApiError {
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
-                RuntimeError::Unavailable(_) | RuntimeError::ShuttingDown => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                RuntimeError::Unavailable(_)
+                | RuntimeError::StorageUnavailable(_)
+                | RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::MissingApiKey
             | ApiError::InvalidApiKey
@@ -215,6 +215,10 @@ impl ApiError {
             ApiError::Runtime(RuntimeError::Storage(_) | RuntimeError::Startup(_)) => {
                 "internal error".into()
             }
+            // The device's own words (paths, errno) stay in the log.
+            ApiError::Runtime(RuntimeError::StorageUnavailable(_)) => {
+                "storage cannot take writes now (nothing was stored): try again later".into()
+            }
             other => other.to_string(),
         }
     }
@@ -255,10 +259,19 @@ impl ApiError {
             return warp::reply::with_status(warp::reply::json(&body), self.status())
                 .into_response();
         }
-        if let ApiError::Runtime(RuntimeError::RateLimited { retry_after_secs }) = self {
-            response
-                .headers_mut()
-                .insert(warp::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        match self {
+            ApiError::Runtime(RuntimeError::RateLimited { retry_after_secs }) => {
+                response
+                    .headers_mut()
+                    .insert(warp::http::header::RETRY_AFTER, (*retry_after_secs).into());
+            }
+            // The store is probed every second.
+            ApiError::Runtime(RuntimeError::StorageUnavailable(_)) => {
+                response
+                    .headers_mut()
+                    .insert(warp::http::header::RETRY_AFTER, 1.into());
+            }
+            _ => {}
         }
         response
     }

@@ -14,6 +14,7 @@ mod conversations;
 mod double_texting;
 mod durability;
 mod erasure;
+mod full_disk;
 mod fuzzing;
 mod insights;
 mod isolation;

@@ -152,7 +152,7 @@ async fn a_question_that_cannot_be_stored_is_refused_and_its_early_answer_droppe
     send(&mut ws, json!({"type": "message", "content": "lost"})).await;
     let refused = next_frame(&mut ws).await;
     assert_eq!(refused["type"], "error", "{refused}");
-    assert_eq!(refused["code"], "storage_failed", "{refused}");
+    assert_eq!(refused["code"], "storage_unavailable", "{refused}");
 
     say(&mut ws, "kept").await;
     let (done, before) = frames_until(&mut ws, "done").await;

@@ -97,6 +97,12 @@ impl Runtime {
     }
 
     /// True while the database answers and the root supervisor runs.
+    /// Why the store refuses writes now (a full disk), until a write or the
+    /// persistence actor's probe commits again.
+    pub fn write_failure(&self) -> Option<String> {
+        self.inner.storage.write_failure()
+    }
+
     pub async fn ready(&self) -> bool {
         matches!(
             self.inner

@@ -28,19 +28,8 @@ impl Runtime {
     /// Opens the database, applies migrations and starts the tree. `agents`
     /// adds providers to the built-in `echo` (a later one of the same name wins).
     pub async fn start(config: RuntimeConfig, agents: AgentRegistry) -> Result<Runtime> {
-        let endpoint = match &config.storage.endpoint {
-            Some(endpoint) => endpoint.clone(),
-            None => Database::surrealkv_endpoint(std::path::Path::new(&config.storage.data_dir))?,
-        };
-        let durability = describe_durability(&endpoint);
         let policy = check_config(&config)?;
-        tracing::info!(%endpoint, durability = %durability, "opening database");
-        let db = Database::open(
-            &endpoint,
-            &config.storage.namespace,
-            &config.storage.database,
-        )
-        .await?;
+        let (db, durability) = open_database(&config.storage).await?;
         let ticket_secret = db.ticket_secret().await?;
         let (stored_tenants, stored_keys) = db.load_access().await?;
         let registry = agent_registry(&config, &policy, agents);
@@ -137,6 +126,24 @@ pub fn check_config(config: &RuntimeConfig) -> Result<EgressPolicy> {
     }
     super::webhooks::check_configured(config, &tenants, &policy)?;
     Ok(policy)
+}
+
+/// Opens (and migrates) the configured store; the embedded one keeps its
+/// filesystem's free-space reserve. Returns it and how durable it is.
+async fn open_database(storage: &crate::config::StorageConfig) -> Result<(Database, String)> {
+    let data_dir = std::path::Path::new(&storage.data_dir);
+    let endpoint = match &storage.endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => Database::surrealkv_endpoint(data_dir)?,
+    };
+    let durability = describe_durability(&endpoint);
+    tracing::info!(%endpoint, durability = %durability, "opening database");
+    let db = Database::open(&endpoint, &storage.namespace, &storage.database).await?;
+    let db = match &storage.endpoint {
+        Some(_) => db,
+        None => db.keeping_free(data_dir, storage.min_free_mb),
+    };
+    Ok((db, durability))
 }
 
 fn describe_durability(endpoint: &str) -> String {

@@ -11,6 +11,12 @@
 //! The conversation counters that committed messages owe are kept here and
 //! written a little later, many messages' worth at once (`counters.rs`); a
 //! flush writes them at once, so a reader that flushes sees them.
+//!
+//! When a batch fails (a full disk), its writers are told
+//! `StorageUnavailable` and nothing of it is stored; the actor then probes
+//! with a one-record write every [`PROBE_INTERVAL`] until one commits, so
+//! `/readyz` turns ready again by itself once space returns, even if no
+//! client writes meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +35,9 @@ const MAX_BATCH: usize = 512;
 /// How long owed counters wait to be written with others: long enough that
 /// a question and its answer usually share one update.
 const COUNTERS_DELAY: Duration = Duration::from_millis(200);
+
+/// How often a failing store is tried again with a probe write.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub enum PersistenceMsg {
     /// Stores a change; `Durable` fires once it is on disk (or failed).
@@ -49,6 +58,10 @@ pub enum PersistenceMsg {
     WriteCounters,
     /// A counters write failed: owed again.
     CountersFailed(Counters),
+    /// Time to try the failing store again.
+    Probe,
+    /// The probe finished (its outcome is in the database's write health).
+    ProbeDone,
     /// Test hook: the next `n` batches fail as a full disk would make them.
     #[cfg(feature = "fault-injection")]
     InjectFailures(u32),
@@ -85,6 +98,8 @@ pub struct PersistenceState {
     flush_waiters: Vec<(u64, RpcReplyPort<()>)>,
     counters: PendingCounters,
     counters_due: bool,
+    /// A probe is scheduled or running.
+    probing: bool,
     /// Batches still to fail on purpose (`InjectFailures`).
     #[cfg(feature = "fault-injection")]
     injected_failures: u32,
@@ -123,6 +138,7 @@ impl Actor for Persistence {
             flush_waiters: Vec::new(),
             counters: PendingCounters::default(),
             counters_due: false,
+            probing: false,
             #[cfg(feature = "fault-injection")]
             injected_failures: 0,
         })
@@ -153,6 +169,21 @@ impl Actor for Persistence {
                 state.batch_in_flight = false;
                 state.finished += writes;
                 start_batch(&myself, state);
+                probe_if_failing(&myself, state);
+            }
+            PersistenceMsg::Probe => {
+                let (db, myself) = (state.db.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let _ = db.probe_write().await;
+                    let _ = myself.cast(PersistenceMsg::ProbeDone);
+                });
+            }
+            PersistenceMsg::ProbeDone => {
+                state.probing = false;
+                match state.db.write_failure() {
+                    Some(_) => probe_if_failing(&myself, state),
+                    None => tracing::info!("the store takes writes again"),
+                }
             }
             PersistenceMsg::Owed(counters) => owe(&myself, state, counters),
             PersistenceMsg::WriteCounters => {
@@ -195,6 +226,14 @@ fn injected_failure(state: &mut PersistenceState) -> bool {
 #[cfg(not(feature = "fault-injection"))]
 fn injected_failure(_state: &mut PersistenceState) -> bool {
     false
+}
+
+/// Schedules a probe write while the store refuses writes.
+fn probe_if_failing(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) {
+    if !state.probing && state.db.write_failure().is_some() {
+        state.probing = true;
+        myself.send_after(PROBE_INTERVAL, || PersistenceMsg::Probe);
+    }
 }
 
 /// Adds counters owed, and makes sure they are written before long.
@@ -251,7 +290,11 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         let owed = marker.as_deref().map(|marker| (marker, touches.as_slice()));
         let started = std::time::Instant::now();
         let outcome = match fail {
-            true => Err(Error::Storage("injected storage fault".into())),
+            true => {
+                let fault = Err(Error::Storage("injected storage fault".into()));
+                db.record_write(&fault);
+                fault
+            }
             false => db.write_batch(&writes, owed).await,
         };
         if outcome.is_ok() {
@@ -279,7 +322,8 @@ fn start_batch(myself: &ActorRef<PersistenceMsg>, state: &mut PersistenceState) 
         for waiter in waiters {
             waiter.complete(match &outcome {
                 Ok(()) => Ok(()),
-                Err(error) => Err(Error::Storage(error.to_string())),
+                Err(Error::Storage(why)) => Err(Error::StorageUnavailable(why.clone())),
+                Err(error) => Err(error.clone()),
             });
         }
         // If the actor is gone, its successor starts with an empty queue (and

@@ -5,7 +5,7 @@
 //! but as an opaque handle.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -114,6 +114,34 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
 #[derive(Clone)]
 pub struct Database {
     db: Arc<Surreal<Any>>,
+    /// Why the last write batch failed, until one commits again: what
+    /// `/readyz` reports while the disk is full.
+    write_failure: Arc<Mutex<Option<String>>>,
+    /// The free space writes leave on the data directory's filesystem.
+    reserve: Option<Arc<SpaceReserve>>,
+}
+
+/// Free space that writes may not use: checked before each batch, so a
+/// filling disk refuses writes cleanly instead of failing a commit midway
+/// (surrealkv can then keep part of a commit it reported as failed).
+struct SpaceReserve {
+    path: std::path::PathBuf,
+    bytes: u64,
+}
+
+impl SpaceReserve {
+    /// Why a write may not go ahead now, if it may not.
+    fn short(&self) -> Option<String> {
+        let stats = rustix::fs::statvfs(&self.path).ok()?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        (free < self.bytes).then(|| {
+            format!(
+                "{} MB free on the data directory's filesystem; writes keep {} MB free (storage.min_free_mb)",
+                free / (1 << 20),
+                self.bytes / (1 << 20)
+            )
+        })
+    }
 }
 
 impl Database {
@@ -138,7 +166,11 @@ impl Database {
                 Error::Startup(format!("cannot open database at {endpoint}: {error}"))
             })?;
         db.use_ns(namespace).use_db(database).await?;
-        Ok(Database { db: Arc::new(db) })
+        Ok(Database {
+            db: Arc::new(db),
+            write_failure: Arc::default(),
+            reserve: None,
+        })
     }
 
     /// Runs a SurrealQL dump (an export) from `file` into this database.
@@ -366,11 +398,34 @@ impl Database {
 
     /// Writes a batch in one transaction. `owed` names the marker that
     /// records the conversations whose counters the batch's messages change.
+    /// Keeps `megabytes` free on the filesystem of `path` (0: no check).
+    pub fn keeping_free(mut self, path: &Path, megabytes: u64) -> Database {
+        self.reserve = (megabytes > 0).then(|| {
+            Arc::new(SpaceReserve {
+                path: path.to_owned(),
+                bytes: megabytes << 20,
+            })
+        });
+        self
+    }
+
+    /// The reserve check before a write: an error once space is short.
+    fn check_space(&self) -> Result<()> {
+        match self.reserve.as_ref().and_then(|reserve| reserve.short()) {
+            Some(why) => Err(Error::Storage(why)),
+            None => Ok(()),
+        }
+    }
+
     pub(super) async fn write_batch(
         &self,
         writes: &[Write],
         owed: Option<(&str, &[Touch])>,
     ) -> Result<()> {
+        if let Err(short) = self.check_space() {
+            self.record_write(&Err(short.clone()));
+            return Err(short);
+        }
         let mut batch = Batch::new();
         for (index, write) in writes.iter().enumerate() {
             write.append_to(&mut batch.write(index));
@@ -379,7 +434,39 @@ impl Database {
             statements::owe_counters(&mut batch.write(writes.len()), marker, touches);
         }
         let (statement, vars) = batch.finish();
-        self.run(&statement, Value::Object(vars)).await
+        let outcome = self.run(&statement, Value::Object(vars)).await;
+        self.record_write(&outcome);
+        outcome
+    }
+
+    /// A write of one small record, to learn whether writes commit again
+    /// after a failure (no client write may be needed for that).
+    pub(super) async fn probe_write(&self) -> Result<()> {
+        if let Err(short) = self.check_space() {
+            self.record_write(&Err(short.clone()));
+            return Err(short);
+        }
+        let outcome = self
+            .run(
+                "UPSERT type::record('setting', 'write_probe') SET at = time::now();",
+                json!({}),
+            )
+            .await;
+        self.record_write(&outcome);
+        outcome
+    }
+
+    pub(super) fn record_write(&self, outcome: &Result<()>) {
+        let mut failure = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
+        *failure = outcome.as_ref().err().map(ToString::to_string);
+    }
+
+    /// Why writes fail now, if they do.
+    pub fn write_failure(&self) -> Option<String> {
+        self.write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Recomputes the counters of every conversation a marker names (left

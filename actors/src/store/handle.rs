@@ -30,6 +30,11 @@ impl Storage {
         }
     }
 
+    /// Why the store refuses writes now (a full disk), if it does.
+    pub fn write_failure(&self) -> Option<String> {
+        self.db.write_failure()
+    }
+
     pub(crate) fn replace(&self, actor: ActorRef<PersistenceMsg>) {
         self.actor.replace(actor);
     }

@@ -14,3 +14,4 @@ pub mod server;
 pub mod soak;
 pub mod sockets;
 pub mod source;
+pub mod tmpfs;

@@ -302,7 +302,7 @@ impl Answering {
         for waiter in self.waiters.remove(&question).unwrap_or_default() {
             let _ = waiter.send(match answer {
                 Ok(message) => Ok(message.clone()),
-                Err(error) => Err(Error::Storage(error.to_string())),
+                Err(error) => Err(error.clone()),
             });
         }
     }
