@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::binary::{free_port, kill, start};
+use crate::support::binary::{create_session, free_port, kill, start};
 use crate::support::server::*;
 use crate::support::tmpfs::Tmpfs;
 
@@ -193,19 +193,6 @@ fn fill(path: &std::path::Path) {
     {}
     let error = file.write_all(&block[..1]).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(28), "ENOSPC: {error}");
-}
-
-async fn create_session(base: &str) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(format!("{base}/chat/sessions"))
-        .header("X-API-Key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["session_id"].as_str().unwrap().to_owned()
 }
 
 async fn stored_contents(base: &str, session: &str) -> Vec<String> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::binary::{free_port, kill, start_timed};
+use crate::support::binary::{create_session, free_port, kill, start_timed};
 use crate::support::receiver::Receiver;
 use crate::support::server::*;
 use crate::support::soak::{
@@ -111,19 +111,6 @@ impl Set {
             webchat: format!("soak-visitor-{index:08}"),
         }
     }
-}
-
-async fn create_session(base: &str) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(format!("{base}/chat/sessions"))
-        .header("X-API-Key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["session_id"].as_str().unwrap().to_owned()
 }
 
 async fn staff_key(base: &str) -> String {

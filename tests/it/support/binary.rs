@@ -67,3 +67,17 @@ pub fn kill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Creates a conversation of acme's on the binary at `base`; returns its id.
+pub async fn create_session(base: &str) -> String {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/chat/sessions"))
+        .header("X-API-Key", super::server::KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["session_id"].as_str().unwrap().to_owned()
+}
