@@ -81,11 +81,27 @@ struct ServeArgs {
     data_dir: Option<String>,
 }
 
+/// Third-party crates whose debug and trace lines carry payloads.
+const PAYLOAD_LOGGERS: [&str; 7] = [
+    "tungstenite=info",
+    "tokio_tungstenite=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+    "reqwest=info",
+    "async_openai=info",
+];
+
 /// Log lines on stderr, filtered by `RUST_LOG`, as text or JSON.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,surrealdb=warn,surrealkv=warn,surrealdb_core=warn")
     });
+    // These print whole frames, headers or bodies at debug and trace (a
+    // visitor's message, an API key); RUST_LOG may not raise them.
+    for quiet in PAYLOAD_LOGGERS {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -22,6 +22,7 @@ mod layering;
 mod layout;
 mod live_context;
 mod llm;
+mod log_hygiene;
 mod metrics;
 mod n8n_chat;
 mod openapi;

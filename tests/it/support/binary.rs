@@ -26,15 +26,37 @@ pub async fn start_timed(
     data: &std::path::Path,
     port: u16,
 ) -> (Child, Duration) {
+    start_logging(config, data, port, "error", None).await
+}
+
+/// Starts the binary at log level `rust_log`, its output (stdout and stderr)
+/// into `log` if given; returns it and how long it took to answer `/readyz`.
+pub async fn start_logging(
+    config: &std::path::Path,
+    data: &std::path::Path,
+    port: u16,
+    rust_log: &str,
+    log: Option<&std::path::Path>,
+) -> (Child, Duration) {
+    let output = |log: Option<&std::path::Path>| match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
     let started = std::time::Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--config"])
         .arg(config)
         .arg("--data-dir")
         .arg(data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("RUST_LOG", rust_log)
+        .stdout(output(log))
+        .stderr(output(log))
         .spawn()
         .unwrap();
     if !ready(port).await {
