@@ -27,6 +27,7 @@ mod metrics;
 mod n8n_chat;
 mod openapi;
 mod process;
+mod properties;
 mod rate_limits;
 mod reliability;
 mod request_ids;
