@@ -13,7 +13,9 @@
 //! flush writes them at once, so a reader that flushes sees them.
 //!
 //! When a batch fails (a full disk), its writers are told
-//! `StorageUnavailable` and nothing of it is stored; the actor then probes
+//! `StorageUnavailable` and nothing of it is acknowledged (a commit that
+//! fails midway may still leave part of it behind: hence the free-space
+//! reserve checked before each batch, `database.rs`); the actor then probes
 //! with a one-record write every [`PROBE_INTERVAL`] until one commits, so
 //! `/readyz` turns ready again by itself once space returns, even if no
 //! client writes meanwhile.
