@@ -80,6 +80,11 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Pending connections the kernel queues before `accept` (tokio's default is 128).
     pub backlog: u32,
+    /// Kernel send buffer of each connection (`SO_SNDBUF`), bytes; 0 leaves
+    /// it to the kernel's autotuning (up to 4 MB a socket on Linux). A small
+    /// one bounds what a reader that never reads holds in the kernel, and
+    /// makes it reach its outbound queue limit (and be closed) sooner.
+    pub send_buffer_bytes: u32,
     /// Largest REST request body, in bytes.
     pub max_body_bytes: u64,
     /// Proxies (addresses or networks) whose `X-Forwarded-For` names the
@@ -104,6 +109,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:2000".into(),
             public_url: String::new(),
             backlog: 1024,
+            send_buffer_bytes: 0,
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             header_timeout_ms: 5_000,

@@ -98,7 +98,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         .map_err(StartError::Config)?;
     let geo = geo::Geolocator::new(&config.webchat.geolocation).map_err(StartError::Config)?;
     // Bind first: a port in use should fail before the database is opened.
-    let listener = server::bind(addr, config.server.backlog)
+    let listener = server::bind(addr, config.server.backlog, config.server.send_buffer_bytes)
         .map_err(|source| StartError::Listen { addr, source })?;
     let local_addr = listener
         .local_addr()

@@ -97,10 +97,14 @@ impl TrustedProxies {
 /// How long in-flight HTTP requests get to finish once we stop accepting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds `addr` with `SO_REUSEADDR` and an accept backlog of `backlog`.
-pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+/// Binds `addr` with `SO_REUSEADDR` and an accept backlog of `backlog`;
+/// accepted connections inherit a `send_buffer` (bytes) unless it is 0.
+pub fn bind(addr: SocketAddr, backlog: u32, send_buffer: u32) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer as usize)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.clamp(1, i32::MAX as u32) as i32)?;

@@ -36,6 +36,7 @@ mod schemas;
 mod seed_frontend;
 mod session_api;
 mod slow_clients;
+mod slow_readers;
 mod socket_origins;
 mod supervision;
 mod support;

@@ -1,0 +1,242 @@
+//! Slow and hostile readers: 1,000 sockets on one conversation of the real
+//! binary, 100 of which never read (a 2 KB receive buffer, never polled).
+//! While answers stream, the server's resident memory (VmRSS from `/proc`)
+//! stays under its stated bound, the 100 are closed as slow consumers, and
+//! the other 900 receive every answer whole. Bounded: a fixed number of
+//! answers, each expectation under a deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::binary::{create_session, free_port, kill, start};
+use crate::support::server::*;
+
+const SOCKETS: usize = 1_000;
+const NEVER_READ: usize = 100;
+const ANSWERS: usize = 20;
+/// `limits.outbound_queue_bytes` for this run.
+const QUEUE_BYTES: u64 = 64 * 1024;
+/// `server.send_buffer_bytes`: what the kernel may hold per socket.
+const SEND_BUFFER: u32 = 16 * 1024;
+/// What the process may add to its resident memory beyond the queues.
+const CONSTANT_BYTES: u64 = 48 << 20;
+
+fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("tertulia.toml");
+    let unlimited = 10_000_000;
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+send_buffer_bytes = {SEND_BUFFER}
+
+# Keepalive would close a silent reader too; here the queue limit must.
+[websocket]
+max_per_address = 5000
+ping_interval_ms = 600000
+
+[limits]
+outbound_queue_frames = 64
+outbound_queue_bytes = {QUEUE_BYTES}
+
+[agents.echo]
+word_delay_ms = 20
+
+[tenants.acme]
+name = "Acme"
+api_keys = ["{KEY}"]
+agent = "echo"
+
+[tenants.acme.rate_limits]
+api_key_per_minute = {unlimited}
+ip_per_minute = {unlimited}
+session_messages_per_minute = {unlimited}
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Sixteen words of a thousand bytes each: an answer of few, large chunks.
+fn question(number: usize) -> String {
+    (0..16)
+        .map(|word| format!("{number:02}{word:02}{}", "x".repeat(996)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+async fn open(port: u16, session: &str, receive_buffer: Option<u32>) -> Ws {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let stream = socket
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let mut request = format!("ws://127.0.0.1:{port}/chat/ws/{session}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", KEY.parse().unwrap());
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap()
+        .0
+}
+
+/// A reading subscriber: the `done` contents it saw, and whether the server
+/// closed it.
+async fn read_answers(mut ws: Ws) -> (Vec<String>, bool) {
+    let mut answers = Vec::new();
+    while answers.len() < ANSWERS {
+        let next = tokio::time::timeout(DEADLINE * 6, ws.next()).await;
+        match next {
+            Ok(Some(Ok(Message::Text(text)))) if text.contains(r#""type":"done""#) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                answers.push(frame["content"].as_str().unwrap().to_owned());
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return (answers, true),
+        }
+    }
+    (answers, false)
+}
+
+enum Silent {
+    /// Closed with 1008 (after whatever the kernel still held).
+    Closed,
+    /// Never closed, and every answer is there, whole.
+    Buffered,
+}
+
+/// Reads a socket that never read until now: a 1008 close, or every answer.
+async fn silent_outcome(mut ws: Ws) -> Silent {
+    let mut answers = 0;
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) if u16::from(frame.code) == 1008 => {
+                return Silent::Closed;
+            }
+            Ok(Some(Ok(Message::Text(text)))) if text.contains(r#""type":"done""#) => {
+                answers += 1;
+                if answers == ANSWERS {
+                    return Silent::Buffered;
+                }
+            }
+            Ok(Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)))) => {}
+            other => panic!("a silent reader ends with a 1008 close or every answer: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn readers_that_never_read_are_closed_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let port = free_port();
+    let mut child = start(&config, &dir.path().join("data"), port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let session = create_session(&base).await;
+
+    let mut silent = Vec::new();
+    for _ in 0..NEVER_READ {
+        silent.push(open(port, &session, Some(2048)).await);
+    }
+    let mut readers = Vec::new();
+    for _ in 0..SOCKETS - NEVER_READ {
+        let ws = open(port, &session, None).await;
+        readers.push(tokio::spawn(read_answers(ws)));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_bytes(child.id());
+
+    // The peak resident memory while the answers stream, sampled every 50 ms.
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampling = {
+        let (pid, peak) = (child.id(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let http = reqwest::Client::new();
+    for number in 0..ANSWERS {
+        let status = http
+            .post(format!("{base}/chat/{session}/messages"))
+            .header("X-API-Key", KEY)
+            .json(&json!({"role": "user", "content": question(number)}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201);
+    }
+    let mut closed_readers = 0;
+    for reader in readers {
+        let (answers, closed) = reader.await.unwrap();
+        closed_readers += usize::from(closed);
+        let expected: Vec<String> = (0..ANSWERS)
+            .map(|number| tertulia_actors::runtime::EchoAgent::reply_to(&question(number)))
+            .collect();
+        assert!(!closed, "a reading subscriber is never closed");
+        assert_eq!(answers, expected, "every answer, whole, in order");
+    }
+    sampling.abort();
+    let peak = peak.load(Ordering::Relaxed).max(rss_bytes(child.id()));
+
+    // The ones that never read were closed as slow, or (if the kernel's
+    // buffers held everything) have every answer waiting, whole.
+    let (mut slow_closed, mut buffered) = (0, 0);
+    for ws in silent {
+        match silent_outcome(ws).await {
+            Silent::Closed => slow_closed += 1,
+            Silent::Buffered => buffered += 1,
+        }
+    }
+    let bound = NEVER_READ as u64 * QUEUE_BYTES + CONSTANT_BYTES;
+    println!(
+        "slow readers: {SOCKETS} sockets, {NEVER_READ} never read; {slow_closed} closed with 1008 \
+         ({buffered} held every answer in kernel buffers), \
+         {closed_readers} of {} readers closed, all {ANSWERS} answers whole at the others; RSS {} MB \
+         before the answers, peak growth {} MB (bound {} MB = {NEVER_READ} x {} KB queue + {} MB)",
+        SOCKETS - NEVER_READ,
+        baseline >> 20,
+        peak.saturating_sub(baseline) >> 20,
+        bound >> 20,
+        QUEUE_BYTES >> 10,
+        CONSTANT_BYTES >> 20,
+    );
+    assert_eq!(
+        slow_closed, NEVER_READ,
+        "every reader that never read is closed as slow"
+    );
+    assert!(
+        peak.saturating_sub(baseline) <= bound,
+        "resident memory stays bounded"
+    );
+    kill(&mut child);
+}
