@@ -396,8 +396,6 @@ impl Database {
         }
     }
 
-    /// Writes a batch in one transaction. `owed` names the marker that
-    /// records the conversations whose counters the batch's messages change.
     /// Keeps `megabytes` free on the filesystem of `path` (0: no check).
     pub fn keeping_free(mut self, path: &Path, megabytes: u64) -> Database {
         self.reserve = (megabytes > 0).then(|| {
@@ -417,15 +415,13 @@ impl Database {
         }
     }
 
+    /// Writes a batch in one transaction. `owed` names the marker that
+    /// records the conversations whose counters the batch's messages change.
     pub(super) async fn write_batch(
         &self,
         writes: &[Write],
         owed: Option<(&str, &[Touch])>,
     ) -> Result<()> {
-        if let Err(short) = self.check_space() {
-            self.record_write(&Err(short.clone()));
-            return Err(short);
-        }
         let mut batch = Batch::new();
         for (index, write) in writes.iter().enumerate() {
             write.append_to(&mut batch.write(index));
@@ -434,31 +430,32 @@ impl Database {
             statements::owe_counters(&mut batch.write(writes.len()), marker, touches);
         }
         let (statement, vars) = batch.finish();
-        let outcome = self.run(&statement, Value::Object(vars)).await;
-        self.record_write(&outcome);
-        outcome
+        self.guarded_write(&statement, Value::Object(vars)).await
     }
 
     /// A write of one small record, to learn whether writes commit again
     /// after a failure (no client write may be needed for that).
     pub(super) async fn probe_write(&self) -> Result<()> {
-        if let Err(short) = self.check_space() {
-            self.record_write(&Err(short.clone()));
-            return Err(short);
-        }
-        let outcome = self
-            .run(
-                "UPSERT type::record('setting', 'write_probe') SET at = time::now();",
-                json!({}),
-            )
-            .await;
+        let probe = "UPSERT type::record('setting', 'write_probe') SET at = time::now();";
+        self.guarded_write(probe, json!({})).await
+    }
+
+    /// A write behind the free-space reserve, its outcome remembered.
+    async fn guarded_write(&self, statement: &str, vars: Value) -> Result<()> {
+        let outcome = match self.check_space() {
+            Ok(()) => self.run(statement, vars).await,
+            Err(short) => Err(short),
+        };
         self.record_write(&outcome);
         outcome
     }
 
     pub(super) fn record_write(&self, outcome: &Result<()>) {
         let mut failure = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
-        *failure = outcome.as_ref().err().map(ToString::to_string);
+        *failure = outcome.as_ref().err().map(|error| match error {
+            Error::Storage(why) => why.clone(),
+            other => other.to_string(),
+        });
     }
 
     /// Why writes fail now, if they do.
