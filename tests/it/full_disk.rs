@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::binary::{create_session, free_port, kill, start};
+use crate::support::binary::{create_session, free_port, get_json, kill, start, write_config};
 use crate::support::server::*;
 use crate::support::tmpfs::Tmpfs;
 
@@ -23,30 +23,8 @@ const ROOMY_MB: u32 = 64;
 /// `storage.min_free_mb`: writes stop while less than this is free.
 const RESERVE_MB: u32 = 1;
 
-fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let config = dir.join("tertulia.toml");
-    let unlimited = 10_000_000;
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[storage]
-min_free_mb = {RESERVE_MB}
-
-[tenants.acme]
-name = "Acme"
-api_keys = ["{KEY}"]
-agent = "echo"
-
-[tenants.acme.rate_limits]
-api_key_per_minute = {unlimited}
-ip_per_minute = {unlimited}
-session_messages_per_minute = {unlimited}
-"#
-        ),
-    )
-    .unwrap();
-    config
+fn disk_config(dir: &std::path::Path) -> std::path::PathBuf {
+    write_config(dir, &format!("[storage]\nmin_free_mb = {RESERVE_MB}\n"))
 }
 
 /// Content of message `number`: 8 KB with UTF-8 beyond ASCII, so a stored
@@ -84,7 +62,7 @@ async fn a_full_disk_refuses_writes_clearly_loses_nothing_and_recovers_by_itself
         }
     };
     let data = disk.path().join("data");
-    let config = write_config(dir.path());
+    let config = disk_config(dir.path());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = start(&config, &data, port).await;
@@ -196,15 +174,7 @@ fn fill(path: &std::path::Path) {
 }
 
 async fn stored_contents(base: &str, session: &str) -> Vec<String> {
-    let messages: Value = reqwest::Client::new()
-        .get(format!("{base}/chat/{session}/messages?limit=5000"))
-        .header("X-API-Key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let messages = get_json(&format!("{base}/chat/{session}/messages?limit=5000"), KEY).await;
     messages
         .as_array()
         .unwrap()

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::binary::{create_session, free_port, kill, start_timed};
+use crate::support::binary::{
+    create_session, free_port, get_json, kill, start_timed, write_config,
+};
 use crate::support::receiver::Receiver;
 use crate::support::server::*;
 use crate::support::soak::{
@@ -48,13 +50,9 @@ fn seed() -> u64 {
         })
 }
 
-fn write_config(dir: &Path, receiver: &Receiver) -> std::path::PathBuf {
-    let config = dir.join("tertulia.toml");
-    let unlimited = 10_000_000;
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+fn config(dir: &Path, receiver: &Receiver) -> std::path::PathBuf {
+    let settings = format!(
+        r#"
 [auth]
 admin_token = "{ADMIN}"
 
@@ -71,25 +69,11 @@ tenant = "acme"
 url = "{url}"
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 events = ["message.created"]
-
-[tenants.acme]
-name = "Acme"
-api_keys = ["{KEY}"]
-agent = "echo"
-
-[tenants.acme.rate_limits]
-api_key_per_minute = {unlimited}
-ip_per_minute = {unlimited}
-session_messages_per_minute = {unlimited}
-webchat_session_per_minute = {unlimited}
-webchat_ip_per_minute = {unlimited}
 "#,
-            schedule = vec!["\"100ms\""; 600].join(", "),
-            url = receiver.url("/crm"),
-        ),
-    )
-    .unwrap();
-    config
+        schedule = vec!["\"100ms\""; 600].join(", "),
+        url = receiver.url("/crm"),
+    );
+    write_config(dir, &settings)
 }
 
 /// The conversations one set of cycles writes to.
@@ -199,17 +183,8 @@ async fn check_attended(base: &str, staff: &str, conversation: &str, attended: A
     let Some(taken_over) = attended.taken_over else {
         return;
     };
-    let body: Value = reqwest::Client::new()
-        .get(format!(
-            "{base}/console/api/conversations/{conversation}/messages?limit=1"
-        ))
-        .header("X-API-Key", staff)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{base}/console/api/conversations/{conversation}/messages?limit=1");
+    let body = get_json(&url, staff).await;
     let human = &body["conversation"]["human"];
     assert_eq!(
         !human.is_null(),
@@ -227,7 +202,7 @@ async fn acknowledged_messages_and_their_events_survive_repeated_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut receiver = Receiver::start().await;
-    let config = write_config(dir.path(), &receiver);
+    let config = config(dir.path(), &receiver);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
 
@@ -285,30 +260,18 @@ async fn acknowledged_messages_and_their_events_survive_repeated_sigkills() {
 
 /// The ids stored in a conversation, oldest first.
 async fn stored_ids(base: &str, conversation: &str, webchat: bool) -> Vec<String> {
-    let http = reqwest::Client::new();
     let conversation = if webchat {
-        let history: Value = http
-            .get(format!("{base}/api/webchat/history/{conversation}?limit=1"))
-            .header("X-API-Key", KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{base}/api/webchat/history/{conversation}?limit=1");
+        let history = get_json(&url, KEY).await;
         history["conversation_id"].as_str().unwrap().to_owned()
     } else {
         conversation.to_owned()
     };
-    let body: Value = http
-        .get(format!("{base}/chat/{conversation}/messages?limit=5000"))
-        .header("X-API-Key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get_json(
+        &format!("{base}/chat/{conversation}/messages?limit=5000"),
+        KEY,
+    )
+    .await;
     let messages = body.as_array().unwrap();
     assert!(
         messages.len() < 5000,

@@ -15,7 +15,7 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::binary::{create_session, free_port, kill, start};
+use crate::support::binary::{create_session, free_port, kill, start, write_config};
 use crate::support::server::*;
 
 const SOCKETS: usize = 1_000;
@@ -28,13 +28,9 @@ const SEND_BUFFER: u32 = 16 * 1024;
 /// What the process may add to its resident memory beyond the queues.
 const CONSTANT_BYTES: u64 = 48 << 20;
 
-fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let config = dir.join("tertulia.toml");
-    let unlimited = 10_000_000;
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let settings = format!(
+        r#"
 [server]
 send_buffer_bytes = {SEND_BUFFER}
 
@@ -49,21 +45,9 @@ outbound_queue_bytes = {QUEUE_BYTES}
 
 [agents.echo]
 word_delay_ms = 20
-
-[tenants.acme]
-name = "Acme"
-api_keys = ["{KEY}"]
-agent = "echo"
-
-[tenants.acme.rate_limits]
-api_key_per_minute = {unlimited}
-ip_per_minute = {unlimited}
-session_messages_per_minute = {unlimited}
 "#
-        ),
-    )
-    .unwrap();
-    config
+    );
+    write_config(dir, &settings)
 }
 
 /// Sixteen words of a thousand bytes each: an answer of few, large chunks.
@@ -154,7 +138,7 @@ async fn silent_outcome(mut ws: Ws) -> Silent {
 #[tokio::test]
 async fn readers_that_never_read_are_closed_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = config(dir.path());
     let port = free_port();
     let mut child = start(&config, &dir.path().join("data"), port).await;
     let base = format!("http://127.0.0.1:{port}");

@@ -103,3 +103,41 @@ pub async fn create_session(base: &str) -> String {
         .unwrap();
     created["session_id"].as_str().unwrap().to_owned()
 }
+
+/// Writes `tertulia.toml` in `dir`: `settings` (TOML), then tenant acme with
+/// the echo agent and rate limits too high to matter. Returns its path.
+pub fn write_config(dir: &std::path::Path, settings: &str) -> std::path::PathBuf {
+    let config = dir.join("tertulia.toml");
+    let unlimited = 10_000_000;
+    let key = super::server::KEY;
+    let tenant = format!(
+        r#"
+[tenants.acme]
+name = "Acme"
+api_keys = ["{key}"]
+agent = "echo"
+
+[tenants.acme.rate_limits]
+api_key_per_minute = {unlimited}
+ip_per_minute = {unlimited}
+session_messages_per_minute = {unlimited}
+webchat_session_per_minute = {unlimited}
+webchat_ip_per_minute = {unlimited}
+"#
+    );
+    std::fs::write(&config, format!("{settings}\n{tenant}")).unwrap();
+    config
+}
+
+/// GET `url` with `key` in `X-API-Key`; the JSON answer.
+pub async fn get_json(url: &str, key: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
