@@ -48,11 +48,16 @@ impl AppState {
         (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
     }
 
-    /// `ws://host` (or the configured public URL, as `wss://`) that sockets are opened on.
+    /// `ws://host` (`wss://` when this server serves TLS itself, or the
+    /// configured public URL as `wss://`) that sockets are opened on.
     pub fn socket_base(&self, host: Option<String>) -> String {
         if self.config.server.public_url.is_empty() {
+            let scheme = match self.config.server.tls_cert.is_empty() {
+                true => "ws",
+                false => "wss",
+            };
             format!(
-                "ws://{}",
+                "{scheme}://{}",
                 host.unwrap_or_else(|| self.local_addr.to_string())
             )
         } else {

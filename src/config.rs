@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
     AgentsConfig, EgressConfig, InsightsConfig, Limits, RetentionConfig, RuntimeConfig,
-    SessionConfig, StorageConfig, SupervisionConfig, WebhooksConfig,
+    SealingKeys, SessionConfig, StorageConfig, SupervisionConfig, WebhooksConfig,
 };
 use tertulia_actors::model::TenantSettings;
 
@@ -101,6 +101,11 @@ pub struct ServerConfig {
     /// 401s one client address may be answered per minute (also as one
     /// burst); past it, its requests are answered 429 until it refills.
     pub auth_failures_per_minute: u32,
+    /// A PEM certificate chain (leaf first) to serve HTTPS and WSS with,
+    /// and its PEM private key; both or neither. Re-read on SIGHUP.
+    /// Empty: plain HTTP (behind a proxy that terminates TLS).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +120,8 @@ impl Default for ServerConfig {
             header_timeout_ms: 5_000,
             body_timeout_ms: 10_000,
             auth_failures_per_minute: 60,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -269,7 +276,10 @@ impl Config {
         let mut variables = Vec::new();
         loop {
             match Config::figment(file, &ignored).extract::<Config>() {
-                Ok(config) => return Ok((Config::with_development_tenant(config), variables)),
+                Ok(mut config) => {
+                    config.storage.sealing = SealingKeys::from_env(|name| std::env::var(name).ok());
+                    return Ok((Config::with_development_tenant(config), variables));
+                }
                 Err(error) => {
                     let unknown = unknown_env_keys(&error);
                     // Bounded: each round drops at least one variable.
@@ -294,9 +304,14 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let ignored = ignored.to_vec();
+        // The sealing keys are read apart (`SealingKeys::from_env`): they
+        // are no setting, and may not come from a file.
         let env = Env::prefixed("TERTULIA_").split("__").filter(move |key| {
+            let sealing = ["secret_key", "secret_key_previous"];
             !ignored
                 .iter()
+                .map(String::as_str)
+                .chain(sealing)
                 .any(|name| key.as_str().eq_ignore_ascii_case(name))
         });
         figment.merge(env)

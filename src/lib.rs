@@ -48,6 +48,7 @@ pub const MAX_TICKET_TTL_SECS: u64 = 3_600;
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub runtime: Runtime,
+    guards: Arc<server::Guards>,
     stop: watch::Sender<bool>,
     accept_loop: JoinHandle<()>,
     sweeper: JoinHandle<()>,
@@ -97,6 +98,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
     let proxies = server::TrustedProxies::parse(&config.server.trusted_proxies)
         .map_err(StartError::Config)?;
     let geo = geo::Geolocator::new(&config.webchat.geolocation).map_err(StartError::Config)?;
+    let tls = tls_settings(&config.server)?;
     // Bind first: a port in use should fail before the database is opened.
     let listener = server::bind(addr, config.server.backlog, config.server.send_buffer_bytes)
         .map_err(|source| StartError::Listen { addr, source })?;
@@ -111,6 +113,7 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         proxies,
         timeouts,
         auth_failures: server::auth_failures::AuthFailures::new(auth_failures),
+        tls,
     });
     let sweeper = {
         let (limiter, guards) = (limiter.clone(), guards.clone());
@@ -135,17 +138,49 @@ pub async fn start(config: Config, agents: AgentRegistry) -> Result<RunningServe
         local_addr,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let accept_loop = tokio::spawn(server::serve(listener, api::routes(app), guards, stop_rx));
+    let routes = api::routes(app);
+    let accept_loop = tokio::spawn(server::serve(listener, routes, guards.clone(), stop_rx));
     Ok(RunningServer {
         addr: local_addr,
         runtime,
+        guards,
         stop,
         accept_loop,
         sweeper,
     })
 }
 
+/// The certificate to serve HTTPS with, if one is configured (both files or neither).
+fn tls_settings(server: &config::ServerConfig) -> Result<Option<server::tls::Tls>, StartError> {
+    match (server.tls_cert.is_empty(), server.tls_key.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => server::tls::Tls::load(
+            std::path::Path::new(&server.tls_cert),
+            std::path::Path::new(&server.tls_key),
+        )
+        .map(Some)
+        .map_err(StartError::Config),
+        _ => Err(StartError::Config(
+            "`server.tls_cert` and `server.tls_key` are set together or not at all".into(),
+        )),
+    }
+}
+
 impl RunningServer {
+    /// Whether it serves HTTPS (and WSS) rather than plain HTTP.
+    pub fn serves_tls(&self) -> bool {
+        self.guards.tls.is_some()
+    }
+
+    /// Reads the TLS certificate and key again (on SIGHUP): new connections
+    /// get the new one, open ones keep theirs. `Ok(false)`: no TLS to reload.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        match &self.guards.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish, then shuts the runtime
     /// down: sockets are closed with a reason, answers in progress are stored
     /// as `interrupted`, persistence drains.

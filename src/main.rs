@@ -178,7 +178,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("tertulia is listening on http://{}", server.addr);
+    let scheme = if server.serves_tls() { "https" } else { "http" };
+    println!("tertulia is listening on {scheme}://{}", server.addr);
     println!("  storage: {}", server.runtime.durability());
     for (id, tenant) in &config.tenants {
         println!(
@@ -203,27 +204,37 @@ async fn serve(args: ServeArgs) -> ExitCode {
             "  development API key: {DEVELOPMENT_KEY} (set your own in a config file before going live)"
         );
     }
-    wait_for_signal().await;
+    wait_for_signal(&server).await;
     tracing::info!("shutting down: closing sockets, storing answers in progress, draining writes");
     server.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; a SIGHUP meanwhile reloads the TLS certificate.
+async fn wait_for_signal(server: &tertulia::RunningServer) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return,
+                _ = terminate.recv() => return,
+                _ = hangup.recv() => match server.reload_tls() {
+                    Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Ok(false) => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    Err(error) => tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the old one stays"),
+                },
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = server;
         let _ = ctrl_c.await;
     }
 }

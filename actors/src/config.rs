@@ -57,6 +57,51 @@ pub struct StorageConfig {
     /// directory's filesystem has less free space than this, so the store
     /// never meets ENOSPC mid-commit. 0 turns the check off.
     pub min_free_mb: u64,
+    /// The keys that seal secrets at rest: from the environment only
+    /// (`TERTULIA_SECRET_KEY`, `TERTULIA_SECRET_KEY_PREVIOUS`), never from a
+    /// file, so a copy of the data and the config does not hold them.
+    #[serde(skip)]
+    pub sealing: SealingKeys,
+}
+
+/// The key that seals stored secrets (base64 of 32 bytes) and the keys it
+/// replaced, which still open what they sealed until start-up reseals it.
+#[derive(Clone, Default, PartialEq)]
+pub struct SealingKeys {
+    pub current: Option<String>,
+    pub previous: Vec<String>,
+}
+
+impl SealingKeys {
+    /// The variable that holds the current key.
+    pub const CURRENT: &str = "TERTULIA_SECRET_KEY";
+    /// The variable that holds the previous keys, comma-separated.
+    pub const PREVIOUS: &str = "TERTULIA_SECRET_KEY_PREVIOUS";
+
+    /// The keys the environment gives (`var` reads a variable).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> SealingKeys {
+        let present = |value: String| Some(value).filter(|value| !value.trim().is_empty());
+        SealingKeys {
+            current: var(Self::CURRENT).and_then(present),
+            previous: var(Self::PREVIOUS)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|key| !key.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+// By hand, so the keys never reach a log line.
+impl std::fmt::Debug for SealingKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealingKeys")
+            .field("current", &self.current.is_some())
+            .field("previous", &self.previous.len())
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {
@@ -67,6 +112,7 @@ impl Default for StorageConfig {
             namespace: "tertulia".into(),
             database: "main".into(),
             min_free_mb: 64,
+            sealing: SealingKeys::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod auth_failures;
 pub mod feed;
 pub mod request_id;
 pub mod socket;
+pub mod tls;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -142,16 +143,36 @@ pub async fn serve<F>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let header_timeout = guards.timeouts.header;
         let (service, guards) = (service.clone(), guards.clone());
-        let handler = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            serve_request(service.clone(), guards.clone(), peer, request)
-        });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let header_timeout = guards.timeouts.header;
+            let tls = guards.tls.as_ref().map(|tls| tls.acceptor());
+            let handler = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                serve_request(service.clone(), guards.clone(), peer, request)
+            });
             let builder = connection_builder(header_timeout);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), handler);
-            if let Err(error) = watcher.watch(connection).await {
+            let served = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), handler);
+                    watcher.watch(connection).await
+                }
+                // The handshake is held to the same deadline as a request
+                // head: a client that stalls in it cannot hold the connection.
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), handler);
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
@@ -170,6 +191,8 @@ pub struct Guards {
     pub proxies: TrustedProxies,
     pub timeouts: Timeouts,
     pub auth_failures: auth_failures::AuthFailures,
+    /// HTTPS and WSS, when a certificate is configured.
+    pub tls: Option<tls::Tls>,
 }
 
 /// One request: its client's address and upgrade handle put in it, its

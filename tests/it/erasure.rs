@@ -13,16 +13,7 @@ const VISITOR: &str = "ximena-0123456789abcdef";
 const OTHER_VISITOR: &str = "bruno-0123456789abcdef";
 
 async fn admin(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let response = server
-        .http
-        .post(server.url(path))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    admin_post(server, ADMIN, path, body).await
 }
 
 /// A visitor who consents and says who they are; returns their conversation.

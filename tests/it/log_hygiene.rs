@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::binary::{free_port, kill, start_logging};
+use crate::support::binary::{created_session, free_port, kill, start_logging};
 use crate::support::fake_llm::FakeLlm;
 use crate::support::receiver::Receiver;
 use crate::support::server::*;
@@ -58,15 +58,7 @@ api_key_env = ""
 async fn converse(port: u16, token: &str) -> String {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{base}/chat/sessions"))
-        .header("X-API-Key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = created_session(&http, &base).await;
     let url = created["websocket_url"].as_str().unwrap().to_owned();
     let ticket = url.split("ticket=").nth(1).unwrap();
     let ticket = ticket.split('&').next().unwrap().to_owned();

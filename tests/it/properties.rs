@@ -158,3 +158,184 @@ proptest! {
         let _ = tertulia::config::Config::load_noting(Some(&file));
     }
 }
+
+/// One REST surface that takes a body: where it is, and the fields it knows.
+struct Surface {
+    method: &'static str,
+    /// `{id}` is the conversation the test made.
+    path: &'static str,
+    fields: &'static [&'static str],
+}
+
+/// Bodies for `surface`: any bytes, any JSON, objects of its own fields
+/// (and others) with any values, and well-formed ones with any text.
+fn any_body(surface: &'static Surface) -> impl Strategy<Value = (Vec<u8>, Option<String>)> {
+    let field = prop_oneof![
+        4 => prop::sample::select(surface.fields).prop_map(str::to_owned),
+        1 => any::<String>(),
+    ];
+    let shaped = prop::collection::btree_map(field, any_json(), 0..5)
+        .prop_map(|map| serde_json::to_vec(&map).unwrap());
+    let text = prop_oneof![
+        any::<String>(),
+        "(?s)[\\u{0}-\\u{10ffff}]{1,64}",
+        Just("\u{0}".to_owned()),
+        Just("ñandú 🦤 \u{200d}\u{fe0f}".to_owned()),
+    ];
+    let well_formed = text.prop_map(|text| {
+        let body = json!({
+            "role": "user", "content": text, "respond": false, "title": text,
+            "context": {"k": text}, "version": 1, "session_id": "visitante-1", "author": "Ana",
+            "id": "chat-1", "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": text}]}],
+        });
+        let mut object = body.as_object().unwrap().clone();
+        object.retain(|key, _| surface.fields.contains(&key.as_str()));
+        (serde_json::to_vec(&object).unwrap(), Some(text))
+    });
+    prop_oneof![
+        1 => prop::collection::vec(any::<u8>(), 0..128).prop_map(|bytes| (bytes, None)),
+        1 => any_json().prop_map(|value| (serde_json::to_vec(&value).unwrap(), None)),
+        3 => shaped.prop_map(|bytes| (bytes, None)),
+        3 => well_formed,
+    ]
+}
+
+/// Sends every generated body to `surface` of a real server: never a 5xx,
+/// every refusal `{error, code}`; a stored message's content, read back, is
+/// the text sent. Returns how many were accepted.
+fn hammer(surface: &'static Surface, cases: u32) -> u32 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = crate::support::server::config();
+    let acme = config.tenants.get_mut("acme").unwrap();
+    acme.rate_limits.api_key_per_minute = 10_000_000;
+    acme.rate_limits.ip_per_minute = 10_000_000;
+    acme.rate_limits.session_messages_per_minute = 10_000_000;
+    acme.rate_limits.webchat_session_per_minute = 10_000_000;
+    acme.rate_limits.webchat_ip_per_minute = 10_000_000;
+    let server = runtime.block_on(crate::support::server::TestServer::start(config));
+    let (session, _) = runtime.block_on(server.create_session());
+    let url = server.url(&surface.path.replace("{id}", &session));
+    let accepted = std::cell::Cell::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&any_body(surface), |(body, text)| {
+            let (status, answer) = runtime.block_on(async {
+                let response = server
+                    .http
+                    .request(surface.method.parse().unwrap(), &url)
+                    .header("X-API-Key", crate::support::server::KEY)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (status, response.bytes().await.unwrap())
+            });
+            prop_assert!(
+                status < 500,
+                "{status} for {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            if status >= 400 {
+                let error: Value = serde_json::from_slice(&answer).unwrap();
+                prop_assert!(error["error"].is_string(), "{error}");
+                prop_assert!(known_code(error["code"].as_str().unwrap_or("")), "{error}");
+                return Ok(());
+            }
+            accepted.set(accepted.get() + 1);
+            if let (Some(text), true) = (text, surface.fields.contains(&"role")) {
+                let (_, stored) = runtime.block_on(server.get(
+                    &format!("/chat/{session}/messages?limit=1"),
+                    Some(crate::support::server::KEY),
+                ));
+                prop_assert_eq!(stored[0]["content"].as_str(), Some(text.as_str()));
+            }
+            Ok(())
+        })
+        .unwrap();
+    runtime.block_on(server.stop());
+    accepted.get()
+}
+
+/// Cases per REST surface: every case is a real request to a real server
+/// that may store a message, open a conversation or wait for an answer
+/// (5 to 15 ms each in the dev build), so the suite sends `FEWER` per
+/// surface; `TERTULIA_PROPERTY_CASES=10000` makes the long run by hand.
+fn rest_cases(default: u32) -> u32 {
+    std::env::var("TERTULIA_PROPERTY_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
+macro_rules! rest_surface {
+    ($name:ident, $cases:expr, $method:literal, $path:literal, $fields:expr) => {
+        #[test]
+        fn $name() {
+            static SURFACE: Surface = Surface {
+                method: $method,
+                path: $path,
+                fields: $fields,
+            };
+            let accepted = hammer(&SURFACE, rest_cases($cases));
+            assert!(accepted > 0, "some well-formed bodies are accepted");
+        }
+    };
+}
+
+const FEWER: u32 = 2_000;
+
+rest_surface!(
+    any_body_to_post_messages_is_stored_as_sent_or_refused,
+    FEWER,
+    "POST",
+    "/chat/{id}/messages",
+    &["role", "content", "respond", "client_msg_id", "author"]
+);
+rest_surface!(
+    any_body_to_create_a_conversation_is_served_or_refused,
+    FEWER,
+    "POST",
+    "/chat/conversation",
+    &["title", "client_id", "context"]
+);
+rest_surface!(
+    any_body_to_patch_a_conversation_is_served_or_refused,
+    FEWER,
+    "PATCH",
+    "/chat/{id}",
+    &["title", "status", "version"]
+);
+rest_surface!(
+    any_body_to_create_a_session_is_served_or_refused,
+    FEWER,
+    "POST",
+    "/chat/sessions",
+    &["context"]
+);
+rest_surface!(
+    any_body_to_set_a_context_is_served_or_refused,
+    FEWER,
+    "POST",
+    "/chat/sessions/{id}/context",
+    &["context", "k"]
+);
+rest_surface!(
+    any_body_to_webchat_is_answered_or_refused,
+    FEWER,
+    "POST",
+    "/api/webchat/messages",
+    &["session_id", "author", "content", "locale"]
+);
+rest_surface!(
+    any_body_to_the_ai_sdk_is_answered_or_refused,
+    FEWER,
+    "POST",
+    "/ai-sdk/chat",
+    &["id", "messages", "trigger"]
+);

@@ -1,5 +1,6 @@
 //! Agents: the provider trait every answerer implements (`echo` and
-//! `external` in `builtin.rs`, `openai.rs`, `webhook.rs`) and the `Agent`
+//! `external` in `builtin.rs`, `openai.rs`, `webhook.rs`, whose
+//! replies `reply.rs` decodes) and the `Agent`
 //! actor (`actor.rs`) that runs one provider's answer for its session.
 //!
 //! Architecture Invariant: imports only `model/`, `config`, `net/` and
@@ -8,6 +9,7 @@
 pub mod actor;
 pub mod builtin;
 pub mod openai;
+pub mod reply;
 pub mod webhook;
 
 use std::collections::HashMap;

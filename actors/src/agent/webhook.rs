@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde_json::{Value, json};
 
+use crate::agent::reply::{LinesReply, ReplyDecoder, TextReply, json_reply};
 use crate::agent::{AgentError, AgentEvent, AgentProvider, AgentRequest, AgentStream};
 use crate::model::WebhookAgentSettings;
 use crate::model::{AnswerMeta, Role};
@@ -176,7 +177,7 @@ async fn read_reply(
     }
     let idle = Duration::from_millis(settings.timeout_ms.max(1));
     if kind.contains("ndjson") || kind.contains("jsonl") {
-        return Ok(lines(response, idle));
+        return Ok(decoded(response, idle, LinesReply::default()));
     }
     if kind.contains("json") {
         let body = response.bytes().await.map_err(|error| {
@@ -188,27 +189,10 @@ async fn read_reply(
         if body.len() > MAX_REPLY_BYTES {
             return Err(AgentError("the workflow's reply is too large".into()));
         }
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|error| AgentError(format!("the workflow's reply is not JSON: {error}")))?;
-        let text = reply_text(&value).ok_or_else(|| {
-            AgentError("the workflow's JSON has no `reply` or `output` text".into())
-        })?;
+        let text = json_reply(&body)?;
         return Ok(stream::once(async { Ok(AgentEvent::Text(text)) }).boxed());
     }
-    Ok(text_chunks(response, idle))
-}
-
-/// The reply text in a JSON answer: `reply` or `output`, of the object or
-/// of the first element of an array (n8n's "all items"); or a JSON string.
-pub fn reply_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Array(items) => items.first().and_then(reply_text),
-        Value::Object(object) => ["reply", "output", "delta", "content", "text"]
-            .iter()
-            .find_map(|field| object.get(*field)?.as_str().map(str::to_owned)),
-        _ => None,
-    }
+    Ok(decoded(response, idle, TextReply::default()))
 }
 
 /// The body's bytes as they arrive, each silence bounded by `idle`.
@@ -237,59 +221,22 @@ fn body_chunks(
     .boxed()
 }
 
-/// Plain text as it arrives, never splitting a UTF-8 character.
-fn text_chunks(
+/// The body decoded as it arrives (each silence bounded by `idle`), and
+/// once more at its end, so a last line or character is never left behind.
+fn decoded(
     response: reqwest::Response,
     idle: Duration,
+    mut decoder: impl ReplyDecoder,
 ) -> BoxStream<'static, Result<AgentEvent, AgentError>> {
-    let mut pending: Vec<u8> = Vec::new();
     body_chunks(response, idle)
-        .map(move |chunk| {
-            let chunk = chunk?;
-            pending.extend_from_slice(&chunk);
-            let valid = match std::str::from_utf8(&pending) {
-                Ok(_) => pending.len(),
-                Err(error) => error.valid_up_to(),
-            };
-            let text = String::from_utf8_lossy(&pending[..valid]).into_owned();
-            pending.drain(..valid);
-            Ok(AgentEvent::Text(text))
-        })
-        .boxed()
-}
-
-/// Newline-delimited JSON as it arrives: one piece of text per line.
-fn lines(
-    response: reqwest::Response,
-    idle: Duration,
-) -> BoxStream<'static, Result<AgentEvent, AgentError>> {
-    let mut pending: Vec<u8> = Vec::new();
-    body_chunks(response, idle)
-        .map(
-            move |chunk| -> Result<Vec<Result<AgentEvent, AgentError>>, AgentError> {
-                pending.extend_from_slice(&chunk?);
-                let mut events = Vec::new();
-                while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let value: Value = serde_json::from_str(line.trim()).map_err(|error| {
-                        AgentError(format!(
-                            "a line of the workflow's reply is not JSON: {error}"
-                        ))
-                    })?;
-                    if let Some(text) = reply_text(&value) {
-                        events.push(Ok(AgentEvent::Text(text)));
-                    }
-                }
-                Ok(events)
-            },
-        )
-        .flat_map(|events| match events {
-            Ok(events) => stream::iter(events).boxed(),
-            Err(error) => stream::once(async { Err(error) }).boxed(),
+        .map(Some)
+        .chain(stream::once(async { None }))
+        .flat_map(move |piece| {
+            stream::iter(match piece {
+                Some(Ok(bytes)) => decoder.push(&bytes),
+                Some(Err(error)) => vec![Err(error)],
+                None => decoder.finish(),
+            })
         })
         .boxed()
 }
@@ -300,23 +247,4 @@ pub fn provider(policy: crate::net::egress::EgressPolicy) -> std::sync::Arc<dyn 
         policy,
         clients: dashmap::DashMap::new(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_are_found_where_n8n_puts_them() {
-        assert_eq!(
-            reply_text(&json!({"reply": "hola"})).as_deref(),
-            Some("hola")
-        );
-        assert_eq!(
-            reply_text(&json!([{"output": "hola"}])).as_deref(),
-            Some("hola")
-        );
-        assert_eq!(reply_text(&json!("hola")).as_deref(), Some("hola"));
-        assert_eq!(reply_text(&json!({"answer": 5})), None);
-    }
 }

@@ -20,7 +20,7 @@ use crate::conversation::feed::Feeds;
 use crate::error::{Error, Result};
 use crate::model::{TenantId, TenantRecord};
 use crate::net::egress::EgressPolicy;
-use crate::store::Database;
+use crate::store::{Database, Sealer};
 use crate::tree::root::{Root, RootArgs, RootMsg, TenantDirectory};
 use crate::tree::tenant::SessionRegistry;
 
@@ -137,8 +137,24 @@ async fn open_database(storage: &crate::config::StorageConfig) -> Result<(Databa
         None => Database::surrealkv_endpoint(data_dir)?,
     };
     let durability = describe_durability(&endpoint);
+    let sealer = Sealer::new(&storage.sealing)?;
     tracing::info!(%endpoint, durability = %durability, "opening database");
-    let db = Database::open(&endpoint, &storage.namespace, &storage.database).await?;
+    let db = Database::open(&endpoint, &storage.namespace, &storage.database)
+        .await?
+        .sealing_with(sealer);
+    let resealed = db.reseal_secrets().await?;
+    if resealed > 0 {
+        tracing::info!(
+            records = resealed,
+            "stored secrets resealed with the current key"
+        );
+    }
+    if storage.sealing.current.is_none() && !endpoint.starts_with("mem:") {
+        tracing::warn!(
+            "{} is not set: webhook, tool and model secrets are stored in plain text",
+            crate::config::SealingKeys::CURRENT
+        );
+    }
     let db = match &storage.endpoint {
         Some(_) => db,
         None => db.keeping_free(data_dir, storage.min_free_mb),

@@ -7,16 +7,19 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 
 use super::counters::Touch;
+use super::sealing::{HoldsSecrets, Sealer};
 use super::statements::{self, Batch};
 use super::write::Write;
 use crate::error::{Error, Result};
-use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantId, TenantRecord};
+use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantId, TenantRecord, WebhookEndpoint};
 
 impl From<surrealdb::Error> for Error {
     fn from(error: surrealdb::Error) -> Self {
@@ -119,6 +122,8 @@ pub struct Database {
     write_failure: Arc<Mutex<Option<String>>>,
     /// The free space writes leave on the data directory's filesystem.
     reserve: Option<Arc<SpaceReserve>>,
+    /// Seals secrets before they are written, opens them when read.
+    sealer: Arc<Sealer>,
 }
 
 /// Free space that writes may not use: checked before each batch, so a
@@ -142,6 +147,14 @@ impl SpaceReserve {
             )
         })
     }
+}
+
+/// A ticket secret as it is kept (base64), if it is long enough.
+fn decoded_secret(encoded: &str) -> Option<Vec<u8>> {
+    STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|secret| secret.len() >= 32)
 }
 
 impl Database {
@@ -170,6 +183,7 @@ impl Database {
             db: Arc::new(db),
             write_failure: Arc::default(),
             reserve: None,
+            sealer: Arc::new(Sealer::plain()),
         })
     }
 
@@ -235,36 +249,100 @@ impl Database {
     }
 
     /// The secret that signs WebSocket tickets: made once, kept in the
-    /// database, so tickets handed out before a restart still work after it.
+    /// database (sealed, when a key is set), so tickets handed out before a
+    /// restart still work after it.
     pub async fn ticket_secret(&self) -> Result<Vec<u8>> {
+        const PLACE: &str = "setting/ticket_secret";
         #[derive(serde::Deserialize)]
         struct Row {
-            secret: Vec<u8>,
+            secret: Option<Vec<u8>>,
+            text: Option<String>,
         }
         let rows: Vec<Row> = self
             .select(
-                "SELECT secret FROM type::record('setting', 'ticket_secret');",
+                "SELECT secret, text FROM type::record('setting', 'ticket_secret');",
                 json!({}),
             )
             .await?;
-        if let Some(row) = rows.into_iter().next().filter(|row| row.secret.len() >= 32) {
-            return Ok(row.secret);
+        let stored = match rows.into_iter().next() {
+            Some(Row {
+                text: Some(text), ..
+            }) => Some((
+                self.sealer.is_current(&text),
+                self.sealer.open(&text, PLACE)?,
+            )),
+            Some(Row {
+                secret: Some(secret),
+                ..
+            }) => Some((false, STANDARD.encode(secret))),
+            _ => None,
+        };
+        let (current, encoded) = match stored {
+            Some((current, encoded)) if decoded_secret(&encoded).is_some() => (current, encoded),
+            _ => (false, STANDARD.encode(rand::random::<[u8; 32]>())),
+        };
+        if !current {
+            self.db
+                .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { text: $text };")
+                .bind(json!({"text": self.sealer.seal(&encoded, PLACE)}))
+                .await?
+                .check()?;
         }
-        let secret: [u8; 32] = rand::random();
-        self.db
-            .query("UPSERT type::record('setting', 'ticket_secret') CONTENT { secret: $secret };")
-            .bind(json!({"secret": secret.to_vec()}))
-            .await?
-            .check()?;
-        Ok(secret.to_vec())
+        Ok(decoded_secret(&encoded).expect("checked above"))
+    }
+
+    /// Seals and opens stored secrets with `sealer` from now on.
+    pub fn sealing_with(mut self, sealer: Sealer) -> Database {
+        self.sealer = Arc::new(sealer);
+        self
+    }
+
+    /// Opens the secrets of a record as it was read.
+    pub(super) fn open_secrets(&self, record: &mut impl HoldsSecrets) -> Result<()> {
+        record.open(&self.sealer)
+    }
+
+    /// Rewrites every stored secret that is not as the current key would
+    /// store it (plain text from before a key was set, or sealed with a
+    /// previous key), so that a rotation is finished when this returns and
+    /// the previous key can be dropped. A secret that does not open stops
+    /// the start, naming it: nothing is rewritten then. Runs at start,
+    /// before the store is used; returns how many records were rewritten.
+    pub async fn reseal_secrets(&self) -> Result<usize> {
+        let mut tenants: Vec<TenantRecord> = self
+            .select("SELECT * OMIT id FROM tenant;", json!({}))
+            .await?;
+        let mut endpoints: Vec<WebhookEndpoint> = self
+            .select("SELECT * OMIT id FROM webhook_endpoint;", json!({}))
+            .await?;
+        let mut rewrites = Vec::new();
+        for tenant in &mut tenants {
+            if !tenant.is_current(&self.sealer) {
+                tenant.open(&self.sealer)?;
+                rewrites.push(Write::PutTenant(Box::new(tenant.clone())));
+            }
+        }
+        for endpoint in &mut endpoints {
+            if !endpoint.is_current(&self.sealer) {
+                endpoint.open(&self.sealer)?;
+                rewrites.push(Write::PutEndpoint(Box::new(endpoint.clone())));
+            }
+        }
+        if !rewrites.is_empty() {
+            self.write_batch(&rewrites, None).await?;
+        }
+        Ok(rewrites.len())
     }
 
     /// Every stored tenant, and every key that is not revoked: loaded once at
     /// start into the runtime's in-memory maps, which admin calls keep current.
     pub async fn load_access(&self) -> Result<(Vec<TenantRecord>, Vec<ApiKeyRecord>)> {
-        let tenants = self
+        let mut tenants: Vec<TenantRecord> = self
             .select("SELECT * OMIT id FROM tenant;", json!({}))
             .await?;
+        for tenant in &mut tenants {
+            tenant.open(&self.sealer)?;
+        }
         let keys = self
             .select(
                 "SELECT * OMIT id FROM api_key WHERE revoked_at = NONE;",
@@ -424,7 +502,9 @@ impl Database {
     ) -> Result<()> {
         let mut batch = Batch::new();
         for (index, write) in writes.iter().enumerate() {
-            write.append_to(&mut batch.write(index));
+            write
+                .sealed(&self.sealer)
+                .append_to(&mut batch.write(index));
         }
         if let Some((marker, touches)) = owed {
             statements::owe_counters(&mut batch.write(writes.len()), marker, touches);

@@ -10,6 +10,7 @@
 //! actor.rs     Persistence: queues writes, one batch in flight at a time
 //! read.rs      every read, as Storage methods
 //! retention.rs   retention's batches, straight on the handle
+//! sealing.rs   secrets sealed at rest with the operator's key
 //! handle.rs    Storage
 //! ```
 //!
@@ -25,6 +26,7 @@ mod database;
 mod handle;
 mod read;
 mod retention;
+mod sealing;
 mod statements;
 mod write;
 
@@ -35,4 +37,5 @@ pub use actor::{Persistence, PersistenceArgs, PersistenceMsg};
 pub use database::Database;
 pub use handle::Storage;
 pub use read::MessageQuery;
+pub use sealing::Sealer;
 pub use write::{Durable, Write};

@@ -169,7 +169,11 @@ impl Storage {
     /// Every webhook endpoint, of every tenant.
     pub async fn load_endpoints(&self) -> Result<Vec<WebhookEndpoint>> {
         let query = "SELECT * OMIT id FROM webhook_endpoint ORDER BY tenant, endpoint_id;";
-        bounded(self.db.select(query, json!({}))).await
+        let mut endpoints: Vec<WebhookEndpoint> = bounded(self.db.select(query, json!({}))).await?;
+        for endpoint in &mut endpoints {
+            self.db.open_secrets(endpoint)?;
+        }
+        Ok(endpoints)
     }
 
     /// The oldest events not yet fanned out to endpoints.

@@ -5,10 +5,13 @@
 //! Never lets one bad statement into a batch: SurrealDB aborts a transaction
 //! at its first error, which would fail every other session's writes with it.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
 use super::counters::Counters;
+use super::sealing::{HoldsSecrets, Sealer};
 use super::statements::{self, Statements};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -117,6 +120,19 @@ pub enum Write {
 }
 
 impl Write {
+    /// This write as it is stored: with its secrets sealed, if it holds any.
+    pub(super) fn sealed(&self, sealer: &Sealer) -> Cow<'_, Write> {
+        match self {
+            Write::PutTenant(record) => {
+                Cow::Owned(Write::PutTenant(Box::new(record.sealed(sealer))))
+            }
+            Write::PutEndpoint(endpoint) => {
+                Cow::Owned(Write::PutEndpoint(Box::new(endpoint.sealed(sealer))))
+            }
+            _ => Cow::Borrowed(self),
+        }
+    }
+
     /// The message this write appends to a log, if it does.
     pub(super) fn appended(&self) -> Option<&StoredMessage> {
         match self {

@@ -92,16 +92,21 @@ pub fn kill(child: &mut Child) {
 
 /// Creates a conversation of acme's on the binary at `base`; returns its id.
 pub async fn create_session(base: &str) -> String {
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/chat/sessions"))
+    let created = created_session(&reqwest::Client::new(), base).await;
+    created["session_id"].as_str().unwrap().to_owned()
+}
+
+/// `POST /chat/sessions` as acme with `http` (which may be an HTTPS client
+/// trusting a test certificate); the answer, with its `websocket_url`.
+pub async fn created_session(http: &reqwest::Client, base: &str) -> serde_json::Value {
+    http.post(format!("{base}/chat/sessions"))
         .header("X-API-Key", super::server::KEY)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    created["session_id"].as_str().unwrap().to_owned()
+        .unwrap()
 }
 
 /// Writes `tertulia.toml` in `dir`: `settings` (TOML), then tenant acme with

@@ -184,6 +184,33 @@ impl TestServer {
     }
 }
 
+/// POSTs `body` to `path` with `token` as the admin bearer; status and JSON answer.
+pub async fn admin_post(server: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET /admin/backup` with `token`: the whole database as SurrealQL.
+pub async fn admin_backup(server: &TestServer, token: &str) -> String {
+    let response = server
+        .http
+        .get(server.url("/admin/backup"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// Makes a key of `kind` (`api`, `widget`) for `tenant` through the admin API.
 pub async fn make_key(server: &TestServer, admin_token: &str, tenant: &str, kind: &str) -> String {
     let response = server

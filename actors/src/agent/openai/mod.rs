@@ -20,6 +20,8 @@
 mod analysis;
 mod request;
 mod run;
+#[cfg(test)]
+mod stream_properties;
 mod tools;
 
 use std::collections::{BTreeMap, VecDeque};
