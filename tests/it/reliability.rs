@@ -293,12 +293,23 @@ async fn check_stored(base: &str, ledger: &Ledger) {
         let positions: Vec<usize> = sent
             .iter()
             .flat_map(|acked| {
-                acked.ids.iter().map(|id| {
+                acked.ids.iter().enumerate().map(|(which, id)| {
                     stored
                         .iter()
                         .position(|stored| stored == id)
                         .unwrap_or_else(|| {
-                            panic!("acknowledged message {} ({id}) is missing", acked.number)
+                            let kind = match (ledger.webchat.contains(conversation), which) {
+                                (true, 0) => "a webchat question",
+                                (true, _) => "a webchat answer",
+                                (false, _) => "a REST or socket message",
+                            };
+                            panic!(
+                                "acknowledged message {} ({id}, {kind}) of {conversation} is missing; \
+                                 {} stored, {} acknowledged",
+                                acked.number,
+                                stored.len(),
+                                sent.len()
+                            )
                         })
                 })
             })
