@@ -52,6 +52,10 @@ pub enum Error {
     #[error("webhook endpoint {0} not found")]
     WebhookNotFound(String),
 
+    /// No Durable Stream at this path for this tenant.
+    #[error("stream {0} not found")]
+    StreamNotFound(String),
+
     /// No delivery with this id exists for this endpoint.
     #[error("delivery {0} not found")]
     DeliveryNotFound(String),
@@ -137,6 +141,7 @@ impl Error {
             Error::KeyNotFound(_) => "key_not_found",
             Error::WebhookNotFound(_) => "webhook_not_found",
             Error::DeliveryNotFound(_) => "delivery_not_found",
+            Error::StreamNotFound(_) => "stream_not_found",
             Error::UrlNotAllowed(_) => "url_not_allowed",
             Error::AlreadyTakenOver { .. } => "already_taken_over",
             Error::NotTakenOver => "not_taken_over",

@@ -16,6 +16,7 @@
 //! agent/          providers and the Agent actor
 //! conversation/   Session, Connection, outbound queues, the console feed
 //! webhooks/       the webhook actor and its delivery workers
+//! streams/        Durable Streams: one actor per live stream
 //! insights/       the Analyst: conversations read by the tenant's model
 //! tree/           Root and Tenant
 //! runtime/        the API the edge calls
@@ -36,6 +37,8 @@
 //!
 //! Retention (runtime/retention.rs)        beside the tree: prunes, archives; started
 //!                                         after Root, stopped first, holds the runtime weakly
+//! Stream (streams/actor.rs)               beside the tree: one per live Durable Stream,
+//!                                         started by name on first use, stops when idle
 //! ```
 
 pub mod config;
@@ -50,6 +53,7 @@ pub(crate) mod conversation;
 pub(crate) mod insights;
 pub(crate) mod net;
 pub(crate) mod store;
+pub(crate) mod streams;
 pub(crate) mod supervision;
 pub(crate) mod tree;
 pub(crate) mod webhooks;

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod pages;
 pub mod sessions;
 pub mod sockets;
+pub mod streams;
 pub mod views;
 pub mod webchat;
 
@@ -57,6 +58,8 @@ pub fn routes(
         .or(analytics::routes(app.clone()))
         .unify()
         .or(crate::adapters::routes(app.clone()))
+        .unify()
+        .or(streams::routes(app.clone()))
         .unify()
         .or(sockets::webchat_route(app.clone()))
         .unify()

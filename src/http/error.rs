@@ -140,6 +140,7 @@ impl ApiError {
                 RuntimeError::KeyNotFound(_)
                 | RuntimeError::NotAnalyzed
                 | RuntimeError::WebhookNotFound(_)
+                | RuntimeError::StreamNotFound(_)
                 | RuntimeError::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::UrlNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {

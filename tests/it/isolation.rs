@@ -39,7 +39,13 @@ enum Expect {
     Adapter,
     /// Takes a widget key in the path: a tenant's API key there is refused.
     WidgetPath,
+    /// A Durable Stream of A's (`/ds/acme/v1/stream/alice-notes`): B's key
+    /// gets the 404 of a missing stream, a client token 403; it stays as it was.
+    Stream,
 }
+
+/// Acme's Durable Stream the intruders try.
+const STREAM: &str = "/ds/acme/v1/stream/alice-notes";
 
 /// The webchat `session_id` alice's conversation goes by.
 const WEBCHAT_ID: &str = "alice-webchat-0123456789";
@@ -126,6 +132,12 @@ const CASES: &[(&str, Expect)] = &[
     ("GET /api/webchat/stream", Expect::Webchat),
     ("POST /ai-sdk/chat", Expect::Adapter),
     ("OPTIONS /ai-sdk/chat", Expect::Preflight),
+    ("PUT /ds/{}/v1/stream/{}", Expect::Stream),
+    ("POST /ds/{}/v1/stream/{}", Expect::Stream),
+    ("GET /ds/{}/v1/stream/{}", Expect::Stream),
+    ("HEAD /ds/{}/v1/stream/{}", Expect::Stream),
+    ("DELETE /ds/{}/v1/stream/{}", Expect::Stream),
+    ("OPTIONS /ds/{}/v1/stream/{}", Expect::Preflight),
     ("GET /ai-sdk/chat/{}/stream", Expect::Adapter),
     ("OPTIONS /ai-sdk/chat/{}/stream", Expect::Preflight),
     ("POST /ag-ui", Expect::Adapter),
@@ -229,6 +241,18 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
         .unwrap()
         .to_owned();
 
+    // And a Durable Stream of acme's.
+    let notes = server
+        .http
+        .put(server.url(STREAM))
+        .header("X-API-Key", KEY)
+        .header("content-type", "text/plain")
+        .body("alice's secret notes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(notes.status(), 201);
+
     let globex_staff = make_key(&server, "adm_isolation", "globex", "staff").await;
     let bob = client_token("bob");
     // Tenant B; and client B inside tenant A.
@@ -240,7 +264,10 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
             Expect::Webchat => WEBCHAT_ID,
             _ => &session,
         };
-        let path = template.replacen("{}", id, 1);
+        let path = match expect {
+            Expect::Stream | Expect::Preflight if template.starts_with("/ds/") => STREAM.to_owned(),
+            _ => template.replacen("{}", id, 1),
+        };
         let method: reqwest::Method = method.parse().unwrap();
         for (who, key, token) in intruders {
             match expect {
@@ -326,6 +353,17 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                         !text.contains(&alice_webchat) && !text.contains("alice@acme"),
                         "{who}: {route} shows alice's conversation: {body}"
                     );
+                }
+                Expect::Stream => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    let expected = match token {
+                        Some(_) => (403, "client_token_not_allowed"),
+                        None => (404, "stream_not_found"),
+                    };
+                    assert_eq!(status, expected.0, "{who}: {route}: {body}");
+                    if method != reqwest::Method::HEAD {
+                        assert_eq!(body["code"], expected.1, "{who}: {route}");
+                    }
                 }
                 Expect::Preflight => {
                     let response = server
@@ -439,6 +477,14 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
         .get(&format!("/chat/{alice_webchat}/contact"), Some(KEY))
         .await;
     assert_eq!(contact["email"], "alice@acme.example", "{contact}");
+    let notes = server
+        .http
+        .get(server.url(STREAM))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(notes.text().await.unwrap(), "alice's secret notes");
     server.stop().await;
 }
 

@@ -47,6 +47,17 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "streams",
+        &[
+            "model",
+            "metrics",
+            "config",
+            "error",
+            "supervision",
+            "store",
+        ],
+    ),
+    (
         "insights",
         &[
             "model",
@@ -88,6 +99,7 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
             "conversation",
             "webhooks",
             "insights",
+            "streams",
             "tree",
         ],
     ),

@@ -13,6 +13,7 @@ mod console;
 mod conversations;
 mod double_texting;
 mod durability;
+mod durable_streams;
 mod erasure;
 mod full_disk;
 mod fuzzing;

@@ -20,6 +20,7 @@ pub mod leads;
 pub mod message;
 pub mod policy;
 pub mod protocol;
+pub mod stream;
 pub mod tenant;
 pub mod webhook;
 

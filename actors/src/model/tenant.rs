@@ -51,6 +51,8 @@ pub struct TenantSettings {
     pub double_texting: super::policy::DoubleTextingSettings,
     /// How long its conversations are kept (for ever, unless set).
     pub retention: super::policy::RetentionSettings,
+    /// Who may use its Durable Streams (`/ds/{tenant}/v1/stream/…`).
+    pub streams: super::stream::StreamAccess,
 }
 
 /// A function tool: the model sees its name, description and argument
@@ -451,6 +453,7 @@ impl Default for TenantSettings {
             insights: super::insight::InsightSettings::default(),
             double_texting: super::policy::DoubleTextingSettings::default(),
             retention: super::policy::RetentionSettings::default(),
+            streams: super::stream::StreamAccess::default(),
         }
     }
 }

@@ -57,6 +57,8 @@ pub(super) struct Inner {
     pub(super) admin: Mutex<()>,
     pub(super) open_locks: Vec<Mutex<()>>,
     pub(super) ticket_secret: Vec<u8>,
+    /// What this runtime's stream actors' names start with (unique to it).
+    pub(super) stream_names: String,
     pub(super) config: RuntimeConfig,
     pub(super) durability: String,
     pub(super) webhooks: WebhooksHandle,

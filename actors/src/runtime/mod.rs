@@ -12,6 +12,7 @@
 //! console.rs        the agent console
 //! erasure.rs        forgetting a person
 //! retention.rs      Retention: the actor that prunes and archives
+//! streams.rs        Durable Streams: the stream actors and catch-up reads
 //! webhooks.rs       webhook endpoints and deliveries
 //! ```
 //!
@@ -27,11 +28,14 @@ mod erasure;
 mod handle;
 mod retention;
 mod start;
+mod streams;
 mod webhooks;
 
+pub use crate::streams::{Append, Appended, ProducerHeaders, Tail};
 pub use backup::restore;
 pub use handle::{MAX_LIST, Runtime, WEBCHAT};
 pub use start::check_config;
+pub use streams::{ReadBody, StreamRead};
 pub use webhooks::{EndpointInput, MAX_DELIVERIES};
 
 // What the edge needs of the layers below, and nothing more: the agent

@@ -71,6 +71,7 @@ impl Runtime {
                 admin: Mutex::new(()),
                 open_locks: (0..OPEN_LOCKS).map(|_| Mutex::new(())).collect(),
                 ticket_secret,
+                stream_names: format!("stream\u{0}{}\u{0}", uuid::Uuid::now_v7().simple()),
                 config,
                 durability,
                 webhooks,
@@ -97,6 +98,7 @@ impl Runtime {
         if let Some(retention) = self.inner.retention.get() {
             retention.stop(None);
         }
+        self.stop_streams().await;
         let _ = self
             .inner
             .root

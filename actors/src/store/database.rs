@@ -105,6 +105,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0015_request_ids",
         include_str!("../../../schemas/migrations/0015_request_ids.surql"),
     ),
+    (
+        16,
+        "0016_streams",
+        include_str!("../../../schemas/migrations/0016_streams.surql"),
+    ),
 ];
 
 /// An open database handle. Opaque outside this file: only the persistence

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::handle::Storage;
 use crate::error::{Error, Result};
+use crate::model::stream::{ProducerRecord, StreamRecord, StreamUnit};
 use crate::model::{
     Contact, Delivery, DeliveryStatus, EventRecord, SessionId, SessionRecord, StoredMessage,
     TenantId, WebhookEndpoint,
@@ -164,6 +165,32 @@ impl Storage {
             "limit": limit,
         });
         bounded(self.db.select(&query, vars)).await
+    }
+
+    /// A tenant's stream at `path`, if it exists.
+    pub async fn load_stream(&self, tenant: &TenantId, path: &str) -> Result<Option<StreamRecord>> {
+        let query = "SELECT * OMIT id FROM type::record('stream', [$tenant, $path]);";
+        let vars = json!({"tenant": tenant, "path": path});
+        bounded(self.db.select_first(query, vars)).await
+    }
+
+    /// Up to `limit` units of a stream that end after `after`, in order.
+    pub async fn stream_units(
+        &self,
+        stream_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StreamUnit>> {
+        let query = "SELECT * OMIT id FROM stream_unit WHERE stream_id = $sid AND end > $after \
+                     ORDER BY end LIMIT $limit;";
+        let vars = json!({"sid": stream_id, "after": after, "limit": limit});
+        bounded(self.db.select(query, vars)).await
+    }
+
+    /// What every producer of a stream last appended.
+    pub async fn stream_producers(&self, stream_id: &str) -> Result<Vec<ProducerRecord>> {
+        let query = "SELECT * OMIT id FROM stream_producer WHERE stream_id = $sid;";
+        bounded(self.db.select(query, json!({"sid": stream_id}))).await
     }
 
     /// Every webhook endpoint, of every tenant.

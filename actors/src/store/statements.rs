@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::counters::{self, Counters, Touch};
+use crate::model::stream::{ProducerRecord, StreamRecord, StreamUnit};
 use crate::model::{
     Attendant, Consent, Delivery, DoubleTexting, EventRecord, Handoff, MessageId, SessionId,
     StoredMessage, TenantId,
@@ -369,5 +370,43 @@ pub fn put_insight(out: &mut Statements, insight: &crate::model::insight::Insigh
         "UPSERT type::record('insight', {sid}) CONTENT {document} RETURN NONE;\n\
          UPDATE type::record('conversation', {sid}) SET analyzed_seq = {seq} \
          WHERE tenant = {tenant} RETURN NONE;"
+    ));
+}
+
+/// A stream's record (its tail, closure, `Stream-Seq`), its new units and a
+/// producer's new state. The units go in as one bulk `INSERT`.
+pub fn put_stream(
+    out: &mut Statements,
+    record: &StreamRecord,
+    units: &[StreamUnit],
+    producer: Option<&ProducerRecord>,
+) {
+    out.upsert("stream", json!([record.tenant, record.path]), record);
+    if !units.is_empty() {
+        let rows: Vec<Value> = units
+            .iter()
+            .map(|unit| {
+                let mut row = serde_json::to_value(unit).expect("stored documents serialise");
+                row["id"] = json!(format!("{}_{:020}", unit.stream_id, unit.position));
+                row
+            })
+            .collect();
+        let rows = out.var("units", Value::Array(rows));
+        out.push(format!("INSERT INTO stream_unit {rows} RETURN NONE;"));
+    }
+    if let Some(producer) = producer {
+        let id = json!([producer.stream_id, producer.producer]);
+        out.upsert("stream_producer", id, producer);
+    }
+}
+
+/// A stream and everything of it.
+pub fn delete_stream(out: &mut Statements, record: &StreamRecord) {
+    let key = out.var("key", json!([record.tenant, record.path]));
+    let id = out.var("stream_id", json!(record.stream_id));
+    out.push(format!(
+        "DELETE type::record('stream', {key}) WHERE stream_id = {id} RETURN NONE;\n\
+         DELETE stream_unit WHERE stream_id = {id} RETURN NONE;\n\
+         DELETE stream_producer WHERE stream_id = {id} RETURN NONE;"
     ));
 }

@@ -14,6 +14,7 @@ use super::counters::Counters;
 use super::sealing::{HoldsSecrets, Sealer};
 use super::statements::{self, Statements};
 use crate::error::{Error, Result};
+use crate::model::stream::{ProducerRecord, StreamRecord, StreamUnit};
 use crate::model::{
     ApiKeyRecord, Attendant, Consent, Contact, Delivery, EventRecord, Handoff, MessageId,
     SessionId, SessionRecord, StoredMessage, TenantId, TenantRecord, WebhookEndpoint,
@@ -109,6 +110,20 @@ pub enum Write {
     /// A conversation's insights (replacing the last), and the `seq` they
     /// cover on the conversation.
     PutInsight(Box<crate::model::insight::Insight>),
+    /// A stream made (or made again), with its first units.
+    PutStream {
+        record: Box<StreamRecord>,
+        units: Vec<StreamUnit>,
+    },
+    /// Units appended to a stream, its new tail (and closure, `Stream-Seq`)
+    /// and the producer's new state, in one transaction.
+    AppendStream {
+        record: Box<StreamRecord>,
+        units: Vec<StreamUnit>,
+        producer: Option<ProducerRecord>,
+    },
+    /// A stream, its units and its producers' states, gone.
+    DeleteStream(Box<StreamRecord>),
     /// Erases what these conversations hold about a person: message text,
     /// authors and origins, the contact, the consent log's addresses, the
     /// insights, stored events' payloads. Rows that statistics count stay.
@@ -204,6 +219,13 @@ impl Write {
                 erased_at,
             } => statements::erase(out, tenant, sessions, erased_at),
             Write::PutInsight(insight) => statements::put_insight(out, insight),
+            Write::PutStream { record, units } => statements::put_stream(out, record, units, None),
+            Write::AppendStream {
+                record,
+                units,
+                producer,
+            } => statements::put_stream(out, record, units, producer.as_ref()),
+            Write::DeleteStream(record) => statements::delete_stream(out, record),
         }
     }
 

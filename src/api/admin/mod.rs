@@ -75,6 +75,8 @@ struct TenantSettingsInput {
     double_texting: Option<tertulia_actors::model::DoubleTextingSettings>,
     /// The whole `retention` block (`{}` keeps conversations for ever).
     retention: Option<tertulia_actors::model::RetentionSettings>,
+    /// The whole `streams` block (`{"anonymous": true}` opens the namespace).
+    streams: Option<tertulia_actors::model::stream::StreamAccess>,
 }
 
 impl TenantSettingsInput {
@@ -115,6 +117,9 @@ impl TenantSettingsInput {
         }
         if let Some(retention) = self.retention {
             current.retention = retention;
+        }
+        if let Some(streams) = self.streams {
+            current.streams = streams;
         }
         current
     }

@@ -94,6 +94,9 @@ const PREFLIGHT: &[(u16, Answer)] = &[(204, Empty), (200, Empty)];
 const SESSION_KEYS: &[Auth] = &[ApiKey, ClientToken];
 const WIDGET_KEYS: &[Auth] = &[ApiKey, WidgetKey];
 const NO_BODY: Body = Body::None;
+/// A tenant's API key; no credential where the tenant opened its streams.
+const STREAM_AUTH: &[Auth] = &[ApiKey, Public];
+const STREAM_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 410, 413, 429, 503];
 const HTML: &[(u16, Answer)] = &[(200, Text("text/html; charset=utf-8"))];
 const SCRIPT: &[(u16, Answer)] = &[(200, Text("text/javascript; charset=utf-8"))];
 const OBJECT: &[(u16, Answer)] = &[(200, Json("Object"))];
@@ -158,6 +161,13 @@ pub const OPERATIONS: &[Operation] = &[
     op("OPTIONS", "/ag-ui", "client libraries", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
     op("POST", "/n8n-chat/{widget_key}", "client libraries", "n8n's chat widget (@n8n/chat): sendMessage, loadPreviousSession.", &[Public], Body::Json("Object", true), &[(200, Json("Object"))], KEYED_WRITE),
     op("OPTIONS", "/n8n-chat/{widget_key}", "client libraries", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
+    // Durable Streams (the protocol's own headers and codes: README, "Durable Streams").
+    op("PUT", "/ds/{tenant}/v1/stream/{path}", "streams", "Create a stream (Content-Type, Stream-TTL or Stream-Expires-At, Stream-Closed); 200 if it exists alike.", STREAM_AUTH, NO_BODY, &[(201, Empty), (200, Empty)], STREAM_ERRORS),
+    op("POST", "/ds/{tenant}/v1/stream/{path}", "streams", "Append (Stream-Seq, Producer-Id/-Epoch/-Seq) or close (Stream-Closed).", STREAM_AUTH, NO_BODY, &[(204, Empty), (200, Empty)], STREAM_ERRORS),
+    op("GET", "/ds/{tenant}/v1/stream/{path}", "streams", "Read from ?offset: catch-up, live=long-poll or live=sse.", STREAM_AUTH, NO_BODY, &[(200, Text("application/octet-stream")), (204, Empty), (304, Empty)], STREAM_ERRORS),
+    op("HEAD", "/ds/{tenant}/v1/stream/{path}", "streams", "The stream's tail and settings.", STREAM_AUTH, NO_BODY, &[(200, Empty)], STREAM_ERRORS),
+    op("DELETE", "/ds/{tenant}/v1/stream/{path}", "streams", "Delete the stream.", STREAM_AUTH, NO_BODY, &[(204, Empty)], STREAM_ERRORS),
+    op("OPTIONS", "/ds/{tenant}/v1/stream/{path}", "streams", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
     // The agent console.
     op("GET", "/console/api/me", "console", "Who the staff key belongs to.", &[StaffKey], NO_BODY, OBJECT, KEYED),
     op("GET", "/console/api/conversations", "console", "Conversations for the console.", &[StaffKey], NO_BODY, OBJECT, KEYED),

@@ -56,7 +56,7 @@ pub fn routes_in_source() -> BTreeSet<String> {
                     .collect();
                 (format!("/{}", segments.join("/")), close)
             };
-            let method = ["get", "post", "put", "patch", "delete", "options"]
+            let method = ["get", "head", "post", "put", "patch", "delete", "options"]
                 .iter()
                 .filter_map(|method| {
                     after

@@ -1,0 +1,247 @@
+//! One live Durable Stream. Started by the runtime's stream registry on
+//! first use (rehydrated from its record and its producers' states), it is
+//! the stream's only writer: creation, appends (with `Stream-Seq` and
+//! idempotent producers checked), closure and deletion go through it one at
+//! a time, each answered once Persistence says it is durable. Readers read
+//! the units straight from storage; live readers watch its tail. Stops when
+//! idle with nobody watching; never queries SurrealDB itself.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+
+use super::append::{Append, Appended, plan_append, units_of};
+use crate::error::{Error, Result};
+use crate::model::stream::{ProducerState, StreamConfig, StreamRecord};
+use crate::model::{TenantId, now_timestamp};
+use crate::store::{Storage, Write};
+
+/// A stream stays in memory this long after its last call while nobody watches it.
+const IDLE: Duration = Duration::from_secs(300);
+
+pub enum StreamMsg {
+    /// `PUT`: makes the stream, or finds it made with the same settings
+    /// (`Ok(false)`); other settings are a conflict.
+    Create {
+        config: StreamConfig,
+        closed: bool,
+        body: Bytes,
+        reply: RpcReplyPort<Result<(StreamRecord, bool)>>,
+    },
+    /// `POST`: an append, a closure, or both.
+    Append(Box<Append>, RpcReplyPort<Result<Appended>>),
+    /// The stream as it is now, if it exists.
+    Head(RpcReplyPort<Option<StreamRecord>>),
+    /// `DELETE`: the stream and everything of it.
+    Delete(RpcReplyPort<Result<()>>),
+    /// Its tail as it moves, for live readers (`None`: no stream).
+    Watch(RpcReplyPort<Option<watch::Receiver<Tail>>>),
+    /// Stops if nothing happened since the last check and nobody watches.
+    IdleCheck,
+}
+
+/// Where a stream ends now, as live readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    pub tail: u64,
+    pub closed: bool,
+    /// The stream was deleted: readers end.
+    pub gone: bool,
+}
+
+pub struct StreamArgs {
+    pub tenant: TenantId,
+    pub path: String,
+    pub storage: Storage,
+}
+
+pub struct StreamState {
+    tenant: TenantId,
+    path: String,
+    storage: Storage,
+    record: Option<StreamRecord>,
+    producers: HashMap<String, ProducerState>,
+    tail: watch::Sender<Tail>,
+    busy_since_check: bool,
+}
+
+pub struct StreamActor;
+
+impl Actor for StreamActor {
+    type Msg = StreamMsg;
+    type State = StreamState;
+    type Arguments = StreamArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StreamMsg>,
+        args: StreamArgs,
+    ) -> std::result::Result<StreamState, ActorProcessingErr> {
+        let record = args.storage.load_stream(&args.tenant, &args.path).await?;
+        let producers = match &record {
+            Some(record) => args
+                .storage
+                .stream_producers(&record.stream_id)
+                .await?
+                .into_iter()
+                .map(|producer| (producer.producer, producer.state))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let (tail, _) = watch::channel(tail_of(record.as_ref()));
+        myself.send_interval(IDLE, || StreamMsg::IdleCheck);
+        Ok(StreamState {
+            tenant: args.tenant,
+            path: args.path,
+            storage: args.storage,
+            record,
+            producers,
+            tail,
+            busy_since_check: true,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<StreamMsg>,
+        message: StreamMsg,
+        state: &mut StreamState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        if !matches!(message, StreamMsg::IdleCheck) {
+            state.busy_since_check = true;
+        }
+        match message {
+            StreamMsg::Create {
+                config,
+                closed,
+                body,
+                reply,
+            } => {
+                let _ = reply.send(state.create(config, closed, body).await);
+            }
+            StreamMsg::Append(append, reply) => {
+                let _ = reply.send(state.append(*append).await);
+            }
+            StreamMsg::Head(reply) => {
+                let _ = reply.send(state.record.clone());
+            }
+            StreamMsg::Delete(reply) => {
+                let _ = reply.send(state.delete().await);
+            }
+            StreamMsg::Watch(reply) => {
+                let watching = state.record.as_ref().map(|_| state.tail.subscribe());
+                let _ = reply.send(watching);
+            }
+            StreamMsg::IdleCheck => {
+                let idle = !state.busy_since_check && state.tail.receiver_count() == 0;
+                state.busy_since_check = false;
+                if idle {
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tail_of(record: Option<&StreamRecord>) -> Tail {
+    Tail {
+        tail: record.map_or(0, |record| record.tail),
+        closed: record.is_some_and(|record| record.closed),
+        gone: record.is_none(),
+    }
+}
+
+impl StreamState {
+    async fn create(
+        &mut self,
+        config: StreamConfig,
+        closed: bool,
+        body: Bytes,
+    ) -> Result<(StreamRecord, bool)> {
+        if let Some(record) = &self.record {
+            let same =
+                crate::model::stream::same_type(&record.config.content_type, &config.content_type)
+                    && record.config.ttl_secs == config.ttl_secs
+                    && record.config.expires_at == config.expires_at
+                    && record.closed == closed;
+            return match same {
+                true => Ok((record.clone(), false)),
+                false => Err(Error::Conflict(
+                    "the stream exists with other settings".into(),
+                )),
+            };
+        }
+        let mut record = StreamRecord {
+            tenant: self.tenant.clone(),
+            path: self.path.clone(),
+            stream_id: uuid::Uuid::now_v7().simple().to_string(),
+            config,
+            tail: 0,
+            closed,
+            last_seq: None,
+            created_at: now_timestamp(),
+        };
+        let units = match body.is_empty() {
+            true => Vec::new(),
+            false => units_of(&record, &body, true)?,
+        };
+        record.tail = units.last().map_or(0, |unit| unit.end);
+        let write = Write::PutStream {
+            record: Box::new(record.clone()),
+            units,
+        };
+        self.storage.write_and_wait(write).await?;
+        self.producers.clear();
+        self.record = Some(record.clone());
+        self.publish();
+        Ok((record, true))
+    }
+
+    async fn append(&mut self, append: Append) -> Result<Appended> {
+        let record = self
+            .record
+            .as_ref()
+            .ok_or_else(|| Error::StreamNotFound(self.path.clone()))?;
+        let known = append
+            .producer
+            .as_ref()
+            .and_then(|producer| self.producers.get(&producer.id).copied());
+        let plan = plan_append(record, known, &append)?;
+        let Some((write, next, producer)) = plan.write else {
+            return Ok(plan.answer);
+        };
+        self.storage.write_and_wait(write).await?;
+        if let (Some(headers), Some(state)) = (&append.producer, producer) {
+            self.producers.insert(headers.id.clone(), state);
+        }
+        self.record = Some(next);
+        self.publish();
+        Ok(plan.answer)
+    }
+
+    async fn delete(&mut self) -> Result<()> {
+        let record = self
+            .record
+            .take()
+            .ok_or_else(|| Error::StreamNotFound(self.path.clone()))?;
+        if let Err(error) = self
+            .storage
+            .write_and_wait(Write::DeleteStream(Box::new(record.clone())))
+            .await
+        {
+            self.record = Some(record);
+            return Err(error);
+        }
+        self.producers.clear();
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.tail.send_replace(tail_of(self.record.as_ref()));
+    }
+}

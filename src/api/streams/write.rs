@@ -1,0 +1,200 @@
+//! `PUT` (create), `POST` (append, close) and `DELETE` of a stream: the
+//! protocol's headers read and checked here, the decisions made by the
+//! stream's actor, its answer turned back into status codes and headers.
+
+use tertulia_actors::Runtime;
+use tertulia_actors::model::TenantId;
+use tertulia_actors::model::stream::{
+    MAX_PRODUCER_NUMBER, StreamConfig, StreamRecord, offset_text, parse_expires_at, parse_ttl,
+    valid_content_type,
+};
+use tertulia_actors::runtime::{Append, Appended, ProducerHeaders};
+use warp::http::StatusCode;
+
+use super::{Call, status};
+use crate::http::error::ApiError;
+
+/// `PUT`: 201 made, 200 made before with the same settings, 409 otherwise.
+pub async fn create(
+    runtime: &Runtime,
+    tenant: &TenantId,
+    call: &Call,
+) -> Result<warp::reply::Response, ApiError> {
+    let content_type = call
+        .header("content-type")
+        .unwrap_or("application/octet-stream")
+        .trim()
+        .to_owned();
+    if !valid_content_type(&content_type) {
+        return Err(ApiError::BadRequest(format!(
+            "`{content_type}` is not a content type"
+        )));
+    }
+    let ttl = call.header("stream-ttl");
+    let expires = call.header("stream-expires-at");
+    if ttl.is_some() && expires.is_some() {
+        return Err(ApiError::BadRequest(
+            "send Stream-TTL or Stream-Expires-At, not both".into(),
+        ));
+    }
+    let ttl_secs = ttl
+        .map(|text| {
+            parse_ttl(text).ok_or_else(|| {
+                ApiError::BadRequest("Stream-TTL must be whole seconds, like 3600".into())
+            })
+        })
+        .transpose()?;
+    let expires_at = expires
+        .map(|text| {
+            parse_expires_at(text).ok_or_else(|| {
+                ApiError::BadRequest("Stream-Expires-At must be an RFC 3339 time".into())
+            })
+        })
+        .transpose()?;
+    let config = StreamConfig {
+        content_type: content_type.to_ascii_lowercase(),
+        ttl_secs,
+        expires_at,
+    };
+    let closed = closes(call)?;
+    let (record, made) = runtime
+        .create_stream(tenant, &call.path, config, closed, call.body.clone())
+        .await?;
+    let code = if made {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut answer = described(status(code), &record);
+    if made {
+        answer = answer.header("location", format!("/ds/{tenant}/v1/stream/{}", call.path));
+    }
+    Ok(answer
+        .body(Default::default())
+        .expect("a create answer is valid"))
+}
+
+/// The headers that describe a stream: its type, tail, closure.
+fn described(
+    builder: warp::http::response::Builder,
+    record: &StreamRecord,
+) -> warp::http::response::Builder {
+    let builder = builder
+        .header("content-type", record.config.content_type.as_str())
+        .header("stream-next-offset", offset_text(record.tail));
+    match record.closed {
+        true => builder.header("stream-closed", "true"),
+        false => builder,
+    }
+}
+
+/// `Stream-Closed: true` (any case); anything else there is a mistake.
+fn closes(call: &Call) -> Result<bool, ApiError> {
+    match call.header("stream-closed") {
+        None => Ok(false),
+        Some(value) if value.eq_ignore_ascii_case("true") => Ok(true),
+        Some(value) if value.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ApiError::BadRequest("Stream-Closed must be true".into())),
+    }
+}
+
+/// `POST`: 204 appended (200 for a producer), 204 for a producer's
+/// duplicate, 409 closed / out of sequence / another type, 403 fenced.
+pub async fn append(
+    runtime: &Runtime,
+    tenant: &TenantId,
+    call: &Call,
+) -> Result<warp::reply::Response, ApiError> {
+    let append = Append {
+        content_type: call.header("content-type").map(str::to_owned),
+        body: call.body.clone(),
+        seq: call.header("stream-seq").map(str::to_owned),
+        producer: producer(call)?,
+        close: closes(call)?,
+    };
+    let answer = match runtime.append_stream(tenant, &call.path, append).await? {
+        Appended::Done { record, producer } => {
+            let code = match producer {
+                Some(_) => StatusCode::OK,
+                None => StatusCode::NO_CONTENT,
+            };
+            let builder = described(status(code), &record);
+            match producer {
+                Some(state) => builder
+                    .header("producer-epoch", state.epoch)
+                    .header("producer-seq", state.last_seq),
+                None => builder,
+            }
+        }
+        Appended::Duplicate { record, producer } => {
+            described(status(StatusCode::NO_CONTENT), &record)
+                .header("producer-epoch", producer.epoch)
+                .header("producer-seq", producer.last_seq)
+        }
+        Appended::Closed(record) => described(status(StatusCode::CONFLICT), &record),
+        Appended::SeqRegression => {
+            return Err(ApiError::from(tertulia_actors::Error::Conflict(
+                "Stream-Seq must be greater than the last one accepted".into(),
+            )));
+        }
+        Appended::StaleEpoch { current } => {
+            status(StatusCode::FORBIDDEN).header("producer-epoch", current)
+        }
+        Appended::EpochStartsAtZero => {
+            return Err(ApiError::BadRequest(
+                "a new Producer-Epoch starts at Producer-Seq 0".into(),
+            ));
+        }
+        Appended::Gap { expected, received } => status(StatusCode::CONFLICT)
+            .header("producer-expected-seq", expected)
+            .header("producer-received-seq", received),
+    };
+    Ok(answer
+        .body(Default::default())
+        .expect("an append answer is valid"))
+}
+
+/// `Producer-Id`, `-Epoch` and `-Seq`: all three or none.
+fn producer(call: &Call) -> Result<Option<ProducerHeaders>, ApiError> {
+    let (id, epoch, seq) = (
+        call.header("producer-id"),
+        call.header("producer-epoch"),
+        call.header("producer-seq"),
+    );
+    let (id, epoch, seq) = match (id, epoch, seq) {
+        (None, None, None) => return Ok(None),
+        (Some(id), Some(epoch), Some(seq)) => (id, epoch, seq),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "Producer-Id, Producer-Epoch and Producer-Seq go together".into(),
+            ));
+        }
+    };
+    if id.trim().is_empty() {
+        return Err(ApiError::BadRequest("Producer-Id may not be empty".into()));
+    }
+    let number = |text: &str, name: &str| {
+        parse_ttl(text)
+            .filter(|number| *number <= MAX_PRODUCER_NUMBER)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("{name} must be an integer from 0 to 2^53-1"))
+            })
+    };
+    Ok(Some(ProducerHeaders {
+        id: id.to_owned(),
+        epoch: number(epoch, "Producer-Epoch")?,
+        seq: number(seq, "Producer-Seq")?,
+    }))
+}
+
+/// `DELETE`: 204, or 404.
+pub async fn delete(
+    runtime: &Runtime,
+    tenant: &TenantId,
+    call: &Call,
+) -> Result<warp::reply::Response, ApiError> {
+    runtime.delete_stream(tenant, &call.path).await?;
+    Ok(status(StatusCode::NO_CONTENT)
+        .body(Default::default())
+        .expect("a delete answer is valid"))
+}
