@@ -48,6 +48,14 @@ impl AppState {
         (format!("{base}/chat/ws/{session}?ticket={ticket}"), expires)
     }
 
+    /// `http://host` (`https://` when this server serves TLS itself), or the
+    /// configured public URL: the base of URLs handed out in headers.
+    pub fn http_base(&self, host: Option<String>) -> String {
+        self.socket_base(host)
+            .replacen("wss://", "https://", 1)
+            .replacen("ws://", "http://", 1)
+    }
+
     /// `ws://host` (`wss://` when this server serves TLS itself, or the
     /// configured public URL as `wss://`) that sockets are opened on.
     pub fn socket_base(&self, host: Option<String>) -> String {

@@ -299,3 +299,25 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     assert_eq!(body, "ok");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_idle_past_its_ttl_is_gone_and_heads_do_not_keep_it() {
+    let server = TestServer::start(config()).await;
+    let created = acme(&server, reqwest::Method::PUT, "brief")
+        .header("content-type", "text/plain")
+        .header("stream-ttl", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    eventually("the idle stream expires", || async {
+        let head = acme(&server, reqwest::Method::HEAD, "brief")
+            .send()
+            .await
+            .unwrap();
+        head.status() == 404
+    })
+    .await;
+    assert_eq!(read(&server, "brief", "-1").await.0, 404);
+    server.stop().await;
+}

@@ -135,9 +135,18 @@ impl Runtime {
         .await?
     }
 
-    /// `HEAD`: the stream as it is now.
+    /// `HEAD`: the stream as it is now (a `Stream-TTL` is not renewed).
     pub async fn stream(&self, tenant: &TenantId, path: &str) -> Result<StreamRecord> {
-        self.call_stream(tenant, path, StreamMsg::Head)
+        self.stream_touched(tenant, path, false).await
+    }
+
+    async fn stream_touched(
+        &self,
+        tenant: &TenantId,
+        path: &str,
+        touch: bool,
+    ) -> Result<StreamRecord> {
+        self.call_stream(tenant, path, |reply| StreamMsg::Head { touch, reply })
             .await?
             .ok_or_else(|| Error::StreamNotFound(path.to_owned()))
     }
@@ -167,7 +176,7 @@ impl Runtime {
         from: ReadFrom,
         max_bytes: usize,
     ) -> Result<StreamRead> {
-        let record = self.stream(tenant, path).await?;
+        let record = self.stream_touched(tenant, path, true).await?;
         let start = match from {
             ReadFrom::Start => 0,
             ReadFrom::Now => record.tail,

@@ -33,8 +33,12 @@ pub enum StreamMsg {
     },
     /// `POST`: an append, a closure, or both.
     Append(Box<Append>, RpcReplyPort<Result<Appended>>),
-    /// The stream as it is now, if it exists.
-    Head(RpcReplyPort<Option<StreamRecord>>),
+    /// The stream as it is now, if it exists. `touch`: a read, which
+    /// renews a `Stream-TTL` (a `HEAD` does not).
+    Head {
+        touch: bool,
+        reply: RpcReplyPort<Option<StreamRecord>>,
+    },
     /// `DELETE`: the stream and everything of it.
     Delete(RpcReplyPort<Result<()>>),
     /// Its tail as it moves, for live readers (`None`: no stream).
@@ -66,6 +70,9 @@ pub struct StreamState {
     producers: HashMap<String, ProducerState>,
     tail: watch::Sender<Tail>,
     busy_since_check: bool,
+    /// The last read or write: a `Stream-TTL` counts from here (from the
+    /// start of this actor after a restart, which may only lengthen it).
+    last_access: std::time::Instant,
 }
 
 pub struct StreamActor;
@@ -101,6 +108,7 @@ impl Actor for StreamActor {
             producers,
             tail,
             busy_since_check: true,
+            last_access: std::time::Instant::now(),
         })
     }
 
@@ -112,6 +120,7 @@ impl Actor for StreamActor {
     ) -> std::result::Result<(), ActorProcessingErr> {
         if !matches!(message, StreamMsg::IdleCheck) {
             state.busy_since_check = true;
+            state.forget_if_expired().await;
         }
         match message {
             StreamMsg::Create {
@@ -125,7 +134,10 @@ impl Actor for StreamActor {
             StreamMsg::Append(append, reply) => {
                 let _ = reply.send(state.append(*append).await);
             }
-            StreamMsg::Head(reply) => {
+            StreamMsg::Head { touch, reply } => {
+                if touch {
+                    state.last_access = std::time::Instant::now();
+                }
                 let _ = reply.send(state.record.clone());
             }
             StreamMsg::Delete(reply) => {
@@ -156,6 +168,26 @@ fn tail_of(record: Option<&StreamRecord>) -> Tail {
 }
 
 impl StreamState {
+    /// A stream past its `Stream-TTL` (idle that long) or `Stream-Expires-At`
+    /// is deleted before anything else is done with it.
+    async fn forget_if_expired(&mut self) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let idle = record
+            .config
+            .ttl_secs
+            .is_some_and(|ttl| self.last_access.elapsed() >= Duration::from_secs(ttl));
+        let past = record.config.expires_at.as_deref().is_some_and(|at| {
+            chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|at| at <= chrono::Utc::now())
+        });
+        if (idle || past)
+            && let Err(error) = self.delete().await
+        {
+            tracing::warn!(stream = %self.path, %error, "an expired stream was not deleted");
+        }
+    }
+
     async fn create(
         &mut self,
         config: StreamConfig,
@@ -196,6 +228,7 @@ impl StreamState {
         };
         self.storage.write_and_wait(write).await?;
         self.producers.clear();
+        self.last_access = std::time::Instant::now();
         self.record = Some(record.clone());
         self.publish();
         Ok((record, true))
@@ -210,6 +243,7 @@ impl StreamState {
             .producer
             .as_ref()
             .and_then(|producer| self.producers.get(&producer.id).copied());
+        self.last_access = std::time::Instant::now();
         let plan = plan_append(record, known, &append)?;
         let Some((write, next, producer)) = plan.write else {
             return Ok(plan.answer);

@@ -96,7 +96,12 @@ async fn handle(
     body: Bytes,
     app: AppState,
 ) -> warp::reply::Response {
+    let host = headers
+        .get("host")
+        .and_then(|host| host.to_str().ok())
+        .map(str::to_owned);
     let call = Call {
+        base: app.http_base(host),
         path: percent_decoded(tail.as_str()),
         method,
         headers,
@@ -110,6 +115,8 @@ async fn handle(
 /// One request to a stream.
 pub struct Call {
     pub path: String,
+    /// This server's base URL as the client reached it (for `Location`).
+    pub base: String,
     pub method: Method,
     pub headers: HeaderMap,
     pub query: HashMap<String, String>,

@@ -49,9 +49,13 @@ fn described(
     builder: warp::http::response::Builder,
     record: &StreamRecord,
 ) -> warp::http::response::Builder {
-    builder
+    let builder = builder
         .header("content-type", record.config.content_type.as_str())
-        .header("stream-next-offset", offset_text(record.tail))
+        .header("stream-next-offset", offset_text(record.tail));
+    match record.closed {
+        true => builder.header("stream-closed", "true"),
+        false => builder,
+    }
 }
 
 /// `GET`, in the mode `live` asks for.
@@ -212,11 +216,8 @@ async fn sse(
     from: ReadFrom,
 ) -> Result<warp::reply::Response, ApiError> {
     let record = runtime.stream(tenant, &call.path).await?;
-    if !record.config.allows_sse() {
-        return Err(ApiError::BadRequest(
-            "SSE is for text/* and application/json streams".into(),
-        ));
-    }
+    // Bytes that are not text travel as base64 (each data event on its own).
+    let base64 = !record.config.allows_sse();
     let mut tail = runtime.watch_stream(tenant, &call.path).await?;
     let mut next = match from {
         ReadFrom::Now => tail.borrow().tail,
@@ -225,7 +226,7 @@ async fn sse(
     };
     let (runtime, tenant, path) = (runtime.clone(), tenant.clone(), call.path.clone());
     let mut cursor_seen = call.query.get("cursor").cloned();
-    let response = crate::adapters::streamed("text/event-stream", move |sender| async move {
+    let mut response = crate::adapters::streamed("text/event-stream", move |sender| async move {
         let deadline = tokio::time::Instant::now() + SSE_LIFETIME;
         loop {
             let read = match runtime
@@ -237,7 +238,7 @@ async fn sse(
             };
             let cursor = cursor(cursor_seen.as_ref());
             cursor_seen = Some(cursor.to_string());
-            if read.next > next && sender.send(data_event(&read)).await.is_err() {
+            if read.next > next && sender.send(data_event(&read, base64)).await.is_err() {
                 return;
             }
             next = read.next;
@@ -256,15 +257,36 @@ async fn sse(
             }
         }
     });
+    if base64 {
+        let headers = response.headers_mut();
+        headers.insert(
+            "stream-sse-data-encoding",
+            warp::http::HeaderValue::from_static("base64"),
+        );
+    }
     Ok(response)
 }
 
-fn data_event(read: &StreamRead) -> Bytes {
-    let text = String::from_utf8_lossy(&body_of(read)).into_owned();
+/// A `data` event: each line of the text its own `data:` line. CR, LF and
+/// CRLF all end a line in SSE, so all three are split on here: a payload
+/// cannot end the event early or forge another one.
+fn data_event(read: &StreamRead, base64: bool) -> Bytes {
+    let text = match base64 {
+        true => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(body_of(read))
+        }
+        false => String::from_utf8_lossy(&body_of(read)).replace("\r\n", "\n"),
+    };
     let mut event = String::from("event: data\n");
-    for line in text.split('\n') {
-        event.push_str("data: ");
-        event.push_str(line.strip_suffix('\r').unwrap_or(line));
+    for line in text.split(['\n', '\r']) {
+        // One space after the colon is dropped by readers: keep a leading one.
+        event.push_str(if line.starts_with(' ') {
+            "data: "
+        } else {
+            "data:"
+        });
+        event.push_str(line);
         event.push('\n');
     }
     event.push('\n');
@@ -272,15 +294,18 @@ fn data_event(read: &StreamRead) -> Bytes {
 }
 
 fn control_event(read: &StreamRead, cursor: u64) -> Bytes {
-    let mut control = json!({
-        "streamNextOffset": offset_text(read.next),
-        "streamCursor": cursor.to_string(),
-    });
-    if read.up_to_date() {
-        control["upToDate"] = json!(true);
-        if read.record.closed {
+    let mut control = json!({"streamNextOffset": offset_text(read.next)});
+    match (read.up_to_date(), read.record.closed) {
+        // The end: no cursor, nothing more will come to cache.
+        (true, true) => {
+            control["upToDate"] = json!(true);
             control["streamClosed"] = json!(true);
         }
+        (true, false) => {
+            control["upToDate"] = json!(true);
+            control["streamCursor"] = json!(cursor.to_string());
+        }
+        _ => control["streamCursor"] = json!(cursor.to_string()),
     }
-    Bytes::from(format!("event: control\ndata: {control}\n\n"))
+    Bytes::from(format!("event: control\ndata:{control}\n\n"))
 }

@@ -67,7 +67,8 @@ pub async fn create(
     };
     let mut answer = described(status(code), &record);
     if made {
-        answer = answer.header("location", format!("/ds/{tenant}/v1/stream/{}", call.path));
+        let location = format!("{}/ds/{tenant}/v1/stream/{}", call.base, call.path);
+        answer = answer.header("location", location);
     }
     Ok(answer
         .body(Default::default())
@@ -114,9 +115,10 @@ pub async fn append(
     };
     let answer = match runtime.append_stream(tenant, &call.path, append).await? {
         Appended::Done { record, producer } => {
-            let code = match producer {
-                Some(_) => StatusCode::OK,
-                None => StatusCode::NO_CONTENT,
+            // 200 tells a producer its data went in; a closure alone is 204.
+            let code = match producer.is_some() && !call.body.is_empty() {
+                true => StatusCode::OK,
+                false => StatusCode::NO_CONTENT,
             };
             let builder = described(status(code), &record);
             match producer {
