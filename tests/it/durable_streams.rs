@@ -321,3 +321,82 @@ async fn a_stream_idle_past_its_ttl_is_gone_and_heads_do_not_keep_it() {
     assert_eq!(read(&server, "brief", "-1").await.0, 404);
     server.stop().await;
 }
+
+/// The protocol's parts not built yet: forks (`Stream-Forked-From`). Every
+/// other test of the suite must pass; the issue stays open until this list
+/// is empty.
+const NOT_BUILT_YET: &[&str] = &["Fork - "];
+
+/// `@durable-streams/server-conformance-tests` (pinned in `tests/js`), run
+/// with vitest against the real binary, whose tenant `acme` opens its
+/// streams to callers with no credential (the suite sends none).
+#[tokio::test]
+async fn the_protocols_conformance_suite_passes_but_for_forks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::binary::write_config(dir.path(), "");
+    let open = "\n[tenants.acme.streams]\nanonymous = true\n";
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + open).unwrap();
+    let port = crate::support::binary::free_port();
+    let mut child = crate::support::binary::start(&config, &dir.path().join("data"), port).await;
+    let results = dir.path().join("results.json");
+    let vitest = dir.path().join("vitest.config.mjs");
+    let js = crate::support::node::installed().to_owned();
+    std::fs::write(
+        &vitest,
+        format!(
+            "export default {{ test: {{ root: {js:?}, include: [\"node_modules/@durable-streams/server-conformance-tests/dist/test-runner.js\"], exclude: [], testTimeout: 30000 }} }}\n"
+        ),
+    )
+    .unwrap();
+    let run = {
+        let (vitest, results) = (vitest.clone(), results.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("npx")
+                .args(["vitest", "run", "--config"])
+                .arg(&vitest)
+                .args(["--reporter=json", "--outputFile"])
+                .arg(&results)
+                .env(
+                    "CONFORMANCE_TEST_URL",
+                    format!("http://127.0.0.1:{port}/ds/acme"),
+                )
+                .current_dir(&js)
+                .output()
+                .unwrap()
+        })
+    };
+    let output = run.await.unwrap();
+    crate::support::binary::kill(&mut child);
+    let report: Value = serde_json::from_slice(&std::fs::read(&results).unwrap_or_else(|_| {
+        panic!(
+            "vitest wrote no report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }))
+    .unwrap();
+    let tests: Vec<&Value> = report["testResults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|file| file["assertionResults"].as_array().unwrap())
+        .collect();
+    let count = |status: &str| tests.iter().filter(|test| test["status"] == status).count();
+    let unexpected: Vec<&str> = tests
+        .iter()
+        .filter(|test| test["status"] == "failed")
+        .filter(|test| {
+            let group = test["ancestorTitles"][0].as_str().unwrap_or("");
+            !NOT_BUILT_YET.iter().any(|gap| group.starts_with(gap))
+        })
+        .map(|test| test["fullName"].as_str().unwrap_or(""))
+        .collect();
+    println!(
+        "durable streams conformance: {} passed, {} failed (forks), {} skipped by the suite, of {}",
+        count("passed"),
+        count("failed"),
+        count("skipped") + count("pending"),
+        tests.len()
+    );
+    assert!(tests.len() > 300, "the suite ran: {} tests", tests.len());
+    assert!(unexpected.is_empty(), "failed: {unexpected:#?}");
+}

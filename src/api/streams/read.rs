@@ -238,11 +238,15 @@ async fn sse(
             };
             let cursor = cursor(cursor_seen.as_ref());
             cursor_seen = Some(cursor.to_string());
-            if read.next > next && sender.send(data_event(&read, base64)).await.is_err() {
-                return;
+            // A batch and its control event go out as one write, so a reader
+            // never sees data without the offset that follows it.
+            let mut batch = Vec::new();
+            if read.next > next {
+                batch.extend_from_slice(&data_event(&read, base64));
             }
+            batch.extend_from_slice(&control_event(&read, cursor));
             next = read.next;
-            if sender.send(control_event(&read, cursor)).await.is_err() {
+            if sender.send(Bytes::from(batch)).await.is_err() {
                 return;
             }
             if read.up_to_date() && read.record.closed {

@@ -22,7 +22,16 @@ pub fn installed() -> &'static Path {
     static DONE: OnceLock<PathBuf> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = js_dir();
-        if !dir.join("node_modules/.package-lock.json").exists() {
+        // Installed, and with every package `package.json` names now.
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("package.json")).unwrap())
+                .unwrap();
+        let complete = manifest["dependencies"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|name| dir.join("node_modules").join(name).exists());
+        if !complete || !dir.join("node_modules/.package-lock.json").exists() {
             run(Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(&dir));
