@@ -56,6 +56,10 @@ pub enum Error {
     #[error("stream {0} not found")]
     StreamNotFound(String),
 
+    /// The stream was deleted while forks still read from it.
+    #[error("stream {0} was deleted")]
+    StreamGone(String),
+
     /// No delivery with this id exists for this endpoint.
     #[error("delivery {0} not found")]
     DeliveryNotFound(String),
@@ -142,6 +146,7 @@ impl Error {
             Error::WebhookNotFound(_) => "webhook_not_found",
             Error::DeliveryNotFound(_) => "delivery_not_found",
             Error::StreamNotFound(_) => "stream_not_found",
+            Error::StreamGone(_) => "stream_gone",
             Error::UrlNotAllowed(_) => "url_not_allowed",
             Error::AlreadyTakenOver { .. } => "already_taken_over",
             Error::NotTakenOver => "not_taken_over",

@@ -142,6 +142,7 @@ impl ApiError {
                 | RuntimeError::WebhookNotFound(_)
                 | RuntimeError::StreamNotFound(_)
                 | RuntimeError::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
+                RuntimeError::StreamGone(_) => StatusCode::GONE,
                 RuntimeError::UrlNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR

@@ -31,6 +31,64 @@ pub struct StreamRecord {
     /// The last `Stream-Seq` accepted, if any.
     pub last_seq: Option<String>,
     pub created_at: String,
+    /// A fork: the streams whose units it reads below its fork point, each
+    /// up to the position where that stream's part ends (oldest first).
+    #[serde(default)]
+    pub inherited: Vec<Segment>,
+    /// A fork: the stream it was forked from (path and id), which keeps its
+    /// units while this fork lives.
+    #[serde(default)]
+    pub forked_from: Option<(String, String)>,
+    /// Live forks of this stream: while there are any, a delete only hides
+    /// it (`deleted`), so their inherited units stay.
+    #[serde(default)]
+    pub forks: u64,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// A part of a fork's inherited data: `stream_id`'s units up to `end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub stream_id: String,
+    pub end: u64,
+}
+
+impl StreamRecord {
+    /// Which stream's units hold `position`, and where that part ends.
+    pub fn part_at(&self, position: u64) -> (&str, u64) {
+        self.inherited
+            .iter()
+            .find(|segment| segment.end > position)
+            .map(|segment| (segment.stream_id.as_str(), segment.end))
+            .unwrap_or((self.stream_id.as_str(), u64::MAX))
+    }
+
+    /// Where its own data starts (0, or a fork's fork point).
+    pub fn fork_point(&self) -> u64 {
+        self.inherited.last().map_or(0, |segment| segment.end)
+    }
+
+    /// The inherited parts a fork of this stream at `position` reads.
+    pub fn parts_below(&self, position: u64) -> Vec<Segment> {
+        let mut parts: Vec<Segment> = self
+            .inherited
+            .iter()
+            .map(|segment| Segment {
+                stream_id: segment.stream_id.clone(),
+                end: segment.end.min(position),
+            })
+            .filter(|segment| segment.end > 0)
+            .collect();
+        parts.dedup_by(|later, earlier| later.end == earlier.end);
+        if position > self.fork_point() {
+            parts.push(Segment {
+                stream_id: self.stream_id.clone(),
+                end: position,
+            });
+        }
+        parts
+    }
 }
 
 /// A tenant's settings for its streams.
@@ -52,6 +110,10 @@ pub struct StreamUnit {
     pub position: u64,
     pub end: u64,
     pub data: String,
+    /// Where the append this unit came in ends (a JSON batch's last
+    /// message; for bytes, `end`): how far a fork's sub-offset may reach.
+    #[serde(default)]
+    pub append_end: u64,
 }
 
 /// A producer's state as stored, with the stream and producer it is of.
@@ -112,9 +174,12 @@ pub fn valid_content_type(content_type: &str) -> bool {
     matches!(media.split_once('/'), Some((kind, sub)) if token(kind) && token(sub))
 }
 
-/// A position written as an offset: 20 digits, so offsets sort as strings.
+/// A position written as an offset: two 16-digit parts, so offsets sort as
+/// strings. The first part is reserved (always zero); the second is the
+/// position. (The protocol's reference server uses the same shape, and its
+/// conformance suite builds the zero offset by hand.)
 pub fn offset_text(position: u64) -> String {
-    format!("{position:020}")
+    format!("{:016}_{position:016}", 0)
 }
 
 /// Where a read starts, as the client named it.
@@ -133,11 +198,17 @@ pub fn parse_offset(offset: Option<&str>) -> Option<ReadFrom> {
     match offset {
         None | Some("-1") => Some(ReadFrom::Start),
         Some("now") => Some(ReadFrom::Now),
-        Some(text) if text.len() == 20 && text.bytes().all(|b| b.is_ascii_digit()) => {
-            text.parse().ok().map(ReadFrom::At)
-        }
-        Some(_) => None,
+        Some(text) => parse_position(text).map(ReadFrom::At),
     }
+}
+
+/// The position an offset names, if it is one.
+pub fn parse_position(text: &str) -> Option<u64> {
+    let (reserved, position) = text.split_once('_')?;
+    let digits = |part: &str| part.len() == 16 && part.bytes().all(|b| b.is_ascii_digit());
+    (digits(reserved) && digits(position) && reserved.bytes().all(|b| b == b'0'))
+        .then(|| position.parse().ok())
+        .flatten()
 }
 
 /// A `Stream-TTL`: decimal digits, no sign, no leading zero (but `0`).
@@ -259,7 +330,9 @@ mod tests {
 
     #[test]
     fn offsets_sort_as_strings_in_stream_order() {
-        let offsets: Vec<String> = [0, 9, 10, 99, 100, u64::MAX].map(offset_text).to_vec();
+        let offsets: Vec<String> = [0, 9, 10, 99, 100, 9_999_999_999_999_999]
+            .map(offset_text)
+            .to_vec();
         let mut sorted = offsets.clone();
         sorted.sort();
         assert_eq!(offsets, sorted);

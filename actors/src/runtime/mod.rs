@@ -31,7 +31,7 @@ mod start;
 mod streams;
 mod webhooks;
 
-pub use crate::streams::{Append, Appended, ProducerHeaders, Tail};
+pub use crate::streams::{Append, Appended, ForkRequest, ProducerHeaders, Tail};
 pub use backup::restore;
 pub use handle::{MAX_LIST, Runtime, WEBCHAT};
 pub use start::check_config;

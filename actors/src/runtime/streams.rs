@@ -13,7 +13,9 @@ use super::handle::{CALL_TIMEOUT, Runtime};
 use crate::error::{Error, Result};
 use crate::model::TenantId;
 use crate::model::stream::{ReadFrom, StreamConfig, StreamRecord};
-use crate::streams::{Append, Appended, StreamActor, StreamArgs, StreamMsg, Tail};
+use crate::streams::{
+    Append, Appended, ForkRequest, Release, StreamActor, StreamArgs, StreamMsg, Tail,
+};
 
 /// Attempts to reach a stream's actor (one may stop, idle, as we call it).
 const ATTEMPTS: usize = 3;
@@ -57,6 +59,7 @@ impl Runtime {
                 tenant: tenant.clone(),
                 path: path.to_owned(),
                 storage: self.inner.storage.clone(),
+                release: self.releaser(),
             };
             match Actor::spawn(Some(name.clone()), StreamActor, args).await {
                 Ok((actor, _)) => return Ok(actor),
@@ -104,7 +107,39 @@ impl Runtime {
         }
     }
 
-    /// `PUT`: the stream and whether this call made it.
+    /// How an expired fork releases its source: a call of the runtime's,
+    /// from a task (the fork's actor must not wait on another's).
+    fn releaser(&self) -> Release {
+        let runtime = std::sync::Arc::downgrade(&self.inner);
+        std::sync::Arc::new(move |tenant, path, id| {
+            if let Some(inner) = runtime.upgrade() {
+                let runtime = Runtime { inner };
+                tokio::spawn(async move { runtime.release_chain(&tenant, Some((path, id))).await });
+            }
+        })
+    }
+
+    /// Releases `source` and, each time a release deletes a stream that was
+    /// itself a fork, that stream's source.
+    async fn release_chain(&self, tenant: &TenantId, mut source: Option<(String, String)>) {
+        while let Some((path, id)) = source.take() {
+            match self
+                .call_stream(tenant, &path, |reply| {
+                    StreamMsg::ReleaseFork(id.clone(), reply)
+                })
+                .await
+            {
+                Ok(Ok(next)) => source = next,
+                Ok(Err(error)) | Err(error) => {
+                    tracing::warn!(stream = %path, %error, "a fork's source was not released");
+                }
+            }
+        }
+    }
+
+    /// `PUT`: the stream and whether this call made it. A fork asks its
+    /// source first (which counts it), and takes the source's settings
+    /// where `config` leaves them out; a fork not made releases it again.
     pub async fn create_stream(
         &self,
         tenant: &TenantId,
@@ -112,14 +147,45 @@ impl Runtime {
         config: StreamConfig,
         closed: bool,
         body: bytes::Bytes,
+        fork: Option<(String, ForkRequest)>,
     ) -> Result<(StreamRecord, bool)> {
-        self.call_stream(tenant, path, |reply| StreamMsg::Create {
-            config: config.clone(),
-            closed,
-            body: body.clone(),
-            reply,
-        })
-        .await?
+        let (config, fork) = match fork {
+            None => (config, None),
+            Some((source, request)) => {
+                let inherits_type = request.content_type.is_none();
+                let base = self
+                    .call_stream(tenant, &source, |reply| {
+                        StreamMsg::AddFork(request.clone(), reply)
+                    })
+                    .await??;
+                let mut config = config;
+                if inherits_type {
+                    config.content_type = base.config.content_type.clone();
+                }
+                if config.ttl_secs.is_none() && config.expires_at.is_none() {
+                    config.ttl_secs = base.config.ttl_secs;
+                    config.expires_at = base.config.expires_at.clone();
+                }
+                (config, Some(base))
+            }
+        };
+        let source = fork
+            .as_ref()
+            .map(|base| (base.source_path.clone(), base.source_id.clone()));
+        let made = self
+            .call_stream(tenant, path, |reply| StreamMsg::Create {
+                config: config.clone(),
+                closed,
+                body: body.clone(),
+                fork: fork.clone().map(Box::new),
+                reply,
+            })
+            .await
+            .and_then(|made| made);
+        if !matches!(made, Ok((_, true))) {
+            self.release_chain(tenant, source).await;
+        }
+        made
     }
 
     /// `POST`: an append, a closure or both.
@@ -146,14 +212,21 @@ impl Runtime {
         path: &str,
         touch: bool,
     ) -> Result<StreamRecord> {
-        self.call_stream(tenant, path, |reply| StreamMsg::Head { touch, reply })
+        match self
+            .call_stream(tenant, path, |reply| StreamMsg::Head { touch, reply })
             .await?
-            .ok_or_else(|| Error::StreamNotFound(path.to_owned()))
+        {
+            None => Err(Error::StreamNotFound(path.to_owned())),
+            Some(record) if record.deleted => Err(Error::StreamGone(path.to_owned())),
+            Some(record) => Ok(record),
+        }
     }
 
-    /// `DELETE`.
+    /// `DELETE`; a fork deleted for good releases its source.
     pub async fn delete_stream(&self, tenant: &TenantId, path: &str) -> Result<()> {
-        self.call_stream(tenant, path, StreamMsg::Delete).await?
+        let source = self.call_stream(tenant, path, StreamMsg::Delete).await??;
+        self.release_chain(tenant, source).await;
+        Ok(())
     }
 
     /// The stream's tail as it moves, for a live read.
@@ -189,18 +262,25 @@ impl Runtime {
         };
         let json = record.config.is_json();
         let (mut bytes, mut messages, mut size, mut next) = (Vec::new(), Vec::new(), 0, start);
+        // A fork's data below its fork point is in its sources' units: each
+        // round reads the part `next` falls in, up to where that part ends.
         'reading: while next < record.tail && size < max_bytes.max(1) {
+            let (stream_id, part_end) = record.part_at(next);
+            let until = part_end.min(record.tail);
             let units = self
                 .inner
                 .storage
-                .stream_units(&record.stream_id, next, UNITS_PER_READ)
+                .stream_units(stream_id, next, UNITS_PER_READ)
                 .await?;
             if units.is_empty() {
                 break;
             }
             for unit in units {
-                if unit.position >= record.tail {
-                    break 'reading;
+                if unit.position >= until {
+                    match next >= until {
+                        true => continue 'reading,
+                        false => break 'reading,
+                    }
                 }
                 if json {
                     size += unit.data.len();
@@ -211,8 +291,7 @@ impl Runtime {
                         .decode(&unit.data)
                         .map_err(|_| Error::Storage("a stored stream unit is not base64".into()))?;
                     let skip = ((next - unit.position) as usize).min(data.len());
-                    let keep =
-                        ((record.tail.min(unit.end) - unit.position) as usize).min(data.len());
+                    let keep = ((until.min(unit.end) - unit.position) as usize).min(data.len());
                     bytes.extend_from_slice(&data[skip..keep]);
                     size = bytes.len();
                     next = unit.position + keep as u64;

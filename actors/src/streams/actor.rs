@@ -14,9 +14,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
 use super::append::{Append, Appended, plan_append, units_of};
+use super::fork::{ForkBase, ForkRequest, new_record};
+use super::state::{Release, StreamState, Tail, tail_of};
 use crate::error::{Error, Result};
-use crate::model::stream::{ProducerState, StreamConfig, StreamRecord};
-use crate::model::{TenantId, now_timestamp};
+use crate::model::TenantId;
+use crate::model::stream::{StreamConfig, StreamRecord};
 use crate::store::{Storage, Write};
 
 /// A stream stays in memory this long after its last call while nobody watches it.
@@ -29,50 +31,39 @@ pub enum StreamMsg {
         config: StreamConfig,
         closed: bool,
         body: Bytes,
+        /// A fork: what the source agreed to (it counts this fork already).
+        fork: Option<Box<ForkBase>>,
         reply: RpcReplyPort<Result<(StreamRecord, bool)>>,
     },
+    /// A fork of this stream is being made: checks the fork point and
+    /// counts the fork, so this stream's units outlive a delete.
+    AddFork(ForkRequest, RpcReplyPort<Result<ForkBase>>),
+    /// A fork of this stream (`stream_id`) is gone; the source to release
+    /// next, if this one went with it.
+    ReleaseFork(String, RpcReplyPort<Result<Option<(String, String)>>>),
     /// `POST`: an append, a closure, or both.
     Append(Box<Append>, RpcReplyPort<Result<Appended>>),
-    /// The stream as it is now, if it exists. `touch`: a read, which
+    /// The stream as it is now, if it exists (deleted while forks read it,
+    /// too: callers answer 410 then). `touch`: a read, which
     /// renews a `Stream-TTL` (a `HEAD` does not).
     Head {
         touch: bool,
         reply: RpcReplyPort<Option<StreamRecord>>,
     },
-    /// `DELETE`: the stream and everything of it.
-    Delete(RpcReplyPort<Result<()>>),
+    /// `DELETE`: the stream and everything of it (only hidden while forks
+    /// read from it); the source to release, if it was a fork.
+    Delete(RpcReplyPort<Result<Option<(String, String)>>>),
     /// Its tail as it moves, for live readers (`None`: no stream).
     Watch(RpcReplyPort<Option<watch::Receiver<Tail>>>),
     /// Stops if nothing happened since the last check and nobody watches.
     IdleCheck,
 }
 
-/// Where a stream ends now, as live readers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tail {
-    pub tail: u64,
-    pub closed: bool,
-    /// The stream was deleted: readers end.
-    pub gone: bool,
-}
-
 pub struct StreamArgs {
     pub tenant: TenantId,
     pub path: String,
     pub storage: Storage,
-}
-
-pub struct StreamState {
-    tenant: TenantId,
-    path: String,
-    storage: Storage,
-    record: Option<StreamRecord>,
-    producers: HashMap<String, ProducerState>,
-    tail: watch::Sender<Tail>,
-    busy_since_check: bool,
-    /// The last read or write: a `Stream-TTL` counts from here (from the
-    /// start of this actor after a restart, which may only lengthen it).
-    last_access: std::time::Instant,
+    pub release: Release,
 }
 
 pub struct StreamActor;
@@ -109,6 +100,7 @@ impl Actor for StreamActor {
             tail,
             busy_since_check: true,
             last_access: std::time::Instant::now(),
+            release: args.release,
         })
     }
 
@@ -127,9 +119,16 @@ impl Actor for StreamActor {
                 config,
                 closed,
                 body,
+                fork,
                 reply,
             } => {
-                let _ = reply.send(state.create(config, closed, body).await);
+                let _ = reply.send(state.create(config, closed, body, fork.map(|f| *f)).await);
+            }
+            StreamMsg::AddFork(request, reply) => {
+                let _ = reply.send(state.add_fork(request).await);
+            }
+            StreamMsg::ReleaseFork(stream_id, reply) => {
+                let _ = reply.send(state.release_fork(&stream_id).await);
             }
             StreamMsg::Append(append, reply) => {
                 let _ = reply.send(state.append(*append).await);
@@ -144,7 +143,7 @@ impl Actor for StreamActor {
                 let _ = reply.send(state.delete().await);
             }
             StreamMsg::Watch(reply) => {
-                let watching = state.record.as_ref().map(|_| state.tail.subscribe());
+                let watching = state.live().map(|_| state.tail.subscribe());
                 let _ = reply.send(watching);
             }
             StreamMsg::IdleCheck => {
@@ -156,14 +155,6 @@ impl Actor for StreamActor {
             }
         }
         Ok(())
-    }
-}
-
-fn tail_of(record: Option<&StreamRecord>) -> Tail {
-    Tail {
-        tail: record.map_or(0, |record| record.tail),
-        closed: record.is_some_and(|record| record.closed),
-        gone: record.is_none(),
     }
 }
 
@@ -181,10 +172,14 @@ impl StreamState {
         let past = record.config.expires_at.as_deref().is_some_and(|at| {
             chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|at| at <= chrono::Utc::now())
         });
-        if (idle || past)
-            && let Err(error) = self.delete().await
-        {
-            tracing::warn!(stream = %self.path, %error, "an expired stream was not deleted");
+        if idle || past {
+            match self.delete().await {
+                Ok(Some((path, id))) => (self.release)(self.tenant.clone(), path, id),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(stream = %self.path, %error, "an expired stream was not deleted")
+                }
+            }
         }
     }
 
@@ -193,35 +188,35 @@ impl StreamState {
         config: StreamConfig,
         closed: bool,
         body: Bytes,
+        fork: Option<ForkBase>,
     ) -> Result<(StreamRecord, bool)> {
         if let Some(record) = &self.record {
-            let same =
-                crate::model::stream::same_type(&record.config.content_type, &config.content_type)
-                    && record.config.ttl_secs == config.ttl_secs
-                    && record.config.expires_at == config.expires_at
-                    && record.closed == closed;
+            let same = !record.deleted
+                && crate::model::stream::same_type(
+                    &record.config.content_type,
+                    &config.content_type,
+                )
+                && record.config.ttl_secs == config.ttl_secs
+                && record.config.expires_at == config.expires_at
+                && record.closed == closed
+                && fork.as_ref().map_or(record.forked_from.is_none(), |fork| {
+                    record.forked_from.as_ref().map(|(path, _)| path) == Some(&fork.source_path)
+                        && record.fork_point() == fork.point
+                });
             return match same {
                 true => Ok((record.clone(), false)),
                 false => Err(Error::Conflict(
-                    "the stream exists with other settings".into(),
+                    "the stream exists with other settings (or was deleted while forks read it)"
+                        .into(),
                 )),
             };
         }
-        let mut record = StreamRecord {
-            tenant: self.tenant.clone(),
-            path: self.path.clone(),
-            stream_id: uuid::Uuid::now_v7().simple().to_string(),
-            config,
-            tail: 0,
-            closed,
-            last_seq: None,
-            created_at: now_timestamp(),
-        };
+        let mut record = new_record(self, config, closed, fork);
         let units = match body.is_empty() {
             true => Vec::new(),
             false => units_of(&record, &body, true)?,
         };
-        record.tail = units.last().map_or(0, |unit| unit.end);
+        record.tail = units.last().map_or(record.tail, |unit| unit.end);
         let write = Write::PutStream {
             record: Box::new(record.clone()),
             units,
@@ -235,15 +230,12 @@ impl StreamState {
     }
 
     async fn append(&mut self, append: Append) -> Result<Appended> {
-        let record = self
-            .record
-            .as_ref()
-            .ok_or_else(|| Error::StreamNotFound(self.path.clone()))?;
+        self.last_access = std::time::Instant::now();
+        let record = self.existing()?;
         let known = append
             .producer
             .as_ref()
             .and_then(|producer| self.producers.get(&producer.id).copied());
-        self.last_access = std::time::Instant::now();
         let plan = plan_append(record, known, &append)?;
         let Some((write, next, producer)) = plan.write else {
             return Ok(plan.answer);
@@ -255,27 +247,5 @@ impl StreamState {
         self.record = Some(next);
         self.publish();
         Ok(plan.answer)
-    }
-
-    async fn delete(&mut self) -> Result<()> {
-        let record = self
-            .record
-            .take()
-            .ok_or_else(|| Error::StreamNotFound(self.path.clone()))?;
-        if let Err(error) = self
-            .storage
-            .write_and_wait(Write::DeleteStream(Box::new(record.clone())))
-            .await
-        {
-            self.record = Some(record);
-            return Err(error);
-        }
-        self.producers.clear();
-        self.publish();
-        Ok(())
-    }
-
-    fn publish(&self) {
-        self.tail.send_replace(tail_of(self.record.as_ref()));
     }
 }

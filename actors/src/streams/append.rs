@@ -169,16 +169,17 @@ fn checked_units(record: &StreamRecord, append: &Append) -> Result<Vec<StreamUni
 /// `body` as units after the stream's tail: one per JSON message, or one
 /// for the bytes. `initial`: a `PUT`'s body (`[]` is then no message).
 pub fn units_of(record: &StreamRecord, body: &[u8], initial: bool) -> Result<Vec<StreamUnit>> {
-    let unit = |position: u64, end: u64, data: String| StreamUnit {
+    let unit = |position: u64, end: u64, data: String, append_end: u64| StreamUnit {
         tenant: record.tenant.clone(),
         stream_id: record.stream_id.clone(),
         position,
         end,
         data,
+        append_end,
     };
     if !record.config.is_json() {
         let end = record.tail + body.len() as u64;
-        return Ok(vec![unit(record.tail, end, STANDARD.encode(body))]);
+        return Ok(vec![unit(record.tail, end, STANDARD.encode(body), end)]);
     }
     let messages = json_messages(body, initial).map_err(|error| match error {
         JsonBodyError::Invalid(why) => Error::InvalidInput(format!("the body is not JSON: {why}")),
@@ -186,12 +187,13 @@ pub fn units_of(record: &StreamRecord, body: &[u8], initial: bool) -> Result<Vec
             Error::InvalidInput("an empty JSON array appends nothing".into())
         }
     })?;
+    let append_end = record.tail + messages.len() as u64;
     Ok(messages
         .into_iter()
         .enumerate()
         .map(|(index, message)| {
             let position = record.tail + index as u64;
-            unit(position, position + 1, message)
+            unit(position, position + 1, message, append_end)
         })
         .collect())
 }
@@ -216,6 +218,10 @@ mod tests {
             closed: false,
             last_seq: Some("b".into()),
             created_at: String::new(),
+            inherited: Vec::new(),
+            forked_from: None,
+            forks: 0,
+            deleted: false,
         }
     }
 

@@ -5,10 +5,10 @@
 use tertulia_actors::Runtime;
 use tertulia_actors::model::TenantId;
 use tertulia_actors::model::stream::{
-    MAX_PRODUCER_NUMBER, StreamConfig, StreamRecord, offset_text, parse_expires_at, parse_ttl,
-    valid_content_type,
+    MAX_PRODUCER_NUMBER, StreamConfig, StreamRecord, offset_text, parse_expires_at, parse_position,
+    parse_ttl, valid_content_type, valid_path,
 };
-use tertulia_actors::runtime::{Append, Appended, ProducerHeaders};
+use tertulia_actors::runtime::{Append, Appended, ForkRequest, ProducerHeaders};
 use warp::http::StatusCode;
 
 use super::{Call, status};
@@ -57,8 +57,9 @@ pub async fn create(
         expires_at,
     };
     let closed = closes(call)?;
+    let fork = fork_of(tenant, call)?;
     let (record, made) = runtime
-        .create_stream(tenant, &call.path, config, closed, call.body.clone())
+        .create_stream(tenant, &call.path, config, closed, call.body.clone(), fork)
         .await?;
     let code = if made {
         StatusCode::CREATED
@@ -73,6 +74,54 @@ pub async fn create(
     Ok(answer
         .body(Default::default())
         .expect("a create answer is valid"))
+}
+
+/// `Stream-Forked-From` (a stream URL's path, with or without
+/// `/ds/{tenant}`), `Stream-Fork-Offset`, `Stream-Fork-Sub-Offset`.
+fn fork_of(tenant: &TenantId, call: &Call) -> Result<Option<(String, ForkRequest)>, ApiError> {
+    let sub = call
+        .header("stream-fork-sub-offset")
+        .map(|text| {
+            parse_ttl(text).ok_or_else(|| {
+                ApiError::BadRequest("Stream-Fork-Sub-Offset must be a whole number".into())
+            })
+        })
+        .transpose()?;
+    let Some(source) = call.header("stream-forked-from") else {
+        return match sub.is_some() || call.header("stream-fork-offset").is_some() {
+            true => Err(ApiError::BadRequest(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From".into(),
+            )),
+            false => Ok(None),
+        };
+    };
+    let position = call
+        .header("stream-fork-offset")
+        .map(|text| {
+            parse_position(text)
+                .ok_or_else(|| ApiError::BadRequest("Stream-Fork-Offset is not an offset".into()))
+        })
+        .transpose()?;
+    if sub.is_some_and(|sub| sub > 0) && position.is_none() {
+        return Err(ApiError::BadRequest(
+            "Stream-Fork-Sub-Offset needs Stream-Fork-Offset".into(),
+        ));
+    }
+    let own = format!("/ds/{tenant}");
+    let source = source.trim();
+    let source = source.strip_prefix(own.as_str()).unwrap_or(source);
+    let source = source
+        .strip_prefix("/v1/stream/")
+        .filter(|path| valid_path(path))
+        .ok_or_else(|| {
+            ApiError::BadRequest("Stream-Forked-From must be a stream's path (/v1/stream/…)".into())
+        })?;
+    let request = ForkRequest {
+        position,
+        sub,
+        content_type: call.header("content-type").map(str::to_owned),
+    };
+    Ok(Some((source.to_owned(), request)))
 }
 
 /// The headers that describe a stream: its type, tail, closure.
