@@ -56,6 +56,10 @@ pub enum Error {
     #[error("stream {0} not found")]
     StreamNotFound(String),
 
+    /// A tenant's quota (its number of streams) is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
+
     /// The stream was deleted while forks still read from it.
     #[error("stream {0} was deleted")]
     StreamGone(String),
@@ -147,6 +151,7 @@ impl Error {
             Error::DeliveryNotFound(_) => "delivery_not_found",
             Error::StreamNotFound(_) => "stream_not_found",
             Error::StreamGone(_) => "stream_gone",
+            Error::QuotaExceeded(_) => "quota_exceeded",
             Error::UrlNotAllowed(_) => "url_not_allowed",
             Error::AlreadyTakenOver { .. } => "already_taken_over",
             Error::NotTakenOver => "not_taken_over",

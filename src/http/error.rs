@@ -143,6 +143,7 @@ impl ApiError {
                 | RuntimeError::StreamNotFound(_)
                 | RuntimeError::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
                 RuntimeError::StreamGone(_) => StatusCode::GONE,
+                RuntimeError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
                 RuntimeError::UrlNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 RuntimeError::Storage(_) | RuntimeError::Startup(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR

@@ -391,3 +391,38 @@ async fn the_protocols_conformance_suite_passes_in_full() {
     assert!(tests.len() > 300, "the suite ran: {} tests", tests.len());
     assert!(failed.is_empty(), "failed: {failed:#?}");
 }
+
+#[tokio::test]
+async fn a_tenants_stream_count_and_stream_size_are_limited() {
+    let mut config = config();
+    let streams = &mut config.tenants.get_mut("acme").unwrap().streams;
+    streams.max_streams = 2;
+    streams.max_stream_bytes = 10;
+    let server = TestServer::start(config).await;
+    assert_eq!(
+        put(&server, "one", "text/plain", "12345").await.status(),
+        201
+    );
+    assert_eq!(put(&server, "two", "text/plain", "").await.status(), 201);
+    let third = put(&server, "three", "text/plain", "").await;
+    assert_eq!(third.status(), 403);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["code"], "quota_exceeded");
+    // Asking again for one that exists is still fine.
+    assert_eq!(put(&server, "one", "text/plain", "").await.status(), 200);
+    assert_eq!(
+        post(&server, "one", "text/plain", "67890").await.status(),
+        204
+    );
+    assert_eq!(post(&server, "one", "text/plain", "x").await.status(), 413);
+    let (_, _, body) = read(&server, "one", "-1").await;
+    assert_eq!(body, "1234567890");
+    // A deleted stream frees its place.
+    let deleted = acme(&server, reqwest::Method::DELETE, "two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(put(&server, "three", "text/plain", "").await.status(), 201);
+    server.stop().await;
+}

@@ -45,6 +45,9 @@ pub struct StreamRecord {
     pub forks: u64,
     #[serde(default)]
     pub deleted: bool,
+    /// Bytes of its own units (what `max_stream_bytes` limits).
+    #[serde(default)]
+    pub size_bytes: u64,
 }
 
 /// A part of a fork's inherited data: `stream_id`'s units up to `end`.
@@ -92,13 +95,27 @@ impl StreamRecord {
 }
 
 /// A tenant's settings for its streams.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamAccess {
     /// Anyone may use the tenant's streams namespace with no credential
     /// (for a public demo, or the protocol's conformance suite, which sends
     /// none). Off by default: anyone could then read, write and delete.
     pub anonymous: bool,
+    /// Streams the tenant may have at once (a `PUT` past it: 403 `quota_exceeded`).
+    pub max_streams: u64,
+    /// Bytes one stream may hold (an append past it: 413).
+    pub max_stream_bytes: u64,
+}
+
+impl Default for StreamAccess {
+    fn default() -> Self {
+        StreamAccess {
+            anonymous: false,
+            max_streams: 10_000,
+            max_stream_bytes: 1 << 30,
+        }
+    }
 }
 
 /// One appended unit as stored: a JSON stream's message (its JSON text), or

@@ -107,6 +107,13 @@ impl Runtime {
         }
     }
 
+    /// The tenant's stream settings (the defaults for an unknown tenant).
+    fn stream_limits(&self, tenant: &TenantId) -> crate::model::stream::StreamAccess {
+        self.tenant_settings(tenant)
+            .map(|settings| settings.streams.clone())
+            .unwrap_or_default()
+    }
+
     /// How an expired fork releases its source: a call of the runtime's,
     /// from a task (the fork's actor must not wait on another's).
     fn releaser(&self) -> Release {
@@ -149,6 +156,9 @@ impl Runtime {
         body: bytes::Bytes,
         fork: Option<(String, ForkRequest)>,
     ) -> Result<(StreamRecord, bool)> {
+        // Counted before a source counts a fork, so no early return leaks it.
+        let limits = self.stream_limits(tenant);
+        let may_make = self.inner.storage.count_streams(tenant).await? < limits.max_streams;
         let (config, fork) = match fork {
             None => (config, None),
             Some((source, request)) => {
@@ -178,6 +188,8 @@ impl Runtime {
                 closed,
                 body: body.clone(),
                 fork: fork.clone().map(Box::new),
+                may_make,
+                max_bytes: limits.max_stream_bytes,
                 reply,
             })
             .await
@@ -193,8 +205,9 @@ impl Runtime {
         &self,
         tenant: &TenantId,
         path: &str,
-        append: Append,
+        mut append: Append,
     ) -> Result<Appended> {
+        append.max_bytes = self.stream_limits(tenant).max_stream_bytes;
         self.call_stream(tenant, path, |reply| {
             StreamMsg::Append(Box::new(append.clone()), reply)
         })

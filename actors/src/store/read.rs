@@ -174,6 +174,18 @@ impl Storage {
         bounded(self.db.select_first(query, vars)).await
     }
 
+    /// How many streams a tenant has (deleted ones that forks still read count).
+    pub async fn count_streams(&self, tenant: &TenantId) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            n: u64,
+        }
+        let query = "SELECT count() AS n FROM stream WHERE tenant = $tenant GROUP ALL;";
+        let counted: Option<Count> =
+            bounded(self.db.select_first(query, json!({"tenant": tenant}))).await?;
+        Ok(counted.map_or(0, |count| count.n))
+    }
+
     /// Up to `limit` units of a stream that end after `after`, in order.
     pub async fn stream_units(
         &self,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
-use super::append::{Append, Appended, plan_append, units_of};
+use super::append::{Append, Appended, plan_append, unit_bytes, units_of};
 use super::fork::{ForkBase, ForkRequest, new_record};
 use super::state::{Release, StreamState, Tail, tail_of};
 use crate::error::{Error, Result};
@@ -33,6 +33,10 @@ pub enum StreamMsg {
         body: Bytes,
         /// A fork: what the source agreed to (it counts this fork already).
         fork: Option<Box<ForkBase>>,
+        /// The tenant's limits: whether one more stream may be made, and
+        /// the bytes a stream may hold.
+        may_make: bool,
+        max_bytes: u64,
         reply: RpcReplyPort<Result<(StreamRecord, bool)>>,
     },
     /// A fork of this stream is being made: checks the fork point and
@@ -120,9 +124,15 @@ impl Actor for StreamActor {
                 closed,
                 body,
                 fork,
+                may_make,
+                max_bytes,
                 reply,
             } => {
-                let _ = reply.send(state.create(config, closed, body, fork.map(|f| *f)).await);
+                let limits = (may_make, max_bytes);
+                let made = state
+                    .create(config, closed, body, fork.map(|f| *f), limits)
+                    .await;
+                let _ = reply.send(made);
             }
             StreamMsg::AddFork(request, reply) => {
                 let _ = reply.send(state.add_fork(request).await);
@@ -189,6 +199,7 @@ impl StreamState {
         closed: bool,
         body: Bytes,
         fork: Option<ForkBase>,
+        (may_make, max_bytes): (bool, u64),
     ) -> Result<(StreamRecord, bool)> {
         if let Some(record) = &self.record {
             let same = !record.deleted
@@ -211,11 +222,23 @@ impl StreamState {
                 )),
             };
         }
+        if !may_make {
+            return Err(Error::QuotaExceeded(
+                "the tenant has as many streams as it may (streams.max_streams)".into(),
+            ));
+        }
         let mut record = new_record(self, config, closed, fork);
         let units = match body.is_empty() {
             true => Vec::new(),
             false => units_of(&record, &body, true)?,
         };
+        record.size_bytes = units.iter().map(|unit| unit_bytes(&record, unit)).sum();
+        if record.size_bytes > max_bytes {
+            return Err(Error::ContentTooLarge {
+                actual: usize::try_from(record.size_bytes).unwrap_or(usize::MAX),
+                limit: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            });
+        }
         record.tail = units.last().map_or(record.tail, |unit| unit.end);
         let write = Write::PutStream {
             record: Box::new(record.clone()),

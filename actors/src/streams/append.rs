@@ -24,6 +24,8 @@ pub struct Append {
     pub producer: Option<ProducerHeaders>,
     /// `Stream-Closed: true`: no append may follow this one.
     pub close: bool,
+    /// The most bytes the stream may hold (the tenant's `max_stream_bytes`).
+    pub max_bytes: u64,
 }
 
 /// `Producer-Id`, `Producer-Epoch`, `Producer-Seq`.
@@ -120,7 +122,16 @@ pub fn plan_append(
     {
         return answer(Appended::SeqRegression);
     }
+    let added: u64 = units.iter().map(|unit| unit_bytes(record, unit)).sum();
+    let size = record.size_bytes.saturating_add(added);
+    if size > append.max_bytes {
+        return Err(Error::ContentTooLarge {
+            actual: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: usize::try_from(append.max_bytes).unwrap_or(usize::MAX),
+        });
+    }
     let mut next = record.clone();
+    next.size_bytes = size;
     next.tail = units.last().map_or(record.tail, |unit| unit.end);
     next.closed = append.close;
     if append.seq.is_some() {
@@ -163,6 +174,15 @@ fn checked_units(record: &StreamRecord, append: &Append) -> Result<Vec<StreamUni
             )))
         }
         Some(_) => units_of(record, &append.body, false),
+    }
+}
+
+/// The bytes a unit holds for the stream's size: a JSON message's text, or
+/// the appended bytes.
+pub fn unit_bytes(record: &StreamRecord, unit: &StreamUnit) -> u64 {
+    match record.config.is_json() {
+        true => unit.data.len() as u64,
+        false => unit.end - unit.position,
     }
 }
 
@@ -222,6 +242,7 @@ mod tests {
             forked_from: None,
             forks: 0,
             deleted: false,
+            size_bytes: 10,
         }
     }
 
@@ -232,6 +253,7 @@ mod tests {
             seq: None,
             producer: None,
             close: false,
+            max_bytes: 1 << 20,
         }
     }
 
@@ -265,6 +287,26 @@ mod tests {
         closed.closed = true;
         let plan = plan_append(&closed, None, &post("x")).unwrap();
         assert!(plan.write.is_none() && matches!(plan.answer, Appended::Closed(_)));
+    }
+
+    #[test]
+    fn an_append_past_the_streams_size_limit_is_refused() {
+        let mut append = post("12345");
+        append.max_bytes = 14;
+        let refused = plan_append(&stream("text/plain"), None, &append);
+        assert!(matches!(
+            refused,
+            Err(Error::ContentTooLarge {
+                actual: 15,
+                limit: 14
+            })
+        ));
+        append.max_bytes = 15;
+        let (_, next, _) = plan_append(&stream("text/plain"), None, &append)
+            .unwrap()
+            .write
+            .unwrap();
+        assert_eq!(next.size_bytes, 15);
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub(super) fn new_record(
         forked_from,
         forks: 0,
         deleted: false,
+        size_bytes: 0,
     }
 }
 

@@ -161,6 +161,8 @@ pub async fn append(
         seq: call.header("stream-seq").map(str::to_owned),
         producer: producer(call)?,
         close: closes(call)?,
+        // The runtime puts the tenant's limit here.
+        max_bytes: u64::MAX,
     };
     let answer = match runtime.append_stream(tenant, &call.path, append).await? {
         Appended::Done { record, producer } => {
