@@ -228,8 +228,10 @@ pub fn parse_position(text: &str) -> Option<u64> {
         .flatten()
 }
 
-/// A `Stream-TTL`: decimal digits, no sign, no leading zero (but `0`).
-pub fn parse_ttl(text: &str) -> Option<u64> {
+/// A whole number as the protocol's headers write it (`Stream-TTL`,
+/// `Producer-Seq`, `Stream-Fork-Sub-Offset`): decimal digits, no sign, no
+/// leading zero (but `0`).
+pub fn parse_whole(text: &str) -> Option<u64> {
     let canonical = text == "0" || (!text.starts_with('0') && !text.is_empty());
     (canonical && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse().ok())
@@ -371,10 +373,10 @@ mod tests {
 
     #[test]
     fn a_ttl_is_plain_decimal() {
-        assert_eq!(parse_ttl("3600"), Some(3600));
-        assert_eq!(parse_ttl("0"), Some(0));
+        assert_eq!(parse_whole("3600"), Some(3600));
+        assert_eq!(parse_whole("0"), Some(0));
         for bad in ["+3600", "03600", "3600.0", "3.6e3", "", "-1", " 1"] {
-            assert_eq!(parse_ttl(bad), None, "{bad}");
+            assert_eq!(parse_whole(bad), None, "{bad}");
         }
     }
 

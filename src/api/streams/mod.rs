@@ -235,6 +235,23 @@ fn secured(mut response: warp::reply::Response) -> warp::reply::Response {
     response
 }
 
+/// The headers that describe a stream: its type, tail, closure.
+pub(super) fn described(
+    builder: warp::http::response::Builder,
+    record: &tertulia_actors::model::stream::StreamRecord,
+) -> warp::http::response::Builder {
+    let builder = builder
+        .header("content-type", record.config.content_type.as_str())
+        .header(
+            "stream-next-offset",
+            tertulia_actors::model::stream::offset_text(record.tail),
+        );
+    match record.closed {
+        true => builder.header("stream-closed", "true"),
+        false => builder,
+    }
+}
+
 pub(super) fn status(code: StatusCode) -> warp::http::response::Builder {
     Response::builder().status(code)
 }

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use serde_json::json;
 use tertulia_actors::Runtime;
 use tertulia_actors::model::TenantId;
-use tertulia_actors::model::stream::{ReadFrom, StreamRecord, offset_text, parse_offset};
+use tertulia_actors::model::stream::{ReadFrom, offset_text, parse_offset};
 use tertulia_actors::runtime::{ReadBody, StreamRead};
 use warp::http::StatusCode;
 
-use super::{Call, status};
+use super::{Call, described, status};
 use crate::http::error::ApiError;
 
 /// The most bytes one catch-up read answers.
@@ -43,19 +43,6 @@ pub async fn head(
     Ok(builder
         .body(Default::default())
         .expect("a head answer is valid"))
-}
-
-fn described(
-    builder: warp::http::response::Builder,
-    record: &StreamRecord,
-) -> warp::http::response::Builder {
-    let builder = builder
-        .header("content-type", record.config.content_type.as_str())
-        .header("stream-next-offset", offset_text(record.tail));
-    match record.closed {
-        true => builder.header("stream-closed", "true"),
-        false => builder,
-    }
 }
 
 /// `GET`, in the mode `live` asks for.

@@ -5,13 +5,13 @@
 use tertulia_actors::Runtime;
 use tertulia_actors::model::TenantId;
 use tertulia_actors::model::stream::{
-    MAX_PRODUCER_NUMBER, StreamConfig, StreamRecord, offset_text, parse_expires_at, parse_position,
-    parse_ttl, valid_content_type, valid_path,
+    MAX_PRODUCER_NUMBER, StreamConfig, parse_expires_at, parse_position, parse_whole,
+    valid_content_type, valid_path,
 };
 use tertulia_actors::runtime::{Append, Appended, ForkRequest, ProducerHeaders};
 use warp::http::StatusCode;
 
-use super::{Call, status};
+use super::{Call, described, status};
 use crate::http::error::ApiError;
 
 /// `PUT`: 201 made, 200 made before with the same settings, 409 otherwise.
@@ -39,7 +39,7 @@ pub async fn create(
     }
     let ttl_secs = ttl
         .map(|text| {
-            parse_ttl(text).ok_or_else(|| {
+            parse_whole(text).ok_or_else(|| {
                 ApiError::BadRequest("Stream-TTL must be whole seconds, like 3600".into())
             })
         })
@@ -82,7 +82,7 @@ fn fork_of(tenant: &TenantId, call: &Call) -> Result<Option<(String, ForkRequest
     let sub = call
         .header("stream-fork-sub-offset")
         .map(|text| {
-            parse_ttl(text).ok_or_else(|| {
+            parse_whole(text).ok_or_else(|| {
                 ApiError::BadRequest("Stream-Fork-Sub-Offset must be a whole number".into())
             })
         })
@@ -122,20 +122,6 @@ fn fork_of(tenant: &TenantId, call: &Call) -> Result<Option<(String, ForkRequest
         content_type: call.header("content-type").map(str::to_owned),
     };
     Ok(Some((source.to_owned(), request)))
-}
-
-/// The headers that describe a stream: its type, tail, closure.
-fn described(
-    builder: warp::http::response::Builder,
-    record: &StreamRecord,
-) -> warp::http::response::Builder {
-    let builder = builder
-        .header("content-type", record.config.content_type.as_str())
-        .header("stream-next-offset", offset_text(record.tail));
-    match record.closed {
-        true => builder.header("stream-closed", "true"),
-        false => builder,
-    }
 }
 
 /// `Stream-Closed: true` (any case); anything else there is a mistake.
@@ -227,7 +213,7 @@ fn producer(call: &Call) -> Result<Option<ProducerHeaders>, ApiError> {
         return Err(ApiError::BadRequest("Producer-Id may not be empty".into()));
     }
     let number = |text: &str, name: &str| {
-        parse_ttl(text)
+        parse_whole(text)
             .filter(|number| *number <= MAX_PRODUCER_NUMBER)
             .ok_or_else(|| {
                 ApiError::BadRequest(format!("{name} must be an integer from 0 to 2^53-1"))

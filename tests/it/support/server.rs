@@ -135,16 +135,13 @@ impl TestServer {
 
     /// POSTs `body` as JSON with this key; the status and the JSON answer.
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url(path))
-            .header("X-API-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        status_and_json(
+            self.http
+                .post(self.url(path))
+                .header("X-API-Key", key)
+                .json(&body),
+        )
+        .await
     }
 
     /// acme's newest recorded events of these types (in the outbox), newest first.
@@ -186,14 +183,19 @@ impl TestServer {
 
 /// POSTs `body` to `path` with `token` as the admin bearer; status and JSON answer.
 pub async fn admin_post(server: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = server
-        .http
-        .post(server.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    status_and_json(
+        server
+            .http
+            .post(server.url(path))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await
+}
+
+/// Sends `request`; its status and JSON answer (`null` when it is not JSON).
+async fn status_and_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
