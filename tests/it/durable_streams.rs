@@ -22,14 +22,6 @@ fn acme(server: &TestServer, method: reqwest::Method, path: &str) -> reqwest::Re
         .header("X-API-Key", KEY)
 }
 
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .map(|value| value.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
 async fn put(server: &TestServer, path: &str, content_type: &str, body: &str) -> reqwest::Response {
     acme(server, reqwest::Method::PUT, path)
         .header("content-type", content_type)

@@ -42,6 +42,10 @@ enum Expect {
     /// A Durable Stream of A's (`/ds/acme/v1/stream/alice-notes`): B's key
     /// gets the 404 of a missing stream, a client token 403; it stays as it was.
     Stream,
+    /// A conversation of A's read as a Durable Stream
+    /// (`/ds/acme/v1/conversation/{id}`): B's key, and a client token of
+    /// another client, get the 404 of a conversation that never existed.
+    ConversationStream,
 }
 
 /// Acme's Durable Stream the intruders try.
@@ -138,6 +142,9 @@ const CASES: &[(&str, Expect)] = &[
     ("HEAD /ds/{}/v1/stream/{}", Expect::Stream),
     ("DELETE /ds/{}/v1/stream/{}", Expect::Stream),
     ("OPTIONS /ds/{}/v1/stream/{}", Expect::Preflight),
+    ("GET /ds/{}/v1/conversation/{}", Expect::ConversationStream),
+    ("HEAD /ds/{}/v1/conversation/{}", Expect::ConversationStream),
+    ("OPTIONS /ds/{}/v1/conversation/{}", Expect::Preflight),
     ("GET /ai-sdk/chat/{}/stream", Expect::Adapter),
     ("OPTIONS /ai-sdk/chat/{}/stream", Expect::Preflight),
     ("POST /ag-ui", Expect::Adapter),
@@ -265,6 +272,9 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
             _ => &session,
         };
         let path = match expect {
+            _ if template.starts_with("/ds/{}/v1/conversation/") => {
+                format!("/ds/acme/v1/conversation/{session}")
+            }
             Expect::Stream | Expect::Preflight if template.starts_with("/ds/") => STREAM.to_owned(),
             _ => template.replacen("{}", id, 1),
         };
@@ -363,6 +373,13 @@ async fn another_tenants_or_another_clients_credentials_are_refused_on_every_rou
                     assert_eq!(status, expected.0, "{who}: {route}: {body}");
                     if method != reqwest::Method::HEAD {
                         assert_eq!(body["code"], expected.1, "{who}: {route}");
+                    }
+                }
+                Expect::ConversationStream => {
+                    let (status, body) = call(&server, method.clone(), &path, key, token).await;
+                    assert_eq!(status, 404, "{who}: {route}: {body}");
+                    if method != reqwest::Method::HEAD {
+                        assert_eq!(body["code"], "session_not_found", "{who}: {route}");
                     }
                 }
                 Expect::Preflight => {

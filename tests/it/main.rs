@@ -10,6 +10,7 @@ mod browser;
 mod brute_force;
 mod client_tokens;
 mod console;
+mod conversation_streams;
 mod conversations;
 mod double_texting;
 mod durability;

@@ -97,6 +97,16 @@ pub enum Participant {
     Visitor,
     /// A member of the tenant's staff, watching from the agent console.
     Staff { name: String },
+    /// A program reading the conversation as a stream (Durable Streams): it
+    /// is in no presence count, so its reads come and go unannounced.
+    Reader,
+}
+
+impl Participant {
+    /// Whether others are told when it joins or leaves.
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Participant::Reader)
+    }
 }
 
 /// A visitor's decision on the processing of their personal data: who, when,

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod analytics;
 pub mod conversation;
+pub mod conversation_stream;
 pub mod erasure;
 pub mod events;
 pub mod ids;

@@ -5,8 +5,9 @@
 //!
 //! A stream is a sequence of appended units: bytes for most content types,
 //! one JSON value per message for `application/json`. Its position is a
-//! count (bytes, or messages), and an offset is that count written as 20
-//! decimal digits, so offsets sort as strings in the order of the stream.
+//! count (bytes, or messages), and an offset is that count in fixed-width
+//! decimal digits (`offset_text`), so offsets sort as strings in the order
+//! of the stream.
 
 use serde::{Deserialize, Serialize};
 

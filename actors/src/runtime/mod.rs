@@ -13,6 +13,7 @@
 //! erasure.rs        forgetting a person
 //! retention.rs      Retention: the actor that prunes and archives
 //! streams.rs        Durable Streams: the stream actors and catch-up reads
+//! tail.rs           a conversation tailed as a Durable Stream
 //! webhooks.rs       webhook endpoints and deliveries
 //! ```
 //!
@@ -29,6 +30,7 @@ mod handle;
 mod retention;
 mod start;
 mod streams;
+mod tail;
 mod webhooks;
 
 pub use crate::streams::{Append, Appended, ForkRequest, ProducerHeaders, Tail};
@@ -36,6 +38,7 @@ pub use backup::restore;
 pub use handle::{MAX_LIST, Runtime, WEBCHAT};
 pub use start::check_config;
 pub use streams::{ReadBody, StreamRead};
+pub use tail::{ConversationTail, TailBatch};
 pub use webhooks::{EndpointInput, MAX_DELIVERIES};
 
 // What the edge needs of the layers below, and nothing more: the agent

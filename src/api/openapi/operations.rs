@@ -97,6 +97,8 @@ const NO_BODY: Body = Body::None;
 /// A tenant's API key; no credential where the tenant opened its streams.
 const STREAM_AUTH: &[Auth] = &[ApiKey, Public];
 const STREAM_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 410, 413, 429, 503];
+const CONVERSATION_STREAM_AUTH: &[Auth] = &[ApiKey, ClientToken];
+const CONVERSATION_STREAM_ERRORS: &[u16] = &[400, 401, 403, 404, 429, 503];
 const HTML: &[(u16, Answer)] = &[(200, Text("text/html; charset=utf-8"))];
 const SCRIPT: &[(u16, Answer)] = &[(200, Text("text/javascript; charset=utf-8"))];
 const OBJECT: &[(u16, Answer)] = &[(200, Json("Object"))];
@@ -168,6 +170,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("HEAD", "/ds/{tenant}/v1/stream/{path}", "streams", "The stream's tail and settings.", STREAM_AUTH, NO_BODY, &[(200, Empty)], STREAM_ERRORS),
     op("DELETE", "/ds/{tenant}/v1/stream/{path}", "streams", "Delete the stream.", STREAM_AUTH, NO_BODY, &[(204, Empty)], STREAM_ERRORS),
     op("OPTIONS", "/ds/{tenant}/v1/stream/{path}", "streams", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
+    op("GET", "/ds/{tenant}/v1/conversation/{session_id}", "streams", "A conversation as a read-only JSON stream from ?offset (messages, answer chunks, context): catch-up, live=long-poll or live=sse.", CONVERSATION_STREAM_AUTH, NO_BODY, &[(200, Text("application/json")), (204, Empty), (304, Empty)], CONVERSATION_STREAM_ERRORS),
+    op("HEAD", "/ds/{tenant}/v1/conversation/{session_id}", "streams", "The offset where the conversation's stream ends now.", CONVERSATION_STREAM_AUTH, NO_BODY, &[(200, Empty)], CONVERSATION_STREAM_ERRORS),
+    op("OPTIONS", "/ds/{tenant}/v1/conversation/{session_id}", "streams", "CORS preflight.", &[Public], NO_BODY, PREFLIGHT, PUBLIC),
     // The agent console.
     op("GET", "/console/api/me", "console", "Who the staff key belongs to.", &[StaffKey], NO_BODY, OBJECT, KEYED),
     op("GET", "/console/api/conversations", "console", "Conversations for the console.", &[StaffKey], NO_BODY, OBJECT, KEYED),

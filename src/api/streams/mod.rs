@@ -8,11 +8,15 @@
 //! `Cross-Origin-Resource-Policy`.
 //!
 //! ```text
-//! mod.rs    the route, who may call, the headers every answer carries
-//! write.rs  PUT, POST, DELETE
-//! read.rs   GET (catch-up, long-poll, SSE) and HEAD
+//! mod.rs           the route, who may call, the headers every answer carries
+//! write.rs         PUT, POST, DELETE
+//! read.rs          GET (catch-up, long-poll, SSE) and HEAD
+//! events.rs        the cursor and SSE events every live read shares
+//! conversation.rs  a conversation as a read-only stream
 //! ```
 
+mod conversation;
+mod events;
 mod read;
 mod write;
 
@@ -74,6 +78,8 @@ pub fn routes(app: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .then(handle);
     put.or(post)
         .unify()
+        .or(conversation::routes(app))
+        .unify()
         .or(get)
         .unify()
         .or(head)
@@ -128,6 +134,16 @@ impl Call {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
+
+    /// The API key and `Authorization` the call carries (an API key sent
+    /// as a bearer counts as the key).
+    pub fn credentials(&self, runtime: &Runtime) -> (Option<String>, Option<String>) {
+        crate::auth::bearer_api_key(
+            runtime,
+            self.header("x-api-key").map(str::to_owned),
+            self.header("authorization").map(str::to_owned),
+        )
+    }
 }
 
 async fn serve(
@@ -137,7 +153,7 @@ async fn serve(
     call: Call,
 ) -> Result<warp::reply::Response, ApiError> {
     if call.method == Method::OPTIONS {
-        return Ok(preflight(&call));
+        return Ok(preflight(&call, "GET, HEAD, PUT, POST, DELETE, OPTIONS"));
     }
     let tenant = access(&app.runtime, &app.limiter, &tenant, &call, ip)?;
     if !tertulia_actors::model::stream::valid_path(&call.path) {
@@ -169,11 +185,7 @@ fn access(
 ) -> Result<TenantId, ApiError> {
     let tenant = TenantId(tenant.to_owned());
     let settings = runtime.tenant_settings(&tenant);
-    let (key, authorization) = crate::auth::bearer_api_key(
-        runtime,
-        call.header("x-api-key").map(str::to_owned),
-        call.header("authorization").map(str::to_owned),
-    );
+    let (key, authorization) = call.credentials(runtime);
     let anonymous = settings
         .as_ref()
         .is_some_and(|settings| settings.streams.anonymous);
@@ -192,17 +204,15 @@ fn access(
     Ok(tenant)
 }
 
-/// A CORS preflight: any origin may call (the credential is a header, never a cookie).
-fn preflight(call: &Call) -> warp::reply::Response {
+/// A CORS preflight for `methods`: any origin may call (the credential is
+/// a header, never a cookie).
+fn preflight(call: &Call, methods: &'static str) -> warp::reply::Response {
     let headers = call
         .header("access-control-request-headers")
         .unwrap_or("content-type");
     status(StatusCode::NO_CONTENT)
         .header("access-control-allow-origin", "*")
-        .header(
-            "access-control-allow-methods",
-            "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-        )
+        .header("access-control-allow-methods", methods)
         .header("access-control-allow-headers", headers)
         .header("access-control-max-age", "600")
         .body(Default::default())

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::json;
 use tertulia_actors::Runtime;
 use tertulia_actors::model::TenantId;
 use tertulia_actors::model::stream::{ReadFrom, offset_text, parse_offset};
 use tertulia_actors::runtime::{ReadBody, StreamRead};
 use warp::http::StatusCode;
 
+use super::events::{control_event, cursor, data_event};
 use super::{Call, described, status};
 use crate::http::error::ApiError;
 
@@ -177,25 +177,6 @@ async fn long_poll(
     }
 }
 
-/// The protocol's cursor: 20-second intervals since 2024-10-09T00:00:00Z,
-/// always past the client's own (with jitter), so caches never cycle.
-fn cursor(client: Option<&String>) -> u64 {
-    const EPOCH: u64 = 1_728_432_000;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let interval = now.saturating_sub(EPOCH) / 20;
-    match client.and_then(|cursor| cursor.parse::<u64>().ok()) {
-        Some(client) if client >= interval => client + 1 + rand_jitter(),
-        _ => interval,
-    }
-}
-
-/// 0 to 179 intervals (up to an hour).
-fn rand_jitter() -> u64 {
-    u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % 180
-}
-
 async fn sse(
     runtime: &Runtime,
     tenant: &TenantId,
@@ -229,9 +210,10 @@ async fn sse(
             // never sees data without the offset that follows it.
             let mut batch = Vec::new();
             if read.next > next {
-                batch.extend_from_slice(&data_event(&read, base64));
+                batch.extend_from_slice(&data_event(&data_text(&read, base64)));
             }
-            batch.extend_from_slice(&control_event(&read, cursor));
+            let end = (read.up_to_date(), read.record.closed);
+            batch.extend_from_slice(&control_event(&offset_text(read.next), end, cursor));
             next = read.next;
             if sender.send(Bytes::from(batch)).await.is_err() {
                 return;
@@ -258,45 +240,13 @@ async fn sse(
     Ok(response)
 }
 
-/// A `data` event: each line of the text its own `data:` line. CR, LF and
-/// CRLF all end a line in SSE, so all three are split on here: a payload
-/// cannot end the event early or forge another one.
-fn data_event(read: &StreamRead, base64: bool) -> Bytes {
-    let text = match base64 {
+/// A read's data as SSE `data` text: base64 for bytes that are not text.
+fn data_text(read: &StreamRead, base64: bool) -> String {
+    match base64 {
         true => {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode(body_of(read))
         }
-        false => String::from_utf8_lossy(&body_of(read)).replace("\r\n", "\n"),
-    };
-    let mut event = String::from("event: data\n");
-    for line in text.split(['\n', '\r']) {
-        // One space after the colon is dropped by readers: keep a leading one.
-        event.push_str(if line.starts_with(' ') {
-            "data: "
-        } else {
-            "data:"
-        });
-        event.push_str(line);
-        event.push('\n');
+        false => String::from_utf8_lossy(&body_of(read)).into_owned(),
     }
-    event.push('\n');
-    Bytes::from(event)
-}
-
-fn control_event(read: &StreamRead, cursor: u64) -> Bytes {
-    let mut control = json!({"streamNextOffset": offset_text(read.next)});
-    match (read.up_to_date(), read.record.closed) {
-        // The end: no cursor, nothing more will come to cache.
-        (true, true) => {
-            control["upToDate"] = json!(true);
-            control["streamClosed"] = json!(true);
-        }
-        (true, false) => {
-            control["upToDate"] = json!(true);
-            control["streamCursor"] = json!(cursor.to_string());
-        }
-        _ => control["streamCursor"] = json!(cursor.to_string()),
-    }
-    Bytes::from(format!("event: control\ndata:{control}\n\n"))
 }

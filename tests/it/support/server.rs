@@ -181,6 +181,15 @@ impl TestServer {
     }
 }
 
+/// A response header's text, or empty when it is absent.
+pub fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 /// POSTs `body` to `path` with `token` as the admin bearer; status and JSON answer.
 pub async fn admin_post(server: &TestServer, token: &str, path: &str, body: Value) -> (u16, Value) {
     status_and_json(

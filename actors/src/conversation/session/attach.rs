@@ -37,11 +37,14 @@ impl SessionState {
             }
             Joining::Reattached | Joining::Listening => None,
         };
+        let present = participant.is_present();
         let mut attached = self.attach(myself, after_seq, greeting, participant).await;
         if let (Ok(attached), Joining::Listening) = (&mut attached, joining) {
             attached.context = Some((self.facts.context.clone(), self.facts.context_version));
         }
-        self.attendance_changed(Change::Presence);
+        if present {
+            self.attendance_changed(Change::Presence);
+        }
         attached
     }
 
@@ -174,7 +177,11 @@ impl SessionState {
 
     /// A socket went away: the others are told who is left.
     pub fn detach(&mut self, conn: ConnId) {
-        if self.subscribers.remove(conn) {
+        if self
+            .subscribers
+            .remove(conn)
+            .is_some_and(|participant| participant.is_present())
+        {
             self.attendance_changed(crate::conversation::feed::Change::Presence);
         }
     }

@@ -45,9 +45,11 @@ impl Subscribers {
         );
     }
 
-    /// Forgets a socket; whether it was attached.
-    pub fn remove(&mut self, conn: ConnId) -> bool {
-        self.by_conn.remove(&conn).is_some()
+    /// Forgets a socket; who was on it, if it was attached.
+    pub fn remove(&mut self, conn: ConnId) -> Option<Participant> {
+        self.by_conn
+            .remove(&conn)
+            .map(|subscriber| subscriber.participant)
     }
 
     /// The socket whose `Connection` actor this is, if it was one.
@@ -96,6 +98,7 @@ impl Subscribers {
             match &subscriber.participant {
                 Participant::Visitor => visitors += 1,
                 Participant::Staff { name } => staff.push(name.clone()),
+                Participant::Reader => {}
             }
         }
         staff.sort();
