@@ -17,16 +17,20 @@
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tertulia_actors::model::TenantSettings;
-use tertulia_actors::runtime::{AgentEvent, AgentProvider, AgentRequest, AgentStream};
+use tertulia_actors::runtime::AgentProvider;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+#[path = "common/clock.rs"]
+mod clock;
 mod common;
+
+use clock::{Clock, stamp_latencies, unix_micros};
 
 const KEY: &str = "tk_bench";
 const SUBSCRIBERS: usize = 1000;
@@ -54,36 +58,6 @@ fn main() {
         runtime.block_on(idle(sockets));
     } else {
         runtime.block_on(fanout());
-    }
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
-/// Streams `chunks` pieces, each the time it was emitted, `interval` apart.
-struct Clock {
-    chunks: usize,
-    interval: Duration,
-}
-
-impl AgentProvider for Clock {
-    fn answer(&self, _request: AgentRequest) -> AgentStream {
-        let interval = self.interval;
-        futures_util::stream::iter(0..self.chunks)
-            .then(move |index| async move {
-                if index > 0 && !interval.is_zero() {
-                    tokio::time::sleep(interval).await;
-                } else if index % 64 == 63 {
-                    // An unpaced model still yields now and then, as network reads do.
-                    tokio::task::yield_now().await;
-                }
-                Ok(AgentEvent::Text(format!("{:020};", unix_micros())))
-            })
-            .boxed()
     }
 }
 
@@ -186,10 +160,7 @@ async fn run_fanout(scenario: &Scenario) {
                     match frame.kind {
                         "chunk" => {
                             let content = frame.content.unwrap_or_default();
-                            for stamp in content.split(';').filter(|stamp| !stamp.is_empty()) {
-                                latencies
-                                    .push(received.saturating_sub(stamp.parse::<u64>().unwrap()));
-                            }
+                            latencies.extend(stamp_latencies(content, received));
                             last_receipt = received;
                         }
                         "done" => return true,
