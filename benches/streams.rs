@@ -78,6 +78,8 @@ async fn run() {
         .await
         .expect("the tail phase ends in time");
     for (name, latencies) in tails {
+        // Each chunk exactly once on every path, or the figures mean nothing.
+        assert_eq!(latencies.len(), ANSWERS * CHUNKS, "{name}");
         report(name, latencies);
     }
     server.shutdown().await;

@@ -138,6 +138,155 @@ impl TailItem {
     }
 }
 
+/// A reader's way through a conversation: where it is, and the items it
+/// is owed, given what the store and the session's frames say in the
+/// order they said it. The runtime's tail feeds it; nothing here waits.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    position: LogPosition,
+    /// The context at `version`, kept current as it changes.
+    context: Map<String, Value>,
+    version: u64,
+    items: Vec<TailItem>,
+    /// Answers read from the store while catching up: a snapshot of one
+    /// (taken when the tail attached) is older than its stored message.
+    caught_up: Vec<MessageId>,
+}
+
+impl LogReader {
+    /// A reader at `position` of a conversation whose context is `context`
+    /// at `version`.
+    pub fn new(position: LogPosition, context: Map<String, Value>, version: u64) -> LogReader {
+        LogReader {
+            position,
+            context,
+            version,
+            items: Vec::new(),
+            caught_up: Vec::new(),
+        }
+    }
+
+    pub fn position(&self) -> LogPosition {
+        self.position
+    }
+
+    /// The items owed so far, as JSON text; the reader is then at `position`.
+    pub fn take_items(&mut self) -> Vec<String> {
+        self.items.drain(..).map(|item| item.encode()).collect()
+    }
+
+    pub fn has_items(&self) -> bool {
+        !self.items.is_empty()
+    }
+
+    /// Forgets the items owed (`offset=now`: what is there is skipped).
+    pub fn skip_items(&mut self) {
+        self.items.clear();
+    }
+
+    /// The context, if the reader lacks its current version.
+    pub fn catch_up_context(&mut self) {
+        if self.position.context < Some(self.version) {
+            self.position.context = Some(self.version);
+            self.items.push(TailItem::Context {
+                version: self.version,
+                context: self.context.clone(),
+            });
+        }
+    }
+
+    /// A piece of the answer `message_id` (a snapshot: its whole text so far).
+    pub fn chunk(&mut self, message_id: MessageId, content: String, snapshot: bool) {
+        if snapshot && self.caught_up.contains(&message_id) {
+            return;
+        }
+        let had = self
+            .position
+            .answer
+            .filter(|part| part.message_id == message_id)
+            .map(|part| part.bytes);
+        let (content, bytes) = match (had, snapshot) {
+            // The reader has `had` bytes of it: the rest of the text so far.
+            (Some(had), true) => {
+                let rest = content.get(had..).unwrap_or_default().to_owned();
+                (rest, had.max(content.len()))
+            }
+            (Some(had), false) => {
+                let bytes = had + content.len();
+                (content, bytes)
+            }
+            (None, _) => {
+                let bytes = content.len();
+                (content, bytes)
+            }
+        };
+        self.position.answer = Some(PartialAnswer { message_id, bytes });
+        if !content.is_empty() {
+            self.items.push(TailItem::Chunk {
+                message_id,
+                content,
+            });
+        }
+    }
+
+    /// A stored message (`catching_up`: read from the store, not announced
+    /// by a frame): the rest of its text first if the reader had part of it
+    /// as an answer being written, then the message. One it has is skipped.
+    pub fn stored(&mut self, message: WireMessage, catching_up: bool) {
+        if message.seq <= self.position.seq {
+            return;
+        }
+        if catching_up {
+            self.caught_up.push(message.id);
+        }
+        if let Some(part) = self.position.answer
+            && part.message_id == message.id
+        {
+            let rest = message.content.get(part.bytes..).unwrap_or_default();
+            if !rest.is_empty() {
+                self.items.push(TailItem::Chunk {
+                    message_id: message.id,
+                    content: rest.to_owned(),
+                });
+            }
+            self.position.answer = None;
+        }
+        self.position.seq = message.seq;
+        self.items.push(TailItem::Message { message });
+    }
+
+    /// The context changed to `version`: its patch from the version before,
+    /// or the whole of it. `false` if the patch does not apply to the copy
+    /// kept here (the reader should start over from its offset).
+    pub fn context_changed(
+        &mut self,
+        version: u64,
+        patch: Option<Value>,
+        whole: Option<Map<String, Value>>,
+    ) -> bool {
+        match (whole, patch) {
+            (Some(whole), _) => self.context = whole,
+            (None, Some(patch)) => {
+                let mut document = Value::Object(std::mem::take(&mut self.context));
+                let applied = serde_json::from_value::<json_patch::Patch>(patch)
+                    .ok()
+                    .is_some_and(|patch| json_patch::patch(&mut document, &patch).is_ok());
+                let Value::Object(context) = document else {
+                    return false;
+                };
+                self.context = context;
+                if !applied {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+        }
+        self.version = version;
+        self.catch_up_context();
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +308,12 @@ mod tests {
             LogPosition::default(),
             position(7, Some(0), None),
             position(7, Some(3), Some(12)),
-            position(u64::MAX / 10, Some(u64::MAX / 10), Some(1 << 40)),
+            // The widest each field is written: 16 digits.
+            position(
+                9_999_999_999_999_999,
+                Some(9_999_999_999_999_998),
+                Some(1 << 40),
+            ),
         ] {
             assert_eq!(LogPosition::parse(&case.offset()), Some(case), "{case:?}");
         }
@@ -195,6 +349,96 @@ mod tests {
                 pair[1]
             );
         }
+    }
+
+    fn message(seq: u64, id: MessageId, content: &str) -> WireMessage {
+        WireMessage {
+            id,
+            session_id: crate::model::ids::SessionId::new(),
+            seq,
+            role: crate::model::message::Role::Assistant,
+            content: content.into(),
+            status: crate::model::message::MessageStatus::Complete,
+            client_msg_id: None,
+            created_at: "2026-12-06T00:00:00.000000Z".into(),
+            author: None,
+        }
+    }
+
+    fn chunks(items: &[String]) -> String {
+        items
+            .iter()
+            .map(|item| serde_json::from_str::<Value>(item).unwrap())
+            .filter(|item| item["type"] == "chunk")
+            .map(|item| item["content"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_reader_resuming_mid_answer_gets_exactly_the_rest() {
+        let answer = MessageId::new();
+        let mut first = LogReader::new(LogPosition::default(), Map::new(), 0);
+        first.chunk(answer, "Hola, ".into(), false);
+        first.chunk(answer, "¿qué tal?".into(), false);
+        let seen = chunks(&first.take_items());
+        // Resumed while the answer is still being written: a snapshot.
+        let mut live = LogReader::new(first.position(), Map::new(), 0);
+        live.chunk(answer, "Hola, ¿qué tal? Bien".into(), true);
+        live.chunk(answer, ".".into(), false);
+        live.stored(message(1, answer, "Hola, ¿qué tal? Bien."), false);
+        assert_eq!(
+            format!("{seen}{}", chunks(&live.take_items())),
+            "Hola, ¿qué tal? Bien."
+        );
+        // Resumed once it is stored: the rest, from the stored message.
+        let mut late = LogReader::new(first.position(), Map::new(), 0);
+        late.stored(message(1, answer, "Hola, ¿qué tal? Bien."), true);
+        let items = late.take_items();
+        assert_eq!(format!("{seen}{}", chunks(&items)), "Hola, ¿qué tal? Bien.");
+        assert_eq!(items.len(), 2, "the rest, then the message");
+        assert_eq!(late.position().answer, None);
+    }
+
+    #[test]
+    fn a_snapshot_of_an_answer_already_read_from_the_store_is_not_sent_again() {
+        // The tail attached while the answer was being stored; the store
+        // had it by the time it was read, and the snapshot came after.
+        let answer = MessageId::new();
+        let mut reader = LogReader::new(LogPosition::default(), Map::new(), 0);
+        reader.stored(message(1, answer, "Entero."), true);
+        reader.chunk(answer, "Entero.".into(), true);
+        let items = reader.take_items();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(reader.position().answer, None);
+        // A new answer's snapshot still counts.
+        reader.chunk(MessageId::new(), "Otra".into(), true);
+        assert_eq!(chunks(&reader.take_items()), "Otra");
+    }
+
+    #[test]
+    fn a_context_change_is_given_whole_once_per_version() {
+        let mut context = Map::new();
+        context.insert("plan".into(), "pro".into());
+        let at_start = LogPosition::default();
+        let mut reader = LogReader::new(at_start, context, 0);
+        reader.catch_up_context();
+        reader.catch_up_context();
+        let patch = serde_json::json!([{"op": "add", "path": "/page", "value": "/precios"}]);
+        assert!(reader.context_changed(1, Some(patch), None));
+        let items: Vec<Value> = reader
+            .take_items()
+            .iter()
+            .map(|item| serde_json::from_str(item).unwrap())
+            .collect();
+        assert_eq!(
+            items,
+            [
+                serde_json::json!({"type": "context", "version": 0, "context": {"plan": "pro"}}),
+                serde_json::json!({"type": "context", "version": 1, "context": {"plan": "pro", "page": "/precios"}}),
+            ]
+        );
+        let broken = serde_json::json!([{"op": "remove", "path": "/nothing/here"}]);
+        assert!(!reader.context_changed(2, Some(broken), None));
     }
 
     #[test]

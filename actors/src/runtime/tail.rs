@@ -11,16 +11,15 @@
 //! the frame alone does not carry it whole, so a message reads the same
 //! however the reader met it.
 
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::handle::Runtime;
 use crate::conversation::outbound::Outgoing;
 use crate::conversation::session::{Attached, Joining};
 use crate::error::{Error, Result};
-use crate::model::conversation_stream::{LogPosition, PartialAnswer, TailFrom, TailItem};
+use crate::model::conversation_stream::{LogPosition, LogReader, TailFrom};
 use crate::model::protocol::{ServerFrame, WireMessage};
-use crate::model::{MessageId, Participant, Scope, SessionId, TenantId};
+use crate::model::{Participant, Scope, SessionId, TenantId};
 use crate::store::{MessageQuery, Storage};
 
 /// Stored messages read per round.
@@ -43,16 +42,12 @@ pub struct ConversationTail {
     storage: Storage,
     tenant: TenantId,
     session: SessionId,
-    position: LogPosition,
-    /// The context at `version`, kept current from `context` frames.
-    context: Map<String, Value>,
-    version: u64,
+    reader: LogReader,
     /// The session's last `seq` when the tail attached: what the store
     /// holds up to here is read from it; frames announce the rest.
     attached_seq: u64,
     /// Whether the store was read up to `attached_seq`.
     backlog_read: bool,
-    items: Vec<TailItem>,
     ended: bool,
 }
 
@@ -72,30 +67,32 @@ impl Runtime {
             .await?;
         let (context, version) = attached.context.take().unwrap_or_default();
         let attached_seq = attached.last_seq;
+        let position = match from {
+            TailFrom::Start => LogPosition::default(),
+            TailFrom::Now => LogPosition {
+                seq: attached_seq,
+                context: Some(version),
+                answer: None,
+            },
+            TailFrom::At(position) => position,
+        };
+        if position.seq > attached_seq || position.context > Some(version) {
+            return Err(Error::InvalidInput(
+                "`offset` is past the end of this conversation".into(),
+            ));
+        }
         let mut tail = ConversationTail {
             attached,
             storage: self.inner.storage.clone(),
             tenant: scope.tenant.clone(),
             session,
-            position: LogPosition::default(),
-            context,
-            version,
+            reader: LogReader::new(position, context, version),
             attached_seq,
             backlog_read: false,
-            items: Vec::new(),
             ended: false,
         };
-        match from {
-            TailFrom::Start => {}
-            TailFrom::Now => tail.skip_to_now(),
-            TailFrom::At(position) => {
-                if position.seq > attached_seq || position.context > Some(version) {
-                    return Err(Error::InvalidInput(
-                        "`offset` is past the end of this conversation".into(),
-                    ));
-                }
-                tail.position = position;
-            }
+        if from == TailFrom::Now {
+            tail.skip_to_now();
         }
         Ok(tail)
     }
@@ -104,7 +101,7 @@ impl Runtime {
 impl ConversationTail {
     /// The offset of where the reader is.
     pub fn offset(&self) -> String {
-        self.position.offset()
+        self.reader.position().offset()
     }
 
     /// Whether the conversation went away (deleted, erased, restarted, or
@@ -115,9 +112,7 @@ impl ConversationTail {
 
     /// What the reader lacks that is there now, without waiting.
     pub async fn catch_up(&mut self) -> Result<TailBatch> {
-        if self.position.context < Some(self.version) {
-            self.push_context();
-        }
+        self.reader.catch_up_context();
         if !self.read_backlog().await? {
             return Ok(self.batch(false));
         }
@@ -144,7 +139,7 @@ impl ConversationTail {
                 Outgoing::Frame(frame) => self.on_frame(frame.bytes()).await?,
                 Outgoing::Close(_) | Outgoing::Detached => self.ended = true,
             }
-            if !self.items.is_empty() {
+            if self.reader.has_items() {
                 return self.catch_up().await.map(Some);
             }
         }
@@ -153,11 +148,6 @@ impl ConversationTail {
 
     /// `offset=now`: the position after everything there is, nothing sent.
     fn skip_to_now(&mut self) {
-        self.position = LogPosition {
-            seq: self.attached_seq,
-            context: Some(self.version),
-            answer: None,
-        };
         while let Some(frame) = self.attached.outbound.try_next_frame() {
             if let Ok(ServerFrame::Chunk {
                 content,
@@ -165,10 +155,10 @@ impl ConversationTail {
                 ..
             }) = serde_json::from_slice(frame.bytes())
             {
-                self.on_chunk(message_id, content, true);
+                self.reader.chunk(message_id, content, true);
             }
         }
-        self.items.clear();
+        self.reader.skip_items();
         self.backlog_read = true;
     }
 
@@ -184,20 +174,22 @@ impl ConversationTail {
     /// Reads one round of the stored messages after the reader's `seq`, up
     /// to `until`; whether more may follow.
     async fn read_stored(&mut self, until: u64) -> Result<bool> {
-        if self.position.seq >= until {
+        let after_seq = self.reader.position().seq;
+        if after_seq >= until {
             return Ok(false);
         }
+        let catching_up = !self.backlog_read;
         let query = MessageQuery {
             tenant: self.tenant.clone(),
             session: self.session,
-            after_seq: self.position.seq,
+            after_seq,
             limit: MESSAGES_PER_READ,
             newest: false,
         };
         let messages = self.storage.load_messages(query).await?;
         let full = messages.len() == MESSAGES_PER_READ;
         for message in messages.iter().filter(|message| message.seq <= until) {
-            self.on_stored(WireMessage::from(message));
+            self.reader.stored(WireMessage::from(message), catching_up);
         }
         // A `seq` whose write failed is never stored: a round may end on
         // a gap, and the next one starts past it.
@@ -216,9 +208,9 @@ impl ConversationTail {
                 message_id,
                 snapshot,
                 ..
-            } => self.on_chunk(message_id, content, snapshot),
-            ServerFrame::Message { message } if message.seq == self.position.seq + 1 => {
-                self.on_stored(message)
+            } => self.reader.chunk(message_id, content, snapshot),
+            ServerFrame::Message { message } if message.seq == self.reader.position().seq + 1 => {
+                self.reader.stored(message, false)
             }
             ServerFrame::Message { message } => self.read_through(message.seq).await?,
             ServerFrame::Done { seq, .. } => self.read_through(seq).await?,
@@ -226,7 +218,7 @@ impl ConversationTail {
                 version,
                 patch,
                 context,
-            } => self.on_context(version, patch, context),
+            } => self.context_changed(version, patch, context),
             _ => {}
         }
         Ok(())
@@ -239,105 +231,24 @@ impl ConversationTail {
         Ok(())
     }
 
-    /// A piece of an answer (a snapshot is its whole text so far).
-    fn on_chunk(&mut self, message_id: MessageId, content: String, snapshot: bool) {
-        let had = self
-            .position
-            .answer
-            .filter(|part| part.message_id == message_id)
-            .map(|part| part.bytes);
-        let (content, bytes) = match (had, snapshot) {
-            // The reader has `had` bytes of it: the rest of the text so far.
-            (Some(had), true) => {
-                let rest = content.get(had..).unwrap_or_default().to_owned();
-                (rest, had.max(content.len()))
-            }
-            (Some(had), false) => {
-                let bytes = had + content.len();
-                (content, bytes)
-            }
-            (None, _) => {
-                let bytes = content.len();
-                (content, bytes)
-            }
-        };
-        self.position.answer = Some(PartialAnswer { message_id, bytes });
-        if !content.is_empty() {
-            self.items.push(TailItem::Chunk {
-                message_id,
-                content,
-            });
-        }
-    }
-
-    /// A stored message: the rest of its text first if the reader had part
-    /// of it as an answer being written, then the message.
-    fn on_stored(&mut self, message: WireMessage) {
-        if message.seq <= self.position.seq {
-            return;
-        }
-        if let Some(part) = self.position.answer
-            && part.message_id == message.id
-        {
-            let rest = message.content.get(part.bytes..).unwrap_or_default();
-            if !rest.is_empty() {
-                self.items.push(TailItem::Chunk {
-                    message_id: message.id,
-                    content: rest.to_owned(),
-                });
-            }
-            self.position.answer = None;
-        }
-        self.position.seq = message.seq;
-        self.items.push(TailItem::Message { message });
-    }
-
-    /// The context changed: kept current, and the reader is given it whole.
-    fn on_context(
+    fn context_changed(
         &mut self,
         version: u64,
-        patch: Option<Value>,
-        whole: Option<Map<String, Value>>,
+        patch: Option<serde_json::Value>,
+        whole: Option<serde_json::Map<String, serde_json::Value>>,
     ) {
-        match (whole, patch) {
-            (Some(whole), _) => self.context = whole,
-            (None, Some(patch)) => {
-                let mut document = Value::Object(std::mem::take(&mut self.context));
-                let applied = serde_json::from_value::<json_patch::Patch>(patch)
-                    .ok()
-                    .is_some_and(|patch| json_patch::patch(&mut document, &patch).is_ok());
-                self.context = match document {
-                    Value::Object(context) => context,
-                    _ => Map::new(),
-                };
-                // The tail's copy is lost: end, and the reader's next read
-                // attaches afresh and is given the context whole.
-                if !applied {
-                    tracing::warn!(session = %self.session, version, "a context patch did not apply to the tail's copy");
-                    self.ended = true;
-                    return;
-                }
-            }
-            (None, None) => return,
+        // The tail's copy is lost: end, and the reader's next read attaches
+        // afresh and is given the context whole.
+        if !self.reader.context_changed(version, patch, whole) {
+            tracing::warn!(session = %self.session, version, "a context patch did not apply to a tail's copy");
+            self.ended = true;
         }
-        self.version = version;
-        if self.position.context < Some(version) {
-            self.push_context();
-        }
-    }
-
-    fn push_context(&mut self) {
-        self.position.context = Some(self.version);
-        self.items.push(TailItem::Context {
-            version: self.version,
-            context: self.context.clone(),
-        });
     }
 
     fn batch(&mut self, up_to_date: bool) -> TailBatch {
         TailBatch {
-            items: self.items.drain(..).map(|item| item.encode()).collect(),
-            next: self.position.offset(),
+            items: self.reader.take_items(),
+            next: self.reader.position().offset(),
             up_to_date,
         }
     }
