@@ -9,8 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
-    AgentsConfig, EgressConfig, InsightsConfig, Limits, RetentionConfig, RuntimeConfig,
-    SealingKeys, SessionConfig, StorageConfig, SupervisionConfig, WebhooksConfig,
+    AgentsConfig, DbCredentials, EgressConfig, InsightsConfig, Limits, RetentionConfig,
+    RuntimeConfig, SealingKeys, SessionConfig, StorageConfig, SupervisionConfig, WebhooksConfig,
 };
 use tertulia_actors::model::TenantSettings;
 
@@ -278,6 +278,8 @@ impl Config {
             match Config::figment(file, &ignored).extract::<Config>() {
                 Ok(mut config) => {
                     config.storage.sealing = SealingKeys::from_env(|name| std::env::var(name).ok());
+                    config.storage.credentials =
+                        DbCredentials::from_env(|name| std::env::var(name).ok());
                     return Ok((Config::with_development_tenant(config), variables));
                 }
                 Err(error) => {
@@ -304,10 +306,16 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let ignored = ignored.to_vec();
-        // The sealing keys are read apart (`SealingKeys::from_env`): they
-        // are no setting, and may not come from a file.
+        // The sealing keys and the database's credentials are read apart
+        // (`SealingKeys::from_env`, `DbCredentials::from_env`): they are no
+        // setting, and may not come from a file.
         let env = Env::prefixed("TERTULIA_").split("__").filter(move |key| {
-            let sealing = ["secret_key", "secret_key_previous"];
+            let sealing = [
+                "secret_key",
+                "secret_key_previous",
+                "db_user",
+                "db_password",
+            ];
             !ignored
                 .iter()
                 .map(String::as_str)

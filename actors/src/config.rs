@@ -49,7 +49,9 @@ impl Default for RuntimeConfig {
 pub struct StorageConfig {
     /// Where the embedded surrealkv store lives (`<data_dir>/tertulia.db`).
     pub data_dir: String,
-    /// Overrides `data_dir` with any SurrealDB endpoint (`mem://` in tests).
+    /// Overrides `data_dir` with any SurrealDB endpoint: `mem://` in
+    /// tests, or a SurrealDB server (`ws://host:8000`, `wss://…`,
+    /// `http://…`) signed in to with `credentials`.
     pub endpoint: Option<String>,
     pub namespace: String,
     pub database: String,
@@ -62,6 +64,64 @@ pub struct StorageConfig {
     /// file, so a copy of the data and the config does not hold them.
     #[serde(skip)]
     pub sealing: SealingKeys,
+    /// The root user a SurrealDB server is signed in to with: from the
+    /// environment only (`TERTULIA_DB_USER`, `TERTULIA_DB_PASSWORD`).
+    #[serde(skip)]
+    pub credentials: Option<DbCredentials>,
+}
+
+impl StorageConfig {
+    /// What is wrong with these settings, if anything: the namespace and
+    /// database are written into statements, so they are plain names.
+    pub fn problem(&self) -> Option<String> {
+        let plain = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        for (setting, name) in [("namespace", &self.namespace), ("database", &self.database)] {
+            if !plain(name) {
+                return Some(format!(
+                    "storage.{setting} `{name}` must be 1 to 64 letters, digits or `_`, not starting with a digit"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// A SurrealDB server's root user and password.
+#[derive(Clone, PartialEq)]
+pub struct DbCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl DbCredentials {
+    /// The variable that holds the user.
+    pub const USER: &str = "TERTULIA_DB_USER";
+    /// The variable that holds the password.
+    pub const PASSWORD: &str = "TERTULIA_DB_PASSWORD";
+
+    /// The credentials the environment gives, if it gives a user (`var`
+    /// reads a variable).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Option<DbCredentials> {
+        let user = var(Self::USER).filter(|user| !user.trim().is_empty())?;
+        Some(DbCredentials {
+            user,
+            password: var(Self::PASSWORD).unwrap_or_default(),
+        })
+    }
+}
+
+// By hand, so the password never reaches a log line.
+impl std::fmt::Debug for DbCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The key that seals stored secrets (base64 of 32 bytes) and the keys it
@@ -113,6 +173,7 @@ impl Default for StorageConfig {
             database: "main".into(),
             min_free_mb: 64,
             sealing: SealingKeys::default(),
+            credentials: None,
         }
     }
 }

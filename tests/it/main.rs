@@ -43,6 +43,7 @@ mod slow_readers;
 mod socket_origins;
 mod supervision;
 mod support;
+mod surreal_server;
 mod tls;
 mod webchat;
 mod webhook_agent;

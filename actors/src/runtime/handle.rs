@@ -112,13 +112,18 @@ impl Runtime {
                 .call(RootMsg::Storage, Some(Duration::from_secs(2)))
                 .await,
             Ok(CallResult::Success(_))
-        ) && self
-            .inner
-            .storage
+        ) && matches!(
             // A plain read: a listing would first wait for owed counters.
-            .load_session(&TenantId(String::new()), crate::model::SessionId::new())
-            .await
-            .is_ok()
+            // Bounded: a server being reconnected to may hold the read.
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                self.inner
+                    .storage
+                    .load_session(&TenantId(String::new()), crate::model::SessionId::new()),
+            )
+            .await,
+            Ok(Ok(_))
+        )
     }
 
     /// Asks the conversation's live session (started if need be), after

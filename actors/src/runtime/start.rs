@@ -119,6 +119,9 @@ pub fn check_config(config: &RuntimeConfig) -> Result<EgressPolicy> {
         return Err(Error::Startup(problem));
     }
     config.retention.timings().map_err(Error::Startup)?;
+    if let Some(problem) = config.storage.problem() {
+        return Err(Error::Startup(problem));
+    }
     let tenants: TenantDirectory = Arc::new(DashMap::new());
     for (id, settings) in &config.tenants {
         if let Some(problem) = settings.agent_problem() {
@@ -141,9 +144,15 @@ async fn open_database(storage: &crate::config::StorageConfig) -> Result<(Databa
     let durability = describe_durability(&endpoint);
     let sealer = Sealer::new(&storage.sealing)?;
     tracing::info!(%endpoint, durability = %durability, "opening database");
-    let db = Database::open(&endpoint, &storage.namespace, &storage.database)
-        .await?
-        .sealing_with(sealer);
+    let credentials = storage.credentials.as_ref();
+    let db = Database::open_signed_in(
+        &endpoint,
+        &storage.namespace,
+        &storage.database,
+        credentials,
+    )
+    .await?
+    .sealing_with(sealer);
     let resealed = db.reseal_secrets().await?;
     if resealed > 0 {
         tracing::info!(
@@ -169,6 +178,8 @@ fn describe_durability(endpoint: &str) -> String {
         "in memory: nothing survives a restart".into()
     } else if endpoint.starts_with("surrealkv") && endpoint.contains("sync=every") {
         "surrealkv, fsync on every commit (group-committed batches)".into()
+    } else if crate::store::is_server(endpoint) {
+        format!("a SurrealDB server ({endpoint}): as durable as its storage")
     } else {
         format!("as configured by the endpoint ({endpoint})")
     }

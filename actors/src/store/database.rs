@@ -18,6 +18,7 @@ use super::counters::Touch;
 use super::sealing::{HoldsSecrets, Sealer};
 use super::statements::{self, Batch};
 use super::write::Write;
+use crate::config::DbCredentials;
 use crate::error::{Error, Result};
 use crate::model::{ApiKeyRecord, Delivery, EventRecord, TenantId, TenantRecord, WebhookEndpoint};
 
@@ -154,6 +155,36 @@ impl SpaceReserve {
     }
 }
 
+/// Whether `endpoint` names a SurrealDB server rather than an embedded engine.
+pub fn is_server(endpoint: &str) -> bool {
+    ["ws://", "wss://"]
+        .iter()
+        .any(|scheme| endpoint.starts_with(scheme))
+}
+
+/// Connects to `endpoint`, signed in as `credentials` when given. A server
+/// that goes away later is reconnected to by the SDK, which signs in again.
+async fn connect(endpoint: &str, credentials: Option<&DbCredentials>) -> Result<Surreal<Any>> {
+    let db = surrealdb::engine::any::connect(endpoint)
+        .await
+        .map_err(|error| Error::Startup(format!("cannot open database at {endpoint}: {error}")))?;
+    if let Some(credentials) = credentials {
+        let root = surrealdb::opt::auth::Root {
+            username: credentials.user.clone(),
+            password: credentials.password.clone(),
+        };
+        db.signin(root).await.map_err(|error| {
+            Error::Startup(format!(
+                "the database at {endpoint} refused user `{}` ({}, {}): {error}",
+                credentials.user,
+                DbCredentials::USER,
+                DbCredentials::PASSWORD
+            ))
+        })?;
+    }
+    Ok(db)
+}
+
 /// A ticket secret as it is kept (base64), if it is long enough.
 fn decoded_secret(encoded: &str) -> Option<Vec<u8>> {
     STANDARD
@@ -163,10 +194,32 @@ fn decoded_secret(encoded: &str) -> Option<Vec<u8>> {
 }
 
 impl Database {
-    /// Opens `endpoint` (`surrealkv://…?sync=every`, `mem://`, …), selects the
-    /// namespace and database, and applies pending migrations.
+    /// Opens `endpoint` (`surrealkv://…?sync=every`, `mem://`, a server's
+    /// `ws://…`), selects the namespace and database, and applies pending
+    /// migrations.
     pub async fn open(endpoint: &str, namespace: &str, database: &str) -> Result<Database> {
-        let database = Database::open_unmigrated(endpoint, namespace, database).await?;
+        Database::open_signed_in(endpoint, namespace, database, None).await
+    }
+
+    /// [`Database::open`], signed in as `credentials` first (a server).
+    pub async fn open_signed_in(
+        endpoint: &str,
+        namespace: &str,
+        database: &str,
+        credentials: Option<&DbCredentials>,
+    ) -> Result<Database> {
+        let db = connect(endpoint, credentials).await?;
+        if is_server(endpoint) {
+            // A server wants its namespace and database defined before use
+            // (the names are checked identifiers: `check_config`).
+            db.query(format!(
+                "DEFINE NAMESPACE IF NOT EXISTS {namespace}; USE NS {namespace}; \
+                 DEFINE DATABASE IF NOT EXISTS {database};"
+            ))
+            .await?
+            .check()?;
+        }
+        let database = Database::selecting(db, namespace, database).await?;
         database.migrate().await?;
         Ok(database)
     }
@@ -178,11 +231,10 @@ impl Database {
         namespace: &str,
         database: &str,
     ) -> Result<Database> {
-        let db = surrealdb::engine::any::connect(endpoint)
-            .await
-            .map_err(|error| {
-                Error::Startup(format!("cannot open database at {endpoint}: {error}"))
-            })?;
+        Database::selecting(connect(endpoint, None).await?, namespace, database).await
+    }
+
+    async fn selecting(db: Surreal<Any>, namespace: &str, database: &str) -> Result<Database> {
         db.use_ns(namespace).use_db(database).await?;
         Ok(Database {
             db: Arc::new(db),

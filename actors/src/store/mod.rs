@@ -34,7 +34,7 @@ mod write;
 mod tests;
 
 pub use actor::{Persistence, PersistenceArgs, PersistenceMsg};
-pub use database::Database;
+pub use database::{Database, is_server};
 pub use handle::Storage;
 pub use read::MessageQuery;
 pub use sealing::Sealer;

@@ -1,5 +1,6 @@
 //! Helpers the integration tests share: the server under test, the fake
-//! model server, the webhook receiver, the binary as a child process, socket
+//! model server, the webhook receiver, the binary as a child process, the
+//! SurrealDB server, socket
 //! requests, the npm and PyPI tools, and reading the project's own source. Test modules import from
 //! here, never from each other.
 
@@ -14,4 +15,5 @@ pub mod server;
 pub mod soak;
 pub mod sockets;
 pub mod source;
+pub mod surreal;
 pub mod tmpfs;

@@ -4,7 +4,7 @@
 //! yet durable. Plain state with no actor and no I/O; the session decides
 //! what to write and send from what this part answers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use ractor::RpcReplyPort;
 use tokio::sync::oneshot;
@@ -63,6 +63,10 @@ pub struct Log {
     /// `client_msg_id` → its ack, for messages in `recent`.
     acked: HashMap<String, Ack>,
     pending: BTreeMap<u64, PendingWrite>,
+    /// `client_msg_id`s whose write was reported failed: the store may hold
+    /// them all the same (a server that committed, then lost the answer),
+    /// so a repeat is looked up there before it is written again.
+    doubtful: HashSet<String>,
 }
 
 impl Log {
@@ -79,6 +83,7 @@ impl Log {
             .collect();
         Log {
             next_seq: last_seq + 1,
+            doubtful: HashSet::new(),
             complete: recent.len() < keep.max(1),
             recent,
             keep: keep.max(1),
@@ -114,6 +119,21 @@ impl Log {
             .iter()
             .find(|message| message.client_msg_id.as_deref() == Some(client_msg_id))
             .cloned()
+    }
+
+    /// A write of this `client_msg_id` was reported failed.
+    pub fn doubt(&mut self, client_msg_id: String) {
+        self.doubtful.insert(client_msg_id);
+    }
+
+    /// Whether a write of this `client_msg_id` was reported failed (and no
+    /// repeat has been settled since).
+    pub fn is_doubtful(&self, client_msg_id: &str) -> bool {
+        self.doubtful.contains(client_msg_id)
+    }
+
+    pub fn settle_doubt(&mut self, client_msg_id: &str) {
+        self.doubtful.remove(client_msg_id);
     }
 
     /// The ack already given for this `client_msg_id`, if it is in the window.

@@ -97,12 +97,18 @@ impl SessionState {
                 }
                 return None;
             }
-            if !self.log.is_complete() {
+            let doubtful = self.log.is_doubtful(client_msg_id);
+            if !self.log.is_complete() || doubtful {
                 let found = self
                     .storage
                     .find_client_message(&self.facts.tenant, self.id(), client_msg_id)
                     .await;
+                if found.is_ok() {
+                    self.log.settle_doubt(client_msg_id);
+                }
                 match found {
+                    // A write reported failed that was stored after all: the
+                    // repeat gets its ack, and nothing is stored twice.
                     Ok(Some(stored)) => {
                         self.acknowledge(asker, &ack_of(&stored));
                         return None;
@@ -228,6 +234,9 @@ impl SessionState {
                 Err(error),
             ) => {
                 tracing::error!(session = %self.id(), seq, %error, "user message not stored");
+                if let Some(client_msg_id) = &message.client_msg_id {
+                    self.log.doubt(client_msg_id.clone());
+                }
                 self.abandon_held(message.id);
                 for conn in repeats {
                     self.send_error_to(conn, error.code(), "the message was not stored");
