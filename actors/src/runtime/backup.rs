@@ -25,7 +25,7 @@ pub async fn restore(backup: &Path, data_dir: &Path, storage: &StorageConfig) ->
             data_dir.display()
         )));
     }
-    let endpoint = Database::surrealkv_endpoint(data_dir)?;
+    let endpoint = crate::store::surrealkv_endpoint(data_dir)?;
     let db = Database::open_unmigrated(&endpoint, &storage.namespace, &storage.database).await?;
     // A backup from an older version brings its own migration records; the
     // first start on the directory applies the ones it lacks.

@@ -139,7 +139,7 @@ async fn open_database(storage: &crate::config::StorageConfig) -> Result<(Databa
     let data_dir = std::path::Path::new(&storage.data_dir);
     let endpoint = match &storage.endpoint {
         Some(endpoint) => endpoint.clone(),
-        None => Database::surrealkv_endpoint(data_dir)?,
+        None => crate::store::surrealkv_endpoint(data_dir)?,
     };
     let durability = describe_durability(&endpoint);
     let sealer = Sealer::new(&storage.sealing)?;

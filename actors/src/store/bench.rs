@@ -266,7 +266,7 @@ pub async fn seed_old_deliveries(
     count: usize,
     age_days: u64,
 ) {
-    let endpoint = Database::surrealkv_endpoint(data_dir).expect("a data directory");
+    let endpoint = super::surrealkv_endpoint(data_dir).expect("a data directory");
     let opened = Instant::now();
     let db = loop {
         match Database::open(&endpoint, "tertulia", "main").await {

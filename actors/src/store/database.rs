@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 
+use super::connect::connect;
 use super::counters::Touch;
 use super::sealing::{HoldsSecrets, Sealer};
 use super::statements::{self, Batch};
@@ -155,36 +156,6 @@ impl SpaceReserve {
     }
 }
 
-/// Whether `endpoint` names a SurrealDB server rather than an embedded engine.
-pub fn is_server(endpoint: &str) -> bool {
-    ["ws://", "wss://"]
-        .iter()
-        .any(|scheme| endpoint.starts_with(scheme))
-}
-
-/// Connects to `endpoint`, signed in as `credentials` when given. A server
-/// that goes away later is reconnected to by the SDK, which signs in again.
-async fn connect(endpoint: &str, credentials: Option<&DbCredentials>) -> Result<Surreal<Any>> {
-    let db = surrealdb::engine::any::connect(endpoint)
-        .await
-        .map_err(|error| Error::Startup(format!("cannot open database at {endpoint}: {error}")))?;
-    if let Some(credentials) = credentials {
-        let root = surrealdb::opt::auth::Root {
-            username: credentials.user.clone(),
-            password: credentials.password.clone(),
-        };
-        db.signin(root).await.map_err(|error| {
-            Error::Startup(format!(
-                "the database at {endpoint} refused user `{}` ({}, {}): {error}",
-                credentials.user,
-                DbCredentials::USER,
-                DbCredentials::PASSWORD
-            ))
-        })?;
-    }
-    Ok(db)
-}
-
 /// A ticket secret as it is kept (base64), if it is long enough.
 fn decoded_secret(encoded: &str) -> Option<Vec<u8>> {
     STANDARD
@@ -209,7 +180,7 @@ impl Database {
         credentials: Option<&DbCredentials>,
     ) -> Result<Database> {
         let db = connect(endpoint, credentials).await?;
-        if is_server(endpoint) {
+        if super::connect::is_server(endpoint) {
             // A server wants its namespace and database defined before use
             // (the names are checked identifiers: `check_config`).
             db.query(format!(
@@ -250,27 +221,6 @@ impl Database {
             .import(file)
             .await
             .map_err(|error| Error::Storage(format!("the backup does not import: {error}")))
-    }
-
-    /// The endpoint for an embedded surrealkv store under `data_dir`, syncing
-    /// every commit to disk, so an acknowledged message survives a crash.
-    pub fn surrealkv_endpoint(data_dir: &Path) -> Result<String> {
-        std::fs::create_dir_all(data_dir).map_err(|error| {
-            Error::Startup(format!(
-                "cannot create data directory {}: {error}",
-                data_dir.display()
-            ))
-        })?;
-        let absolute = std::fs::canonicalize(data_dir).map_err(|error| {
-            Error::Startup(format!(
-                "cannot resolve data directory {}: {error}",
-                data_dir.display()
-            ))
-        })?;
-        Ok(format!(
-            "surrealkv://{}/tertulia.db?sync=every",
-            absolute.display()
-        ))
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -4,6 +4,7 @@
 //! the one handle the rest of the runtime holds.
 //!
 //! ```text
+//! connect.rs   which endpoints are servers, connecting, signing in
 //! database.rs  open, migrations, row shaping, the batch transaction
 //! write.rs       Write (each change) and Durable (its callback)
 //! statements.rs  each write as SurrealQL statements of a batch
@@ -21,6 +22,7 @@ mod actor;
 mod analytics;
 #[cfg(feature = "bench-internals")]
 pub mod bench;
+mod connect;
 mod counters;
 mod database;
 mod handle;
@@ -34,7 +36,8 @@ mod write;
 mod tests;
 
 pub use actor::{Persistence, PersistenceArgs, PersistenceMsg};
-pub use database::{Database, is_server};
+pub use connect::{is_server, surrealkv_endpoint};
+pub use database::Database;
 pub use handle::Storage;
 pub use read::MessageQuery;
 pub use sealing::Sealer;
