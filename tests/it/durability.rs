@@ -1,5 +1,6 @@
 //! What survives: restarts on the embedded surrealkv store, shutdown in the
-//! middle of an answer, and passivation of idle sessions.
+//! middle of an answer, passivation of idle sessions, and a refused write
+//! retried with its `client_msg_id`.
 
 use serde_json::json;
 
@@ -91,4 +92,33 @@ async fn an_idle_session_passivates_and_is_rehydrated_on_next_use() {
     let ack = say(&mut ws, "después").await;
     assert_eq!(ack["seq"], 3);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_write_retried_with_its_client_msg_id_is_stored_once() {
+    let server = TestServer::start(config()).await;
+    let (session, _) = server.create_session().await;
+    let path = format!("/chat/{session}/messages");
+    let body =
+        json!({"role": "user", "content": "otra vez", "respond": false, "client_msg_id": "c-1"});
+    server.server.runtime.inject_storage_failures(1).await;
+    let (status, refused) = server.post(&path, KEY, body.clone()).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (503, Some("storage_unavailable"))
+    );
+    // The failed write is in doubt: the retry looks in the store, finds
+    // nothing there (this fault stored nothing), and stores it.
+    let (status, stored) = server.post(&path, KEY, body.clone()).await;
+    assert_eq!(status, 201, "{stored}");
+    let (status, repeated) = server.post(&path, KEY, body).await;
+    assert!((200..300).contains(&status), "{repeated}");
+    assert_eq!(
+        repeated["id"], stored["id"],
+        "the same message, acknowledged again"
+    );
+    assert!(stored["id"].is_string(), "{stored}");
+    let history = server.history(&session).await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["client_msg_id"], "c-1");
 }
