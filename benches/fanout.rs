@@ -24,13 +24,15 @@ use serde_json::{Value, json};
 use tertulia_actors::model::TenantSettings;
 use tertulia_actors::runtime::AgentProvider;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[path = "common/clock.rs"]
 mod clock;
 mod common;
+#[path = "common/socket.rs"]
+mod socket;
 
 use clock::{Clock, stamp_latencies, unix_micros};
+use socket::connect;
 
 const KEY: &str = "tk_bench";
 const SUBSCRIBERS: usize = 1000;
@@ -139,7 +141,7 @@ async fn run_fanout(scenario: &Scenario) {
     let mut sockets = Vec::with_capacity(SUBSCRIBERS + 1);
     for batch in 0..=(SUBSCRIBERS / 100) {
         let wanted = (SUBSCRIBERS + 1 - batch * 100).min(100);
-        let connects = (0..wanted).map(|_| connect(&url));
+        let connects = (0..wanted).map(|_| connect(&url, KEY));
         sockets.extend(futures_util::future::join_all(connects).await);
     }
     let mut asker = sockets.pop().unwrap();
@@ -229,27 +231,6 @@ async fn create_session(addr: &str) -> String {
     body["session_id"].as_str().unwrap().to_owned()
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str) -> Socket {
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", KEY.parse().unwrap());
-    // tungstenite zero-fills its read buffer up to capacity on every read; at
-    // the default 128 KiB that memset was 30 % of this bench's CPU, all of it
-    // on the client side. Browsers pay nothing like it, so neither do we.
-    let config =
-        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .expect("socket connects");
-    // The greeting (or, for the baseline server, its hello).
-    let _ = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
-    socket
-}
-
 async fn idle(sockets: usize) {
     // Client and server are separate processes: each holds one end of every socket.
     let open_files_needed = sockets + 512;
@@ -286,14 +267,15 @@ async fn idle(sockets: usize) {
             None => spawn_warp_baseline(),
         };
         // One socket first, so lazily allocated per-process state is not counted per socket.
-        let warm = connect(&ws_url).await;
+        let warm = connect(&ws_url, KEY).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_kib(child.id());
         let mut open = Vec::with_capacity(sockets);
         let deadline = Instant::now() + LIMIT;
         while open.len() < sockets && Instant::now() < deadline {
             let wanted = (sockets - open.len()).min(200);
-            let batch = futures_util::future::join_all((0..wanted).map(|_| connect(&ws_url))).await;
+            let batch =
+                futures_util::future::join_all((0..wanted).map(|_| connect(&ws_url, KEY))).await;
             open.extend(batch);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -28,13 +28,15 @@ use tertulia_actors::model::TenantSettings;
 use tertulia_actors::runtime::AgentProvider;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[path = "common/clock.rs"]
 mod clock;
 mod common;
+#[path = "common/socket.rs"]
+mod socket;
 
 use clock::{Clock, stamp_latencies, unix_micros};
+use socket::Socket;
 
 const KEY: &str = "tk_bench_echo";
 const CLOCK_KEY: &str = "tk_bench_clock";
@@ -46,9 +48,6 @@ const CHUNKS: usize = 100;
 const PACE: Duration = Duration::from_millis(20);
 /// No phase may run longer than this.
 const LIMIT: Duration = Duration::from_secs(120);
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -338,16 +337,5 @@ async fn create_session(http: &reqwest::Client, base: &str, key: &str) -> String
 
 async fn connect(base: &str, session: &str, key: &str) -> Socket {
     let url = format!("{}/chat/ws/{session}", base.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", key.parse().unwrap());
-    let config =
-        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .expect("socket connects");
-    // The greeting.
-    let _ = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
-    socket
+    socket::connect(&url, key).await
 }

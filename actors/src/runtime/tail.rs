@@ -92,7 +92,7 @@ impl Runtime {
             ended: false,
         };
         if from == TailFrom::Now {
-            tail.skip_to_now();
+            tail.skip_to_now().await?;
         }
         Ok(tail)
     }
@@ -147,19 +147,14 @@ impl ConversationTail {
     }
 
     /// `offset=now`: the position after everything there is, nothing sent.
-    fn skip_to_now(&mut self) {
+    /// Frames already queued are taken as usual (so the reader's copy of
+    /// the context and its place in an answer stay right), then skipped.
+    async fn skip_to_now(&mut self) -> Result<()> {
         while let Some(frame) = self.attached.outbound.try_next_frame() {
-            if let Ok(ServerFrame::Chunk {
-                content,
-                message_id,
-                ..
-            }) = serde_json::from_slice(frame.bytes())
-            {
-                self.reader.chunk(message_id, content, true);
-            }
+            self.on_frame(frame.bytes()).await?;
         }
         self.reader.skip_items();
-        self.backlog_read = true;
+        Ok(())
     }
 
     /// Reads stored messages the reader lacks, up to where the tail
