@@ -9,8 +9,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tertulia_actors::config::{
-    AgentsConfig, DbCredentials, EgressConfig, InsightsConfig, Limits, RetentionConfig,
-    RuntimeConfig, SealingKeys, SessionConfig, StorageConfig, SupervisionConfig, WebhooksConfig,
+    AgentsConfig, ClusterConfig, DbCredentials, EgressConfig, InsightsConfig, Limits,
+    RetentionConfig, RuntimeConfig, SealingKeys, SessionConfig, StorageConfig, SupervisionConfig,
+    WebhooksConfig,
 };
 use tertulia_actors::model::TenantSettings;
 
@@ -30,6 +31,7 @@ pub struct Config {
     pub egress: EgressConfig,
     pub insights: InsightsConfig,
     pub retention: RetentionConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
@@ -280,6 +282,7 @@ impl Config {
                     config.storage.sealing = SealingKeys::from_env(|name| std::env::var(name).ok());
                     config.storage.credentials =
                         DbCredentials::from_env(|name| std::env::var(name).ok());
+                    config.cluster.cookie = std::env::var("TERTULIA_CLUSTER_COOKIE").ok();
                     return Ok((Config::with_development_tenant(config), variables));
                 }
                 Err(error) => {
@@ -315,6 +318,7 @@ impl Config {
                 "secret_key_previous",
                 "db_user",
                 "db_password",
+                "cluster_cookie",
             ];
             !ignored
                 .iter()
@@ -363,6 +367,7 @@ impl Config {
             egress: self.egress.clone(),
             insights: self.insights.clone(),
             retention: self.retention.clone(),
+            cluster: self.cluster.clone(),
             tenants: self.tenants.clone(),
         }
     }

@@ -21,6 +21,7 @@ pub struct RuntimeConfig {
     pub egress: EgressConfig,
     pub insights: InsightsConfig,
     pub retention: RetentionConfig,
+    pub cluster: ClusterConfig,
     /// Tenants by id. Nothing assumes there is only one.
     pub tenants: BTreeMap<String, TenantSettings>,
 }
@@ -39,6 +40,7 @@ impl Default for RuntimeConfig {
             egress: EgressConfig::default(),
             insights: InsightsConfig::default(),
             retention: RetentionConfig::default(),
+            cluster: ClusterConfig::default(),
             tenants,
         }
     }
@@ -470,5 +472,81 @@ pub struct EchoConfig {
 impl Default for EchoConfig {
     fn default() -> Self {
         AgentsConfig::default().echo
+    }
+}
+
+/// Several nodes on one SurrealDB server (`[cluster]`). Off while `node` is
+/// empty: one process, nothing leased, the default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (`node-1`).
+    pub node: String,
+    /// Where this node listens for the other nodes (ractor_cluster).
+    pub listen: String,
+    /// The other nodes' `listen` addresses. Each node dials every peer it
+    /// is not connected to, every second, so a node that restarts or joins
+    /// later is found without restarting the others.
+    pub peers: Vec<String>,
+    /// How long a node's lease lasts without renewal: a dead node's
+    /// conversations are taken over this long after its last renewal.
+    pub lease_ms: u64,
+    /// The shared secret nodes authenticate each other with: from the
+    /// environment only (`TERTULIA_CLUSTER_COOKIE`).
+    #[serde(skip)]
+    pub cookie: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            listen: "127.0.0.1:7100".into(),
+            peers: Vec::new(),
+            lease_ms: 5000,
+            cookie: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.node.is_empty()
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// What is wrong with these settings, if anything (that the store is a
+    /// shared server is checked at start, where endpoints are known).
+    pub fn problem(&self) -> Option<String> {
+        if !self.enabled() {
+            return None;
+        }
+        let plain = self.node.len() <= 64
+            && self
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !plain {
+            return Some(format!(
+                "cluster.node `{}` must be letters, digits, `-` and `_` (at most 64)",
+                self.node
+            ));
+        }
+        if self.cookie.as_deref().is_none_or(str::is_empty) {
+            return Some("cluster needs TERTULIA_CLUSTER_COOKIE, the secret nodes share".into());
+        }
+        if self.lease_ms < 500 {
+            return Some("cluster.lease_ms must be at least 500".into());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Some(format!(
+                "cluster.listen `{}` is not an address:port",
+                self.listen
+            ));
+        }
+        None
     }
 }

@@ -128,6 +128,17 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
 
+    /// This node lost its lease on the conversation (another node owns it
+    /// now): the write was refused in the database, so nothing of it was
+    /// stored. The client reconnects, to any node.
+    #[error("this node no longer owns the conversation: {0}")]
+    Fenced(String),
+
+    /// The node that owns the conversation did not answer; it is owned
+    /// again elsewhere once its lease runs out.
+    #[error("the node that owns this conversation ({0}) is unreachable")]
+    OwnerUnreachable(String),
+
     /// Starting the runtime failed (database, migrations, actors).
     #[error("start-up failed: {0}")]
     Startup(String),
@@ -158,6 +169,8 @@ impl Error {
             Error::NothingToCancel => "nothing_to_cancel",
             Error::NoModel => "insights_need_a_model",
             Error::NothingToAnalyze => "nothing_to_analyze",
+            Error::Fenced(_) => "fenced",
+            Error::OwnerUnreachable(_) => "owner_unreachable",
             Error::NotAnalyzed => "not_analyzed",
             Error::AnalysisFailed(_) => "analysis_failed",
             Error::Storage(_) => "storage_failed",

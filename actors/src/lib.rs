@@ -49,6 +49,7 @@ pub mod runtime;
 mod error;
 
 pub(crate) mod agent;
+pub(crate) mod cluster;
 pub(crate) mod conversation;
 pub(crate) mod insights;
 pub(crate) mod net;

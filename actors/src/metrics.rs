@@ -30,6 +30,8 @@ pub mod name {
     pub const SLOW_CONSUMERS_CLOSED: &str = "tertulia_slow_consumers_closed_total";
     pub const ACTOR_RESTARTS: &str = "tertulia_actor_restarts_total";
     pub const PRUNED: &str = "tertulia_pruned_total";
+    pub const FENCED_BATCHES: &str = "tertulia_fenced_batches_total";
+    pub const CONVERSATIONS_TAKEN_OVER: &str = "tertulia_conversations_taken_over_total";
 }
 
 /// Describes every figure, so a scrape carries `# HELP` and `# TYPE` for
@@ -94,6 +96,22 @@ pub fn describe() {
         name::PRUNED,
         "Rows removed or conversations archived by retention, by kind."
     );
+    describe_counter!(
+        name::FENCED_BATCHES,
+        "Write batches refused because this node had lost its lease (cluster)."
+    );
+    describe_counter!(
+        name::CONVERSATIONS_TAKEN_OVER,
+        "Conversations this node took over from a node whose lease ran out (cluster)."
+    );
+}
+
+pub fn fenced_batch() {
+    counter!(name::FENCED_BATCHES).increment(1);
+}
+
+pub fn conversation_taken_over() {
+    counter!(name::CONVERSATIONS_TAKEN_OVER).increment(1);
 }
 
 pub fn socket_opened(tenant: &str) {

@@ -150,6 +150,8 @@ impl ApiError {
                 }
                 RuntimeError::Unavailable(_)
                 | RuntimeError::StorageUnavailable(_)
+                | RuntimeError::Fenced(_)
+                | RuntimeError::OwnerUnreachable(_)
                 | RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::MissingApiKey

@@ -70,6 +70,18 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cluster",
+        &[
+            "model",
+            "metrics",
+            "config",
+            "error",
+            "supervision",
+            "store",
+            "conversation",
+        ],
+    ),
+    (
         "tree",
         &[
             "model",
@@ -101,6 +113,7 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
             "insights",
             "streams",
             "tree",
+            "cluster",
         ],
     ),
 ];

@@ -81,6 +81,9 @@ pub enum AgentMsg {
     },
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for AgentMsg {}
+
 /// How the generation task ended, before the actor interprets it.
 pub enum TaskEnd {
     Finished(AgentOutcome),

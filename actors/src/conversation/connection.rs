@@ -34,6 +34,9 @@ pub enum ConnectionMsg {
     Client(ClientCommand),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for ConnectionMsg {}
+
 pub struct ConnectionArgs {
     pub conn: ConnId,
     pub session: DerivedActorRef<ConnectionReport>,

@@ -53,6 +53,15 @@ impl CloseReason {
         }
     }
 
+    /// This node lost its lease on the conversation (cluster): reconnect, to
+    /// any node, and resume with `after_seq`.
+    pub fn owner_lost() -> Self {
+        CloseReason {
+            code: 1012,
+            reason: "this node no longer owns the conversation: reconnect".into(),
+        }
+    }
+
     pub fn idle_timeout() -> Self {
         CloseReason {
             code: 1001,

@@ -64,6 +64,9 @@ pub enum AnalystMsg {
     Release(Vec<Key>),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for AnalystMsg {}
+
 pub struct AnalystArgs {
     pub storage: Storage,
     /// Every tenant's settings (the runtime's directory).

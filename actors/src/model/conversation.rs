@@ -91,7 +91,7 @@ pub struct Attendant {
 }
 
 /// Who is on the other end of a socket, for `presence` frames.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Participant {
     /// The person the conversation is with (a widget visitor, an app user).
     Visitor,
@@ -162,7 +162,7 @@ fn first_version() -> u64 {
 }
 
 /// A change to a conversation's title or status, valid only against `version`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetaChange {
     /// `Some(None)` clears the title.
     pub title: Option<Option<String>>,

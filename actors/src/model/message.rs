@@ -215,7 +215,7 @@ impl AnswerMeta {
 }
 
 /// A message as a client or back end sent it, before the session gives it a `seq`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewMessage {
     /// `User` from sockets; back ends may also post `Assistant` (an n8n
     /// workflow or a person answering) and `System` messages.
@@ -252,7 +252,7 @@ impl NewMessage {
 }
 
 /// What the session tells the sender once its message is durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub client_msg_id: Option<String>,
     pub message_id: MessageId,
@@ -261,7 +261,7 @@ pub struct Ack {
 }
 
 /// A command from a connected client, already parsed and shape-checked by the edge.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientCommand {
     Message(NewMessage),
     Cancel,

@@ -30,6 +30,15 @@ impl Frame {
         }
     }
 
+    /// A frame relayed from the node that owns its conversation: its text
+    /// and log position as that node encoded them.
+    pub fn relayed(text: String, seq: Option<u64>) -> Frame {
+        Frame {
+            text: Bytes::from(text),
+            seq,
+        }
+    }
+
     /// The frame's JSON text as shared bytes (always valid UTF-8).
     pub fn bytes(&self) -> &Bytes {
         &self.text

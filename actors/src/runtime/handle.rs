@@ -11,6 +11,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{Cluster, Owner};
 use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
 use crate::conversation::session::SessionMsg;
@@ -70,6 +71,8 @@ pub(super) struct Inner {
     pub(super) feeds: Feeds,
     /// The retention actor, once started (stopped first at shutdown).
     pub(super) retention: std::sync::OnceLock<ractor::ActorCell>,
+    /// This node's part in a cluster, once started (`[cluster]` only).
+    pub(super) cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 impl Runtime {
@@ -165,6 +168,8 @@ impl Runtime {
         )
     }
 
+    /// The conversation's session: live here, started here, or (in a
+    /// cluster) a stand-in for the one its owner runs.
     pub(super) async fn session_actor(
         &self,
         tenant: &TenantId,
@@ -173,6 +178,41 @@ impl Runtime {
         if let Some(actor) = self.inner.registry.get(&(tenant.clone(), session)) {
             return Ok(actor.clone());
         }
+        if let Some(cluster) = self.inner.cluster.get() {
+            if let Some(proxy) = cluster.live_proxy(tenant, session) {
+                return Ok(proxy);
+            }
+            if let Owner::There(owner) = cluster.owner(tenant, session).await? {
+                return cluster.proxy(owner, tenant, session).await;
+            }
+        }
+        self.started_session(tenant, session).await
+    }
+
+    /// The conversation's session on this node, for another node's request:
+    /// never a stand-in (a conversation owned by a third node is refused).
+    pub(super) async fn local_session_actor(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<ActorRef<SessionMsg>> {
+        if let Some(actor) = self.inner.registry.get(&(tenant.clone(), session)) {
+            return Ok(actor.clone());
+        }
+        if let Some(cluster) = self.inner.cluster.get()
+            && let Owner::There(owner) = cluster.owner(tenant, session).await?
+        {
+            return Err(Error::OwnerUnreachable(owner));
+        }
+        self.started_session(tenant, session).await
+    }
+
+    /// The session live on this node, started by its tenant if need be.
+    async fn started_session(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+    ) -> Result<ActorRef<SessionMsg>> {
         let actor = self.tenant_actor(tenant).await?;
         reply_of(
             actor

@@ -31,6 +31,9 @@ pub enum RetentionMsg {
     Pass,
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for RetentionMsg {}
+
 pub struct RetentionArgs {
     pub runtime: Weak<Inner>,
     pub config: RetentionConfig,

@@ -15,12 +15,15 @@ use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime};
 use super::retention::{Retention, RetentionArgs};
 use crate::agent::builtin::{EchoAgent, ExternalAgent};
 use crate::agent::{AgentProvider, AgentRegistry};
+use crate::cluster::{Cluster, DropSessions, LocalSessions};
 use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
+use crate::conversation::outbound::CloseReason;
+use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
 use crate::model::{TenantId, TenantRecord};
 use crate::net::egress::EgressPolicy;
-use crate::store::{Database, Sealer};
+use crate::store::{Database, Sealer, is_server};
 use crate::tree::root::{Root, RootArgs, RootMsg, TenantDirectory};
 use crate::tree::tenant::SessionRegistry;
 
@@ -29,7 +32,15 @@ impl Runtime {
     /// adds providers to the built-in `echo` (a later one of the same name wins).
     pub async fn start(config: RuntimeConfig, agents: AgentRegistry) -> Result<Runtime> {
         let policy = check_config(&config)?;
-        let (db, durability) = open_database(&config.storage).await?;
+        let (mut db, durability) = open_database(&config.storage).await?;
+        let fence = match config.cluster.enabled() {
+            true => Some(Cluster::join(&config.cluster, &db).await?),
+            false => None,
+        };
+        if let Some(fence) = &fence {
+            db = db.fenced_by(fence.clone());
+        }
+        let cluster_db = db.clone();
         let ticket_secret = db.ticket_secret().await?;
         let (stored_tenants, stored_keys) = db.load_access().await?;
         let registry = agent_registry(&config, &policy, agents);
@@ -79,8 +90,12 @@ impl Runtime {
                 policy,
                 feeds,
                 retention: std::sync::OnceLock::new(),
+                cluster: std::sync::OnceLock::new(),
             }),
         };
+        if let Some(fence) = fence {
+            runtime.start_cluster(fence, cluster_db).await?;
+        }
         let retention = RetentionArgs {
             runtime: Arc::downgrade(&runtime.inner),
             config: runtime.inner.config.retention.clone(),
@@ -90,6 +105,58 @@ impl Runtime {
             .map_err(|error| Error::Startup(format!("retention did not start: {error}")))?;
         let _ = runtime.inner.retention.set(actor.get_cell());
         Ok(runtime)
+    }
+
+    /// Starts this node's part in the cluster, handing it the two ways it
+    /// reaches the tree: a session of this node, and stopping them all.
+    async fn start_cluster(&self, fence: Arc<crate::store::Fence>, db: Database) -> Result<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let local: LocalSessions = Arc::new(move |tenant, session| {
+            let inner = weak.upgrade();
+            Box::pin(async move {
+                let runtime = Runtime {
+                    inner: inner.ok_or(Error::ShuttingDown)?,
+                };
+                runtime.local_session_actor(&tenant, session).await
+            })
+        });
+        let weak = Arc::downgrade(&self.inner);
+        let drop_sessions: DropSessions = Arc::new(move || {
+            let inner = weak.upgrade();
+            Box::pin(async move {
+                if let Some(inner) = inner {
+                    Runtime { inner }.drop_live_sessions().await;
+                }
+            })
+        });
+        let config = &self.inner.config;
+        let (cluster, limits) = (config.cluster.clone(), config.limits.clone());
+        let cluster = Cluster::start(cluster, limits, fence, db, local, drop_sessions).await?;
+        let _ = self.inner.cluster.set(cluster);
+        Ok(())
+    }
+
+    /// Stops every live session without writing anything more: their
+    /// sockets are closed with `owner_lost` and reconnect.
+    async fn drop_live_sessions(&self) {
+        let live: Vec<ractor::ActorRef<SessionMsg>> = self
+            .inner
+            .registry
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        let stops = live.iter().map(|session| {
+            session.call(
+                |reply| SessionMsg::Terminate {
+                    reason: CloseReason::owner_lost(),
+                    keep_partial: false,
+                    reply,
+                },
+                Some(CALL_TIMEOUT),
+            )
+        });
+        futures_util::future::join_all(stops).await;
+        self.inner.registry.clear();
     }
 
     /// Stops the tree: tenants hand over their last writes, persistence
@@ -107,6 +174,9 @@ impl Runtime {
         if let Some(task) = self.inner.root_task.lock().await.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.leave().await;
+        }
     }
 }
 
@@ -121,6 +191,16 @@ pub fn check_config(config: &RuntimeConfig) -> Result<EgressPolicy> {
     config.retention.timings().map_err(Error::Startup)?;
     if let Some(problem) = config.storage.problem() {
         return Err(Error::Startup(problem));
+    }
+    if let Some(problem) = config.cluster.problem() {
+        return Err(Error::Startup(problem));
+    }
+    let shared = config.storage.endpoint.as_deref().is_some_and(is_server);
+    if config.cluster.enabled() && !shared {
+        return Err(Error::Startup(
+            "cluster needs a shared SurrealDB server: set storage.endpoint to ws://… or wss://…"
+                .into(),
+        ));
     }
     let tenants: TenantDirectory = Arc::new(DashMap::new());
     for (id, settings) in &config.tenants {

@@ -69,6 +69,9 @@ pub enum PersistenceMsg {
     InjectFailures(u32),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for PersistenceMsg {}
+
 /// Counters of committed work since the actor started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {

@@ -112,6 +112,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0016_streams",
         include_str!("../../../schemas/migrations/0016_streams.surql"),
     ),
+    (
+        17,
+        "0017_leases",
+        include_str!("../../../schemas/migrations/0017_leases.surql"),
+    ),
 ];
 
 /// An open database handle. Opaque outside this file: only the persistence
@@ -131,6 +136,8 @@ pub struct Database {
     reserve: Option<Arc<SpaceReserve>>,
     /// Seals secrets before they are written, opens them when read.
     sealer: Arc<Sealer>,
+    /// In a cluster, what every batch checks first (`leases.rs`).
+    fence: Option<Arc<super::leases::Fence>>,
 }
 
 /// Free space that writes may not use: checked before each batch, so a
@@ -212,6 +219,7 @@ impl Database {
             write_failure: Arc::default(),
             reserve: None,
             sealer: Arc::new(Sealer::plain()),
+            fence: None,
         })
     }
 
@@ -481,6 +489,24 @@ impl Database {
         }
     }
 
+    /// Runs `query` (a transaction) and returns its last statement's value.
+    pub(super) async fn run_for_last(&self, query: &str, vars: Value) -> Result<Value> {
+        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
+        let last = response.num_statements().saturating_sub(1);
+        let errors = response.take_errors();
+        if let Some(error) = errors
+            .values()
+            .find(|e| !e.to_string().contains("failed transaction"))
+        {
+            return Err(Error::Storage(error.to_string()));
+        }
+        if let Some(error) = errors.values().next() {
+            return Err(Error::Storage(error.to_string()));
+        }
+        let value: surrealdb::types::Value = response.take(last)?;
+        Ok(value.into_json_value())
+    }
+
     /// Keeps `megabytes` free on the filesystem of `path` (0: no check).
     pub fn keeping_free(mut self, path: &Path, megabytes: u64) -> Database {
         self.reserve = (megabytes > 0).then(|| {
@@ -508,6 +534,13 @@ impl Database {
         owed: Option<(&str, &[Touch])>,
     ) -> Result<()> {
         let mut batch = Batch::new();
+        if let Some(fence) = &self.fence {
+            if fence.is_lost() {
+                return Err(fence.error());
+            }
+            let (statement, vars) = super::leases::fence_statement(fence);
+            batch.guard(&statement, vars);
+        }
         for (index, write) in writes.iter().enumerate() {
             write
                 .sealed(&self.sealer)
@@ -517,7 +550,24 @@ impl Database {
             statements::owe_counters(&mut batch.write(writes.len()), marker, touches);
         }
         let (statement, vars) = batch.finish();
-        self.guarded_write(&statement, Value::Object(vars)).await
+        match self.guarded_write(&statement, Value::Object(vars)).await {
+            Err(Error::Storage(why)) if why.contains(super::leases::FENCED) => {
+                // The store is fine: this node is not. No further batch
+                // goes ahead until the keeper has joined again.
+                let fence = self.fence.as_ref().expect("only a fenced batch throws");
+                fence.lose();
+                self.record_write(&Ok(()));
+                crate::metrics::fenced_batch();
+                Err(fence.error())
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Checks the cluster's `fence` at the start of every write batch.
+    pub fn fenced_by(mut self, fence: Arc<super::leases::Fence>) -> Database {
+        self.fence = Some(fence);
+        self
     }
 
     /// A write of one small record, to learn whether writes commit again

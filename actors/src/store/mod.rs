@@ -12,6 +12,7 @@
 //! read.rs      every read, as Storage methods
 //! retention.rs   retention's batches, straight on the handle
 //! sealing.rs   secrets sealed at rest with the operator's key
+//! leases.rs    node and conversation leases, the fence on every batch (cluster)
 //! handle.rs    Storage
 //! ```
 //!
@@ -26,6 +27,7 @@ mod connect;
 mod counters;
 mod database;
 mod handle;
+mod leases;
 mod read;
 mod retention;
 mod sealing;
@@ -39,6 +41,7 @@ pub use actor::{Persistence, PersistenceArgs, PersistenceMsg};
 pub use connect::{is_server, surrealkv_endpoint};
 pub use database::Database;
 pub use handle::Storage;
+pub use leases::Fence;
 pub use read::MessageQuery;
 pub use sealing::Sealer;
 pub use write::{Durable, Write};

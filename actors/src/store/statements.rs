@@ -63,6 +63,15 @@ impl Batch {
         }
     }
 
+    /// Adds a statement that guards the whole transaction (the fence), with
+    /// its own variables; before any write's.
+    pub fn guard(&mut self, statement: &str, vars: Value) {
+        self.sql.push_str(statement);
+        if let Value::Object(vars) = vars {
+            self.vars.extend(vars);
+        }
+    }
+
     /// The statements of the write at `index`.
     pub fn write(&mut self, index: usize) -> Statements<'_> {
         Statements {

@@ -63,6 +63,9 @@ pub enum StreamMsg {
     IdleCheck,
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for StreamMsg {}
+
 pub struct StreamArgs {
     pub tenant: TenantId,
     pub path: String,

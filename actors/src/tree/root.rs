@@ -59,6 +59,9 @@ pub enum RootMsg {
     Shutdown(RpcReplyPort<()>),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for RootMsg {}
+
 pub struct RootArgs {
     pub db: Database,
     pub config: RuntimeConfig,

@@ -76,6 +76,9 @@ pub enum TenantMsg {
     InjectSessionPanic(SessionId),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for TenantMsg {}
+
 pub struct TenantArgs {
     pub id: TenantId,
     pub settings: Arc<TenantSettings>,

@@ -77,6 +77,9 @@ pub enum WebhooksMsg {
     RestartWorker(TenantId, String),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for WebhooksMsg {}
+
 pub struct WebhooksArgs {
     pub storage: Storage,
     pub config: RuntimeConfig,

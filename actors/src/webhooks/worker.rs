@@ -68,6 +68,9 @@ pub enum WorkerMsg {
     Refilled(Result<Vec<(Delivery, EventRecord)>>),
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for WorkerMsg {}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {

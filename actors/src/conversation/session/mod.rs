@@ -178,8 +178,11 @@ pub enum SessionMsg {
     InjectPanic,
 }
 
+/// Stays on this node (see `cluster::wire` for what crosses nodes).
+impl ractor::Message for SessionMsg {}
+
 /// Who joins a conversation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Joining {
     /// A socket, greeted in its language (`es-MX`) if known.
     Greeted(Option<String>),

@@ -1,0 +1,192 @@
+//! Leases, for several nodes on one SurrealDB server (`[cluster]`). Nothing
+//! here runs in the single-process mode.
+//!
+//! A node's liveness record (`cluster_node`) has an `epoch` and an expiry
+//! in database time; the node's keeper renews it. A conversation's lease
+//! (`conversation_lease`) names its owner and the epoch it was taken under,
+//! and holds while that node's record is live at that epoch: one renewal per
+//! node, not one per conversation (the epoch-based leases of CockroachDB's
+//! node liveness). A record that expired is renewed only with a new epoch,
+//! which voids every lease taken under the old one.
+//!
+//! [`Fence`] makes a stale owner harmless: every write batch of a node in a
+//! cluster starts by checking, inside its own transaction, that the node's
+//! record is still live at the epoch the node's sessions were started
+//! under, and throws otherwise, so nothing of the batch is stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::database::Database;
+use crate::error::{Error, Result};
+use crate::model::{SessionId, TenantId};
+
+/// What a fenced batch throws: found in the error text to tell a lost lease
+/// from a failing store.
+pub(super) const FENCED: &str = "tertulia_fenced";
+
+/// This node's standing, shared by its keeper (which renews it) and the
+/// persistence actor (which checks it in every batch).
+#[derive(Debug)]
+pub struct Fence {
+    node: String,
+    epoch: AtomicU64,
+    /// Set when the lease was found lost, until the keeper has stopped the
+    /// sessions of the old epoch and joined again under a new one.
+    lost: AtomicBool,
+}
+
+impl Fence {
+    pub fn new(node: &str, epoch: u64) -> Arc<Fence> {
+        Arc::new(Fence {
+            node: node.to_owned(),
+            epoch: AtomicU64::new(epoch),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// From now on every batch is refused, until [`Fence::regain`].
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+
+    /// Writes go ahead again, checked against `epoch`.
+    pub fn regain(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
+        self.lost.store(false, Ordering::Release);
+    }
+
+    /// The error a refused batch reports.
+    pub fn error(&self) -> Error {
+        Error::Fenced(format!(
+            "node {} lost its lease (epoch {})",
+            self.node,
+            self.epoch()
+        ))
+    }
+}
+
+/// The outcome of a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// The node's epoch now.
+    pub epoch: u64,
+    /// Whether the lease held at the epoch asked for (else it had expired,
+    /// or another process of the same name took it: a new epoch began).
+    pub kept: bool,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Claim {
+    /// Another node holds the lease, live: it owns the conversation.
+    pub held_by: Option<String>,
+    /// The lease is ours now; it was this node's before (or nobody's, or
+    /// this node's under an older epoch).
+    pub taken_from: Option<String>,
+}
+
+const RENEW: &str = "BEGIN TRANSACTION;
+LET $n = (SELECT * FROM ONLY type::record('cluster_node', $node));
+LET $kept = $n != NONE AND $n.epoch = $epoch AND $n.expires > time::now();
+LET $next = IF $kept { $epoch } ELSE { ($n.epoch ?? 0) + 1 };
+UPSERT type::record('cluster_node', $node) SET epoch = $next, address = $address,
+  expires = time::now() + duration::from_millis($ms), renewed = time::now() RETURN NONE;
+RETURN { epoch: $next, kept: $kept };
+COMMIT TRANSACTION;";
+
+const CLAIM: &str = "BEGIN TRANSACTION;
+LET $l = (SELECT * FROM ONLY type::record('conversation_lease', [$tenant, $sid]));
+LET $h = IF $l != NONE { (SELECT * FROM ONLY type::record('cluster_node', $l.node)) } ELSE { NONE };
+LET $held = $l != NONE AND $l.node != $node AND $h != NONE AND $h.epoch = $l.epoch AND $h.expires > time::now();
+IF !$held { UPSERT type::record('conversation_lease', [$tenant, $sid]) SET node = $node, epoch = $epoch, since = time::now() RETURN NONE; };
+RETURN { held_by: IF $held { $l.node } ELSE { NONE }, taken_from: IF $held { NONE } ELSE { $l.node } };
+COMMIT TRANSACTION;";
+
+const RELEASE: &str = "UPDATE type::record('cluster_node', $node) SET expires = time::now() \
+    WHERE epoch = $epoch RETURN NONE;";
+
+impl Database {
+    /// Renews `node`'s lease for `lease` from now if it still holds at
+    /// `epoch` (0: joining), else starts a new epoch. `address` is where the
+    /// other nodes reach it.
+    pub async fn renew_node(
+        &self,
+        node: &str,
+        address: &str,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<Renewal> {
+        let vars = json!({
+            "node": node,
+            "address": address,
+            "epoch": epoch,
+            "ms": lease.as_millis() as u64,
+        });
+        let answer = self.last_value(RENEW, vars).await?;
+        let epoch = answer["epoch"].as_u64();
+        let kept = answer["kept"].as_bool();
+        match (epoch, kept) {
+            (Some(epoch), Some(kept)) => Ok(Renewal { epoch, kept }),
+            _ => Err(Error::Storage(format!("a lease renewal answered {answer}"))),
+        }
+    }
+
+    /// Takes the conversation's lease for `node` at `epoch`, unless another
+    /// node holds it live.
+    pub async fn claim_conversation(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        node: &str,
+        epoch: u64,
+    ) -> Result<Claim> {
+        let vars = json!({
+            "tenant": tenant,
+            "sid": session.to_string(),
+            "node": node,
+            "epoch": epoch,
+        });
+        let answer = self.last_value(CLAIM, vars).await?;
+        serde_json::from_value(answer.clone())
+            .map_err(|_| Error::Storage(format!("a lease claim answered {answer}")))
+    }
+
+    /// Ends `node`'s lease now (a clean shutdown), so its conversations are
+    /// taken over at once instead of after the lease time.
+    pub async fn release_node(&self, node: &str, epoch: u64) -> Result<()> {
+        self.run(RELEASE, json!({"node": node, "epoch": epoch}))
+            .await
+    }
+
+    /// The value of the last statement of a transaction.
+    async fn last_value(&self, query: &str, vars: Value) -> Result<Value> {
+        self.run_for_last(query, vars).await
+    }
+}
+
+/// The statement that opens a fenced batch: it throws (failing the whole
+/// transaction) unless `node` is live at `epoch`.
+pub(super) fn fence_statement(fence: &Fence) -> (String, Value) {
+    let statement = format!(
+        "IF !(SELECT VALUE epoch = $fence_epoch AND expires > time::now() \
+         FROM ONLY type::record('cluster_node', $fence_node)) {{ THROW '{FENCED}' }};\n"
+    );
+    let vars = json!({"fence_node": fence.node(), "fence_epoch": fence.epoch()});
+    (statement, vars)
+}
