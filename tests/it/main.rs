@@ -9,6 +9,7 @@ mod backup;
 mod browser;
 mod brute_force;
 mod client_tokens;
+mod cluster;
 mod console;
 mod conversation_streams;
 mod conversations;

@@ -25,6 +25,8 @@ use crate::model::protocol::Frame;
 
 /// How long the owner's session may take to answer a request.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries to find a peer's gateway, 100 ms apart (the dial loop's period and a margin).
+const REACH_TRIES: usize = 15;
 /// The most frames one `Frames` message carries.
 const FRAMES_PER_CAST: usize = 64;
 
@@ -38,6 +40,18 @@ pub(super) fn of(node: &str) -> Option<ActorRef<Wire>> {
         .into_iter()
         .next()
         .map(ActorRef::from)
+}
+
+/// The gateway of `node`, waiting a moment for it: a node that started a
+/// moment ago is still connecting to its peers.
+pub(super) async fn reach(node: &str) -> Option<ActorRef<Wire>> {
+    for _ in 0..REACH_TRIES {
+        if let Some(gateway) = of(node) {
+            return Some(gateway);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 pub(super) async fn start(cluster: &Arc<Cluster>, local: LocalSessions) -> Result<()> {

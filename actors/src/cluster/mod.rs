@@ -160,7 +160,7 @@ impl Cluster {
         tenant: &TenantId,
         session: SessionId,
     ) -> Result<ActorRef<SessionMsg>> {
-        let Some(gateway) = gateway::of(&owner) else {
+        let Some(gateway) = gateway::reach(&owner).await else {
             return Err(Error::OwnerUnreachable(owner));
         };
         let proxy = remote::spawn_session(self, owner, gateway, tenant.clone(), session).await?;

@@ -54,7 +54,7 @@ impl NodeEventSubscription for Events {
 
     fn node_session_disconnected(&self, session: NodeServerSessionInformation) {
         if let (Some(cluster), Some(peer)) = (self.0.upgrade(), session.peer_name) {
-            cluster.node_lost(&peer.name);
+            cluster.node_lost(node_name(&peer.name));
         }
     }
 
@@ -65,11 +65,19 @@ impl NodeEventSubscription for Events {
     }
 }
 
+/// A peer's node name: ractor_cluster gives it as `name@host`.
+fn node_name(peer: &str) -> &str {
+    peer.split_once('@').map_or(peer, |(name, _)| name)
+}
+
 /// Dials, every second, each configured peer with no session open, so a
 /// peer that starts later or restarts is found.
 async fn dial_peers(cluster: Weak<Cluster>, server: ActorRef<NodeServerMessage>) {
+    let mut first = true;
     loop {
-        tokio::time::sleep(DIAL_EVERY).await;
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(DIAL_EVERY).await;
+        }
         let Some(cluster) = cluster.upgrade() else {
             return;
         };

@@ -74,15 +74,41 @@ impl Remote {
             session: self.session,
             op,
         };
-        let answer = self
+        let call = self
             .gateway
-            .call(|reply| Wire::Call { request, reply }, Some(CALL_TIMEOUT))
-            .await;
+            .call(|reply| Wire::Call { request, reply }, Some(CALL_TIMEOUT));
+        let answer = tokio::select! {
+            answer = call => answer,
+            // A paused owner keeps its connection open and never answers:
+            // once its lease is gone, give up on it.
+            () = self.owner_gone() => return Err(Error::OwnerUnreachable(self.owner.clone())),
+        };
         match answer {
             Ok(CallResult::Success(bytes)) => {
                 decode_reply(&bytes).map_err(|error| error.into_error(&self.tenant, self.session))
             }
             _ => Err(Error::OwnerUnreachable(self.owner.clone())),
+        }
+    }
+
+    /// Returns once the conversation's lease is no longer the owner's (it
+    /// may be this node's now: the claim is the check).
+    async fn owner_gone(&self) {
+        loop {
+            let Some(cluster) = self.cluster.upgrade() else {
+                return;
+            };
+            let every = cluster.config.lease() / 3;
+            drop(cluster);
+            tokio::time::sleep(every).await;
+            let Some(cluster) = self.cluster.upgrade() else {
+                return;
+            };
+            match cluster.owner(&self.tenant, self.session).await {
+                Ok(super::Owner::There(owner)) if owner == self.owner => {}
+                Ok(_) => return,
+                Err(_) => {} // the store is away: the owner may be fine
+            }
         }
     }
 

@@ -244,6 +244,11 @@ impl Runtime {
             }
             let actor = self.session_actor(tenant, session).await?;
             match request(actor.clone()).await {
+                // A stand-in whose owner went away stopped itself: ask
+                // again who owns the conversation (perhaps this node now).
+                Ok(CallResult::Success(Err(Error::OwnerUnreachable(owner)))) => {
+                    last = Error::OwnerUnreachable(owner);
+                }
                 Ok(CallResult::Success(result)) => return result,
                 Ok(CallResult::Timeout) => return Err(Error::Unavailable("session")),
                 Ok(CallResult::SenderError) | Err(_) => {

@@ -503,8 +503,16 @@ impl Database {
         if let Some(error) = errors.values().next() {
             return Err(Error::Storage(error.to_string()));
         }
-        let value: surrealdb::types::Value = response.take(last)?;
-        Ok(value.into_json_value())
+        // `COMMIT` counts as a statement: the answer is the last value.
+        for index in (0..=last).rev() {
+            let value: surrealdb::types::Value = response.take(index)?;
+            match value.into_json_value() {
+                Value::Null => continue,
+                Value::Array(rows) if rows.is_empty() => continue,
+                value => return Ok(value),
+            }
+        }
+        Ok(Value::Null)
     }
 
     /// Keeps `megabytes` free on the filesystem of `path` (0: no check).

@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod cluster;
 pub mod fake_llm;
 pub mod modules;
 pub mod node;
