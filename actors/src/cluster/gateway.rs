@@ -15,8 +15,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::shared::{Cluster, LocalSessions};
 use super::wire::{Cast, Op, Reply, Request, Wire, WireError, WireFrame, encode_reply};
-use super::{Cluster, LocalSessions};
 use crate::conversation::connection::ConnectionMsg;
 use crate::conversation::outbound::{CloseReason, OutboundReceiver, Outgoing, SendError};
 use crate::conversation::session::{Attached, SessionMsg};

@@ -11,7 +11,8 @@
 //! back through the two gateways.
 //!
 //! ```text
-//! mod.rs      Cluster: ownership, the stand-ins, the relayed sockets' queues
+//! mod.rs      starting a node, and reaching a conversation owned elsewhere
+//! shared.rs   Cluster: ownership, the stand-ins, the relayed sockets' queues
 //! wire.rs     what crosses nodes, as versioned JSON
 //! gateway.rs  Gateway: serves the owner's side, delivers the edge's frames
 //! remote.rs   RemoteSession and Relay: the edge's side
@@ -21,72 +22,23 @@
 mod gateway;
 mod node;
 mod remote;
+mod shared;
 pub mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use dashmap::DashMap;
-use futures_util::future::BoxFuture;
-use ractor::{ActorRef, ActorStatus};
+use ractor::ActorRef;
 
+pub use self::shared::{Cluster, DropSessions, LocalSessions, Owner};
 use crate::config::{ClusterConfig, Limits};
-use crate::conversation::connection::ConnectionMsg;
-use crate::conversation::outbound::OutboundSender;
 use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
 use crate::model::{SessionId, TenantId};
 use crate::store::{Database, Fence};
 
-/// Finds (or starts) a session on this node, for the gateway: the runtime's
-/// own path, claiming the lease first.
-pub type LocalSessions = Arc<
-    dyn Fn(TenantId, SessionId) -> BoxFuture<'static, Result<ActorRef<SessionMsg>>> + Send + Sync,
->;
-
-/// Stops every live session of this node (its lease was lost): handed in
-/// by the runtime, called by the keeper before it joins again.
-pub type DropSessions = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
-
-/// Who owns a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
-    /// This node: its lease is ours now.
-    Here,
-    /// Another node, by name.
-    There(String),
-}
-
-/// This node's part in the cluster. Shared by the runtime, the gateway and
-/// the stand-ins.
-pub struct Cluster {
-    config: ClusterConfig,
-    limits: Limits,
-    fence: Arc<Fence>,
-    db: Database,
-    /// Stand-ins for sessions owned elsewhere, by conversation.
-    proxies: DashMap<(TenantId, SessionId), ActorRef<SessionMsg>>,
-    /// Edge side: the queues of sockets relayed from an owner, by relay id,
-    /// with the owner's name.
-    relays: DashMap<u64, (String, OutboundSender)>,
-    /// Owner side: the connections of sockets relayed from other nodes, by
-    /// (their node, their relay id).
-    attached: DashMap<(String, u64), ActorRef<ConnectionMsg>>,
-    next_relay: AtomicU64,
-    node_server: std::sync::OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
-}
-
 impl Cluster {
-    /// Joins the cluster's lease table: this node's first epoch, and the
-    /// fence its writes will carry.
-    pub async fn join(config: &ClusterConfig, db: &Database) -> Result<Arc<Fence>> {
-        let renewal = db
-            .renew_node(&config.node, &config.listen, 0, config.lease())
-            .await?;
-        tracing::info!(node = %config.node, epoch = renewal.epoch, "joined the cluster");
-        Ok(Fence::new(&config.node, renewal.epoch))
-    }
-
     /// Starts the node (listener, peers, gateway, lease keeper).
     pub async fn start(
         config: ClusterConfig,
@@ -114,45 +66,6 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub fn node(&self) -> &str {
-        &self.config.node
-    }
-
-    /// Who owns the conversation; if nobody live does, this node takes it.
-    pub async fn owner(&self, tenant: &TenantId, session: SessionId) -> Result<Owner> {
-        if self.fence.is_lost() {
-            return Err(self.fence.error());
-        }
-        let claim = self
-            .db
-            .claim_conversation(tenant, session, self.node(), self.fence.epoch())
-            .await?;
-        if let Some(holder) = claim.held_by {
-            return Ok(Owner::There(holder));
-        }
-        if let Some(before) = claim.taken_from.filter(|before| before != self.node()) {
-            tracing::info!(%session, from = %before, "took the conversation over");
-            crate::metrics::conversation_taken_over();
-        }
-        Ok(Owner::Here)
-    }
-
-    /// A live stand-in for a conversation owned elsewhere, if there is one.
-    pub fn live_proxy(
-        &self,
-        tenant: &TenantId,
-        session: SessionId,
-    ) -> Option<ActorRef<SessionMsg>> {
-        let key = (tenant.clone(), session);
-        let proxy = self.proxies.get(&key)?.clone();
-        if proxy.get_status() == ActorStatus::Running {
-            return Some(proxy);
-        }
-        self.proxies
-            .remove_if(&key, |_, live| live.get_id() == proxy.get_id());
-        None
-    }
-
     /// The stand-in for a conversation that `owner` owns.
     pub async fn proxy(
         self: &Arc<Self>,
@@ -167,42 +80,5 @@ impl Cluster {
         self.proxies
             .insert((tenant.clone(), session), proxy.clone());
         Ok(proxy)
-    }
-
-    /// A peer went away: its stand-ins stop (the next request asks who owns
-    /// the conversation now), sockets relayed from it re-attach, and sockets
-    /// it relayed here are let go.
-    fn node_lost(&self, node: &str) {
-        tracing::warn!(peer = %node, "lost the connection to a node");
-        self.proxies.retain(|_, proxy| {
-            let keep = remote::owner_of(proxy).as_deref() != Some(node);
-            if !keep {
-                proxy.stop(Some("its owner is unreachable".into()));
-            }
-            keep
-        });
-        self.relays.retain(|_, (owner, _)| owner != node);
-        self.attached.retain(|(from, _), connection| {
-            let keep = from != node;
-            if !keep {
-                connection.stop(None);
-            }
-            keep
-        });
-    }
-
-    /// Leaves the cluster: the lease ends now, so other nodes take this
-    /// node's conversations over at once.
-    pub async fn leave(&self) {
-        if let Err(error) = self.db.release_node(self.node(), self.fence.epoch()).await {
-            tracing::warn!(%error, "the node's lease could not be released; it runs out by itself");
-        }
-        if let Some(server) = self.node_server.get() {
-            server.stop(None);
-        }
-    }
-
-    fn next_relay(&self) -> u64 {
-        self.next_relay.fetch_add(1, Ordering::Relaxed)
     }
 }

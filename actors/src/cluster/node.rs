@@ -10,7 +10,7 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 
-use super::{Cluster, DropSessions};
+use super::shared::{Cluster, DropSessions};
 use crate::error::{Error, Result};
 
 /// How often unconnected peers are dialled.

@@ -16,7 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::Cluster;
+use super::shared::{Cluster, Owner, proxy_name};
 use super::wire::{Cast, Op, Request, Wire, decode_reply};
 use crate::conversation::connection::ConnectionMsg;
 use crate::conversation::outbound::outbound_queue;
@@ -27,11 +27,6 @@ use crate::model::{Participant, SessionId, StoredMessage, TenantId};
 /// How long the owner may take to answer (its session's own bound, and a margin).
 const CALL_TIMEOUT: Duration = Duration::from_secs(35);
 
-/// A `RemoteSession` knows its owner by name (to be stopped with it).
-pub(super) fn owner_of(proxy: &ActorRef<SessionMsg>) -> Option<String> {
-    proxy.get_name()?.split('\u{0}').nth(1).map(str::to_owned)
-}
-
 pub(super) async fn spawn_session(
     cluster: &Arc<Cluster>,
     owner: String,
@@ -39,9 +34,7 @@ pub(super) async fn spawn_session(
     tenant: TenantId,
     session: SessionId,
 ) -> Result<ActorRef<SessionMsg>> {
-    // Unnamed in the registry sense that matters: the name carries the
-    // owner for `owner_of`, and a random part so stand-ins never clash.
-    let name = format!("remote\u{0}{owner}\u{0}{}", uuid::Uuid::now_v7().simple());
+    let name = proxy_name(&owner);
     let remote = Remote {
         cluster: Arc::downgrade(cluster),
         owner,
@@ -105,7 +98,7 @@ impl Remote {
                 return;
             };
             match cluster.owner(&self.tenant, self.session).await {
-                Ok(super::Owner::There(owner)) if owner == self.owner => {}
+                Ok(Owner::There(owner)) if owner == self.owner => {}
                 Ok(_) => return,
                 Err(_) => {} // the store is away: the owner may be fine
             }

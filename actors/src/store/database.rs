@@ -128,7 +128,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
 /// `Storage` and every batch would otherwise pay.
 #[derive(Clone)]
 pub struct Database {
-    db: Arc<Surreal<Any>>,
+    pub(super) db: Arc<Surreal<Any>>,
     /// Why the last write batch failed, until one commits again: what
     /// `/readyz` reports while the disk is full.
     write_failure: Arc<Mutex<Option<String>>>,
@@ -137,7 +137,7 @@ pub struct Database {
     /// Seals secrets before they are written, opens them when read.
     sealer: Arc<Sealer>,
     /// In a cluster, what every batch checks first (`leases.rs`).
-    fence: Option<Arc<super::leases::Fence>>,
+    pub(super) fence: Option<Arc<super::fence::Fence>>,
 }
 
 /// Free space that writes may not use: checked before each batch, so a
@@ -489,32 +489,6 @@ impl Database {
         }
     }
 
-    /// Runs `query` (a transaction) and returns its last statement's value.
-    pub(super) async fn run_for_last(&self, query: &str, vars: Value) -> Result<Value> {
-        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
-        let last = response.num_statements().saturating_sub(1);
-        let errors = response.take_errors();
-        if let Some(error) = errors
-            .values()
-            .find(|e| !e.to_string().contains("failed transaction"))
-        {
-            return Err(Error::Storage(error.to_string()));
-        }
-        if let Some(error) = errors.values().next() {
-            return Err(Error::Storage(error.to_string()));
-        }
-        // `COMMIT` counts as a statement: the answer is the last value.
-        for index in (0..=last).rev() {
-            let value: surrealdb::types::Value = response.take(index)?;
-            match value.into_json_value() {
-                Value::Null => continue,
-                Value::Array(rows) if rows.is_empty() => continue,
-                value => return Ok(value),
-            }
-        }
-        Ok(Value::Null)
-    }
-
     /// Keeps `megabytes` free on the filesystem of `path` (0: no check).
     pub fn keeping_free(mut self, path: &Path, megabytes: u64) -> Database {
         self.reserve = (megabytes > 0).then(|| {
@@ -542,13 +516,7 @@ impl Database {
         owed: Option<(&str, &[Touch])>,
     ) -> Result<()> {
         let mut batch = Batch::new();
-        if let Some(fence) = &self.fence {
-            if fence.is_lost() {
-                return Err(fence.error());
-            }
-            let (statement, vars) = super::leases::fence_statement(fence);
-            batch.guard(&statement, vars);
-        }
+        self.fence_batch(&mut batch)?;
         for (index, write) in writes.iter().enumerate() {
             write
                 .sealed(&self.sealer)
@@ -558,24 +526,7 @@ impl Database {
             statements::owe_counters(&mut batch.write(writes.len()), marker, touches);
         }
         let (statement, vars) = batch.finish();
-        match self.guarded_write(&statement, Value::Object(vars)).await {
-            Err(Error::Storage(why)) if why.contains(super::leases::FENCED) => {
-                // The store is fine: this node is not. No further batch
-                // goes ahead until the keeper has joined again.
-                let fence = self.fence.as_ref().expect("only a fenced batch throws");
-                fence.lose();
-                self.record_write(&Ok(()));
-                crate::metrics::fenced_batch();
-                Err(fence.error())
-            }
-            outcome => outcome,
-        }
-    }
-
-    /// Checks the cluster's `fence` at the start of every write batch.
-    pub fn fenced_by(mut self, fence: Arc<super::leases::Fence>) -> Database {
-        self.fence = Some(fence);
-        self
+        self.fenced_outcome(self.guarded_write(&statement, Value::Object(vars)).await)
     }
 
     /// A write of one small record, to learn whether writes commit again

@@ -15,71 +15,18 @@
 //! under, and throws otherwise, so nothing of the batch is stored.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::database::Database;
+use super::fence::Fence;
 use crate::error::{Error, Result};
 use crate::model::{SessionId, TenantId};
 
 /// What a fenced batch throws: found in the error text to tell a lost lease
 /// from a failing store.
-pub(super) const FENCED: &str = "tertulia_fenced";
-
-/// This node's standing, shared by its keeper (which renews it) and the
-/// persistence actor (which checks it in every batch).
-#[derive(Debug)]
-pub struct Fence {
-    node: String,
-    epoch: AtomicU64,
-    /// Set when the lease was found lost, until the keeper has stopped the
-    /// sessions of the old epoch and joined again under a new one.
-    lost: AtomicBool,
-}
-
-impl Fence {
-    pub fn new(node: &str, epoch: u64) -> Arc<Fence> {
-        Arc::new(Fence {
-            node: node.to_owned(),
-            epoch: AtomicU64::new(epoch),
-            lost: AtomicBool::new(false),
-        })
-    }
-
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
-    }
-
-    /// From now on every batch is refused, until [`Fence::regain`].
-    pub fn lose(&self) {
-        self.lost.store(true, Ordering::Release);
-    }
-
-    /// Writes go ahead again, checked against `epoch`.
-    pub fn regain(&self, epoch: u64) {
-        self.epoch.store(epoch, Ordering::Release);
-        self.lost.store(false, Ordering::Release);
-    }
-
-    /// The error a refused batch reports.
-    pub fn error(&self) -> Error {
-        Error::Fenced(format!(
-            "node {} lost its lease (epoch {})",
-            self.node,
-            self.epoch()
-        ))
-    }
-}
+const FENCED: &str = "tertulia_fenced";
 
 /// The outcome of a renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,15 +121,67 @@ impl Database {
             .await
     }
 
-    /// The value of the last statement of a transaction.
+    /// Runs `query` (a transaction) and returns its last statement's value.
     async fn last_value(&self, query: &str, vars: Value) -> Result<Value> {
-        self.run_for_last(query, vars).await
+        let mut response = self.db.query(query.to_owned()).bind(vars).await?;
+        let last = response.num_statements().saturating_sub(1);
+        let errors = response.take_errors();
+        let cause = errors
+            .values()
+            .find(|error| !error.to_string().contains("failed transaction"))
+            .or(errors.values().next());
+        if let Some(error) = cause {
+            return Err(Error::Storage(error.to_string()));
+        }
+        // `COMMIT` counts as a statement: the answer is the last value.
+        for index in (0..=last).rev() {
+            let value: surrealdb::types::Value = response.take(index)?;
+            match value.into_json_value() {
+                Value::Null => continue,
+                Value::Array(rows) if rows.is_empty() => continue,
+                value => return Ok(value),
+            }
+        }
+        Ok(Value::Null)
+    }
+
+    /// Checks the cluster's `fence` at the start of every write batch.
+    pub fn fenced_by(mut self, fence: Arc<Fence>) -> Database {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Opens a batch with the fence's check; refuses it at once while the
+    /// lease is known lost.
+    pub(super) fn fence_batch(&self, batch: &mut super::statements::Batch) -> Result<()> {
+        if let Some(fence) = &self.fence {
+            if fence.is_lost() {
+                return Err(fence.error());
+            }
+            let (statement, vars) = fence_statement(fence);
+            batch.guard(&statement, vars);
+        }
+        Ok(())
+    }
+
+    /// A batch the fence threw out: the store is fine, this node is not. No
+    /// further batch goes ahead until the keeper has joined again.
+    pub(super) fn fenced_outcome(&self, outcome: Result<()>) -> Result<()> {
+        match (outcome, &self.fence) {
+            (Err(Error::Storage(why)), Some(fence)) if why.contains(FENCED) => {
+                fence.lose();
+                self.record_write(&Ok(()));
+                crate::metrics::fenced_batch();
+                Err(fence.error())
+            }
+            (outcome, _) => outcome,
+        }
     }
 }
 
 /// The statement that opens a fenced batch: it throws (failing the whole
 /// transaction) unless `node` is live at `epoch`.
-pub(super) fn fence_statement(fence: &Fence) -> (String, Value) {
+fn fence_statement(fence: &Fence) -> (String, Value) {
     let statement = format!(
         "IF !(SELECT VALUE epoch = $fence_epoch AND expires > time::now() \
          FROM ONLY type::record('cluster_node', $fence_node)) {{ THROW '{FENCED}' }};\n"

@@ -13,6 +13,7 @@
 //! retention.rs   retention's batches, straight on the handle
 //! sealing.rs   secrets sealed at rest with the operator's key
 //! leases.rs    node and conversation leases, the fence on every batch (cluster)
+//! fence.rs     Fence: a node's epoch and whether it is lost (cluster)
 //! handle.rs    Storage
 //! ```
 //!
@@ -26,6 +27,7 @@ pub mod bench;
 mod connect;
 mod counters;
 mod database;
+mod fence;
 mod handle;
 mod leases;
 mod read;
@@ -40,8 +42,8 @@ mod tests;
 pub use actor::{Persistence, PersistenceArgs, PersistenceMsg};
 pub use connect::{is_server, surrealkv_endpoint};
 pub use database::Database;
+pub use fence::Fence;
 pub use handle::Storage;
-pub use leases::Fence;
 pub use read::MessageQuery;
 pub use sealing::Sealer;
 pub use write::{Durable, Write};

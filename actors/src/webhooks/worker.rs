@@ -67,8 +67,6 @@ pub enum WorkerMsg {
     /// The next part of the backlog, read from the database.
     Refilled(Result<Vec<(Delivery, EventRecord)>>),
 }
-
-/// Stays on this node (see `cluster::wire` for what crosses nodes).
 impl ractor::Message for WorkerMsg {}
 
 /// How an attempt ended.
