@@ -25,8 +25,9 @@ use crate::model::protocol::Frame;
 
 /// How long the owner's session may take to answer a request.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Tries to find a peer's gateway, 100 ms apart (the dial loop's period and a margin).
-const REACH_TRIES: usize = 15;
+/// Tries to find a peer's gateway, 100 ms apart: long enough for a peer being
+/// dialled, short enough not to hold a take-over past the lease by much.
+const REACH_TRIES: usize = 5;
 /// The most frames one `Frames` message carries.
 const FRAMES_PER_CAST: usize = 64;
 
