@@ -285,7 +285,10 @@ async fn pump(
     edge: String,
     relay: u64,
 ) {
-    loop {
+    // Looked up once: a node that reconnects has a new gateway, and a cast
+    // to the old one fails, which ends this pump like any lost node.
+    let gateway = of(&edge);
+    while let Some(gateway) = &gateway {
         let cast = match outbound.next().await {
             Outgoing::Frame(frame) => {
                 let mut frames = vec![wire_frame(&frame)];
@@ -306,8 +309,7 @@ async fn pump(
             },
         };
         let last = !matches!(cast, Cast::Frames { .. });
-        let sent = of(&edge).is_some_and(|gateway| gateway.cast(Wire::Cast(cast)).is_ok());
-        if !sent || last {
+        if gateway.cast(Wire::Cast(cast)).is_err() || last {
             break;
         }
     }

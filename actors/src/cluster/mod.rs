@@ -77,8 +77,20 @@ impl Cluster {
             return Err(Error::OwnerUnreachable(owner));
         };
         let proxy = remote::spawn_session(self, owner, gateway, tenant.clone(), session).await?;
-        self.proxies
-            .insert((tenant.clone(), session), proxy.clone());
-        Ok(proxy)
+        // Two requests may have raced here: the first live stand-in stays.
+        let kept = self
+            .proxies
+            .entry((tenant.clone(), session))
+            .and_modify(|live| {
+                if live.get_status() != ractor::ActorStatus::Running {
+                    *live = proxy.clone();
+                }
+            })
+            .or_insert_with(|| proxy.clone())
+            .clone();
+        if kept.get_id() != proxy.get_id() {
+            proxy.stop(None);
+        }
+        Ok(kept)
     }
 }

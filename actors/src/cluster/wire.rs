@@ -122,6 +122,7 @@ impl WireError {
                 tenant: tenant.clone(),
                 session,
             },
+            "tenant_not_found" => Error::TenantNotFound(tenant.clone()),
             "invalid_input" => Error::InvalidInput(self.message),
             "conflict" => Error::Conflict(self.message),
             "busy" => Error::Busy,

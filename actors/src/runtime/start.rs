@@ -155,8 +155,14 @@ impl Runtime {
                 Some(CALL_TIMEOUT),
             )
         });
-        futures_util::future::join_all(stops).await;
-        self.inner.registry.clear();
+        let stopped = futures_util::future::join_all(stops).await;
+        for (session, stop) in live.iter().zip(stopped) {
+            // One that did not stop in time must not run on under the new
+            // epoch: stopped outright, its answer in progress is dropped.
+            if !matches!(stop, Ok(ractor::rpc::CallResult::Success(()))) {
+                session.stop(Some("this node lost its lease".into()));
+            }
+        }
     }
 
     /// Stops the tree: tenants hand over their last writes, persistence
