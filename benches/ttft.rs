@@ -22,11 +22,17 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tertulia_actors::model::TenantSettings;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
+#[path = "common/request.rs"]
+mod request;
+#[path = "common/stats.rs"]
+mod stats;
+
+use stats::Stats;
 
 const KEY: &str = "tk_bench";
 /// Concurrent sessions (`TTFT_SESSIONS` overrides) and measured rounds.
@@ -75,37 +81,6 @@ async fn bench() {
     );
 }
 
-struct Stats {
-    count: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let at = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
-        Stats {
-            count: samples.len(),
-            p50: at(0.50),
-            p99: at(0.99),
-            max: ms(*samples.last().unwrap()),
-        }
-    }
-}
-
-impl std::fmt::Display for Stats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "n={} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.count, self.p50, self.p99, self.max
-        )
-    }
-}
-
 /// The fake provider's base URL.
 async fn start_provider() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -122,31 +97,7 @@ async fn start_provider() -> String {
 /// Answers requests on one keep-alive connection: SSE, first content at once.
 async fn serve(mut socket: TcpStream) {
     let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        // One request: headers, then Content-Length bytes.
-        let (header_end, length) = loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|line| line.strip_prefix("content-length:"))
-                    .and_then(|value| value.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                break (end + 4, length);
-            }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            }
-        };
-        while buffer.len() < header_end + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            }
-        }
-        buffer.drain(..header_end + length);
+    while request::read_request(&mut socket, &mut buffer).await {
         let event = |delta: Value, finish: Value, usage: Value| {
             let choices = if delta.is_null() {
                 json!([])

@@ -6,7 +6,6 @@
 //! and a second), and an owner paused past its lease that cannot write
 //! once it runs again (the fence).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,8 +14,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::binary::{create_session, get_json};
-use crate::support::cluster::{LEASE_MS, Node, start_nodes};
+use crate::support::binary::create_session;
+use crate::support::cluster::{LEASE_MS, start_nodes, stored_once_in_order};
 use crate::support::server::{DEADLINE, KEY, Ws, chunk_text, frames_until, say};
 use crate::support::surreal::SurrealServer;
 
@@ -33,19 +32,11 @@ async fn connect(url: &str) -> Result<Ws, String> {
     }
 }
 
-async fn history(node: &Node, session: &str) -> Vec<Value> {
-    let url = format!("{}/chat/sessions/{session}/history", node.base());
-    get_json(&url, KEY).await["history"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn sockets_on_two_nodes_see_every_chunk_of_every_answer_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let db = SurrealServer::start(&dir.path().join("db")).await;
-    let nodes = start_nodes(dir.path(), &db, 3, 5).await;
+    let nodes = start_nodes(dir.path(), &db, 3, 5, "").await;
     let session = create_session(&nodes[0].base()).await;
     let mut near = connect(&nodes[0].ws(&session, None)).await.unwrap();
     let mut far = connect(&nodes[2].ws(&session, None)).await.unwrap();
@@ -73,7 +64,7 @@ async fn sockets_on_two_nodes_see_every_chunk_of_every_answer_in_order() {
         assert_eq!(chunk_text(&frames_far), format!("You said: {words}"));
         assert_eq!(done_near, done_far);
     }
-    let stored = history(&nodes[1], &session).await;
+    let stored = nodes[1].history(&session).await;
     assert_eq!(stored.len(), 4, "two questions, two answers: {stored:?}");
 }
 
@@ -180,7 +171,7 @@ async fn await_ack(socket: &mut Ws, id: &str, seen: &Mutex<Seen>) -> Option<bool
 async fn killing_the_owner_under_load_loses_nothing_and_the_conversation_moves() {
     let dir = tempfile::tempdir().unwrap();
     let db = SurrealServer::start(&dir.path().join("db")).await;
-    let mut nodes = start_nodes(dir.path(), &db, 3, 1).await;
+    let mut nodes = start_nodes(dir.path(), &db, 3, 1, "").await;
     let session = create_session(&nodes[0].base()).await;
     // Node 1 owns the conversation: its first use was there.
     say(
@@ -226,18 +217,8 @@ async fn killing_the_owner_under_load_loses_nothing_and_the_conversation_moves()
         .min()
         .expect("acknowledged after the kill")
         - kill;
-    let stored = history(&nodes[1], &session).await;
-    let ids: Vec<&str> = stored
-        .iter()
-        .filter_map(|m| m["client_msg_id"].as_str())
-        .collect();
-    let unique: HashSet<&&str> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "nothing stored twice");
-    let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert!(
-        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "seqs rise by one: {seqs:?}"
-    );
+    let stored = nodes[1].history(&session).await;
+    let ids = stored_once_in_order(&stored);
     for (k, seen) in seen.iter().enumerate() {
         let seen = seen.lock().unwrap();
         for id in &seen.acked {
@@ -281,7 +262,7 @@ async fn wait_for(what: &str, check: impl Fn() -> bool) {
 async fn an_owner_paused_past_its_lease_cannot_write_when_it_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = SurrealServer::start(&dir.path().join("db")).await;
-    let nodes = start_nodes(dir.path(), &db, 2, 0).await;
+    let nodes = start_nodes(dir.path(), &db, 2, 0, "").await;
     let session = create_session(&nodes[0].base()).await;
     let mut stale = connect(&nodes[0].ws(&session, None)).await.unwrap();
     say(&mut stale, "antes").await;
@@ -340,7 +321,7 @@ async fn an_owner_paused_past_its_lease_cannot_write_when_it_runs_again() {
     } else {
         assert_eq!(outcome["close"], 1012, "closed as owner_lost: {outcome}");
     }
-    let stored = history(&nodes[1], &session).await;
+    let stored = nodes[1].history(&session).await;
     let contents: Vec<&str> = stored
         .iter()
         .filter_map(|m| m["content"].as_str())
@@ -350,9 +331,5 @@ async fn an_owner_paused_past_its_lease_cannot_write_when_it_runs_again() {
         "the stale write is not stored: {contents:?}"
     );
     assert!(contents.contains(&"durante"), "{contents:?}");
-    let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert!(
-        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
-        "{seqs:?}"
-    );
+    stored_once_in_order(&stored);
 }

@@ -10,6 +10,7 @@ mod browser;
 mod brute_force;
 mod client_tokens;
 mod cluster;
+mod cluster_shared;
 mod console;
 mod conversation_streams;
 mod conversations;

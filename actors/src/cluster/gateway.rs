@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -31,8 +31,23 @@ const REACH_TRIES: usize = 5;
 /// The most frames one `Frames` message carries.
 const FRAMES_PER_CAST: usize = 64;
 
+const GROUP_PREFIX: &str = "tertulia.gateway.";
+
 fn group(node: &str) -> String {
-    format!("tertulia.gateway.{node}")
+    format!("{GROUP_PREFIX}{node}")
+}
+
+/// The gateways of every peer this node is connected to.
+pub(super) fn peers(me: &str) -> Vec<ActorRef<Wire>> {
+    ractor::pg::which_groups()
+        .into_iter()
+        .filter(|name| {
+            name.strip_prefix(GROUP_PREFIX)
+                .is_some_and(|node| node != me)
+        })
+        .filter_map(|name| ractor::pg::get_members(&name).into_iter().next())
+        .map(ActorRef::from)
+        .collect()
 }
 
 /// The gateway of `node`, if this node is connected to it.
@@ -55,7 +70,8 @@ pub(super) async fn reach(node: &str) -> Option<ActorRef<Wire>> {
     None
 }
 
-pub(super) async fn start(cluster: &Arc<Cluster>, local: LocalSessions) -> Result<()> {
+/// Starts this node's gateway; its cell.
+pub(super) async fn start(cluster: &Arc<Cluster>, local: LocalSessions) -> Result<ActorCell> {
     let args = GatewayArgs {
         cluster: Arc::downgrade(cluster),
         local,
@@ -64,7 +80,7 @@ pub(super) async fn start(cluster: &Arc<Cluster>, local: LocalSessions) -> Resul
         .await
         .map_err(|error| Error::Startup(format!("the cluster gateway did not start: {error}")))?;
     ractor::pg::join(group(cluster.node()), vec![gateway.get_cell()]);
-    Ok(())
+    Ok(gateway.get_cell())
 }
 
 pub(super) struct GatewayArgs {
@@ -89,7 +105,7 @@ impl Actor for Gateway {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -101,15 +117,16 @@ impl Actor for Gateway {
                 let local = state.local.clone();
                 tokio::spawn(serve(cluster, local, request, reply));
             }
-            Wire::Cast(cast) => deliver(&cluster, cast),
+            Wire::Cast(cast) => deliver(&cluster, &myself, cast),
         }
         Ok(())
     }
 }
 
-/// A one-way message: a relayed socket's command or end (owner side), or
-/// its frames or close (edge side).
-fn deliver(cluster: &Cluster, cast: Cast) {
+/// A one-way message: a relayed socket's command or end (owner side), its
+/// frames or close (edge side), a nudge for the webhook actor or a frame
+/// for the consoles.
+fn deliver(cluster: &Cluster, myself: &ActorRef<Wire>, cast: Cast) {
     match cast {
         Cast::Command {
             from,
@@ -145,6 +162,14 @@ fn deliver(cluster: &Cluster, cast: Cast) {
                 queue.finish(CloseReason { code, reason });
             }
             // Without a reason the queue is dropped: the socket re-attaches.
+        }
+        Cast::Nudge { nudge } => (cluster.hooks.on_nudge)(nudge),
+        Cast::AccessChanged => (cluster.hooks.on_access_changed)(),
+        Cast::Feed { tenant, text } => {
+            if !cluster.hooks.feeds.deliver(&tenant, text.into_bytes()) {
+                // Nobody listens here any more: the peers stop sending.
+                ractor::pg::leave(super::feeds::group(&tenant), vec![myself.get_cell()]);
+            }
         }
     }
 }

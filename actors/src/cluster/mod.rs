@@ -17,8 +17,10 @@
 //! gateway.rs  Gateway: serves the owner's side, delivers the edge's frames
 //! remote.rs   RemoteSession and Relay: the edge's side
 //! node.rs     the ractor_cluster node, its peers, and the lease keeper
+//! feeds.rs    the console feed across nodes, over process groups
 //! ```
 
+mod feeds;
 mod gateway;
 mod node;
 mod remote;
@@ -31,11 +33,13 @@ use std::sync::atomic::AtomicU64;
 use dashmap::DashMap;
 use ractor::ActorRef;
 
-pub use self::shared::{Cluster, DropSessions, LocalSessions, Owner};
+pub use self::shared::{
+    Cluster, DropSessions, Hooks, LocalSessions, OnAccessChanged, OnNudge, Owner,
+};
 use crate::config::{ClusterConfig, Limits};
 use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
-use crate::model::{SessionId, TenantId};
+use crate::model::{SessionId, TenantId, WebhookNudge};
 use crate::store::{Database, Fence};
 
 impl Cluster {
@@ -45,9 +49,9 @@ impl Cluster {
         limits: Limits,
         fence: Arc<Fence>,
         db: Database,
-        local: LocalSessions,
-        drop_sessions: DropSessions,
+        hooks: Hooks,
     ) -> Result<Arc<Cluster>> {
+        let (local, drop_sessions) = (hooks.local.clone(), hooks.drop_sessions.clone());
         let cluster = Arc::new(Cluster {
             config,
             limits,
@@ -58,12 +62,38 @@ impl Cluster {
             attached: DashMap::new(),
             next_relay: AtomicU64::new(1),
             node_server: std::sync::OnceLock::new(),
+            hooks,
         });
-        gateway::start(&cluster, local).await?;
+        let gateway = gateway::start(&cluster, local).await?;
+        (cluster.hooks.feeds).span(Arc::new(feeds::FeedGroups { gateway }));
         let server = node::start(&cluster).await?;
         let _ = cluster.node_server.set(server);
         node::keep_lease(Arc::downgrade(&cluster), drop_sessions);
         Ok(cluster)
+    }
+
+    /// Tells `node` (`None`: every peer connected now) something for its
+    /// webhook actor; a node that cannot be reached hears of it at its
+    /// next claim or sweep instead.
+    pub fn nudge(&self, node: Option<String>, nudge: WebhookNudge) {
+        let me = self.node().to_owned();
+        tokio::spawn(async move {
+            let gateways = match node {
+                Some(node) => gateway::reach(&node).await.into_iter().collect(),
+                None => gateway::peers(&me),
+            };
+            for gateway in gateways {
+                let _ = gateway.cast(wire::Wire::Cast(wire::Cast::Nudge { nudge }));
+            }
+        });
+    }
+
+    /// Tells every peer connected now that tenants or keys changed; a peer
+    /// that misses it reads them at its next start.
+    pub fn access_changed(&self) {
+        for gateway in gateway::peers(self.node()) {
+            let _ = gateway.cast(wire::Wire::Cast(wire::Cast::AccessChanged));
+        }
     }
 
     /// The stand-in for a conversation that `owner` owns.

@@ -12,10 +12,11 @@ use ractor::{ActorRef, ActorStatus};
 
 use crate::config::{ClusterConfig, Limits};
 use crate::conversation::connection::ConnectionMsg;
+use crate::conversation::feed::Feeds;
 use crate::conversation::outbound::OutboundSender;
 use crate::conversation::session::SessionMsg;
 use crate::error::Result;
-use crate::model::{SessionId, TenantId};
+use crate::model::{SessionId, TenantId, WebhookNudge};
 use crate::store::{Database, Fence};
 
 /// Finds (or starts) a session on this node, for the gateway: the runtime's
@@ -27,6 +28,23 @@ pub type LocalSessions = Arc<
 /// Stops every live session of this node (its lease was lost): handed in
 /// by the runtime, called by the keeper before it joins again.
 pub type DropSessions = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Hands another node's nudge to this node's webhook actor.
+pub type OnNudge = Arc<dyn Fn(WebhookNudge) + Send + Sync>;
+
+/// Reads tenants and keys again: another node changed them.
+pub type OnAccessChanged = Arc<dyn Fn() + Send + Sync>;
+
+/// The ways the cluster reaches the rest of its node, handed in by the
+/// runtime at start.
+pub struct Hooks {
+    pub local: LocalSessions,
+    pub drop_sessions: DropSessions,
+    pub on_nudge: OnNudge,
+    pub on_access_changed: OnAccessChanged,
+    /// The console feed, which the gateway hands peers' frames to.
+    pub feeds: Feeds,
+}
 
 /// Who owns a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +72,7 @@ pub struct Cluster {
     pub(super) attached: DashMap<(String, u64), ActorRef<ConnectionMsg>>,
     pub(super) next_relay: AtomicU64,
     pub(super) node_server: std::sync::OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
+    pub(super) hooks: Hooks,
 }
 
 impl Cluster {

@@ -14,7 +14,7 @@ use crate::conversation::session::Joining;
 use crate::error::Error;
 use crate::model::{
     Attendant, ClientCommand, Consent, Handoff, MetaChange, NewMessage, Participant, SessionId,
-    TenantId,
+    TenantId, WebhookNudge,
 };
 
 // The protocol version a node speaks is in every variant name.
@@ -161,6 +161,12 @@ pub enum Cast {
         relay: u64,
         reason: Option<(u16, String)>,
     },
+    /// Any node to any: for the webhook actor (see `webhooks/holding.rs`).
+    Nudge { nudge: WebhookNudge },
+    /// A frame of `tenant`'s console feed, for the consoles there.
+    Feed { tenant: TenantId, text: String },
+    /// Tenants or keys were changed through the admin API: read them again.
+    AccessChanged,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

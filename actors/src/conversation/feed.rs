@@ -8,8 +8,13 @@
 //! that falls more than [`FEED_CAPACITY`] frames behind is told so (the edge
 //! sends `feed_lagged`) and reloads the list over REST: the feed is a view of
 //! the database, never the record, so nothing is lost by dropping it.
+//!
+//! In a cluster the feed spans the nodes: the cluster installs a
+//! [`FeedPeers`], which says whether consoles of a tenant listen on other
+//! nodes and carries each frame there (`cluster/feeds.rs`); what arrives
+//! from a peer is handed to this node's consoles with [`Feeds::deliver`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -23,28 +28,75 @@ pub const FEED_CAPACITY: usize = 256;
 /// The longest message preview in a summary, in characters.
 const PREVIEW_CHARS: usize = 200;
 
+/// The other nodes' consoles, in a cluster.
+pub trait FeedPeers: Send + Sync {
+    /// This node has consoles of `tenant` now: peers are to send it frames.
+    fn listening(&self, tenant: &TenantId);
+    /// Whether consoles of `tenant` listen on another node.
+    fn wanted(&self, tenant: &TenantId) -> bool;
+    /// Carries a frame to them.
+    fn send(&self, tenant: &TenantId, text: &[u8]);
+}
+
 /// Every tenant's feed; cheap to clone, shared by the runtime and its sessions.
 #[derive(Clone, Default)]
-pub struct Feeds(Arc<DashMap<TenantId, broadcast::Sender<Frame>>>);
+pub struct Feeds {
+    local: Arc<DashMap<TenantId, broadcast::Sender<Frame>>>,
+    peers: Arc<OnceLock<Arc<dyn FeedPeers>>>,
+}
 
 impl Feeds {
     /// A receiver of the tenant's feed from now on.
     pub fn subscribe(&self, tenant: &TenantId) -> broadcast::Receiver<Frame> {
-        self.0
+        if let Some(peers) = self.peers.get() {
+            peers.listening(tenant);
+        }
+        self.local
             .entry(tenant.clone())
             .or_insert_with(|| broadcast::channel(FEED_CAPACITY).0)
             .subscribe()
     }
 
-    /// Sends to the tenant's consoles. The frame is built only if one
-    /// listens: otherwise this costs one map lookup.
+    /// Sends to the tenant's consoles, on this node and (in a cluster) on
+    /// the others. The frame is built only if one listens: otherwise this
+    /// costs a map lookup or two.
     pub fn publish(&self, tenant: &TenantId, frame: impl FnOnce() -> FeedFrame) {
-        if let Some(sender) = self.0.get(tenant)
-            && sender.receiver_count() > 0
-        {
-            let text = serde_json::to_vec(&frame()).expect("feed frames serialise");
-            let _ = sender.send(Frame::from_json(text));
+        let here = self.listeners(tenant);
+        let peers = self.peers.get().filter(|peers| peers.wanted(tenant));
+        if !here && peers.is_none() {
+            return;
         }
+        let text = serde_json::to_vec(&frame()).expect("feed frames serialise");
+        if let Some(peers) = peers {
+            peers.send(tenant, &text);
+        }
+        if here {
+            self.deliver(tenant, text);
+        }
+    }
+
+    /// Hands a frame to this node's consoles of `tenant`; false if none
+    /// listens (a peer then stops sending).
+    pub fn deliver(&self, tenant: &TenantId, text: Vec<u8>) -> bool {
+        match self.local.get(tenant) {
+            Some(sender) if sender.receiver_count() > 0 => {
+                let _ = sender.send(Frame::from_json(text));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether consoles of `tenant` listen on this node.
+    pub fn listeners(&self, tenant: &TenantId) -> bool {
+        self.local
+            .get(tenant)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
+    /// Makes the feed span the cluster (once, when the cluster starts).
+    pub fn span(&self, peers: Arc<dyn FeedPeers>) {
+        let _ = self.peers.set(peers);
     }
 }
 

@@ -41,5 +41,5 @@ pub use tenant::{
 };
 pub use webhook::{
     ALWAYS_RECORDED, Delivery, DeliveryStatus, EVENT_TYPES, EventRecord, Subscriptions, TEST_EVENT,
-    WebhookEndpoint, WebhookFormat, filter_wants, signing_key,
+    WebhookEndpoint, WebhookFormat, WebhookNudge, filter_wants, signing_key,
 };

@@ -215,6 +215,17 @@ impl Delivery {
     }
 }
 
+/// What a node tells the webhook actors of the others, in a cluster (where
+/// one node, the holder of the `webhooks` role, fans out and delivers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookNudge {
+    /// Events were committed here: the holder fans them out.
+    EventsCommitted,
+    /// Endpoints or deliveries were changed here: read them again.
+    Changed,
+}
+
 /// Which event types each tenant's enabled endpoints want, kept current by
 /// the webhook actor and read by persistence: an event nobody subscribes to
 /// is not stored for delivery (most tenants have no endpoint, and a stored

@@ -1,7 +1,10 @@
 //! The runtime's tenants and keys: settings lookups, tenants made and
 //! changed through the admin API, and API, widget and staff keys (stored as
 //! SHA-256 hashes; a presented key is hashed once and looked up in memory).
+//! In a cluster each node keeps its own maps; a change made on one is
+//! broadcast, and the others read the stored ones again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
@@ -11,6 +14,9 @@ use crate::error::{Error, Result};
 use crate::model::{ApiKeyRecord, KeyKind, TenantId, TenantRecord, TenantSettings, now_timestamp};
 use crate::store::Write;
 use crate::tree::root::RootMsg;
+
+/// The id of the development staff key, which is never stored.
+const DEVELOPMENT_STAFF_KEY: &str = "key_development_staff";
 
 impl Runtime {
     pub fn tenant_settings(&self, tenant: &TenantId) -> Option<Arc<TenantSettings>> {
@@ -162,7 +168,64 @@ impl Runtime {
         self.inner
             .stored_tenants
             .insert(tenant, record.created_at.clone());
+        self.tell_peers_access_changed();
         Ok(())
+    }
+
+    /// In a cluster, the other nodes read tenants and keys again.
+    fn tell_peers_access_changed(&self) {
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.access_changed();
+        }
+    }
+
+    /// Reads stored tenants and keys again (another node of the cluster
+    /// changed them): a changed tenant's live actor gets its new settings,
+    /// a new key works and a revoked one is refused from now on. Tenants of
+    /// the config file are left as they are: the file wins, as at start.
+    pub(super) async fn reload_access(&self) {
+        let (tenants, keys) = match self.inner.storage.load_access().await {
+            Ok(access) => access,
+            Err(error) => {
+                tracing::warn!(%error, "tenants and keys could not be read again");
+                return;
+            }
+        };
+        let _admin = self.inner.admin.lock().await;
+        for record in tenants {
+            let id = record.tenant_id.clone();
+            if self.inner.config.tenants.contains_key(&id.0) {
+                continue;
+            }
+            let known = self
+                .inner
+                .tenants
+                .get(&id)
+                .map(|entry| entry.value().clone());
+            if known.as_deref() == Some(&record.settings) {
+                continue;
+            }
+            self.inner
+                .tenants
+                .insert(id.clone(), Arc::new(record.settings));
+            self.inner
+                .stored_tenants
+                .insert(id.clone(), record.created_at);
+            if known.is_some() {
+                let _ = self.inner.root.cast(RootMsg::Reconfigure(id));
+            }
+        }
+        let fresh: HashMap<String, ApiKeyRecord> = keys
+            .into_iter()
+            .map(|key| (key.hash.clone(), key))
+            .collect();
+        // The development staff key is never stored: it stays.
+        self.inner
+            .keys
+            .retain(|hash, key| fresh.contains_key(hash) || key.key_id == DEVELOPMENT_STAFF_KEY);
+        for (hash, key) in fresh {
+            self.inner.keys.insert(hash, key);
+        }
     }
 
     /// Checks settings from the admin API; the error names the field.
@@ -241,6 +304,7 @@ impl Runtime {
             .write_and_wait(Write::PutKey(record.clone()))
             .await?;
         self.inner.keys.insert(record.hash.clone(), record.clone());
+        self.tell_peers_access_changed();
         Ok((record, key))
     }
 
@@ -249,7 +313,7 @@ impl Runtime {
     /// works on a first `cargo run`; never called once tenants are configured.
     pub fn allow_development_staff_key(&self, tenant: &TenantId, key: &str, name: &str) {
         let record = ApiKeyRecord {
-            key_id: "key_development_staff".into(),
+            key_id: DEVELOPMENT_STAFF_KEY.into(),
             tenant: tenant.clone(),
             kind: KeyKind::Staff,
             name: Some(name.to_owned()),
@@ -301,6 +365,7 @@ impl Runtime {
             return Err(error);
         }
         record.revoked_at = Some(revoked_at);
+        self.tell_peers_access_changed();
         Ok(record)
     }
 

@@ -15,7 +15,7 @@ use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime};
 use super::retention::{Retention, RetentionArgs};
 use crate::agent::builtin::{EchoAgent, ExternalAgent};
 use crate::agent::{AgentProvider, AgentRegistry};
-use crate::cluster::{Cluster, DropSessions, LocalSessions};
+use crate::cluster::{Cluster, DropSessions, Hooks, LocalSessions, OnAccessChanged, OnNudge};
 use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
 use crate::conversation::outbound::CloseReason;
@@ -26,6 +26,7 @@ use crate::net::egress::EgressPolicy;
 use crate::store::{Database, Sealer, is_server};
 use crate::tree::root::{Root, RootArgs, RootMsg, TenantDirectory};
 use crate::tree::tenant::SessionRegistry;
+use crate::webhooks::{NudgerSlot, WebhooksMsg};
 
 impl Runtime {
     /// Opens the database, applies migrations and starts the tree. `agents`
@@ -54,6 +55,7 @@ impl Runtime {
             .collect();
         let sessions: SessionRegistry = Arc::new(DashMap::new());
         let feeds = Feeds::default();
+        let nudger: NudgerSlot = Arc::default();
         let args = RootArgs {
             feeds: feeds.clone(),
             db,
@@ -62,6 +64,7 @@ impl Runtime {
             agents: registry,
             registry: sessions.clone(),
             policy: policy.clone(),
+            nudger: nudger.clone(),
         };
         let (root, root_task) = Actor::spawn(None, Root, args).await.map_err(|error| {
             Error::Startup(format!("the supervision tree did not start: {error}"))
@@ -94,7 +97,7 @@ impl Runtime {
             }),
         };
         if let Some(fence) = fence {
-            runtime.start_cluster(fence, cluster_db).await?;
+            runtime.start_cluster(fence, cluster_db, nudger).await?;
         }
         let retention = RetentionArgs {
             runtime: Arc::downgrade(&runtime.inner),
@@ -109,7 +112,12 @@ impl Runtime {
 
     /// Starts this node's part in the cluster, handing it the two ways it
     /// reaches the tree: a session of this node, and stopping them all.
-    async fn start_cluster(&self, fence: Arc<crate::store::Fence>, db: Database) -> Result<()> {
+    async fn start_cluster(
+        &self,
+        fence: Arc<crate::store::Fence>,
+        db: Database,
+        nudger: NudgerSlot,
+    ) -> Result<()> {
         let weak = Arc::downgrade(&self.inner);
         let local: LocalSessions = Arc::new(move |tenant, session| {
             let inner = weak.upgrade();
@@ -129,9 +137,32 @@ impl Runtime {
                 }
             })
         });
+        let webhooks = self.inner.webhooks.clone();
+        let on_nudge: OnNudge = Arc::new(move |nudge| {
+            let _ = webhooks.actor().cast(WebhooksMsg::Nudged(nudge));
+        });
         let config = &self.inner.config;
         let (cluster, limits) = (config.cluster.clone(), config.limits.clone());
-        let cluster = Cluster::start(cluster, limits, fence, db, local, drop_sessions).await?;
+        let weak = Arc::downgrade(&self.inner);
+        let on_access_changed: OnAccessChanged = Arc::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                tokio::spawn(async move { Runtime { inner }.reload_access().await });
+            }
+        });
+        let hooks = Hooks {
+            local,
+            drop_sessions,
+            on_nudge,
+            on_access_changed,
+            feeds: self.inner.feeds.clone(),
+        };
+        let cluster = Cluster::start(cluster, limits, fence, db, hooks).await?;
+        let weak = Arc::downgrade(&cluster);
+        let _ = nudger.set(Arc::new(move |node, nudge| {
+            if let Some(cluster) = weak.upgrade() {
+                cluster.nudge(node, nudge);
+            }
+        }));
         let _ = self.inner.cluster.set(cluster);
         Ok(())
     }

@@ -29,96 +29,6 @@ impl From<surrealdb::Error> for Error {
     }
 }
 
-/// Numbered migrations, applied in order at start and recorded in `migration`,
-/// so each runs once. A unit test checks this list against `schemas/migrations/`.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (
-        1,
-        "0001_init",
-        include_str!("../../../schemas/migrations/0001_init.surql"),
-    ),
-    (
-        2,
-        "0002_access",
-        include_str!("../../../schemas/migrations/0002_access.surql"),
-    ),
-    (
-        3,
-        "0003_client_scope",
-        include_str!("../../../schemas/migrations/0003_client_scope.surql"),
-    ),
-    (
-        4,
-        "0004_conversation_meta",
-        include_str!("../../../schemas/migrations/0004_conversation_meta.surql"),
-    ),
-    (
-        5,
-        "0005_message_roles",
-        include_str!("../../../schemas/migrations/0005_message_roles.surql"),
-    ),
-    (
-        6,
-        "0006_webchat",
-        include_str!("../../../schemas/migrations/0006_webchat.surql"),
-    ),
-    (
-        7,
-        "0007_answer_meta",
-        include_str!("../../../schemas/migrations/0007_answer_meta.surql"),
-    ),
-    (
-        8,
-        "0008_tool_calls",
-        include_str!("../../../schemas/migrations/0008_tool_calls.surql"),
-    ),
-    (
-        9,
-        "0009_webhooks",
-        include_str!("../../../schemas/migrations/0009_webhooks.surql"),
-    ),
-    (
-        10,
-        "0010_console",
-        include_str!("../../../schemas/migrations/0010_console.surql"),
-    ),
-    (
-        11,
-        "0011_lazy_counters",
-        include_str!("../../../schemas/migrations/0011_lazy_counters.surql"),
-    ),
-    (
-        12,
-        "0012_analysis",
-        include_str!("../../../schemas/migrations/0012_analysis.surql"),
-    ),
-    (
-        13,
-        "0013_live_context",
-        include_str!("../../../schemas/migrations/0013_live_context.surql"),
-    ),
-    (
-        14,
-        "0014_retention",
-        include_str!("../../../schemas/migrations/0014_retention.surql"),
-    ),
-    (
-        15,
-        "0015_request_ids",
-        include_str!("../../../schemas/migrations/0015_request_ids.surql"),
-    ),
-    (
-        16,
-        "0016_streams",
-        include_str!("../../../schemas/migrations/0016_streams.surql"),
-    ),
-    (
-        17,
-        "0017_leases",
-        include_str!("../../../schemas/migrations/0017_leases.surql"),
-    ),
-];
-
 /// An open database handle. Opaque outside this file: only the persistence
 /// actor and its tasks run queries with it.
 ///
@@ -243,7 +153,7 @@ impl Database {
             .iter()
             .filter_map(|row| row["version"].as_u64())
             .collect();
-        for (version, name, sql) in MIGRATIONS {
+        for (version, name, sql) in super::migrations::MIGRATIONS {
             if applied.contains(&u64::from(*version)) {
                 continue;
             }

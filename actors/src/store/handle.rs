@@ -9,6 +9,7 @@ use ractor::ActorRef;
 
 use super::actor::PersistenceMsg;
 use super::database::Database;
+use super::leases::Holder;
 use super::write::{Durable, Write};
 use crate::error::{Error, Result};
 use crate::supervision::Slot;
@@ -33,6 +34,29 @@ impl Storage {
     /// Why the store refuses writes now (a full disk), if it does.
     pub fn write_failure(&self) -> Option<String> {
         self.db.write_failure()
+    }
+
+    /// Whether this node is one of a cluster's (its batches are fenced).
+    pub fn clustered(&self) -> bool {
+        self.db.fence.is_some()
+    }
+
+    /// Takes `role` for this node unless another node holds it live. Outside
+    /// a cluster this node always holds it; a node whose lease is lost holds
+    /// nothing (an error).
+    pub async fn claim_role(&self, role: &str) -> Result<Holder> {
+        let Some(fence) = &self.db.fence else {
+            return Ok(Holder::Here { epoch: 0 });
+        };
+        if fence.is_lost() {
+            return Err(fence.error());
+        }
+        let epoch = fence.epoch();
+        let claim = self.db.claim_role(role, fence.node(), epoch).await?;
+        Ok(match claim.held_by {
+            Some(node) => Holder::There(node),
+            None => Holder::Here { epoch },
+        })
     }
 
     pub(crate) fn replace(&self, actor: ActorRef<PersistenceMsg>) {

@@ -38,7 +38,17 @@ pub struct Renewal {
     pub kept: bool,
 }
 
-/// The outcome of a claim.
+/// Who holds a role (see [`Database::claim_role`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// This node, under this epoch of its own lease: a new epoch means the
+    /// role was lost in between and is taken again.
+    Here { epoch: u64 },
+    /// Another node, by name.
+    There(String),
+}
+
+/// The outcome of a claim (of a conversation's lease or of a role).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Claim {
     /// Another node holds the lease, live: it owns the conversation.
@@ -57,11 +67,13 @@ UPSERT type::record('cluster_node', $node) SET epoch = $next, address = $address
 RETURN { epoch: $next, kept: $kept };
 COMMIT TRANSACTION;";
 
+/// Takes the lease `type::record($table, $key)` unless another node holds
+/// it live (a conversation's, or a role's).
 const CLAIM: &str = "BEGIN TRANSACTION;
-LET $l = (SELECT * FROM ONLY type::record('conversation_lease', [$tenant, $sid]));
+LET $l = (SELECT * FROM ONLY type::record($table, $key));
 LET $h = IF $l != NONE { (SELECT * FROM ONLY type::record('cluster_node', $l.node)) } ELSE { NONE };
 LET $held = $l != NONE AND $l.node != $node AND $h != NONE AND $h.epoch = $l.epoch AND $h.expires > time::now();
-IF !$held { UPSERT type::record('conversation_lease', [$tenant, $sid]) SET node = $node, epoch = $epoch, since = time::now() RETURN NONE; };
+IF !$held { UPSERT type::record($table, $key) SET node = $node, epoch = $epoch, since = time::now() RETURN NONE; };
 RETURN { held_by: IF $held { $l.node } ELSE { NONE }, taken_from: IF $held { NONE } ELSE { $l.node } };
 COMMIT TRANSACTION;";
 
@@ -103,12 +115,19 @@ impl Database {
         node: &str,
         epoch: u64,
     ) -> Result<Claim> {
-        let vars = json!({
-            "tenant": tenant,
-            "sid": session.to_string(),
-            "node": node,
-            "epoch": epoch,
-        });
+        let key = json!([tenant, session.to_string()]);
+        self.claim("conversation_lease", key, node, epoch).await
+    }
+
+    /// Takes the role `role` (a job the cluster runs on one node at a time,
+    /// e.g. `webhooks`) for `node` at `epoch`, unless another node holds it
+    /// live. Holding it again is a no-op that answers the same.
+    pub async fn claim_role(&self, role: &str, node: &str, epoch: u64) -> Result<Claim> {
+        self.claim("cluster_role", json!(role), node, epoch).await
+    }
+
+    async fn claim(&self, table: &str, key: Value, node: &str, epoch: u64) -> Result<Claim> {
+        let vars = json!({"table": table, "key": key, "node": node, "epoch": epoch});
         let answer = self.last_value(CLAIM, vars).await?;
         serde_json::from_value(answer.clone())
             .map_err(|_| Error::Storage(format!("a lease claim answered {answer}")))

@@ -12,8 +12,8 @@ use super::handle::Storage;
 use crate::error::{Error, Result};
 use crate::model::stream::{ProducerRecord, StreamRecord, StreamUnit};
 use crate::model::{
-    Contact, Delivery, DeliveryStatus, EventRecord, SessionId, SessionRecord, StoredMessage,
-    TenantId, WebhookEndpoint,
+    ApiKeyRecord, Contact, Delivery, DeliveryStatus, EventRecord, SessionId, SessionRecord,
+    StoredMessage, TenantId, TenantRecord, WebhookEndpoint,
 };
 
 /// How long a read may take before the caller is told storage is unavailable.
@@ -39,6 +39,12 @@ pub(super) async fn bounded<T>(read: impl Future<Output = Result<T>>) -> Result<
 }
 
 impl Storage {
+    /// Every stored tenant and every key that is not revoked (read again in
+    /// a cluster when another node changed them).
+    pub async fn load_access(&self) -> Result<(Vec<TenantRecord>, Vec<ApiKeyRecord>)> {
+        self.db.load_access().await
+    }
+
     /// One conversation of a tenant, if it exists, with the counters its
     /// acknowledged messages owe written first.
     pub async fn load_settled_session(

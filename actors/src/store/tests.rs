@@ -9,7 +9,7 @@ use ractor::rpc::CallResult;
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
-use super::database::MIGRATIONS;
+use super::migrations::MIGRATIONS;
 use super::*;
 use crate::model::{EventRecord, Role, SessionId, SessionRecord, StoredMessage, TenantId};
 use std::sync::Mutex;

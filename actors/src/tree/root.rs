@@ -70,6 +70,8 @@ pub struct RootArgs {
     pub registry: SessionRegistry,
     pub policy: EgressPolicy,
     pub feeds: crate::conversation::feed::Feeds,
+    /// How the webhook actor reaches other nodes (set once a cluster runs).
+    pub nudger: crate::webhooks::NudgerSlot,
 }
 
 pub struct RootState {
@@ -238,6 +240,7 @@ async fn spawn_webhooks(
         policy: args.policy.clone(),
         events_committed: events_committed.clone(),
         subscriptions: subscriptions.clone(),
+        nudger: args.nudger.clone(),
     };
     let (webhooks, _) =
         Actor::spawn_linked(None, Webhooks, webhooks_args, myself.get_cell()).await?;

@@ -1,21 +1,25 @@
 //! The webhook actor: supervised by `Root`, it supervises one delivery
 //! worker per endpoint, keeps every endpoint in memory, is the only writer
-//! of endpoints, and fans committed events out (see `mod.rs`).
+//! of endpoints, and fans committed events out (see `mod.rs`). In a
+//! cluster it does the last two only while its node holds the `webhooks`
+//! role (`holding.rs`), and otherwise tells the holder.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::Notify;
 
 use super::endpoints::{Key, sync_config};
 use super::fanout::fan_out_once;
+use super::holding::{NudgerSlot, Role};
 use super::worker::{DeliverySettings, Worker, WorkerArgs, WorkerMsg, WorkerReport};
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
-use crate::model::{Delivery, Subscriptions, TenantId, WebhookEndpoint, now_timestamp};
+use crate::model::{
+    Delivery, Subscriptions, TenantId, WebhookEndpoint, WebhookNudge, now_timestamp,
+};
 use crate::net::egress::EgressPolicy;
 use crate::store::{Storage, Write};
 use crate::supervision::Backoff;
@@ -75,6 +79,10 @@ pub enum WebhooksMsg {
     },
     /// Restarts a failed worker after its backoff.
     RestartWorker(TenantId, String),
+    /// In a cluster: claim the `webhooks` role (every third of the lease).
+    Claim,
+    /// In a cluster: another node's nudge.
+    Nudged(WebhookNudge),
 }
 
 /// Stays on this node (see `cluster::wire` for what crosses nodes).
@@ -86,18 +94,22 @@ pub struct WebhooksArgs {
     pub policy: EgressPolicy,
     pub events_committed: Arc<Notify>,
     pub subscriptions: Subscriptions,
+    /// How to reach the other nodes' webhook actors (in a cluster).
+    pub nudger: NudgerSlot,
 }
 
 pub struct WebhooksState {
-    args: WebhooksArgs,
+    pub(super) args: WebhooksArgs,
     client: reqwest::Client,
     settings: Arc<DeliverySettings>,
-    endpoints: HashMap<Key, WebhookEndpoint>,
-    workers: HashMap<Key, ActorRef<WorkerMsg>>,
-    worker_ids: HashMap<ActorId, Key>,
+    pub(super) endpoints: HashMap<Key, WebhookEndpoint>,
+    pub(super) workers: HashMap<Key, ActorRef<WorkerMsg>>,
+    pub(super) worker_ids: HashMap<ActorId, Key>,
     worker_backoff: Backoff,
     fanning_out: bool,
     fan_out_again: bool,
+    /// In a cluster: whether this node holds the `webhooks` role.
+    pub(super) role: Option<Role>,
 }
 
 pub struct Webhooks;
@@ -138,6 +150,8 @@ impl Actor for Webhooks {
             .collect();
         sync_config(&args.storage, &args.config.webhooks, &mut endpoints).await?;
         args.subscriptions.replace(endpoints.values());
+        let role = (args.storage.clustered())
+            .then(|| Role::new(args.config.cluster.lease() / 3, args.nudger.clone()));
         let mut state = WebhooksState {
             worker_backoff: Backoff::new("webhook_worker", &args.config.supervision),
             args,
@@ -148,10 +162,13 @@ impl Actor for Webhooks {
             worker_ids: HashMap::new(),
             fanning_out: false,
             fan_out_again: false,
+            role,
         };
-        let keys: Vec<Key> = state.endpoints.keys().cloned().collect();
-        for key in keys {
-            start_worker(&myself, &mut state, key).await?;
+        if state.role.is_none() {
+            let keys: Vec<Key> = state.endpoints.keys().cloned().collect();
+            for key in keys {
+                start_worker(&myself, &mut state, key).await?;
+            }
         }
         Ok(state)
     }
@@ -176,7 +193,14 @@ impl Actor for Webhooks {
                 }
             }
         });
-        fan_out(&myself, state);
+        match &state.role {
+            // The first claim starts the workers, if the role is ours.
+            Some(role) => {
+                myself.send_interval(role.every, || WebhooksMsg::Claim);
+                claim(&myself, state).await;
+            }
+            None => fan_out(&myself, state),
+        }
         Ok(())
     }
 
@@ -244,10 +268,13 @@ impl Actor for Webhooks {
             } => state.replay((tenant, endpoint_id), delivery_id, reply),
             WebhooksMsg::RestartWorker(tenant, endpoint_id) => {
                 let key = (tenant, endpoint_id);
-                if state.endpoints.contains_key(&key) && !state.workers.contains_key(&key) {
+                let idle = state.endpoints.contains_key(&key) && !state.workers.contains_key(&key);
+                if idle && delivers(state) {
                     start_worker(&myself, state, key).await?;
                 }
             }
+            WebhooksMsg::Claim => claim(&myself, state).await,
+            WebhooksMsg::Nudged(nudge) => nudged(&myself, state, nudge).await,
         }
         Ok(())
     }
@@ -272,77 +299,6 @@ impl Actor for Webhooks {
             myself.send_after(delay, move || WebhooksMsg::RestartWorker(key.0, key.1));
         }
         Ok(())
-    }
-}
-
-impl WebhooksState {
-    /// Removes an endpoint, its worker and its deliveries.
-    async fn delete(&mut self, key: Key) -> Result<()> {
-        if !self.endpoints.contains_key(&key) {
-            return Err(Error::WebhookNotFound(key.1));
-        }
-        if let Some(worker) = self.workers.remove(&key) {
-            self.worker_ids.remove(&worker.get_id());
-            worker.stop(Some("endpoint deleted".into()));
-        }
-        self.endpoints.remove(&key);
-        self.args.subscriptions.replace(self.endpoints.values());
-        let (tenant, endpoint_id) = key;
-        let write = Write::DeleteEndpoint {
-            tenant,
-            endpoint_id,
-        };
-        self.args.storage.write_and_wait(write).await
-    }
-
-    /// A tenant's endpoints, oldest first.
-    fn list(&self, tenant: &TenantId) -> Vec<WebhookEndpoint> {
-        let mut endpoints: Vec<WebhookEndpoint> = self
-            .endpoints
-            .values()
-            .filter(|endpoint| endpoint.tenant == *tenant)
-            .cloned()
-            .collect();
-        endpoints.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        endpoints
-    }
-
-    /// Stores a `webhook.test` event and its one delivery, then hands it to the worker.
-    async fn send_test(&mut self, key: Key) -> Result<Delivery> {
-        let (Some(endpoint), Some(worker)) = (self.endpoints.get(&key), self.workers.get(&key))
-        else {
-            return Err(Error::WebhookNotFound(key.1));
-        };
-        let event = crate::model::events::test_event(&key.0, &key.1);
-        let delivery = Delivery::new(&event, endpoint);
-        let worker = worker.clone();
-        let write = Write::SendTest {
-            event: Box::new(event.clone()),
-            delivery: Box::new(delivery.clone()),
-        };
-        self.args.storage.write_and_wait(write).await?;
-        let _ = worker.cast(WorkerMsg::Replayed(vec![(delivery.clone(), event)]));
-        Ok(delivery)
-    }
-
-    /// Asks the endpoint's worker to replay one delivery (or every dead one);
-    /// the worker answers, this actor does not wait for it.
-    fn replay(&self, key: Key, delivery_id: Option<String>, reply: RpcReplyPort<Result<usize>>) {
-        let Some(worker) = self.workers.get(&key).cloned() else {
-            let _ = reply.send(Err(Error::WebhookNotFound(key.1)));
-            return;
-        };
-        tokio::spawn(async move {
-            let replay = |reply| WorkerMsg::Replay {
-                ids: delivery_id.map(|id| vec![id]),
-                reply,
-            };
-            let outcome = match worker.call(replay, Some(CALL_TIMEOUT)).await {
-                Ok(CallResult::Success(outcome)) => outcome,
-                _ => Err(Error::Unavailable("webhook worker")),
-            };
-            let _ = reply.send(outcome);
-        });
     }
 }
 
@@ -402,16 +358,22 @@ async fn store(
         Some(worker) => {
             let _ = worker.cast(WorkerMsg::Update(Box::new(endpoint.clone())));
         }
-        None => start_worker(myself, state, key)
+        None if delivers(state) => start_worker(myself, state, key)
             .await
             .map_err(|error| Error::Startup(format!("webhook worker: {error}")))?,
+        None => {}
     }
+    state.tell(WebhookNudge::Changed);
     Ok(endpoint)
 }
 
 /// Fans the undispatched events out in a task, one at a time: a wake-up
-/// that arrives meanwhile runs another round after it.
+/// that arrives meanwhile runs another round after it. In a cluster, a
+/// node that does not deliver tells the one that does instead.
 fn fan_out(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState) {
+    if !delivers(state) {
+        return state.tell(WebhookNudge::EventsCommitted);
+    }
     if state.fanning_out {
         state.fan_out_again = true;
         return;
@@ -437,6 +399,97 @@ fn fan_out(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState) {
         };
         let _ = myself.cast(WebhooksMsg::FanOutDone { more });
     });
+}
+
+/// Whether this node fans out and delivers: always on its own, in a
+/// cluster only while it holds the `webhooks` role.
+fn delivers(state: &WebhooksState) -> bool {
+    state.role.as_ref().is_none_or(Role::here)
+}
+
+/// Claims the role (in a cluster): a node that gains it starts every
+/// worker and fans out; one that loses it stops them. Endpoints are read
+/// again either way: another node may have changed them.
+async fn claim(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState) {
+    let Some(role) = state.role.as_mut() else {
+        return;
+    };
+    let moved = role.claim(&state.args.storage).await;
+    if moved.gained || moved.lost {
+        // Their deliveries stay in the database for the holder's workers.
+        for (_, worker) in state.workers.drain() {
+            state.worker_ids.remove(&worker.get_id());
+            worker.stop(Some("the webhooks role moved".into()));
+        }
+    }
+    reload(myself, state).await;
+    if moved.gained {
+        fan_out(myself, state);
+    }
+}
+
+/// Another node's nudge.
+async fn nudged(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState, nudge: WebhookNudge) {
+    match nudge {
+        WebhookNudge::EventsCommitted => fan_out(myself, state),
+        WebhookNudge::Changed => {
+            reload(myself, state).await;
+            for worker in state.workers.values() {
+                let _ = worker.cast(WorkerMsg::Rescan);
+            }
+        }
+    }
+}
+
+/// Reads the endpoints again (in a cluster): workers hear of changes, the
+/// deleted ones stop, and a node that delivers starts a worker for each
+/// new one.
+async fn reload(myself: &ActorRef<WebhooksMsg>, state: &mut WebhooksState) {
+    let stored = match state.args.storage.load_endpoints().await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(%error, "endpoints could not be read again");
+            return;
+        }
+    };
+    let fresh: HashMap<Key, WebhookEndpoint> = (stored.into_iter())
+        .map(|endpoint| {
+            (
+                (endpoint.tenant.clone(), endpoint.endpoint_id.clone()),
+                endpoint,
+            )
+        })
+        .collect();
+    for (key, worker) in &state.workers {
+        match fresh.get(key) {
+            None => worker.stop(Some("endpoint deleted".into())),
+            Some(endpoint) if state.endpoints.get(key) != Some(endpoint) => {
+                let _ = worker.cast(WorkerMsg::Update(Box::new(endpoint.clone())));
+            }
+            Some(_) => {}
+        }
+    }
+    (state.workers).retain(|key, _| fresh.contains_key(key));
+    let live: std::collections::HashSet<ActorId> = state
+        .workers
+        .values()
+        .map(|worker| worker.get_id())
+        .collect();
+    state.worker_ids.retain(|id, _| live.contains(id));
+    state.endpoints = fresh;
+    state.args.subscriptions.replace(state.endpoints.values());
+    if !delivers(state) {
+        return;
+    }
+    let idle: Vec<Key> = (state.endpoints.keys())
+        .filter(|key| !state.workers.contains_key(*key))
+        .cloned()
+        .collect();
+    for key in idle {
+        if let Err(error) = start_worker(myself, state, key).await {
+            tracing::error!(%error, "a webhook worker did not start; the next claim tries again");
+        }
+    }
 }
 
 crate::supervision::reports_to!(WorkerReport => WebhooksMsg::Worker);

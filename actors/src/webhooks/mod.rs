@@ -13,15 +13,24 @@
 //! (sent after the restart): nothing is lost, and a duplicate carries the
 //! same `webhook-id`.
 //!
+//! In a cluster, one node at a time fans out and delivers: the holder of
+//! the `webhooks` role (`holding.rs`). The others tell it when they commit
+//! events or change endpoints, over the cluster's gateways (the runtime
+//! hands in the [`Nudger`]).
+//!
 //! Architecture Invariant: imports only `model/`, `config`, `error`,
 //! `supervision`, `net/` and `store/`; nothing of the conversations.
 
 mod actor;
+mod admin;
+mod attempt;
 mod endpoints;
 mod fanout;
 mod handle;
+mod holding;
 mod worker;
 
 pub use actor::{EndpointChange, Webhooks, WebhooksArgs, WebhooksMsg};
 pub use endpoints::{endpoint_problem, from_config, later, new_secret};
 pub use handle::WebhooksHandle;
+pub use holding::NudgerSlot;

@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 
+use super::attempt::{Attempt, attempt};
 use crate::error::{Error, Result};
 use crate::model::{
     Delivery, DeliveryStatus, EventRecord, TenantId, WebhookEndpoint, now_timestamp,
 };
 use crate::net::egress::EgressPolicy;
-use crate::net::post::{SignedPost, WEBHOOK_USER_AGENT};
-use crate::net::signing::Signer;
 use crate::store::{Durable, Storage, Write};
 
 /// Deliveries held in memory per endpoint before the rest wait in the database.
@@ -40,8 +39,6 @@ pub enum WorkerReport {
 }
 
 pub const WINDOW: usize = 1000;
-/// The longest excerpt of a failed response kept as `last_error`, in bytes.
-const ERROR_EXCERPT_BYTES: usize = 200;
 /// How long to wait before reading the backlog again after a failed read.
 const REFILL_RETRY: Duration = Duration::from_secs(1);
 
@@ -66,20 +63,14 @@ pub enum WorkerMsg {
     Wake,
     /// The next part of the backlog, read from the database.
     Refilled(Result<Vec<(Delivery, EventRecord)>>),
+    /// Another node of a cluster made deliveries pending (a test, a
+    /// replay): every pending one is read again, the held ones skipped.
+    Rescan,
+    /// A finished delivery's outcome is stored: a rescan can no longer
+    /// read it as pending.
+    Recorded(String),
 }
 impl ractor::Message for WorkerMsg {}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
-    Delivered(u16),
-    /// `410 Gone`: the receiver asks us to stop; the endpoint is disabled.
-    Gone,
-    Failed {
-        status: Option<u16>,
-        error: String,
-    },
-}
 
 /// The delivery policy, from `[webhooks]`.
 #[derive(Debug, Clone)]
@@ -112,6 +103,11 @@ pub struct WorkerState {
     queues: HashMap<String, VecDeque<Queued>>,
     /// Ids of every delivery in `queues`.
     held: HashSet<String>,
+    /// Delivered or dead, its outcome not stored yet: still pending in the
+    /// database, so a rescan must not hold it again.
+    settled: HashSet<String>,
+    /// The next backlog read starts from the first pending delivery.
+    rescan: bool,
     /// Conversations with an attempt in flight.
     in_flight: HashSet<String>,
     /// The newest delivery read or received: the backlog starts after it.
@@ -142,6 +138,8 @@ impl Actor for Worker {
             args,
             queues: HashMap::new(),
             held: HashSet::new(),
+            settled: HashSet::new(),
+            rescan: false,
             in_flight: HashSet::new(),
             loaded_through: None,
             // Everything pending is in the database until read.
@@ -204,34 +202,55 @@ impl Actor for Worker {
             WorkerMsg::Attempted {
                 delivery_id,
                 outcome,
-            } => attempted(state, delivery_id, outcome),
+            } => attempted(&myself, state, delivery_id, outcome),
             WorkerMsg::Wake => state.wake_at = None,
-            WorkerMsg::Refilled(read) => {
-                state.refilling = false;
-                match read {
-                    Ok(items) => {
-                        let asked = WINDOW.saturating_sub(state.held.len()).max(1);
-                        let complete = items.len() < asked && !state.dropped_while_refilling;
-                        if let Some((last, _)) = items.last() {
-                            state.loaded_through = Some(last.delivery_id.clone());
-                        }
-                        for (delivery, event) in items {
-                            hold(state, delivery, event);
-                        }
-                        state.backlog = !complete;
-                    }
-                    Err(error) => {
-                        tracing::warn!(endpoint = %state.args.endpoint.endpoint_id, %error, "cannot read pending deliveries; trying again");
-                        state.refill_not_before = Instant::now() + REFILL_RETRY;
-                        schedule_wake(&myself, state, REFILL_RETRY);
-                    }
-                }
-                state.dropped_while_refilling = false;
+            WorkerMsg::Refilled(read) => refilled(&myself, state, read),
+            WorkerMsg::Rescan => {
+                state.rescan = true;
+                state.backlog = true;
+            }
+            WorkerMsg::Recorded(delivery_id) => {
+                state.settled.remove(&delivery_id);
             }
         }
         pump(&myself, state);
         Ok(())
     }
+}
+
+/// A backlog read came back: its deliveries are held (the held ones and
+/// the settled ones skipped), or the read is tried again in a moment.
+fn refilled(
+    myself: &ActorRef<WorkerMsg>,
+    state: &mut WorkerState,
+    read: Result<Vec<(Delivery, EventRecord)>>,
+) {
+    state.refilling = false;
+    match read {
+        Ok(items) => {
+            let asked = WINDOW.saturating_sub(state.held.len()).max(1);
+            let complete = items.len() < asked && !state.dropped_while_refilling;
+            // A rescan reads from the start: never step back.
+            if let Some((last, _)) = items.last()
+                && state
+                    .loaded_through
+                    .as_ref()
+                    .is_none_or(|through| last.delivery_id > *through)
+            {
+                state.loaded_through = Some(last.delivery_id.clone());
+            }
+            for (delivery, event) in items {
+                hold(state, delivery, event);
+            }
+            state.backlog = !complete || state.rescan;
+        }
+        Err(error) => {
+            tracing::warn!(endpoint = %state.args.endpoint.endpoint_id, %error, "cannot read pending deliveries; trying again");
+            state.refill_not_before = Instant::now() + REFILL_RETRY;
+            schedule_wake(myself, state, REFILL_RETRY);
+        }
+    }
+    state.dropped_while_refilling = false;
 }
 
 /// The queue's depth and oldest delivery, for `/metrics`. Each queue is in
@@ -249,6 +268,7 @@ fn report_queue(state: &WorkerState) {
 /// Adds a pending delivery behind the others of its conversation.
 fn hold(state: &mut WorkerState, delivery: Delivery, event: EventRecord) {
     if delivery.status != DeliveryStatus::Pending
+        || state.settled.contains(&delivery.delivery_id)
         || !state.held.insert(delivery.delivery_id.clone())
     {
         return;
@@ -297,7 +317,10 @@ fn pump(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState) {
         state.refilling = true;
         let storage = state.args.storage.clone();
         let endpoint = state.args.endpoint.clone();
-        let after = state.loaded_through.clone();
+        let after = match std::mem::take(&mut state.rescan) {
+            true => None,
+            false => state.loaded_through.clone(),
+        };
         let limit = WINDOW - state.held.len();
         let myself = myself.clone();
         tokio::spawn(async move {
@@ -366,7 +389,12 @@ fn schedule_wake(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, after: D
 
 /// Records an attempt: delivered and dead deliveries leave the queue; a
 /// failure waits for its retry at the head of its conversation.
-fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
+fn attempted(
+    myself: &ActorRef<WorkerMsg>,
+    state: &mut WorkerState,
+    delivery_id: String,
+    outcome: Attempt,
+) {
     let Some((key, queue)) = state.queues.iter_mut().find(|(_, queue)| {
         queue
             .front()
@@ -419,14 +447,17 @@ fn attempted(state: &mut WorkerState, delivery_id: String, outcome: Attempt) {
             state.queues.remove(&key);
         }
         state.held.remove(&delivery_id);
+        state.settled.insert(delivery_id.clone());
     }
+    let myself = myself.clone();
     state.args.storage.write(
         Write::PutDelivery(Box::new(record)),
         Durable::new(move |outcome| {
-            if let Err(error) = outcome {
+            if let Err(error) = &outcome {
                 // At least once: the delivery may be sent again after a restart.
                 tracing::error!(delivery = %delivery_id, %error, "delivery attempt not recorded");
             }
+            let _ = myself.cast(WorkerMsg::Recorded(delivery_id));
         }),
     );
 }
@@ -463,6 +494,19 @@ async fn replay(
     ids: Option<Vec<String>>,
     myself: &ActorRef<WorkerMsg>,
 ) -> Result<usize> {
+    let replayed = make_pending(storage, endpoint, ids).await?;
+    let count = replayed.len();
+    let _ = myself.cast(WorkerMsg::Replayed(replayed));
+    Ok(count)
+}
+
+/// Makes deliveries of `endpoint` pending again, from their first attempt
+/// (`None`: every dead one), and stores that; the ones made pending.
+pub(super) async fn make_pending(
+    storage: &Storage,
+    endpoint: &WebhookEndpoint,
+    ids: Option<Vec<String>>,
+) -> Result<Vec<(Delivery, EventRecord)>> {
     let one = ids.as_ref().and_then(|ids| ids.first().cloned());
     let found = storage
         .load_deliveries(&endpoint.tenant, &endpoint.endpoint_id, ids)
@@ -487,114 +531,5 @@ async fn replay(
             .await?;
         replayed.push((delivery, event));
     }
-    let count = replayed.len();
-    let _ = myself.cast(WorkerMsg::Replayed(replayed));
-    Ok(count)
-}
-
-/// Sends one event, signed, and says how it went.
-pub async fn attempt(
-    client: &reqwest::Client,
-    policy: &EgressPolicy,
-    endpoint: &WebhookEndpoint,
-    event: &EventRecord,
-    timeout: Duration,
-) -> Attempt {
-    let failed = |error: String| Attempt::Failed {
-        status: None,
-        error,
-    };
-    let url = match policy.check_url(&endpoint.url) {
-        Ok(url) => url,
-        Err(error) => return failed(error.to_string()),
-    };
-    let body = crate::model::events::body(event, endpoint.format);
-    let Some(signers) = signers(endpoint) else {
-        return failed("the endpoint's secret is not `whsec_` + base64".into());
-    };
-    let post = SignedPost {
-        url,
-        body,
-        message_id: &event.event_id,
-        signers,
-        header: endpoint
-            .header_name
-            .as_deref()
-            .zip(endpoint.header_value.as_deref()),
-        timeout: Some(timeout),
-        accept: None,
-        user_agent: WEBHOOK_USER_AGENT,
-    };
-    match post.request(client).send().await {
-        Ok(response) => {
-            let status = response.status();
-            if status.is_success() {
-                Attempt::Delivered(status.as_u16())
-            } else if status == reqwest::StatusCode::GONE {
-                Attempt::Gone
-            } else {
-                let excerpt = excerpt(response).await;
-                let what = if status.is_redirection() {
-                    "redirects are not followed"
-                } else {
-                    "not a 2xx"
-                };
-                Attempt::Failed {
-                    status: Some(status.as_u16()),
-                    error: format!("HTTP {status} ({what}){excerpt}"),
-                }
-            }
-        }
-        Err(error) => failed(describe(&error, timeout)),
-    }
-}
-
-/// `v1,<sig>`, and the previous secret's signature too while it is valid.
-/// The endpoint's signers: its secret, and the previous one while the
-/// rotation overlap lasts. `None` if the secret is not in the right form.
-fn signers(endpoint: &WebhookEndpoint) -> Option<Vec<Signer>> {
-    let mut signers = vec![Signer::new(&endpoint.secret)?];
-    let previous_valid = endpoint
-        .previous_secret_expires_at
-        .as_deref()
-        .is_some_and(|expires| expires > now_timestamp().as_str());
-    if previous_valid
-        && let Some(previous) = endpoint.previous_secret.as_deref().and_then(Signer::new)
-    {
-        signers.push(previous);
-    }
-    Some(signers)
-}
-
-/// The start of an error response's body, for `last_error`.
-async fn excerpt(mut response: reqwest::Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < ERROR_EXCERPT_BYTES {
-        match tokio::time::timeout(Duration::from_secs(2), response.chunk()).await {
-            Ok(Ok(Some(chunk))) => bytes.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    bytes.truncate(ERROR_EXCERPT_BYTES);
-    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {text}")
-    }
-}
-
-/// reqwest's own message names only the URL; the cause is in its sources.
-fn describe(error: &reqwest::Error, timeout: Duration) -> String {
-    if error.is_timeout() {
-        return format!("no answer within {} ms", timeout.as_millis());
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    Ok(replayed)
 }

@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::binary::{free_port, ready, write_config};
+use serde_json::Value;
+
+use super::binary::{free_port, get_json, ready, write_config};
+use super::server::KEY;
 use super::surreal::{PASSWORD, SurrealServer, USER};
 
 /// The lease of the test clusters: short, so a take-over is quick to wait for.
@@ -28,6 +31,15 @@ impl Node {
             .map(|seq| format!("?after_seq={seq}"))
             .unwrap_or_default();
         format!("ws://127.0.0.1:{}/chat/ws/{session}{after}", self.port)
+    }
+
+    /// The conversation's stored messages, read through this node.
+    pub async fn history(&self, session: &str) -> Vec<Value> {
+        let url = format!("{}/chat/sessions/{session}/history", self.base());
+        get_json(&url, KEY).await["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown, no lease released.
@@ -70,12 +82,14 @@ impl Node {
 }
 
 /// Starts `count` nodes on `db`, one after another (the first one makes the
-/// shared secrets the others read). `echo_delay_ms` paces the echo agent.
+/// shared secrets the others read). `echo_delay_ms` paces the echo agent;
+/// `extra` is added to every node's settings.
 pub async fn start_nodes(
     dir: &Path,
     db: &SurrealServer,
     count: usize,
     echo_delay_ms: u64,
+    extra: &str,
 ) -> Vec<Node> {
     let listen: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
@@ -90,7 +104,7 @@ pub async fn start_nodes(
         std::fs::create_dir_all(&folder).unwrap();
         let settings = format!(
             "[storage]\nendpoint = \"{}\"\n\n[agents.echo]\nword_delay_ms = {echo_delay_ms}\n\n\
-             [cluster]\nnode = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\npeers = [{}]\nlease_ms = {LEASE_MS}\n",
+             [cluster]\nnode = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\npeers = [{}]\nlease_ms = {LEASE_MS}\n\n{extra}",
             db.endpoint(),
             peers.join(", ")
         );
@@ -132,4 +146,21 @@ fn spawn(config: &Path, data: &Path, port: u16) -> Child {
         .stderr(output())
         .spawn()
         .unwrap()
+}
+
+/// The `client_msg_id`s of a conversation's stored messages, after checking
+/// that none is stored twice and that the seqs rise by one.
+pub fn stored_once_in_order(stored: &[Value]) -> Vec<&str> {
+    let ids: Vec<&str> = stored
+        .iter()
+        .filter_map(|m| m["client_msg_id"].as_str())
+        .collect();
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "nothing stored twice: {ids:?}");
+    let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "seqs rise by one: {seqs:?}"
+    );
+    ids
 }
