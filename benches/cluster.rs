@@ -416,7 +416,7 @@ async fn hop_cell() {
 
 /// Ack latency on embedded surrealkv and on the SurrealDB server.
 async fn store_cell() {
-    const ROUNDS: usize = 10;
+    // About 1,000 samples for each engine at each concurrency.
     let dir = tempfile::tempdir().expect("a folder");
     let (_db, endpoint) = database(&dir.path().join("db")).await;
     let word_delay = "[agents.echo]\nword_delay_ms = 0\n";
@@ -424,7 +424,7 @@ async fn store_cell() {
     let remote = format!("[storage]\nendpoint = \"{endpoint}\"\n\n{word_delay}");
     let server = Node::start(&dir.path().join("server"), &remote, "echo").await;
     let http = reqwest::Client::new();
-    for sessions in [1, 100] {
+    for (sessions, rounds) in [(1, 1000), (100, 10)] {
         let mut sockets = Vec::new();
         for node in [&embedded, &server] {
             let mut mine = Vec::new();
@@ -436,7 +436,7 @@ async fn store_cell() {
         }
         let mut samples = [Vec::new(), Vec::new()];
         // One warm-up round, then the measured ones, alternating engines.
-        for round in 0..=ROUNDS {
+        for round in 0..=rounds {
             for (engine, mine) in sockets.iter_mut().enumerate() {
                 let asks = mine.iter_mut().map(|socket| async move {
                     let started = Instant::now();
@@ -452,7 +452,7 @@ async fn store_cell() {
                 }
             }
         }
-        println!("ack latency, {sessions} concurrent session(s) × {ROUNDS} rounds:");
+        println!("ack latency, {sessions} concurrent session(s) × {rounds} rounds:");
         let [embedded_acks, server_acks] = samples;
         println!("  embedded surrealkv:     {}", Stats::of(embedded_acks));
         println!("  SurrealDB server (ws):  {}", Stats::of(server_acks));
