@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::OwnedRwLockReadGuard;
 
 use super::binary::{free_port, get_json, ready, write_config};
 use super::server::KEY;
@@ -19,6 +21,8 @@ const COOKIE: &str = "tertulia-test-cluster-cookie";
 pub struct Node {
     child: Option<Child>,
     pub port: u16,
+    /// The cluster keeps timing-sensitive tests waiting while it runs.
+    _crowding: Arc<OwnedRwLockReadGuard<()>>,
 }
 
 impl Node {
@@ -91,6 +95,7 @@ pub async fn start_nodes(
     echo_delay_ms: u64,
     extra: &str,
 ) -> Vec<Node> {
+    let crowding = Arc::new(super::crowd::crowding().await);
     let listen: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
     for (index, port) in listen.iter().enumerate() {
@@ -116,6 +121,7 @@ pub async fn start_nodes(
         nodes.push(Node {
             child: Some(child),
             port: http,
+            _crowding: crowding.clone(),
         });
     }
     nodes

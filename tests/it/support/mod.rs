@@ -1,12 +1,13 @@
 //! Helpers the integration tests share: the server under test, the fake
 //! model server, the webhook receiver, the binary as a child process, the
-//! SurrealDB server, socket
+//! SurrealDB server, keeping clusters away from timing-sensitive tests, socket
 //! requests, the npm and PyPI tools, and reading the project's own source. Test modules import from
 //! here, never from each other.
 
 pub mod binary;
 pub mod browser;
 pub mod cluster;
+pub mod crowd;
 pub mod fake_llm;
 pub mod modules;
 pub mod node;
