@@ -4,7 +4,8 @@
 //! stored once and in order, every client resuming on a surviving node with
 //! nothing lost or doubled, the conversation owned again within the lease
 //! and a second), and an owner paused past its lease that cannot write
-//! once it runs again (the fence).
+//! once it runs again (the fence), while a socket relayed to it from
+//! another node moves on without it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::binary::create_session;
-use crate::support::cluster::{LEASE_MS, start_nodes, stored_once_in_order};
+use crate::support::cluster::{LEASE_MS, no_gaps, start_nodes, stored_once_in_order};
 use crate::support::server::{DEADLINE, KEY, Ws, chunk_text, frames_until, say};
 use crate::support::surreal::SurrealServer;
 
@@ -219,6 +220,7 @@ async fn killing_the_owner_under_load_loses_nothing_and_the_conversation_moves()
         - kill;
     let stored = nodes[1].history(&session).await;
     let ids = stored_once_in_order(&stored);
+    no_gaps(&stored);
     for (k, seen) in seen.iter().enumerate() {
         let seen = seen.lock().unwrap();
         for id in &seen.acked {
@@ -268,6 +270,9 @@ async fn an_owner_paused_past_its_lease_cannot_write_when_it_runs_again() {
     say(&mut stale, "antes").await;
     frames_until(&mut stale, "done").await;
 
+    // A socket on node 2, relayed to the owner.
+    let mut relayed = connect(&nodes[1].ws(&session, None)).await.unwrap();
+
     nodes[0].pause();
     let post = |content: &str| {
         let body = json!({"role": "user", "content": content, "respond": false});
@@ -289,6 +294,20 @@ async fn an_owner_paused_past_its_lease_cannot_write_when_it_runs_again() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The paused owner keeps its connections open, but its heartbeats
+    // stop: the relayed socket re-attaches, to node 2 now, and sees the
+    // message stored there while the owner is still paused.
+    let seen = loop {
+        let next = tokio::time::timeout(Duration::from_secs(15), relayed.next()).await;
+        let Ok(Some(Ok(Message::Text(text)))) = next else {
+            panic!("the relayed socket heard nothing more: {next:?}");
+        };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "message" && frame["message"]["content"] == "durante" {
+            break frame;
+        }
+    };
+    assert!(seen["message"]["seq"].as_u64().is_some(), "{seen}");
     // The paused owner's socket writes while it cannot run; it runs again.
     let frame = json!({"type": "message", "content": "obsoleto", "client_msg_id": "stale-1"});
     stale
@@ -331,5 +350,5 @@ async fn an_owner_paused_past_its_lease_cannot_write_when_it_runs_again() {
         "the stale write is not stored: {contents:?}"
     );
     assert!(contents.contains(&"durante"), "{contents:?}");
-    stored_once_in_order(&stored);
+    no_gaps(&stored);
 }

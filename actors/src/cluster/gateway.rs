@@ -165,6 +165,7 @@ fn deliver(cluster: &Cluster, myself: &ActorRef<Wire>, cast: Cast) {
         }
         Cast::Nudge { nudge } => (cluster.hooks.on_nudge)(nudge),
         Cast::AccessChanged => (cluster.hooks.on_access_changed)(),
+        Cast::Heartbeat { from } => cluster.heard_from(from),
         Cast::Feed { tenant, text } => {
             if !cluster.hooks.feeds.deliver(&tenant, text.into_bytes()) {
                 // Nobody listens here any more: the peers stop sending.

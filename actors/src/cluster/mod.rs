@@ -18,10 +18,12 @@
 //! remote.rs   RemoteSession and Relay: the edge's side
 //! node.rs     the ractor_cluster node, its peers, and the lease keeper
 //! feeds.rs    the console feed across nodes, over process groups
+//! heartbeat.rs  peers that are paused, told from peers that are alive
 //! ```
 
 mod feeds;
 mod gateway;
+mod heartbeat;
 mod node;
 mod remote;
 mod shared;
@@ -63,12 +65,14 @@ impl Cluster {
             next_relay: AtomicU64::new(1),
             node_server: std::sync::OnceLock::new(),
             hooks,
+            heard: DashMap::new(),
         });
         let gateway = gateway::start(&cluster, local).await?;
         (cluster.hooks.feeds).span(Arc::new(feeds::FeedGroups { gateway }));
         let server = node::start(&cluster).await?;
         let _ = cluster.node_server.set(server);
         node::keep_lease(Arc::downgrade(&cluster), drop_sessions);
+        heartbeat::start(Arc::downgrade(&cluster));
         Ok(cluster)
     }
 

@@ -73,6 +73,8 @@ pub struct Cluster {
     pub(super) next_relay: AtomicU64,
     pub(super) node_server: std::sync::OnceLock<ActorRef<ractor_cluster::NodeServerMessage>>,
     pub(super) hooks: Hooks,
+    /// When each peer's last heartbeat arrived (`heartbeat.rs`).
+    pub(super) heard: DashMap<String, std::time::Instant>,
 }
 
 impl Cluster {
@@ -145,6 +147,11 @@ impl Cluster {
             }
             keep
         });
+    }
+
+    /// A peer's heartbeat arrived, or it has just connected (`heartbeat.rs`).
+    pub(super) fn heard_from(&self, peer: String) {
+        self.heard.insert(peer, std::time::Instant::now());
     }
 
     /// Leaves the cluster: the lease ends now, so other nodes take this

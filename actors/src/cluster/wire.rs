@@ -167,6 +167,8 @@ pub enum Cast {
     Feed { tenant: TenantId, text: String },
     /// Tenants or keys were changed through the admin API: read them again.
     AccessChanged,
+    /// Any node to every peer, every third of the lease: it is alive.
+    Heartbeat { from: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
