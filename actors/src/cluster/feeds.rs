@@ -9,7 +9,7 @@
 use ractor::{ActorCell, ActorRef};
 
 use super::wire::{Cast, Wire};
-use crate::conversation::feed::FeedPeers;
+use crate::conversation::feed::{FeedPeers, FeedRoute};
 use crate::model::TenantId;
 
 pub(super) fn group(tenant: &TenantId) -> String {
@@ -19,15 +19,6 @@ pub(super) fn group(tenant: &TenantId) -> String {
 /// The feed's peers, as seen from this node's gateway.
 pub(super) struct FeedGroups {
     pub(super) gateway: ActorCell,
-}
-
-impl FeedGroups {
-    fn elsewhere(&self, tenant: &TenantId) -> Vec<ActorCell> {
-        ractor::pg::get_members(&group(tenant))
-            .into_iter()
-            .filter(|member| !member.get_id().is_local())
-            .collect()
-    }
 }
 
 impl FeedPeers for FeedGroups {
@@ -41,18 +32,24 @@ impl FeedPeers for FeedGroups {
         }
     }
 
-    fn wanted(&self, tenant: &TenantId) -> bool {
-        !self.elsewhere(tenant).is_empty()
-    }
-
-    fn send(&self, tenant: &TenantId, text: &[u8]) {
-        let text = String::from_utf8_lossy(text).into_owned();
-        for member in self.elsewhere(tenant) {
-            let cast = Cast::Feed {
-                tenant: tenant.clone(),
-                text: text.clone(),
-            };
-            let _ = ActorRef::<Wire>::from(member).cast(Wire::Cast(cast));
+    fn route(&self, tenant: &TenantId) -> Option<FeedRoute> {
+        let members: Vec<ActorCell> = ractor::pg::get_members(&group(tenant))
+            .into_iter()
+            .filter(|member| !member.get_id().is_local())
+            .collect();
+        if members.is_empty() {
+            return None;
         }
+        let tenant = tenant.clone();
+        Some(Box::new(move |text: &[u8]| {
+            let text = String::from_utf8_lossy(text).into_owned();
+            for member in members {
+                let cast = Cast::Feed {
+                    tenant: tenant.clone(),
+                    text: text.clone(),
+                };
+                let _ = ActorRef::<Wire>::from(member).cast(Wire::Cast(cast));
+            }
+        }))
     }
 }

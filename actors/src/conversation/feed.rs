@@ -28,14 +28,16 @@ pub const FEED_CAPACITY: usize = 256;
 /// The longest message preview in a summary, in characters.
 const PREVIEW_CHARS: usize = 200;
 
+/// Carries one frame (its JSON) to consoles on other nodes.
+pub type FeedRoute = Box<dyn FnOnce(&[u8]) + Send>;
+
 /// The other nodes' consoles, in a cluster.
 pub trait FeedPeers: Send + Sync {
     /// This node has consoles of `tenant` now: peers are to send it frames.
     fn listening(&self, tenant: &TenantId);
-    /// Whether consoles of `tenant` listen on another node.
-    fn wanted(&self, tenant: &TenantId) -> bool;
-    /// Carries a frame to them.
-    fn send(&self, tenant: &TenantId, text: &[u8]);
+    /// If consoles of `tenant` listen on other nodes, what carries a frame
+    /// to them (found once per frame).
+    fn route(&self, tenant: &TenantId) -> Option<FeedRoute>;
 }
 
 /// Every tenant's feed; cheap to clone, shared by the runtime and its sessions.
@@ -62,13 +64,13 @@ impl Feeds {
     /// costs a map lookup or two.
     pub fn publish(&self, tenant: &TenantId, frame: impl FnOnce() -> FeedFrame) {
         let here = self.listeners(tenant);
-        let peers = self.peers.get().filter(|peers| peers.wanted(tenant));
-        if !here && peers.is_none() {
+        let elsewhere = self.peers.get().and_then(|peers| peers.route(tenant));
+        if !here && elsewhere.is_none() {
             return;
         }
         let text = serde_json::to_vec(&frame()).expect("feed frames serialise");
-        if let Some(peers) = peers {
-            peers.send(tenant, &text);
+        if let Some(send) = elsewhere {
+            send(&text);
         }
         if here {
             self.deliver(tenant, text);

@@ -68,12 +68,15 @@ RETURN { epoch: $next, kept: $kept };
 COMMIT TRANSACTION;";
 
 /// Takes the lease `type::record($table, $key)` unless another node holds
-/// it live (a conversation's, or a role's).
+/// it live (a conversation's, or a role's). A lease this node holds at
+/// this epoch already is not written again: the role is claimed every
+/// third of the lease.
 const CLAIM: &str = "BEGIN TRANSACTION;
 LET $l = (SELECT * FROM ONLY type::record($table, $key));
 LET $h = IF $l != NONE { (SELECT * FROM ONLY type::record('cluster_node', $l.node)) } ELSE { NONE };
 LET $held = $l != NONE AND $l.node != $node AND $h != NONE AND $h.epoch = $l.epoch AND $h.expires > time::now();
-IF !$held { UPSERT type::record($table, $key) SET node = $node, epoch = $epoch, since = time::now() RETURN NONE; };
+LET $ours = $l != NONE AND $l.node = $node AND $l.epoch = $epoch;
+IF !$held AND !$ours { UPSERT type::record($table, $key) SET node = $node, epoch = $epoch, since = time::now() RETURN NONE; };
 RETURN { held_by: IF $held { $l.node } ELSE { NONE }, taken_from: IF $held { NONE } ELSE { $l.node } };
 COMMIT TRANSACTION;";
 

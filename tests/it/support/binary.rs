@@ -38,16 +38,6 @@ pub async fn start_logging(
     rust_log: &str,
     log: Option<&std::path::Path>,
 ) -> (Child, Duration) {
-    let output = |log: Option<&std::path::Path>| match log {
-        Some(path) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .unwrap(),
-        ),
-        None => Stdio::null(),
-    };
     let started = std::time::Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--config"])
@@ -65,6 +55,20 @@ pub async fn start_logging(
         panic!("the server did not start");
     }
     (child, started.elapsed())
+}
+
+/// A child's stdout or stderr: appended to `log`, or dropped.
+pub fn output(log: Option<&std::path::Path>) -> Stdio {
+    match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    }
 }
 
 pub async fn ready(port: u16) -> bool {

@@ -3,13 +3,13 @@
 //! section naming the others, killed with SIGKILL, paused with SIGSTOP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::OwnedRwLockReadGuard;
 
-use super::binary::{free_port, get_json, ready, write_config};
+use super::binary::{free_port, get_json, output, ready, write_config};
 use super::server::KEY;
 use super::surreal::{PASSWORD, SurrealServer, USER};
 
@@ -129,16 +129,6 @@ pub async fn start_nodes(
 
 fn spawn(config: &Path, data: &Path, port: u16) -> Child {
     let log = std::env::var_os("TERTULIA_CLUSTER_LOG").map(PathBuf::from);
-    let output = || match &log {
-        Some(path) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .unwrap(),
-        ),
-        None => Stdio::null(),
-    };
     Command::new(env!("CARGO_BIN_EXE_tertulia"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--config"])
         .arg(config)
@@ -148,8 +138,8 @@ fn spawn(config: &Path, data: &Path, port: u16) -> Child {
         .env("TERTULIA_DB_USER", USER)
         .env("TERTULIA_DB_PASSWORD", PASSWORD)
         .env("TERTULIA_CLUSTER_COOKIE", COOKIE)
-        .stdout(output())
-        .stderr(output())
+        .stdout(output(log.as_deref()))
+        .stderr(output(log.as_deref()))
         .spawn()
         .unwrap()
 }
