@@ -68,10 +68,13 @@ RETURN { epoch: $next, kept: $kept };
 COMMIT TRANSACTION;";
 
 /// Takes the lease `type::record($table, $key)` unless another node holds
-/// it live (a conversation's, or a role's). A lease this node holds at
-/// this epoch already is not written again: the role is claimed every
-/// third of the lease.
+/// it live (a conversation's, or a role's). A node whose own record is not
+/// live at the epoch it claims under takes nothing (it throws: a lease
+/// taken under a dead epoch would be free for any other node at once). A
+/// lease this node holds at this epoch already is not written again: the
+/// role is claimed every third of the lease.
 const CLAIM: &str = "BEGIN TRANSACTION;
+IF !(SELECT VALUE epoch = $epoch AND expires > time::now() FROM ONLY type::record('cluster_node', $node)) { THROW 'tertulia_fenced' };
 LET $l = (SELECT * FROM ONLY type::record($table, $key));
 LET $h = IF $l != NONE { (SELECT * FROM ONLY type::record('cluster_node', $l.node)) } ELSE { NONE };
 LET $held = $l != NONE AND $l.node != $node AND $h != NONE AND $h.epoch = $l.epoch AND $h.expires > time::now();
@@ -131,7 +134,15 @@ impl Database {
 
     async fn claim(&self, table: &str, key: Value, node: &str, epoch: u64) -> Result<Claim> {
         let vars = json!({"table": table, "key": key, "node": node, "epoch": epoch});
-        let answer = self.last_value(CLAIM, vars).await?;
+        let answer = match self.last_value(CLAIM, vars).await {
+            Err(Error::Storage(why)) if why.contains(FENCED) => {
+                // The keeper finds the lease lost at its next renewal.
+                return Err(Error::Fenced(format!(
+                    "node {node} claimed under epoch {epoch}, which is not live"
+                )));
+            }
+            answer => answer?,
+        };
         serde_json::from_value(answer.clone())
             .map_err(|_| Error::Storage(format!("a lease claim answered {answer}")))
     }
