@@ -3,7 +3,8 @@
 //! order per conversation, from conversations owned by either node; still
 //! delivered after the delivering node is killed); a staff key made on one
 //! node opening a console on another, which follows conversations owned by
-//! the first; and the database server
+//! the first; a key revoked while two nodes were cut off from each other
+//! refused by both once they meet again; and the database server
 //! restarted under writers on two nodes (`/readyz` 503 while it is gone and
 //! 200 after on both; every acknowledged message stored once, in order).
 //! Real processes on loopback (`support/cluster.rs`).
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::binary::create_session;
-use crate::support::cluster::{Node, start_nodes, stored_once_in_order};
+use crate::support::cluster::{Node, start_nodes, start_nodes_via, stored_once_in_order};
+use crate::support::link::Link;
 use crate::support::receiver::{Receiver, signed_with};
 use crate::support::server::{DEADLINE, KEY};
 use crate::support::surreal::SurrealServer;
@@ -151,22 +153,27 @@ async fn next_frame(ws: &mut crate::support::server::Ws) -> Option<Value> {
     }
 }
 
+/// A key of tenant `acme`, made through `node`'s admin API (token `adm`).
+async fn make_key(node: &Node, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}/admin/tenants/acme/keys", node.base()))
+        .bearer_auth("adm")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_console_on_one_node_follows_conversations_owned_by_another() {
     let dir = tempfile::tempdir().unwrap();
     let db = SurrealServer::start(&dir.path().join("db")).await;
     let nodes = start_nodes(dir.path(), &db, 2, 0, "[auth]\nadmin_token = \"adm\"\n").await;
     let http = reqwest::Client::new();
-    let staff: Value = http
-        .post(format!("{}/admin/tenants/acme/keys", nodes[0].base()))
-        .bearer_auth("adm")
-        .json(&json!({"kind": "staff", "name": "Ana"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let staff = make_key(&nodes[0], json!({"kind": "staff", "name": "Ana"})).await;
     // The key was made on node 1; node 2 hears of it and lets it in.
     let key = staff["key"].as_str().unwrap();
     let started = Instant::now();
@@ -220,6 +227,73 @@ async fn a_console_on_one_node_follows_conversations_owned_by_another() {
     };
     let preview = &frame["conversation"]["last_message"];
     assert_eq!(preview["content"], "hola desde el nodo 1", "{frame}");
+}
+
+/// The status of a request that needs a valid API key, through `node`.
+async fn listed_with(node: &Node, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/chat/sessions", node.base()))
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_key_revoked_while_two_nodes_were_apart_is_refused_by_both_once_they_meet_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SurrealServer::start(&dir.path().join("db")).await;
+    let mut links = Vec::new();
+    let through_a_link = |port| {
+        let link = Link::open(port);
+        let address = link.address();
+        links.push(link);
+        address
+    };
+    let admin = "[auth]\nadmin_token = \"adm\"\n";
+    let nodes = start_nodes_via(dir.path(), &db, 2, 0, admin, through_a_link).await;
+    let made = make_key(&nodes[0], json!({"kind": "api"})).await;
+    let (key, key_id) = (made["key"].as_str().unwrap(), &made["key_id"]);
+    eventually("node 2 knows the new key", || async {
+        listed_with(&nodes[1], key).await == 200
+    })
+    .await;
+
+    links.iter().for_each(Link::cut);
+    let revoked = reqwest::Client::new()
+        .delete(format!(
+            "{}/admin/keys/{}",
+            nodes[0].base(),
+            key_id.as_str().unwrap()
+        ))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(revoked.is_success(), "revoked: {revoked}");
+    assert_eq!(
+        listed_with(&nodes[0], key).await,
+        401,
+        "refused at once where revoked"
+    );
+    // The premise: apart, node 2 cannot hear of it (it reads keys again
+    // only when told, or when it meets a peer).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        listed_with(&nodes[1], key).await,
+        200,
+        "node 2 was not told"
+    );
+
+    links.iter().for_each(Link::mend);
+    eventually(
+        "node 2 refuses the key once the nodes meet again",
+        || async { listed_with(&nodes[1], key).await == 401 },
+    )
+    .await;
 }
 
 async fn readyz(node: &Node) -> u16 {

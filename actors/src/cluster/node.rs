@@ -61,10 +61,8 @@ impl NodeEventSubscription for Events {
     fn node_session_authenticated(&self, session: NodeServerSessionInformation) {
         if let Some(peer) = session.peer_name {
             tracing::info!(peer = %peer.name, "connected to a node");
-            // Counted as heard now: a peer paused before its first
-            // heartbeat is still found silent.
             if let Some(cluster) = self.0.upgrade() {
-                cluster.heard_from(node_name(&peer.name).to_owned());
+                cluster.peer_connected(node_name(&peer.name).to_owned());
             }
         }
     }

@@ -49,8 +49,9 @@ pub struct Hooks {
 /// Who owns a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
-    /// This node: its lease is ours now.
-    Here,
+    /// This node: its lease is ours now, taken under this epoch of the
+    /// node's own lease (see [`Cluster::holds`]).
+    Here { epoch: u64 },
     /// Another node, by name.
     There(String),
 }
@@ -97,9 +98,10 @@ impl Cluster {
         if self.fence.is_lost() {
             return Err(self.fence.error());
         }
+        let epoch = self.fence.epoch();
         let claim = self
             .db
-            .claim_conversation(tenant, session, self.node(), self.fence.epoch())
+            .claim_conversation(tenant, session, self.node(), epoch)
             .await?;
         if let Some(holder) = claim.held_by {
             return Ok(Owner::There(holder));
@@ -108,7 +110,13 @@ impl Cluster {
             tracing::info!(%session, from = %before, "took the conversation over");
             crate::metrics::conversation_taken_over();
         }
-        Ok(Owner::Here)
+        Ok(Owner::Here { epoch })
+    }
+
+    /// Whether a claim this node made under `epoch` still holds: its own
+    /// lease has neither run out nor moved on to a new epoch since.
+    pub fn holds(&self, epoch: u64) -> bool {
+        self.fence.holds(epoch)
     }
 
     /// A live stand-in for a conversation owned elsewhere, if there is one.
@@ -147,6 +155,18 @@ impl Cluster {
             }
             keep
         });
+    }
+
+    /// A peer connected, or connected again. Its broadcasts of changed
+    /// tenants, keys, webhook endpoints and deliveries reached only the
+    /// peers connected when it made them, so what it may have changed while
+    /// the two were apart is read again here (a revoked key must not stay
+    /// valid on a node that was cut off). It counts as heard now: a peer
+    /// paused before its first heartbeat is still found silent.
+    pub(super) fn peer_connected(&self, peer: String) {
+        self.heard_from(peer);
+        (self.hooks.on_access_changed)();
+        (self.hooks.on_nudge)(WebhookNudge::Changed);
     }
 
     /// A peer's heartbeat arrived, or it has just connected (`heartbeat.rs`).

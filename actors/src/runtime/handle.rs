@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Cluster, Owner};
 use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
+use crate::conversation::outbound::CloseReason;
 use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
 use crate::insights::AnalystHandle;
@@ -182,9 +183,10 @@ impl Runtime {
             if let Some(proxy) = cluster.live_proxy(tenant, session) {
                 return Ok(proxy);
             }
-            if let Owner::There(owner) = cluster.owner(tenant, session).await? {
-                return cluster.proxy(owner, tenant, session).await;
-            }
+            return match cluster.owner(tenant, session).await? {
+                Owner::There(owner) => cluster.proxy(owner, tenant, session).await,
+                Owner::Here { epoch } => self.started_under(tenant, session, epoch).await,
+            };
         }
         self.started_session(tenant, session).await
     }
@@ -199,12 +201,39 @@ impl Runtime {
         if let Some(actor) = self.inner.registry.get(&(tenant.clone(), session)) {
             return Ok(actor.clone());
         }
-        if let Some(cluster) = self.inner.cluster.get()
-            && let Owner::There(owner) = cluster.owner(tenant, session).await?
-        {
-            return Err(Error::OwnerUnreachable(owner));
+        if let Some(cluster) = self.inner.cluster.get() {
+            return match cluster.owner(tenant, session).await? {
+                Owner::There(owner) => Err(Error::OwnerUnreachable(owner)),
+                Owner::Here { epoch } => self.started_under(tenant, session, epoch).await,
+            };
         }
         self.started_session(tenant, session).await
+    }
+
+    /// Starts a conversation this node claimed under `epoch`. Should the
+    /// node's lease run out while it starts, the keeper may stop the old
+    /// epoch's sessions before this one is registered; it would then run on
+    /// under the new epoch, its writes passing the fence while its claim is
+    /// void and another node takes the conversation. So it is checked once
+    /// registered (a keeper that loses the lease after this check finds it
+    /// in the registry) and stopped here if the claim no longer holds.
+    async fn started_under(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        epoch: u64,
+    ) -> Result<ActorRef<SessionMsg>> {
+        let actor = self.started_session(tenant, session).await?;
+        match self.inner.cluster.get() {
+            Some(cluster) if !cluster.holds(epoch) => {
+                tracing::warn!(%session, epoch, "this node's lease ran out while the conversation started");
+                stop_as_owner_lost(std::slice::from_ref(&actor)).await;
+                Err(Error::Fenced(format!(
+                    "the lease this node claimed conversation {session} under (epoch {epoch}) ran out while it started"
+                )))
+            }
+            _ => Ok(actor),
+        }
     }
 
     /// The session live on this node, started by its tenant if need be.
@@ -272,5 +301,28 @@ pub(super) fn reply_of<T, E>(
     match answer {
         Ok(CallResult::Success(result)) => result,
         _ => Err(Error::Unavailable(who)),
+    }
+}
+
+/// Stops these sessions as a node that lost its lease does: closing
+/// their sockets with `owner_lost`, writing nothing more.
+pub(super) async fn stop_as_owner_lost(live: &[ActorRef<SessionMsg>]) {
+    let stops = live.iter().map(|session| {
+        session.call(
+            |reply| SessionMsg::Terminate {
+                reason: CloseReason::owner_lost(),
+                keep_partial: false,
+                reply,
+            },
+            Some(CALL_TIMEOUT),
+        )
+    });
+    let stopped = futures_util::future::join_all(stops).await;
+    for (session, stop) in live.iter().zip(stopped) {
+        // One that did not stop in time must not run on under the new
+        // epoch: stopped outright, its answer in progress is dropped.
+        if !matches!(stop, Ok(CallResult::Success(()))) {
+            session.stop(Some("this node lost its lease".into()));
+        }
     }
 }

@@ -11,14 +11,13 @@ use ractor::Actor;
 use ractor::rpc::CallResult;
 use tokio::sync::Mutex;
 
-use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime};
+use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime, stop_as_owner_lost};
 use super::retention::{Retention, RetentionArgs};
 use crate::agent::builtin::{EchoAgent, ExternalAgent};
 use crate::agent::{AgentProvider, AgentRegistry};
 use crate::cluster::{Cluster, DropSessions, Hooks, LocalSessions, OnAccessChanged, OnNudge};
 use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
-use crate::conversation::outbound::CloseReason;
 use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
 use crate::model::{TenantId, TenantRecord};
@@ -176,24 +175,7 @@ impl Runtime {
             .iter()
             .map(|entry| entry.value().clone())
             .collect();
-        let stops = live.iter().map(|session| {
-            session.call(
-                |reply| SessionMsg::Terminate {
-                    reason: CloseReason::owner_lost(),
-                    keep_partial: false,
-                    reply,
-                },
-                Some(CALL_TIMEOUT),
-            )
-        });
-        let stopped = futures_util::future::join_all(stops).await;
-        for (session, stop) in live.iter().zip(stopped) {
-            // One that did not stop in time must not run on under the new
-            // epoch: stopped outright, its answer in progress is dropped.
-            if !matches!(stop, Ok(ractor::rpc::CallResult::Success(()))) {
-                session.stop(Some("this node lost its lease".into()));
-            }
-        }
+        stop_as_owner_lost(&live).await;
     }
 
     /// Stops the tree: tenants hand over their last writes, persistence

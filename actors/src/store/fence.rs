@@ -50,6 +50,12 @@ impl Fence {
         self.lost.store(false, Ordering::Release);
     }
 
+    /// Whether the node still stands at `epoch`: not lost, and not moved on
+    /// to a later one. A claim made under `epoch` is void otherwise.
+    pub fn holds(&self, epoch: u64) -> bool {
+        !self.is_lost() && self.epoch() == epoch
+    }
+
     /// The error a refused batch reports.
     pub fn error(&self) -> Error {
         Error::Fenced(format!(
@@ -57,5 +63,22 @@ impl Fence {
             self.node,
             self.epoch()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fence;
+
+    #[test]
+    fn a_claims_epoch_holds_until_the_lease_is_lost_or_moves_on() {
+        let fence = Fence::new("node-a", 3);
+        assert!(fence.holds(3));
+        assert!(!fence.holds(2), "an older epoch is void");
+        fence.lose();
+        assert!(!fence.holds(3), "nothing holds while the lease is lost");
+        fence.regain(4);
+        assert!(!fence.holds(3), "a claim of the old epoch stays void");
+        assert!(fence.holds(4));
     }
 }

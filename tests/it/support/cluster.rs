@@ -95,6 +95,20 @@ pub async fn start_nodes(
     echo_delay_ms: u64,
     extra: &str,
 ) -> Vec<Node> {
+    let direct = |port| format!("127.0.0.1:{port}");
+    start_nodes_via(dir, db, count, echo_delay_ms, extra, direct).await
+}
+
+/// As [`start_nodes`], but each node dials a peer at `via(its cluster
+/// port)`: through a [`super::link::Link`], say.
+pub async fn start_nodes_via(
+    dir: &Path,
+    db: &SurrealServer,
+    count: usize,
+    echo_delay_ms: u64,
+    extra: &str,
+    mut via: impl FnMut(u16) -> String,
+) -> Vec<Node> {
     let crowding = Arc::new(super::crowd::crowding().await);
     let listen: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
@@ -103,7 +117,7 @@ pub async fn start_nodes(
         let peers: Vec<String> = listen
             .iter()
             .filter(|other| *other != port)
-            .map(|other| format!("\"127.0.0.1:{other}\""))
+            .map(|other| format!("\"{}\"", via(*other)))
             .collect();
         let folder = dir.join(&name);
         std::fs::create_dir_all(&folder).unwrap();

@@ -1,7 +1,7 @@
 //! Helpers the integration tests share: the server under test, the fake
 //! model server, the webhook receiver, the binary as a child process, the
-//! SurrealDB server, keeping clusters away from timing-sensitive tests, socket
-//! requests, the npm and PyPI tools, and reading the project's own source. Test modules import from
+//! SurrealDB server, keeping clusters away from timing-sensitive tests, links
+//! between cluster nodes a test can cut, socket requests, the npm and PyPI tools, and reading the project's own source. Test modules import from
 //! here, never from each other.
 
 pub mod binary;
@@ -9,6 +9,7 @@ pub mod browser;
 pub mod cluster;
 pub mod crowd;
 pub mod fake_llm;
+pub mod link;
 pub mod modules;
 pub mod node;
 pub mod python;
