@@ -79,6 +79,7 @@ const RUNTIME_LAYERS: &[(&str, &[&str])] = &[
             "supervision",
             "store",
             "conversation",
+            "streams",
         ],
     ),
     (

@@ -11,6 +11,7 @@ mod brute_force;
 mod client_tokens;
 mod cluster;
 mod cluster_shared;
+mod cluster_streams;
 mod console;
 mod conversation_streams;
 mod conversations;

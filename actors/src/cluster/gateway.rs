@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::shared::{Cluster, LocalSessions};
-use super::wire::{Cast, Op, Reply, Request, Wire, WireError, WireFrame, encode_reply};
+use super::wire::{
+    Cast, Op, Reply, Request, StreamRequest, Wire, WireError, WireFrame, encode_reply,
+};
 use crate::conversation::connection::ConnectionMsg;
 use crate::conversation::outbound::{CloseReason, OutboundReceiver, Outgoing, SendError};
 use crate::conversation::session::{Attached, SessionMsg};
@@ -117,6 +119,9 @@ impl Actor for Gateway {
                 let local = state.local.clone();
                 tokio::spawn(serve(cluster, local, request, reply));
             }
+            Wire::Stream { request, reply } => {
+                tokio::spawn(serve_stream(cluster, request, reply));
+            }
             Wire::Cast(cast) => deliver(&cluster, &myself, cast),
         }
         Ok(())
@@ -173,6 +178,19 @@ fn deliver(cluster: &Cluster, myself: &ActorRef<Wire>, cast: Cast) {
             }
         }
     }
+}
+
+/// Runs a peer's call for a stream this node owns, and answers it.
+async fn serve_stream(
+    cluster: std::sync::Arc<Cluster>,
+    request: StreamRequest,
+    reply: ractor::RpcReplyPort<Vec<u8>>,
+) {
+    let StreamRequest { tenant, path, call } = request;
+    let answer: Reply = (cluster.hooks.local_streams)(tenant, path, call)
+        .await
+        .map_err(|error| WireError::from(&error));
+    let _ = reply.send(encode_reply(&answer));
 }
 
 /// Serves one request for a session of this node, and answers it.

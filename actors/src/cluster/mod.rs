@@ -19,6 +19,7 @@
 //! node.rs     the ractor_cluster node, its peers, and the lease keeper
 //! feeds.rs    the console feed across nodes, over process groups
 //! heartbeat.rs  peers that are paused, told from peers that are alive
+//! streams.rs  Durable Streams: calls to a stream's owner, live tails
 //! ```
 
 mod feeds;
@@ -27,6 +28,7 @@ mod heartbeat;
 mod node;
 mod remote;
 mod shared;
+mod streams;
 pub mod wire;
 
 use std::sync::Arc;
@@ -36,8 +38,10 @@ use dashmap::DashMap;
 use ractor::ActorRef;
 
 pub use self::shared::{
-    Cluster, DropSessions, Hooks, LocalSessions, OnAccessChanged, OnNudge, Owner,
+    Cluster, DropSessions, Hooks, LocalSessions, LocalStreams, OnAccessChanged, OnNudge, Owner,
 };
+pub use self::streams::to_value;
+pub use self::wire::StreamCall;
 use crate::config::{ClusterConfig, Limits};
 use crate::conversation::session::SessionMsg;
 use crate::error::{Error, Result};
@@ -66,6 +70,7 @@ impl Cluster {
             node_server: std::sync::OnceLock::new(),
             hooks,
             heard: DashMap::new(),
+            tails: DashMap::new(),
         });
         let gateway = gateway::start(&cluster, local).await?;
         (cluster.hooks.feeds).span(Arc::new(feeds::FeedGroups { gateway }));

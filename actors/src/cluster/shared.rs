@@ -18,6 +18,9 @@ use crate::conversation::session::SessionMsg;
 use crate::error::Result;
 use crate::model::{SessionId, TenantId, WebhookNudge};
 use crate::store::{Database, Fence};
+use crate::streams::Tail;
+
+use super::wire::StreamCall;
 
 /// Finds (or starts) a session on this node, for the gateway: the runtime's
 /// own path, claiming the lease first.
@@ -32,6 +35,14 @@ pub type DropSessions = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 /// Hands another node's nudge to this node's webhook actor.
 pub type OnNudge = Arc<dyn Fn(WebhookNudge) + Send + Sync>;
 
+/// Runs a call for one of this node's Durable Streams, for the gateway:
+/// the runtime's own path, which refuses a stream owned elsewhere.
+pub type LocalStreams = Arc<
+    dyn Fn(TenantId, String, StreamCall) -> BoxFuture<'static, Result<serde_json::Value>>
+        + Send
+        + Sync,
+>;
+
 /// Reads tenants and keys again: another node changed them.
 pub type OnAccessChanged = Arc<dyn Fn() + Send + Sync>;
 
@@ -39,6 +50,7 @@ pub type OnAccessChanged = Arc<dyn Fn() + Send + Sync>;
 /// runtime at start.
 pub struct Hooks {
     pub local: LocalSessions,
+    pub local_streams: LocalStreams,
     pub drop_sessions: DropSessions,
     pub on_nudge: OnNudge,
     pub on_access_changed: OnAccessChanged,
@@ -76,6 +88,9 @@ pub struct Cluster {
     pub(super) hooks: Hooks,
     /// When each peer's last heartbeat arrived (`heartbeat.rs`).
     pub(super) heard: DashMap<String, std::time::Instant>,
+    /// Live tails of streams owned elsewhere, kept while watched
+    /// (`streams.rs`).
+    pub(super) tails: DashMap<(TenantId, String), tokio::sync::watch::Sender<Tail>>,
 }
 
 impl Cluster {
@@ -95,10 +110,7 @@ impl Cluster {
 
     /// Who owns the conversation; if nobody live does, this node takes it.
     pub async fn owner(&self, tenant: &TenantId, session: SessionId) -> Result<Owner> {
-        if self.fence.is_lost() {
-            return Err(self.fence.error());
-        }
-        let epoch = self.fence.epoch();
+        let epoch = self.live_epoch()?;
         let claim = self
             .db
             .claim_conversation(tenant, session, self.node(), epoch)
@@ -111,6 +123,28 @@ impl Cluster {
             crate::metrics::conversation_taken_over();
         }
         Ok(Owner::Here { epoch })
+    }
+
+    /// Who owns `tenant`'s Durable Stream at `path` (its one writer); if
+    /// nobody live does, this node takes it.
+    pub async fn stream_owner(&self, tenant: &TenantId, path: &str) -> Result<Owner> {
+        let epoch = self.live_epoch()?;
+        let claim = self
+            .db
+            .claim_stream(tenant, path, self.node(), epoch)
+            .await?;
+        Ok(match claim.held_by {
+            Some(holder) => Owner::There(holder),
+            None => Owner::Here { epoch },
+        })
+    }
+
+    /// The epoch to claim under, unless the lease is known lost.
+    fn live_epoch(&self) -> Result<u64> {
+        match self.fence.is_lost() {
+            true => Err(self.fence.error()),
+            false => Ok(self.fence.epoch()),
+        }
     }
 
     /// Whether a claim this node made under `epoch` still holds: its own

@@ -10,15 +10,21 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use bytes::Bytes;
+
 use crate::conversation::session::Joining;
 use crate::error::Error;
+use crate::model::stream::StreamConfig;
 use crate::model::{
     Attendant, ClientCommand, Consent, Handoff, MetaChange, NewMessage, Participant, SessionId,
     TenantId, WebhookNudge,
 };
+use crate::streams::fork::ForkBase;
+use crate::streams::{Append, ForkRequest};
 
 // The protocol version a node speaks is in every variant name.
 const CALL: &str = "v1.call";
+const STREAM: &str = "v1.stream";
 const CAST: &str = "v1.cast";
 
 pub enum Wire {
@@ -26,6 +32,12 @@ pub enum Wire {
     /// the JSON of a [`Reply`].
     Call {
         request: Request,
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+    /// To a stream's owner: a call to its stream actor; answered with the
+    /// JSON of a [`Reply`] (see `cluster/streams.rs`).
+    Stream {
+        request: StreamRequest,
         reply: RpcReplyPort<Vec<u8>>,
     },
     /// Everything else, one way.
@@ -85,6 +97,43 @@ pub enum Op {
     },
 }
 
+/// A call for `tenant`'s stream at `path`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRequest {
+    pub tenant: TenantId,
+    pub path: String,
+    pub call: StreamCall,
+}
+
+/// The stream actor's calls, as they cross (`StreamMsg` without its reply
+/// ports; a live tail is followed with `Head`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum StreamCall {
+    Create {
+        config: StreamConfig,
+        closed: bool,
+        #[serde(with = "crate::streams::append::base64_bytes")]
+        body: Bytes,
+        fork: Option<Box<ForkBase>>,
+        may_make: bool,
+        max_bytes: u64,
+    },
+    AddFork {
+        request: ForkRequest,
+    },
+    ReleaseFork {
+        stream_id: String,
+    },
+    Append {
+        append: Box<Append>,
+    },
+    Head {
+        touch: bool,
+    },
+    Delete,
+}
+
 /// What a call answers: the op's result as JSON, or the error.
 pub type Reply = Result<Value, WireError>;
 
@@ -96,18 +145,25 @@ pub struct WireError {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<u64>,
+    /// The limit a `content_too_large` names (`current` is the size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 impl From<&Error> for WireError {
     fn from(error: &Error) -> Self {
-        let current = match error {
-            Error::StaleContext { current } | Error::VersionConflict { current } => Some(*current),
-            _ => None,
+        let (current, limit) = match error {
+            Error::StaleContext { current } | Error::VersionConflict { current } => {
+                (Some(*current), None)
+            }
+            Error::ContentTooLarge { actual, limit } => (Some(*actual as u64), Some(*limit as u64)),
+            _ => (None, None),
         };
         WireError {
             code: error.code().to_owned(),
             message: error.to_string(),
             current,
+            limit,
         }
     }
 }
@@ -116,13 +172,29 @@ impl WireError {
     /// The error back, as close as its code allows: the caller maps it to
     /// the same status and code as on the owner.
     pub fn into_error(self, tenant: &TenantId, session: SessionId) -> Error {
-        let current = self.current.unwrap_or_default();
         match self.code.as_str() {
             "session_not_found" => Error::SessionNotFound {
                 tenant: tenant.clone(),
                 session,
             },
             "tenant_not_found" => Error::TenantNotFound(tenant.clone()),
+            _ => self.into_common_error(),
+        }
+    }
+
+    /// As [`WireError::into_error`], for a call to the stream at `path`.
+    pub fn into_stream_error(self, tenant: &TenantId, path: &str) -> Error {
+        match self.code.as_str() {
+            "stream_not_found" => Error::StreamNotFound(path.to_owned()),
+            "stream_gone" => Error::StreamGone(path.to_owned()),
+            "tenant_not_found" => Error::TenantNotFound(tenant.clone()),
+            _ => self.into_common_error(),
+        }
+    }
+
+    fn into_common_error(self) -> Error {
+        let current = self.current.unwrap_or_default();
+        match self.code.as_str() {
             "invalid_input" => Error::InvalidInput(self.message),
             "conflict" => Error::Conflict(self.message),
             "busy" => Error::Busy,
@@ -134,7 +206,11 @@ impl WireError {
             "storage_unavailable" => Error::StorageUnavailable(self.message),
             "fenced" => Error::Fenced(self.message),
             "shutting_down" => Error::ShuttingDown,
-            "content_too_large" => Error::InvalidInput(self.message),
+            "content_too_large" => Error::ContentTooLarge {
+                actual: current as usize,
+                limit: self.limit.unwrap_or_default() as usize,
+            },
+            "quota_exceeded" => Error::QuotaExceeded(self.message),
             "owner_unreachable" | "unavailable" => Error::OwnerUnreachable(self.message),
             _ => Error::Storage(format!("{} ({})", self.message, self.code)),
         }
@@ -190,6 +266,12 @@ impl ractor::Message for Wire {
                 reply,
                 metadata: None,
             }),
+            Wire::Stream { request, reply } => Ok(SerializedMessage::Call {
+                variant: STREAM.to_owned(),
+                args: serde_json::to_vec(&request).map_err(|_| BoxedDowncastErr)?,
+                reply,
+                metadata: None,
+            }),
             Wire::Cast(cast) => Ok(SerializedMessage::Cast {
                 variant: CAST.to_owned(),
                 args: serde_json::to_vec(&cast).map_err(|_| BoxedDowncastErr)?,
@@ -207,15 +289,16 @@ impl ractor::Message for Wire {
                 ..
             } if variant == CALL => match serde_json::from_slice(&args) {
                 Ok(request) => Ok(Wire::Call { request, reply }),
-                Err(error) => {
-                    let refusal = WireError {
-                        code: "invalid_input".into(),
-                        message: format!("a cluster request did not parse: {error}"),
-                        current: None,
-                    };
-                    let _ = reply.send(encode_reply(&Err(refusal)));
-                    Err(BoxedDowncastErr)
-                }
+                Err(error) => refuse(&error, reply),
+            },
+            SerializedMessage::Call {
+                variant,
+                args,
+                reply,
+                ..
+            } if variant == STREAM => match serde_json::from_slice(&args) {
+                Ok(request) => Ok(Wire::Stream { request, reply }),
+                Err(error) => refuse(&error, reply),
             },
             SerializedMessage::Cast { variant, args, .. } if variant == CAST => {
                 serde_json::from_slice(&args)
@@ -230,6 +313,21 @@ impl ractor::Message for Wire {
     }
 }
 
+/// Answers a call that did not parse, so its caller is not left waiting.
+fn refuse(
+    error: &serde_json::Error,
+    reply: RpcReplyPort<Vec<u8>>,
+) -> Result<Wire, BoxedDowncastErr> {
+    let refusal = WireError {
+        code: "invalid_input".into(),
+        message: format!("a cluster request did not parse: {error}"),
+        current: None,
+        limit: None,
+    };
+    let _ = reply.send(encode_reply(&Err(refusal)));
+    Err(BoxedDowncastErr)
+}
+
 pub fn encode_reply(reply: &Reply) -> Vec<u8> {
     serde_json::to_vec(reply).expect("replies are JSON values")
 }
@@ -240,6 +338,7 @@ pub fn decode_reply(bytes: &[u8]) -> Reply {
             code: "unavailable".into(),
             message: format!("a cluster reply did not parse: {error}"),
             current: None,
+            limit: None,
         })
     })
 }

@@ -184,6 +184,9 @@ impl Runtime {
     /// a new key works and a revoked one is refused from now on. Tenants of
     /// the config file are left as they are: the file wins, as at start.
     pub(super) async fn reload_access(&self) {
+        // Held across the read too: a key made here between a read and its
+        // use would otherwise be dropped again by a copy read before it.
+        let _admin = self.inner.admin.lock().await;
         let (tenants, keys) = match self.inner.storage.load_access().await {
             Ok(access) => access,
             Err(error) => {
@@ -191,7 +194,6 @@ impl Runtime {
                 return;
             }
         };
-        let _admin = self.inner.admin.lock().await;
         for record in tenants {
             let id = record.tenant_id.clone();
             if self.inner.config.tenants.contains_key(&id.0) {

@@ -15,7 +15,9 @@ use super::handle::{CALL_TIMEOUT, Inner, OPEN_LOCKS, Runtime, stop_as_owner_lost
 use super::retention::{Retention, RetentionArgs};
 use crate::agent::builtin::{EchoAgent, ExternalAgent};
 use crate::agent::{AgentProvider, AgentRegistry};
-use crate::cluster::{Cluster, DropSessions, Hooks, LocalSessions, OnAccessChanged, OnNudge};
+use crate::cluster::{
+    Cluster, DropSessions, Hooks, LocalSessions, LocalStreams, OnAccessChanged, OnNudge,
+};
 use crate::config::RuntimeConfig;
 use crate::conversation::feed::Feeds;
 use crate::conversation::session::SessionMsg;
@@ -128,11 +130,24 @@ impl Runtime {
             })
         });
         let weak = Arc::downgrade(&self.inner);
+        let local_streams: LocalStreams = Arc::new(move |tenant, path, call| {
+            let inner = weak.upgrade();
+            Box::pin(async move {
+                let runtime = Runtime {
+                    inner: inner.ok_or(Error::ShuttingDown)?,
+                };
+                runtime.serve_stream_call(tenant, path, call).await
+            })
+        });
+        let weak = Arc::downgrade(&self.inner);
         let drop_sessions: DropSessions = Arc::new(move || {
             let inner = weak.upgrade();
             Box::pin(async move {
                 if let Some(inner) = inner {
-                    Runtime { inner }.drop_live_sessions().await;
+                    let runtime = Runtime { inner };
+                    runtime.drop_live_sessions().await;
+                    // A stream's lease is void with the epoch too.
+                    runtime.stop_streams().await;
                 }
             })
         });
@@ -150,6 +165,7 @@ impl Runtime {
         });
         let hooks = Hooks {
             local,
+            local_streams,
             drop_sessions,
             on_nudge,
             on_access_changed,

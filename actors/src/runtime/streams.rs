@@ -4,12 +4,16 @@
 //! under our feet, and catch-up reads straight from the store, bounded by
 //! the tail the actor reported.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ractor::{Actor, ActorRef, RpcReplyPort};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::handle::{CALL_TIMEOUT, Runtime};
+use crate::cluster::{Cluster, Owner, StreamCall, to_value};
 use crate::error::{Error, Result};
 use crate::model::TenantId;
 use crate::model::stream::{ReadFrom, StreamConfig, StreamRecord};
@@ -19,6 +23,9 @@ use crate::streams::{
 
 /// Attempts to reach a stream's actor (one may stop, idle, as we call it).
 const ATTEMPTS: usize = 3;
+/// The first wait before asking again who owns a stream whose owner did
+/// not answer.
+const OWNER_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Units read from the store per round of a catch-up read.
 const UNITS_PER_READ: usize = 256;
 
@@ -46,11 +53,48 @@ pub enum ReadBody {
     Json(Vec<String>),
 }
 
+/// Where a stream's calls go: its actor on this node, or (in a cluster)
+/// the node that owns it.
+enum Route {
+    Here(ActorRef<StreamMsg>),
+    Owner(Arc<Cluster>, String),
+}
+
 impl Runtime {
-    async fn stream_actor(&self, tenant: &TenantId, path: &str) -> Result<ActorRef<StreamMsg>> {
+    fn stream_name(&self, tenant: &TenantId, path: &str) -> String {
         // ractor's registry is process-wide: the runtime's own prefix keeps
         // two runtimes in one process (tests) from sharing a stream's actor.
-        let name = format!("{}{tenant}\u{0}{path}", self.inner.stream_names);
+        format!("{}{tenant}\u{0}{path}", self.inner.stream_names)
+    }
+
+    /// The stream's actor here if it runs; else, in a cluster, its owner
+    /// (this node, if nobody live owns it: then its actor is started).
+    async fn route(&self, tenant: &TenantId, path: &str) -> Result<Route> {
+        if let Some(cell) = ractor::registry::where_is(self.stream_name(tenant, path)) {
+            return Ok(Route::Here(cell.into()));
+        }
+        let Some(cluster) = self.inner.cluster.get() else {
+            return self.stream_actor(tenant, path, None).await.map(Route::Here);
+        };
+        match cluster.stream_owner(tenant, path).await? {
+            Owner::There(owner) => Ok(Route::Owner(cluster.clone(), owner)),
+            Owner::Here { epoch } => {
+                (self.stream_actor(tenant, path, Some(epoch)).await).map(Route::Here)
+            }
+        }
+    }
+
+    /// Starts the stream's actor (or finds it started by a racing call).
+    /// In a cluster, `epoch` is the one its lease was claimed under: as for
+    /// a conversation (`Runtime::started_under`), an actor that started
+    /// after this node's lease moved on is stopped again.
+    async fn stream_actor(
+        &self,
+        tenant: &TenantId,
+        path: &str,
+        epoch: Option<u64>,
+    ) -> Result<ActorRef<StreamMsg>> {
+        let name = self.stream_name(tenant, path);
         for _ in 0..ATTEMPTS {
             if let Some(cell) = ractor::registry::where_is(name.clone()) {
                 return Ok(cell.into());
@@ -62,7 +106,7 @@ impl Runtime {
                 release: self.releaser(),
             };
             match Actor::spawn(Some(name.clone()), StreamActor, args).await {
-                Ok((actor, _)) => return Ok(actor),
+                Ok((actor, _)) => return self.still_held(actor, epoch),
                 // Started by a racing call, or still stopping: look again.
                 Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -75,22 +119,105 @@ impl Runtime {
         Err(Error::Unavailable("stream"))
     }
 
-    async fn call_stream<T: Send + 'static>(
+    fn still_held(
+        &self,
+        actor: ActorRef<StreamMsg>,
+        epoch: Option<u64>,
+    ) -> Result<ActorRef<StreamMsg>> {
+        match (self.inner.cluster.get(), epoch) {
+            (Some(cluster), Some(epoch)) if !cluster.holds(epoch) => {
+                actor.stop(Some("this node's lease ran out while it started".into()));
+                Err(Error::Fenced(format!(
+                    "the lease this node claimed the stream under (epoch {epoch}) ran out while it started"
+                )))
+            }
+            _ => Ok(actor),
+        }
+    }
+
+    /// A call to the stream's actor, wherever it runs. `message` is what
+    /// its actor here is sent; `call`, what crosses to its owner in a
+    /// cluster (`None`: this node's own actor only, for a peer's call: a
+    /// stream owned elsewhere is refused, not passed on).
+    async fn ask_stream<X: Send + DeserializeOwned + 'static>(
         &self,
         tenant: &TenantId,
         path: &str,
-        message: impl Fn(RpcReplyPort<T>) -> StreamMsg,
-    ) -> Result<T> {
-        for _ in 0..ATTEMPTS {
-            let actor = self.stream_actor(tenant, path).await?;
+        call: Option<StreamCall>,
+        message: impl Fn(RpcReplyPort<Result<X>>) -> StreamMsg,
+    ) -> Result<X> {
+        for attempt in 1..=ATTEMPTS {
+            let actor = match (self.route(tenant, path).await?, &call) {
+                (Route::Here(actor), _) => actor,
+                (Route::Owner(_, owner), None) => return Err(Error::OwnerUnreachable(owner)),
+                (Route::Owner(cluster, owner), Some(call)) => {
+                    match cluster
+                        .call_stream(&owner, tenant, path, call.clone())
+                        .await
+                    {
+                        // The owner went away or let the stream go: ask
+                        // again who owns it.
+                        Err(Error::OwnerUnreachable(_)) if attempt < ATTEMPTS => {
+                            tokio::time::sleep(OWNER_RETRY * attempt as u32).await;
+                            continue;
+                        }
+                        answer => return answer,
+                    }
+                }
+            };
             match actor.call(&message, Some(CALL_TIMEOUT)).await {
-                Ok(ractor::rpc::CallResult::Success(answer)) => return Ok(answer),
+                Ok(ractor::rpc::CallResult::Success(answer)) => return answer,
                 Ok(ractor::rpc::CallResult::Timeout) => return Err(Error::Unavailable("stream")),
                 // Stopped (idle) before it read the message: nothing was done.
                 Ok(ractor::rpc::CallResult::SenderError) | Err(_) => continue,
             }
         }
         Err(Error::Unavailable("stream"))
+    }
+
+    /// A peer's call for a stream this node owns (`Hooks::local_streams`).
+    pub(super) async fn serve_stream_call(
+        &self,
+        tenant: TenantId,
+        path: String,
+        call: StreamCall,
+    ) -> Result<serde_json::Value> {
+        let here = Here(self, &tenant, &path);
+        match call {
+            StreamCall::Create {
+                config,
+                closed,
+                body,
+                fork,
+                may_make,
+                max_bytes,
+            } => {
+                here.ask(|reply| StreamMsg::Create {
+                    config: config.clone(),
+                    closed,
+                    body: body.clone(),
+                    fork: fork.clone(),
+                    may_make,
+                    max_bytes,
+                    reply,
+                })
+                .await
+            }
+            StreamCall::AddFork { request } => {
+                here.ask(|reply| StreamMsg::AddFork(request.clone(), reply))
+                    .await
+            }
+            StreamCall::ReleaseFork { stream_id } => {
+                here.ask(|reply| StreamMsg::ReleaseFork(stream_id.clone(), reply))
+                    .await
+            }
+            StreamCall::Append { append } => {
+                here.ask(|reply| StreamMsg::Append(append.clone(), reply))
+                    .await
+            }
+            StreamCall::Head { touch } => here.ask(|reply| StreamMsg::Head { touch, reply }).await,
+            StreamCall::Delete => here.ask(StreamMsg::Delete).await,
+        }
     }
 
     /// Stops every stream actor of this runtime (at shutdown: they hold
@@ -130,14 +257,17 @@ impl Runtime {
     /// itself a fork, that stream's source.
     async fn release_chain(&self, tenant: &TenantId, mut source: Option<(String, String)>) {
         while let Some((path, id)) = source.take() {
+            let call = StreamCall::ReleaseFork {
+                stream_id: id.clone(),
+            };
             match self
-                .call_stream(tenant, &path, |reply| {
+                .ask_stream(tenant, &path, Some(call), |reply| {
                     StreamMsg::ReleaseFork(id.clone(), reply)
                 })
                 .await
             {
-                Ok(Ok(next)) => source = next,
-                Ok(Err(error)) | Err(error) => {
+                Ok(next) => source = next,
+                Err(error) => {
                     tracing::warn!(stream = %path, %error, "a fork's source was not released");
                 }
             }
@@ -163,11 +293,14 @@ impl Runtime {
             None => (config, None),
             Some((source, request)) => {
                 let inherits_type = request.content_type.is_none();
+                let call = StreamCall::AddFork {
+                    request: request.clone(),
+                };
                 let base = self
-                    .call_stream(tenant, &source, |reply| {
+                    .ask_stream(tenant, &source, Some(call), |reply| {
                         StreamMsg::AddFork(request.clone(), reply)
                     })
-                    .await??;
+                    .await?;
                 let mut config = config;
                 if inherits_type {
                     config.content_type = base.config.content_type.clone();
@@ -182,8 +315,16 @@ impl Runtime {
         let source = fork
             .as_ref()
             .map(|base| (base.source_path.clone(), base.source_id.clone()));
+        let call = StreamCall::Create {
+            config: config.clone(),
+            closed,
+            body: body.clone(),
+            fork: fork.clone().map(Box::new),
+            may_make,
+            max_bytes: limits.max_stream_bytes,
+        };
         let made = self
-            .call_stream(tenant, path, |reply| StreamMsg::Create {
+            .ask_stream(tenant, path, Some(call), |reply| StreamMsg::Create {
                 config: config.clone(),
                 closed,
                 body: body.clone(),
@@ -192,8 +333,7 @@ impl Runtime {
                 max_bytes: limits.max_stream_bytes,
                 reply,
             })
-            .await
-            .and_then(|made| made);
+            .await;
         if !matches!(made, Ok((_, true))) {
             self.release_chain(tenant, source).await;
         }
@@ -208,10 +348,14 @@ impl Runtime {
         mut append: Append,
     ) -> Result<Appended> {
         append.max_bytes = self.stream_limits(tenant).max_stream_bytes;
-        self.call_stream(tenant, path, |reply| {
-            StreamMsg::Append(Box::new(append.clone()), reply)
+        let append = Box::new(append);
+        let call = StreamCall::Append {
+            append: append.clone(),
+        };
+        self.ask_stream(tenant, path, Some(call), |reply| {
+            StreamMsg::Append(append.clone(), reply)
         })
-        .await?
+        .await
     }
 
     /// `HEAD`: the stream as it is now (a `Stream-TTL` is not renewed).
@@ -225,8 +369,12 @@ impl Runtime {
         path: &str,
         touch: bool,
     ) -> Result<StreamRecord> {
+        let call = StreamCall::Head { touch };
         match self
-            .call_stream(tenant, path, |reply| StreamMsg::Head { touch, reply })
+            .ask_stream(tenant, path, Some(call), |reply| StreamMsg::Head {
+                touch,
+                reply,
+            })
             .await?
         {
             None => Err(Error::StreamNotFound(path.to_owned())),
@@ -237,7 +385,8 @@ impl Runtime {
 
     /// `DELETE`; a fork deleted for good releases its source.
     pub async fn delete_stream(&self, tenant: &TenantId, path: &str) -> Result<()> {
-        let source = self.call_stream(tenant, path, StreamMsg::Delete).await??;
+        let source =
+            (self.ask_stream(tenant, path, Some(StreamCall::Delete), StreamMsg::Delete)).await?;
         self.release_chain(tenant, source).await;
         Ok(())
     }
@@ -248,9 +397,23 @@ impl Runtime {
         tenant: &TenantId,
         path: &str,
     ) -> Result<watch::Receiver<Tail>> {
-        self.call_stream(tenant, path, StreamMsg::Watch)
-            .await?
-            .ok_or_else(|| Error::StreamNotFound(path.to_owned()))
+        for _ in 0..ATTEMPTS {
+            let watched = match self.route(tenant, path).await? {
+                Route::Owner(cluster, owner) => cluster.remote_tail(&owner, tenant, path).await?,
+                Route::Here(actor) => {
+                    match actor.call(StreamMsg::Watch, Some(CALL_TIMEOUT)).await {
+                        Ok(ractor::rpc::CallResult::Success(watched)) => watched,
+                        Ok(ractor::rpc::CallResult::Timeout) => {
+                            return Err(Error::Unavailable("stream"));
+                        }
+                        // Stopped (idle) before it read the message.
+                        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => continue,
+                    }
+                }
+            };
+            return watched.ok_or_else(|| Error::StreamNotFound(path.to_owned()));
+        }
+        Err(Error::Unavailable("stream"))
     }
 
     /// A catch-up read from `from`, of at most about `max_bytes` (at least
@@ -324,5 +487,18 @@ impl Runtime {
             next,
             body,
         })
+    }
+}
+
+/// A peer's call run on this node's actor of one stream, its answer as it
+/// crosses back.
+struct Here<'a>(&'a Runtime, &'a TenantId, &'a str);
+
+impl Here<'_> {
+    async fn ask<X: Send + serde::Serialize + DeserializeOwned + 'static>(
+        &self,
+        message: impl Fn(RpcReplyPort<Result<X>>) -> StreamMsg,
+    ) -> Result<serde_json::Value> {
+        to_value(self.0.ask_stream(self.1, self.2, None, message).await)
     }
 }

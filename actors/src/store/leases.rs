@@ -125,6 +125,19 @@ impl Database {
         self.claim("conversation_lease", key, node, epoch).await
     }
 
+    /// Takes the lease of `tenant`'s Durable Stream at `path` for `node` at
+    /// `epoch`, unless another node holds it live.
+    pub async fn claim_stream(
+        &self,
+        tenant: &TenantId,
+        path: &str,
+        node: &str,
+        epoch: u64,
+    ) -> Result<Claim> {
+        self.claim("stream_lease", json!([tenant, path]), node, epoch)
+            .await
+    }
+
     /// Takes the role `role` (a job the cluster runs on one node at a time,
     /// e.g. `webhooks`) for `node` at `epoch`, unless another node holds it
     /// live. Holding it again is a no-op that answers the same.

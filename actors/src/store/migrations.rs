@@ -94,4 +94,9 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0018_roles",
         include_str!("../../../schemas/migrations/0018_roles.surql"),
     ),
+    (
+        19,
+        "0019_stream_leases",
+        include_str!("../../../schemas/migrations/0019_stream_leases.surql"),
+    ),
 ];

@@ -52,7 +52,7 @@ pub enum StreamMsg {
     /// renews a `Stream-TTL` (a `HEAD` does not).
     Head {
         touch: bool,
-        reply: RpcReplyPort<Option<StreamRecord>>,
+        reply: RpcReplyPort<Result<Option<StreamRecord>>>,
     },
     /// `DELETE`: the stream and everything of it (only hidden while forks
     /// read from it); the source to release, if it was a fork.
@@ -150,7 +150,7 @@ impl Actor for StreamActor {
                 if touch {
                     state.last_access = std::time::Instant::now();
                 }
-                let _ = reply.send(state.record.clone());
+                let _ = reply.send(Ok(state.record.clone()));
             }
             StreamMsg::Delete(reply) => {
                 let _ = reply.send(state.delete().await);

@@ -7,6 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::model::stream::{
     JsonBodyError, ProducerDecision, ProducerRecord, ProducerState, StreamRecord, StreamUnit,
@@ -14,10 +16,12 @@ use crate::model::stream::{
 };
 use crate::store::Write;
 
-/// A `POST` as the edge read it.
-#[derive(Debug, Clone)]
+/// A `POST` as the edge read it (and as it crosses to a stream's owner in
+/// a cluster).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Append {
     pub content_type: Option<String>,
+    #[serde(with = "base64_bytes")]
     pub body: Bytes,
     /// `Stream-Seq`: must be greater (byte-wise) than the last one accepted.
     pub seq: Option<String>,
@@ -29,7 +33,7 @@ pub struct Append {
 }
 
 /// `Producer-Id`, `Producer-Epoch`, `Producer-Seq`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProducerHeaders {
     pub id: String,
     pub epoch: u64,
@@ -37,7 +41,7 @@ pub struct ProducerHeaders {
 }
 
 /// How a `POST` ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Appended {
     /// Appended (or closed): the stream now, and the producer's state.
     Done {
@@ -61,6 +65,26 @@ pub enum Appended {
         expected: u64,
         received: u64,
     },
+}
+
+/// A body as base64 text, for the JSON that crosses between nodes.
+pub mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &Bytes, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&STANDARD.encode(body))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(input)?;
+        STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What to write (the write, the record after it, the producer's state),

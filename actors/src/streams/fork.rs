@@ -12,7 +12,7 @@ use crate::model::stream::{Segment, StreamConfig, StreamRecord, same_type};
 use crate::store::Write;
 
 /// `Stream-Forked-From` with `Stream-Fork-Offset` and `Stream-Fork-Sub-Offset`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForkRequest {
     /// The fork point; the source's tail if absent.
     pub position: Option<u64>,
@@ -23,7 +23,7 @@ pub struct ForkRequest {
 }
 
 /// What a fork starts from, as its source agreed to it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ForkBase {
     pub source_path: String,
     pub source_id: String,

@@ -38,7 +38,9 @@ pub struct StreamState {
     pub(super) last_access: std::time::Instant,
 }
 
-pub(super) fn tail_of(record: Option<&StreamRecord>) -> Tail {
+/// The tail live readers see of `record` (of no stream, or a deleted one:
+/// `gone`).
+pub fn tail_of(record: Option<&StreamRecord>) -> Tail {
     let record = record.filter(|record| !record.deleted);
     Tail {
         tail: record.map_or(0, |record| record.tail),
