@@ -7,11 +7,16 @@
 //!
 //! A reader keeps up only while the machine gives it, and the server's
 //! writers, time: one that falls behind by a full queue is rightly closed.
-//! So the pace (a word every 50 ms) and the queue (128 KB, about four
-//! answers) leave a reader some three seconds of slack. A word every 20 ms
-//! with a 64 KB queue left under one second, and a reader in 900 was closed
-//! in a CI run. The ones that never read overflow whatever the pace: the
-//! twelve answers are 32 KB each and they can hold about 170 KB.
+//! The answers are small (about 11 KB each, with the question's own frame)
+//! and slow (a word every 50 ms), and the queue (48 KB) holds about four,
+//! besides the kernel's buffers: seconds of slack. The ones that never read
+//! overflow whatever the pace: they can hold about 85 KB of the 130 KB.
+//!
+//! This test found that every join and leave sent every socket a
+//! `presence` frame: its 1,000 joins alone made some 500,000 frames, and
+//! as the first readers finished and left, the others were sent hundreds
+//! of frames at once and dozens were closed one answer short. Joins and
+//! leaves are now gathered into one frame per 100 ms.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +36,7 @@ const SOCKETS: usize = 1_000;
 const NEVER_READ: usize = 100;
 const ANSWERS: usize = 12;
 /// `limits.outbound_queue_bytes` for this run: about four answers.
-const QUEUE_BYTES: u64 = 128 * 1024;
+const QUEUE_BYTES: u64 = 48 * 1024;
 /// `server.send_buffer_bytes`: what the kernel may hold per socket.
 const SEND_BUFFER: u32 = 16 * 1024;
 /// What the process may add to its resident memory beyond the queues.
@@ -59,10 +64,10 @@ word_delay_ms = 50
     write_config(dir, &settings)
 }
 
-/// Sixteen words of a thousand bytes each: an answer of few, large chunks.
+/// Sixteen words of two hundred bytes each: an answer of few, large chunks.
 fn question(number: usize) -> String {
     (0..16)
-        .map(|word| format!("{number:02}{word:02}{}", "x".repeat(996)))
+        .map(|word| format!("{number:02}{word:02}{}", "x".repeat(196)))
         .collect::<Vec<_>>()
         .join(" ")
 }

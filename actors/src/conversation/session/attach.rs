@@ -11,7 +11,6 @@ use super::state::SessionState;
 use super::{Attached, Joining, SessionMsg};
 use crate::agent::actor::AgentMsg;
 use crate::conversation::connection::{ConnId, Connection, ConnectionArgs};
-use crate::conversation::feed::Change;
 use crate::conversation::outbound::outbound_queue;
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
@@ -43,7 +42,7 @@ impl SessionState {
             attached.context = Some((self.facts.context.clone(), self.facts.context_version));
         }
         if present {
-            self.attendance_changed(Change::Presence);
+            self.presence_changed(myself);
         }
         attached
     }
@@ -176,13 +175,13 @@ impl SessionState {
     }
 
     /// A socket went away: the others are told who is left.
-    pub fn detach(&mut self, conn: ConnId) {
+    pub fn detach(&mut self, myself: &ActorRef<SessionMsg>, conn: ConnId) {
         if self
             .subscribers
             .remove(conn)
             .is_some_and(|participant| participant.is_present())
         {
-            self.attendance_changed(crate::conversation::feed::Change::Presence);
+            self.presence_changed(myself);
         }
     }
 

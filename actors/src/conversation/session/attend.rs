@@ -3,6 +3,8 @@
 //! `conversation.updated` event, announced as `system` messages), and the
 //! `presence` frames and console feed that follow each change.
 
+use std::time::Duration;
+
 use ractor::{ActorRef, RpcReplyPort};
 
 use super::SessionMsg;
@@ -15,6 +17,13 @@ use crate::error::{Error, Result};
 use crate::model::protocol::{Frame, ServerFrame};
 use crate::model::{Attendant, Handoff, NewMessage, Role, events};
 use crate::store::{Durable, Write};
+
+/// How long joins and leaves are gathered into one `presence` frame. Each
+/// frame says who is here now, so one frame for many changes loses
+/// nothing; a frame per change sent every socket of a crowd that arrived or
+/// left together a frame per arrival (1,000 sockets joining one
+/// conversation made some 500,000 frames).
+pub const PRESENCE_GATHER: Duration = Duration::from_millis(100);
 
 impl SessionState {
     /// A handoff or take-over failed to store: back to how it was, and
@@ -187,6 +196,22 @@ impl SessionState {
             handoff_requested: self.attendance.handoff.is_some(),
         }
         .encode()
+    }
+
+    /// Someone joined or left: every subscriber is told who is here once
+    /// the joins and leaves of the next [`PRESENCE_GATHER`] are in.
+    pub fn presence_changed(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.presence_due || self.terminating {
+            return;
+        }
+        self.presence_due = true;
+        myself.send_after(PRESENCE_GATHER, || SessionMsg::PresenceDue);
+    }
+
+    pub fn presence_due(&mut self) {
+        if std::mem::take(&mut self.presence_due) {
+            self.attendance_changed(Change::Presence);
+        }
     }
 
     /// Tells every subscriber who is here now, and the console what changed.

@@ -151,6 +151,8 @@ pub enum SessionMsg {
     RestartAgent,
     /// The double-texting merge window with this token ended.
     MergeDue { token: u64 },
+    /// The joins and leaves of the last moment are in: tell who is here.
+    PresenceDue,
     /// Answers the stored user message with this `client_msg_id` again (a
     /// client's "regenerate"): a new answer after the old one, which stays.
     AnswerAgain {
@@ -269,7 +271,9 @@ impl Actor for Session {
                 let attached = state.join(&myself, after_seq, joining, participant).await;
                 let _ = reply.send(attached);
             }
-            SessionMsg::Connection(ConnectionReport::Detached { conn }) => state.detach(conn),
+            SessionMsg::Connection(ConnectionReport::Detached { conn }) => {
+                state.detach(&myself, conn);
+            }
             SessionMsg::Connection(ConnectionReport::Command { conn, command }) => {
                 state.command(&myself, conn, command).await;
             }
@@ -305,6 +309,7 @@ impl Actor for Session {
             SessionMsg::Agent(report) => state.on_agent_report(&myself, report),
             SessionMsg::RestartAgent => state.restart_agent(&myself).await?,
             SessionMsg::MergeDue { token } => state.merge_due(token),
+            SessionMsg::PresenceDue => state.presence_due(),
             SessionMsg::AnswerAgain {
                 client_msg_id,
                 reply,
@@ -339,7 +344,7 @@ impl Actor for Session {
             return Ok(());
         };
         if let Some(conn) = state.subscribers.conn_of_actor(cell.get_id()) {
-            state.detach(conn);
+            state.detach(&myself, conn);
             return Ok(());
         }
         let is_agent = state

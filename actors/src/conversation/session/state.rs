@@ -89,6 +89,8 @@ pub struct SessionState {
     pub last_activity: Instant,
     pub idle_timer: Option<JoinHandle<()>>,
     pub terminating: bool,
+    /// Joins or leaves not yet told in a `presence` frame (`attend.rs`).
+    pub presence_due: bool,
 }
 
 /// The newest `keep` messages of the log, oldest first.
@@ -172,6 +174,7 @@ impl SessionState {
             last_activity: Instant::now(),
             idle_timer: None,
             terminating: false,
+            presence_due: false,
         })
     }
 
