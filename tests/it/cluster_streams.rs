@@ -2,14 +2,17 @@
 //! request made through the other node reaches it. A long-poll on the node
 //! that does not own the stream is woken by an append made through either
 //! node; catch-up reads, a producer's retried append, a fork owned by the
-//! other node, a closed stream and deletes behave as on one node. Real
-//! processes on one SurrealDB server (`support/cluster.rs`).
+//! other node, a closed stream and deletes behave as on one node; and the
+//! protocol's conformance suite passes through a load balancer that sends
+//! each connection to the next of two nodes. Real processes on one
+//! SurrealDB server (`support/cluster.rs`).
 
 use std::time::Duration;
 
 use reqwest::Method;
 
 use crate::support::cluster::{Node, start_nodes};
+use crate::support::link::Balancer;
 use crate::support::server::{DEADLINE, KEY};
 use crate::support::surreal::SurrealServer;
 
@@ -158,4 +161,28 @@ async fn forks_and_deletes_across_nodes(owner: &Node, other: &Node) {
         assert_eq!(read(node, "notes", "-1").await.0, 404);
         assert_eq!(read(node, "branch", "-1").await.0, 404);
     }
+}
+
+#[tokio::test]
+async fn the_protocols_conformance_suite_passes_through_a_balancer_over_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SurrealServer::start(&dir.path().join("db")).await;
+    let open = "[tenants.acme.streams]\nanonymous = true\n";
+    let nodes = start_nodes(dir.path(), &db, 2, 0, open).await;
+    let balancer = Balancer::open(nodes.iter().map(|node| node.port).collect());
+    let base = format!("{}/ds/acme", balancer.base());
+    let outcome = crate::support::conformance::run(dir.path(), base).await;
+    println!(
+        "durable streams conformance through two nodes: {} passed, {} failed, {} skipped, of {}",
+        outcome.passed,
+        outcome.failed.len(),
+        outcome.skipped,
+        outcome.total
+    );
+    assert!(
+        outcome.total > 300,
+        "the suite ran: {} tests",
+        outcome.total
+    );
+    assert!(outcome.failed.is_empty(), "failed: {:#?}", outcome.failed);
 }

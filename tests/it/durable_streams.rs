@@ -325,63 +325,22 @@ async fn the_protocols_conformance_suite_passes_in_full() {
     std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + open).unwrap();
     let port = crate::support::binary::free_port();
     let mut child = crate::support::binary::start(&config, &dir.path().join("data"), port).await;
-    let results = dir.path().join("results.json");
-    let vitest = dir.path().join("vitest.config.mjs");
-    let js = crate::support::node::installed().to_owned();
-    std::fs::write(
-        &vitest,
-        format!(
-            "export default {{ test: {{ root: {js:?}, include: [\"node_modules/@durable-streams/server-conformance-tests/dist/test-runner.js\"], exclude: [], testTimeout: 30000 }} }}\n"
-        ),
-    )
-    .unwrap();
-    let run = {
-        let (vitest, results) = (vitest.clone(), results.clone());
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new("npx")
-                .args(["vitest", "run", "--config"])
-                .arg(&vitest)
-                .args(["--reporter=json", "--outputFile"])
-                .arg(&results)
-                .env(
-                    "CONFORMANCE_TEST_URL",
-                    format!("http://127.0.0.1:{port}/ds/acme"),
-                )
-                .current_dir(&js)
-                .output()
-                .unwrap()
-        })
-    };
-    let output = run.await.unwrap();
+    let base = format!("http://127.0.0.1:{port}/ds/acme");
+    let outcome = crate::support::conformance::run(dir.path(), base).await;
     crate::support::binary::kill(&mut child);
-    let report: Value = serde_json::from_slice(&std::fs::read(&results).unwrap_or_else(|_| {
-        panic!(
-            "vitest wrote no report: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    }))
-    .unwrap();
-    let tests: Vec<&Value> = report["testResults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|file| file["assertionResults"].as_array().unwrap())
-        .collect();
-    let count = |status: &str| tests.iter().filter(|test| test["status"] == status).count();
-    let failed: Vec<&str> = tests
-        .iter()
-        .filter(|test| test["status"] == "failed")
-        .map(|test| test["fullName"].as_str().unwrap_or(""))
-        .collect();
     println!(
         "durable streams conformance: {} passed, {} failed, {} skipped by the suite (its opt-in subscription tests), of {}",
-        count("passed"),
-        count("failed"),
-        count("skipped") + count("pending"),
-        tests.len()
+        outcome.passed,
+        outcome.failed.len(),
+        outcome.skipped,
+        outcome.total
     );
-    assert!(tests.len() > 300, "the suite ran: {} tests", tests.len());
-    assert!(failed.is_empty(), "failed: {failed:#?}");
+    assert!(
+        outcome.total > 300,
+        "the suite ran: {} tests",
+        outcome.total
+    );
+    assert!(outcome.failed.is_empty(), "failed: {:#?}", outcome.failed);
 }
 
 #[tokio::test]

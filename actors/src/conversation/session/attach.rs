@@ -10,7 +10,7 @@ use super::log::{Asker, Missed};
 use super::state::SessionState;
 use super::{Attached, Joining, SessionMsg};
 use crate::agent::actor::AgentMsg;
-use crate::conversation::connection::{ConnId, Connection, ConnectionArgs};
+use crate::conversation::connection::{ConnId, Connection, ConnectionArgs, ConnectionReport};
 use crate::conversation::outbound::outbound_queue;
 use crate::error::{Error, Result};
 use crate::model::protocol::{ServerFrame, WireMessage};
@@ -171,6 +171,16 @@ impl SessionState {
             }
             .encode();
             self.subscribers.send_to(conn, frame);
+        }
+    }
+
+    /// A report from one of its sockets' `Connection`s.
+    pub async fn on_connection(&mut self, myself: &ActorRef<SessionMsg>, report: ConnectionReport) {
+        match report {
+            ConnectionReport::Detached { conn } => self.detach(myself, conn),
+            ConnectionReport::Command { conn, command } => {
+                self.command(myself, conn, command).await;
+            }
         }
     }
 

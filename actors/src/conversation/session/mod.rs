@@ -271,12 +271,7 @@ impl Actor for Session {
                 let attached = state.join(&myself, after_seq, joining, participant).await;
                 let _ = reply.send(attached);
             }
-            SessionMsg::Connection(ConnectionReport::Detached { conn }) => {
-                state.detach(&myself, conn);
-            }
-            SessionMsg::Connection(ConnectionReport::Command { conn, command }) => {
-                state.command(&myself, conn, command).await;
-            }
+            SessionMsg::Connection(report) => state.on_connection(&myself, report).await,
             SessionMsg::Post { message, reply } => {
                 state.post(&myself, message, Asker::Rest(reply)).await;
             }
