@@ -172,17 +172,5 @@ async fn the_protocols_conformance_suite_passes_through_a_balancer_over_two_node
     let balancer = Balancer::open(nodes.iter().map(|node| node.port).collect());
     let base = format!("{}/ds/acme", balancer.base());
     let outcome = crate::support::conformance::run(dir.path(), base).await;
-    println!(
-        "durable streams conformance through two nodes: {} passed, {} failed, {} skipped, of {}",
-        outcome.passed,
-        outcome.failed.len(),
-        outcome.skipped,
-        outcome.total
-    );
-    assert!(
-        outcome.total > 300,
-        "the suite ran: {} tests",
-        outcome.total
-    );
-    assert!(outcome.failed.is_empty(), "failed: {:#?}", outcome.failed);
+    outcome.all_passed("through two nodes");
 }

@@ -328,19 +328,7 @@ async fn the_protocols_conformance_suite_passes_in_full() {
     let base = format!("http://127.0.0.1:{port}/ds/acme");
     let outcome = crate::support::conformance::run(dir.path(), base).await;
     crate::support::binary::kill(&mut child);
-    println!(
-        "durable streams conformance: {} passed, {} failed, {} skipped by the suite (its opt-in subscription tests), of {}",
-        outcome.passed,
-        outcome.failed.len(),
-        outcome.skipped,
-        outcome.total
-    );
-    assert!(
-        outcome.total > 300,
-        "the suite ran: {} tests",
-        outcome.total
-    );
-    assert!(outcome.failed.is_empty(), "failed: {:#?}", outcome.failed);
+    outcome.all_passed("on one node");
 }
 
 #[tokio::test]

@@ -16,6 +16,21 @@ pub struct Outcome {
     pub failed: Vec<String>,
 }
 
+impl Outcome {
+    /// Prints the counts and fails unless the whole suite ran and passed.
+    pub fn all_passed(&self, how: &str) {
+        println!(
+            "durable streams conformance {how}: {} passed, {} failed, {} skipped by the suite (its opt-in subscription tests), of {}",
+            self.passed,
+            self.failed.len(),
+            self.skipped,
+            self.total
+        );
+        assert!(self.total > 300, "the suite ran: {} tests", self.total);
+        assert!(self.failed.is_empty(), "failed: {:#?}", self.failed);
+    }
+}
+
 /// Runs the whole suite against `base` (`http://…/ds/{tenant}`), writing
 /// its files under `dir`.
 pub async fn run(dir: &Path, base: String) -> Outcome {
