@@ -32,6 +32,7 @@ pub mod name {
     pub const PRUNED: &str = "tertulia_pruned_total";
     pub const FENCED_BATCHES: &str = "tertulia_fenced_batches_total";
     pub const CONVERSATIONS_TAKEN_OVER: &str = "tertulia_conversations_taken_over_total";
+    pub const STREAM_CALLS_SERVED: &str = "tertulia_stream_calls_served_total";
 }
 
 /// Describes every figure, so a scrape carries `# HELP` and `# TYPE` for
@@ -104,6 +105,10 @@ pub fn describe() {
         name::CONVERSATIONS_TAKEN_OVER,
         "Conversations this node took over from a node whose lease ran out (cluster)."
     );
+    describe_counter!(
+        name::STREAM_CALLS_SERVED,
+        "Durable Stream calls this node served for another node, as the stream's owner (cluster)."
+    );
 }
 
 pub fn fenced_batch() {
@@ -112,6 +117,10 @@ pub fn fenced_batch() {
 
 pub fn conversation_taken_over() {
     counter!(name::CONVERSATIONS_TAKEN_OVER).increment(1);
+}
+
+pub fn stream_call_served() {
+    counter!(name::STREAM_CALLS_SERVED).increment(1);
 }
 
 pub fn socket_opened(tenant: &str) {

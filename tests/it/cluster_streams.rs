@@ -163,6 +163,16 @@ async fn forks_and_deletes_across_nodes(owner: &Node, other: &Node) {
     }
 }
 
+/// How many stream calls `node` served for the other, from its `/metrics`.
+async fn stream_calls_served(node: &Node) -> u64 {
+    let url = format!("{}/metrics", node.base());
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with("tertulia_stream_calls_served_total"))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn the_protocols_conformance_suite_passes_through_a_balancer_over_two_nodes() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,5 +182,14 @@ async fn the_protocols_conformance_suite_passes_through_a_balancer_over_two_node
     let balancer = Balancer::open(nodes.iter().map(|node| node.port).collect());
     let base = format!("{}/ds/acme", balancer.base());
     let outcome = crate::support::conformance::run(dir.path(), base).await;
+    let mut served = Vec::new();
+    for node in &nodes {
+        served.push(stream_calls_served(node).await);
+    }
+    println!("stream calls each node served for the other: {served:?}");
     outcome.all_passed("through two nodes");
+    assert!(
+        served.iter().all(|&count| count > 0),
+        "each node served the other's calls: {served:?}"
+    );
 }

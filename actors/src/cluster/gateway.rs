@@ -187,6 +187,7 @@ async fn serve_stream(
     reply: ractor::RpcReplyPort<Vec<u8>>,
 ) {
     let StreamRequest { tenant, path, call } = request;
+    crate::metrics::stream_call_served();
     let answer: Reply = (cluster.hooks.local_streams)(tenant, path, call)
         .await
         .map_err(|error| WireError::from(&error));
