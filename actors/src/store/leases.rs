@@ -83,6 +83,8 @@ IF !$held AND !$ours { UPSERT type::record($table, $key) SET node = $node, epoch
 RETURN { held_by: IF $held { $l.node } ELSE { NONE }, taken_from: IF $held { NONE } ELSE { $l.node } };
 COMMIT TRANSACTION;";
 
+const READ_LEASE: &str = "SELECT node, epoch FROM ONLY type::record($table, $key);";
+
 const RELEASE: &str = "UPDATE type::record('cluster_node', $node) SET expires = time::now() \
     WHERE epoch = $epoch RETURN NONE;";
 
@@ -156,8 +158,28 @@ impl Database {
             }
             answer => answer?,
         };
-        serde_json::from_value(answer.clone())
-            .map_err(|_| Error::Storage(format!("a lease claim answered {answer}")))
+        let claim: Claim = serde_json::from_value(answer.clone())
+            .map_err(|_| Error::Storage(format!("a lease claim answered {answer}")))?;
+        if claim.held_by.is_none() {
+            self.confirm_claim(table, &key, node, epoch).await?;
+        }
+        Ok(claim)
+    }
+
+    /// Reads a lease just taken back, outside the claim's transaction. A
+    /// claim whose transaction did not commit must not be believed: a node
+    /// that did would run the conversation beside its real owner, both
+    /// passing their fences (a full run once stored every seq twice).
+    async fn confirm_claim(&self, table: &str, key: &Value, node: &str, epoch: u64) -> Result<()> {
+        let vars = json!({"table": table, "key": key});
+        let lease = self.last_value(READ_LEASE, vars).await?;
+        if lease["node"] == node && lease["epoch"] == epoch {
+            return Ok(());
+        }
+        tracing::warn!(%table, %key, %lease, "a lease claim answered taken but did not hold");
+        Err(Error::Storage(format!(
+            "the {table} claim for node {node} did not hold: the lease reads {lease}"
+        )))
     }
 
     /// Ends `node`'s lease now (a clean shutdown), so its conversations are

@@ -295,3 +295,28 @@ async fn the_summary_is_counted_by_the_database_per_bucket() {
     assert_eq!(last.stats.messages["user"]["api"], 3, "{summary:?}");
     assert_eq!(summary.buckets.len(), 49, "48 hours, cut at the hour");
 }
+
+/// Two nodes claiming the same conversations at the same moment: exactly
+/// one takes each, the other finds it held (never both taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_claims_give_each_conversation_one_owner() {
+    let dir = std::env::temp_dir().join(format!("tertulia-claims-{}", SessionId::new()));
+    let endpoint = surrealkv_endpoint(&dir).unwrap();
+    let db = Database::open(&endpoint, "test", "test").await.unwrap();
+    let lease = std::time::Duration::from_secs(60);
+    let a = db.renew_node("a", "127.0.0.1:1", 0, lease).await.unwrap();
+    let b = db.renew_node("b", "127.0.0.1:2", 0, lease).await.unwrap();
+    let tenant = TenantId("t".into());
+    let mut both = 0;
+    for _ in 0..200 {
+        let session = SessionId::new();
+        let (first, second) = tokio::join!(
+            db.claim_conversation(&tenant, session, "a", a.epoch),
+            db.claim_conversation(&tenant, session, "b", b.epoch),
+        );
+        let taken = |claim: &crate::error::Result<leases::Claim>| matches!(claim, Ok(claim) if claim.held_by.is_none());
+        both += usize::from(taken(&first) && taken(&second));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(both, 0, "conversations both nodes took");
+}
