@@ -4,7 +4,9 @@
 //! delivered after the delivering node is killed); a staff key made on one
 //! node opening a console on another, which follows conversations owned by
 //! the first; a key revoked while two nodes were cut off from each other
-//! refused by both once they meet again; and the database server
+//! refused by both once they meet again; a conversation made on one node
+//! and first written on another, numbered on when it moves back; and the
+//! database server
 //! restarted under writers on two nodes (`/readyz` 503 while it is gone and
 //! 200 after on both; every acknowledged message stored once, in order).
 //! Real processes on loopback (`support/cluster.rs`).
@@ -294,6 +296,26 @@ async fn a_key_revoked_while_two_nodes_were_apart_is_refused_by_both_once_they_m
         || async { listed_with(&nodes[1], key).await == 401 },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_conversation_made_on_one_node_keeps_its_seqs_when_it_moves_there_from_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = SurrealServer::start(&dir.path().join("db")).await;
+    let mut nodes = start_nodes(dir.path(), &db, 2, 0, "").await;
+    let session = create_session(&nodes[0].base()).await;
+    // Node 2 owns it first: the first message reaches it there.
+    for content in ["uno", "dos", "tres"] {
+        post_until_stored(&nodes[1], &session, content).await;
+    }
+    nodes[1].kill();
+    // Node 1, where it was made, takes it over once node 2's lease is out.
+    for content in ["cuatro", "cinco"] {
+        post_until_stored(&nodes[0], &session, content).await;
+    }
+    let stored = nodes[0].history(&session).await;
+    let ids = stored_once_in_order(&stored);
+    assert_eq!(ids, ["uno", "dos", "tres", "cuatro", "cinco"]);
 }
 
 async fn readyz(node: &Node) -> u16 {

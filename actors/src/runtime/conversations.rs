@@ -93,7 +93,13 @@ impl Runtime {
             ))
             .await?;
         // Its first socket or message then starts it with no read at all.
-        if let Ok(tenant) = self.tenant_actor(&record.tenant).await {
+        // Not in a cluster: another node may own it first and store
+        // messages, and a start here from this record would number its
+        // messages from 1 again when it moves back (found by the
+        // database-restart test: every seq stored twice).
+        if self.inner.cluster.get().is_none()
+            && let Ok(tenant) = self.tenant_actor(&record.tenant).await
+        {
             let _ = tenant.cast(TenantMsg::Created(Box::new(record.clone())));
         }
         self.inner

@@ -166,10 +166,11 @@ impl Database {
         Ok(claim)
     }
 
-    /// Reads a lease just taken back, outside the claim's transaction. A
-    /// claim whose transaction did not commit must not be believed: a node
-    /// that did would run the conversation beside its real owner, both
-    /// passing their fences (a full run once stored every seq twice).
+    /// Reads a lease just taken back, outside the claim's transaction: a
+    /// claim whose transaction did not commit must not be believed, or the
+    /// node would run the conversation beside its real owner, both passing
+    /// their fences. A guard: no run has shown a claim that answered taken
+    /// and did not commit.
     async fn confirm_claim(&self, table: &str, key: &Value, node: &str, epoch: u64) -> Result<()> {
         let vars = json!({"table": table, "key": key});
         let lease = self.last_value(READ_LEASE, vars).await?;
