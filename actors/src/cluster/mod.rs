@@ -71,6 +71,7 @@ impl Cluster {
             hooks,
             heard: DashMap::new(),
             tails: DashMap::new(),
+            stream_owners: DashMap::new(),
         });
         let gateway = gateway::start(&cluster, local).await?;
         (cluster.hooks.feeds).span(Arc::new(feeds::FeedGroups { gateway }));

@@ -91,6 +91,9 @@ pub struct Cluster {
     /// Live tails of streams owned elsewhere, kept while watched
     /// (`streams.rs`).
     pub(super) tails: DashMap<(TenantId, String), tokio::sync::watch::Sender<Tail>>,
+    /// Who owned each stream another node owns, as its last claim said:
+    /// calls through this node skip the claim until the owner fails them.
+    pub(super) stream_owners: DashMap<(TenantId, String), String>,
 }
 
 impl Cluster {
@@ -133,9 +136,16 @@ impl Cluster {
             .db
             .claim_stream(tenant, path, self.node(), epoch)
             .await?;
+        let key = (tenant.clone(), path.to_owned());
         Ok(match claim.held_by {
-            Some(holder) => Owner::There(holder),
-            None => Owner::Here { epoch },
+            Some(holder) => {
+                self.stream_owners.insert(key, holder.clone());
+                Owner::There(holder)
+            }
+            None => {
+                self.stream_owners.remove(&key);
+                Owner::Here { epoch }
+            }
         })
     }
 
@@ -182,6 +192,7 @@ impl Cluster {
             keep
         });
         self.relays.retain(|_, (owner, _)| owner != node);
+        self.stream_owners.retain(|_, owner| owner != node);
         self.attached.retain(|(from, _), connection| {
             let keep = from != node;
             if !keep {

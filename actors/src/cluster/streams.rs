@@ -33,7 +33,15 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(35);
 pub const TAIL_POLL: Duration = Duration::from_millis(100);
 
 impl Cluster {
+    /// The stream's owner elsewhere as its last claim here said, if any.
+    pub fn known_stream_owner(&self, tenant: &TenantId, path: &str) -> Option<String> {
+        let key = (tenant.clone(), path.to_owned());
+        self.stream_owners.get(&key).map(|owner| owner.clone())
+    }
+
     /// Sends `call` to `owner`, the stream's owner, and decodes its answer.
+    /// An owner that does not answer, or no longer owns the stream, is
+    /// forgotten: the next call claims again.
     pub async fn call_stream<T: serde::de::DeserializeOwned>(
         &self,
         owner: &str,
@@ -42,7 +50,12 @@ impl Cluster {
         call: StreamCall,
     ) -> Result<T> {
         let unreachable = || Error::OwnerUnreachable(owner.to_owned());
-        let gateway = gateway::reach(owner).await.ok_or_else(unreachable)?;
+        let Some(gateway) = gateway::reach(owner).await else {
+            let key = (tenant.clone(), path.to_owned());
+            self.stream_owners
+                .remove_if(&key, |_, known| known == owner);
+            return Err(unreachable());
+        };
         let request = StreamRequest {
             tenant: tenant.clone(),
             path: path.to_owned(),
@@ -54,10 +67,18 @@ impl Cluster {
                 Some(STREAM_TIMEOUT),
             )
             .await;
-        let Ok(CallResult::Success(bytes)) = answer else {
-            return Err(unreachable());
+        let answer = match answer {
+            Ok(CallResult::Success(bytes)) => {
+                decode_reply(&bytes).map_err(|error| error.into_stream_error(tenant, path))
+            }
+            _ => Err(unreachable()),
         };
-        let value = decode_reply(&bytes).map_err(|error| error.into_stream_error(tenant, path))?;
+        if let Err(Error::OwnerUnreachable(_)) = &answer {
+            let key = (tenant.clone(), path.to_owned());
+            self.stream_owners
+                .remove_if(&key, |_, known| known == owner);
+        }
+        let value = answer?;
         serde_json::from_value(value).map_err(|error| {
             Error::Storage(format!("the stream owner's answer did not parse: {error}"))
         })

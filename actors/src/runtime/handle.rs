@@ -224,16 +224,26 @@ impl Runtime {
         epoch: u64,
     ) -> Result<ActorRef<SessionMsg>> {
         let actor = self.started_session(tenant, session).await?;
-        match self.inner.cluster.get() {
-            Some(cluster) if !cluster.holds(epoch) => {
-                tracing::warn!(%session, epoch, "this node's lease ran out while the conversation started");
+        match self.claim_void(epoch, &format!("conversation {session}")) {
+            Some(error) => {
                 stop_as_owner_lost(std::slice::from_ref(&actor)).await;
-                Err(Error::Fenced(format!(
-                    "the lease this node claimed conversation {session} under (epoch {epoch}) ran out while it started"
-                )))
+                Err(error)
             }
-            _ => Ok(actor),
+            None => Ok(actor),
         }
+    }
+
+    /// The error for something claimed under `epoch` and started since, if
+    /// this node's lease ran out or moved on meanwhile (`None`: it holds).
+    pub(super) fn claim_void(&self, epoch: u64, what: &str) -> Option<Error> {
+        let cluster = self.inner.cluster.get()?;
+        if cluster.holds(epoch) {
+            return None;
+        }
+        tracing::warn!(%what, epoch, "this node's lease ran out while it started");
+        Some(Error::Fenced(format!(
+            "the lease this node claimed {what} under (epoch {epoch}) ran out while it started"
+        )))
     }
 
     /// The session live on this node, started by its tenant if need be.

@@ -68,14 +68,19 @@ impl Runtime {
     }
 
     /// The stream's actor here if it runs; else, in a cluster, its owner
-    /// (this node, if nobody live owns it: then its actor is started).
-    async fn route(&self, tenant: &TenantId, path: &str) -> Result<Route> {
+    /// (this node, if nobody live owns it: then its actor is started). A
+    /// call that may be passed on (`forward`) goes to the owner a claim
+    /// here found last, without claiming again.
+    async fn route(&self, tenant: &TenantId, path: &str, forward: bool) -> Result<Route> {
         if let Some(cell) = ractor::registry::where_is(self.stream_name(tenant, path)) {
             return Ok(Route::Here(cell.into()));
         }
         let Some(cluster) = self.inner.cluster.get() else {
             return self.stream_actor(tenant, path, None).await.map(Route::Here);
         };
+        if let Some(owner) = cluster.known_stream_owner(tenant, path).filter(|_| forward) {
+            return Ok(Route::Owner(cluster.clone(), owner));
+        }
         match cluster.stream_owner(tenant, path).await? {
             Owner::There(owner) => Ok(Route::Owner(cluster.clone(), owner)),
             Owner::Here { epoch } => {
@@ -124,14 +129,12 @@ impl Runtime {
         actor: ActorRef<StreamMsg>,
         epoch: Option<u64>,
     ) -> Result<ActorRef<StreamMsg>> {
-        match (self.inner.cluster.get(), epoch) {
-            (Some(cluster), Some(epoch)) if !cluster.holds(epoch) => {
+        match epoch.and_then(|epoch| self.claim_void(epoch, "a stream")) {
+            Some(error) => {
                 actor.stop(Some("this node's lease ran out while it started".into()));
-                Err(Error::Fenced(format!(
-                    "the lease this node claimed the stream under (epoch {epoch}) ran out while it started"
-                )))
+                Err(error)
             }
-            _ => Ok(actor),
+            None => Ok(actor),
         }
     }
 
@@ -147,7 +150,7 @@ impl Runtime {
         message: impl Fn(RpcReplyPort<Result<X>>) -> StreamMsg,
     ) -> Result<X> {
         for attempt in 1..=ATTEMPTS {
-            let actor = match (self.route(tenant, path).await?, &call) {
+            let actor = match (self.route(tenant, path, call.is_some()).await?, &call) {
                 (Route::Here(actor), _) => actor,
                 (Route::Owner(_, owner), None) => return Err(Error::OwnerUnreachable(owner)),
                 (Route::Owner(cluster, owner), Some(call)) => {
@@ -398,7 +401,7 @@ impl Runtime {
         path: &str,
     ) -> Result<watch::Receiver<Tail>> {
         for _ in 0..ATTEMPTS {
-            let watched = match self.route(tenant, path).await? {
+            let watched = match self.route(tenant, path, true).await? {
                 Route::Owner(cluster, owner) => cluster.remote_tail(&owner, tenant, path).await?,
                 Route::Here(actor) => {
                     match actor.call(StreamMsg::Watch, Some(CALL_TIMEOUT)).await {
